@@ -1,0 +1,1 @@
+"""Sluice web process: validates, authorizes, writes SQL rows, enqueues jobs, relays events."""

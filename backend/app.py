@@ -1,0 +1,131 @@
+"""The Quart application factory."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from quart import Quart, g, request
+from quart_cors import cors
+from quart_schema import HttpSecurityScheme, Info, OAuth2SecurityScheme, QuartSchema
+
+from backend.connections import open_redis
+from backend.database import close_database, migrate_database, open_database
+from backend.http.error_handlers import register_error_handlers
+from backend.http.routes import admin_users, api_keys, health, session, users
+from backend.http.routes import app_versions as app_versions_routes
+from backend.http.routes import chat_sessions as chat_sessions_routes
+from backend.http.routes import chats as chats_routes
+from backend.http.routes import codes as codes_routes
+from backend.http.routes import completions as completions_routes
+from backend.http.routes import credits as credits_routes
+from backend.http.routes import messages as messages_routes
+from backend.http.routes import swiftchat as swiftchat_routes
+from backend.http.routes import task_streams as task_streams_routes
+from backend.http.routes import tasks as tasks_routes
+from backend.http.routes import uploads as uploads_routes
+from backend.http.routes import ws as ws_routes
+from backend.observability import configure_logging, request_id_var
+from backend.services.users import ensure_admin
+from backend.settings import Settings, get_settings
+
+log = logging.getLogger("sluice.http")
+
+MIGRATION_LOCK = "migrate-lock"
+
+
+def create_app(settings: Settings | None = None) -> Quart:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+
+    app = Quart("sluice")
+    app.config.update(
+        SETTINGS=settings,
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        # Streams outlive Quart's 60 s default; they end when the task ends.
+        RESPONSE_TIMEOUT=None,
+        BODY_TIMEOUT=120,
+    )
+    QuartSchema(
+        app,
+        openapi_path="/openapi.json",
+        swagger_ui_path="/docs",
+        redoc_ui_path=None,
+        scalar_ui_path=None,
+        info=Info(title="Sluice", version="0.1.0"),
+        security_schemes={
+            "bearer": HttpSecurityScheme(scheme="bearer", bearer_format="JWT or sk- API key"),
+            "oauth2": OAuth2SecurityScheme(
+                flows={"password": {"tokenUrl": "/api/v1/session/oauth2/token", "scopes": {}}}
+            ),
+        },
+    )
+    if settings.cors_origins:
+        app = cors(app, allow_origin=settings.cors_origins, allow_credentials=True)
+
+    register_error_handlers(app)
+    register_request_logging(app)
+    for blueprint in blueprints():
+        app.register_blueprint(blueprint)
+
+    @app.before_serving
+    async def startup() -> None:
+        redis = await open_redis(settings)
+        app.config["REDIS"] = redis
+        async with redis.lock(f"{settings.redis_prefix}:{MIGRATION_LOCK}", timeout=300):
+            await migrate_database(settings)
+        await open_database(settings)
+        await ensure_admin(settings)
+
+    @app.after_serving
+    async def shutdown() -> None:
+        await app.config["REDIS"].aclose()
+        await close_database()
+
+    return app
+
+
+def blueprints() -> list:
+    return [
+        health.blueprint,
+        users.blueprint,
+        admin_users.blueprint,
+        api_keys.blueprint,
+        session.blueprint,
+        credits_routes.blueprint,
+        codes_routes.blueprint,
+        task_streams_routes.blueprint,
+        chats_routes.blueprint,
+        chat_sessions_routes.blueprint,
+        messages_routes.blueprint,
+        completions_routes.blueprint,
+        uploads_routes.blueprint,
+        app_versions_routes.blueprint,
+        swiftchat_routes.blueprint,
+        tasks_routes.blueprint,
+        ws_routes.blueprint,
+    ]
+
+
+def register_request_logging(app: Quart) -> None:
+    @app.before_request
+    async def start_request() -> None:
+        g.request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+        g.started = time.perf_counter()
+        request_id_var.set(g.request_id)
+
+    @app.after_request
+    async def finish_request(response):
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        log.info(
+            "request",
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "duration_ms": round((time.perf_counter() - g.get("started", 0)) * 1000, 2),
+                "user_id": getattr(g.get("user"), "id", None),
+            },
+        )
+        return response

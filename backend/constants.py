@@ -1,0 +1,43 @@
+"""Redis key names and queue names, all in one place. Every key starts with the prefix."""
+
+CHAT_QUEUE = "chat"
+INGEST_QUEUE = "ingest"
+
+
+def queue_name(prefix: str, queue: str) -> str:
+    return f"{prefix}:queue:{queue}"
+
+
+def task_events_key(prefix: str, task_id: str) -> str:
+    """Redis Stream of a task's events, appended by the worker."""
+    return f"{prefix}:task:{task_id}:events"
+
+
+def task_lease_key(prefix: str, task_id: str) -> str:
+    """Held by the one reader currently delivering the task's stream."""
+    return f"{prefix}:task:{task_id}:lease"
+
+
+def task_consumed_key(prefix: str, task_id: str) -> str:
+    """Set once the terminal event has been delivered: later reads get 410."""
+    return f"{prefix}:task:{task_id}:consumed"
+
+
+def task_cancel_key(prefix: str, task_id: str) -> str:
+    """Set by `cancel`; the generating worker stops when it sees it."""
+    return f"{prefix}:task:{task_id}:cancel"
+
+
+def task_heartbeat_key(prefix: str, task_id: str) -> str:
+    """Refreshed by the generating worker; its expiry means the worker died."""
+    return f"{prefix}:task:{task_id}:heartbeat"
+
+
+def user_events_key(prefix: str, user_id: int) -> str:
+    """Per-user feed (file-status changes and other notifications)."""
+    return f"{prefix}:user:{user_id}:events"
+
+
+def stream_hub_wake_key(prefix: str, hub_id: str) -> str:
+    """Per-process stream in the hub's blocking XREAD, written to wake it on new subscriptions."""
+    return f"{prefix}:hub:{hub_id}:wake"

@@ -1,0 +1,1 @@
+"""The HTTP layer: routes parse, call a service, shape the response."""

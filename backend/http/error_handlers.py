@@ -1,0 +1,58 @@
+"""Every failure leaves as the error envelope with a matching status, never a bare 500."""
+
+from __future__ import annotations
+
+import logging
+
+from pydantic import ValidationError
+from quart import Quart
+from quart_schema import RequestSchemaValidationError
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from backend.errors import ApiError
+from backend.http.responses import error_response
+
+log = logging.getLogger("sluice.http")
+
+
+def describe_validation_error(error: Exception) -> str:
+    """One readable sentence naming each bad field, for the envelope's message."""
+    cause = getattr(error, "validation_error", error)
+    if isinstance(cause, ValidationError):
+        parts = []
+        for item in cause.errors():
+            where = ".".join(str(p) for p in item["loc"]) or "body"
+            parts.append(f"{where}: {item['msg']}")
+        return "Invalid request: " + "; ".join(parts)
+    if isinstance(cause, TypeError | ValueError):
+        return f"Invalid request: {cause}"
+    return "Invalid request body: expected JSON matching the documented schema"
+
+
+def register_error_handlers(app: Quart) -> None:
+    @app.errorhandler(ApiError)
+    async def api_error(error: ApiError):
+        return error_response(error.status, error.message, error.code)
+
+    @app.errorhandler(RequestSchemaValidationError)
+    async def validation_error(error: RequestSchemaValidationError):
+        return error_response(422, describe_validation_error(error))
+
+    @app.errorhandler(RequestEntityTooLarge)
+    async def too_large(error: RequestEntityTooLarge):
+        limit = app.config.get("MAX_CONTENT_LENGTH")
+        return error_response(413, f"Request body too large: the limit is {limit} bytes")
+
+    @app.errorhandler(HTTPException)
+    async def http_error(error: HTTPException):
+        status = error.code or 500
+        messages = {
+            404: "Not found: no such route. See /docs for the API.",
+            405: "Method not allowed on this route. See /docs for the API.",
+        }
+        return error_response(status, messages.get(status, error.description or error.name))
+
+    @app.errorhandler(Exception)
+    async def unexpected(error: Exception):
+        log.exception("unhandled error", exc_info=error)
+        return error_response(500, "Internal server error; quote the request_id when reporting it")

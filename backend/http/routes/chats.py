@@ -1,0 +1,87 @@
+"""Assistants at RAGFlow's `/api/v1/chats`: create, list, read, update, delete by ids."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from quart import Blueprint
+from quart_schema import validate_querystring, validate_request, validate_response
+
+from backend.http.auth import authenticated, current_user
+from backend.http.responses import ok
+from backend.models import Assistant
+from backend.services import assistants
+from schemas.chats import AssistantCreate, AssistantOut, AssistantUpdate, DeleteIds, ListQuery
+from schemas.envelope import Envelope
+
+blueprint = Blueprint("chats", __name__, url_prefix="/api/v1/chats")
+
+
+def milliseconds(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def assistant_out(assistant: Assistant) -> AssistantOut:
+    return AssistantOut(
+        id=assistant.id,
+        name=assistant.name,
+        avatar=assistant.avatar,
+        description=assistant.description,
+        llm=assistant.llm,
+        prompt=assistant.prompt,
+        dataset_ids=assistant.dataset_ids,
+        preset_messages=assistant.preset_messages,
+        public=assistant.public,
+        owner_id=assistant.owner_id,
+        create_time=milliseconds(assistant.created_at),
+        update_time=milliseconds(assistant.updated_at),
+    )
+
+
+@blueprint.post("")
+@authenticated
+@validate_request(AssistantCreate)
+@validate_response(Envelope[AssistantOut], 201)
+async def create_chat(data: AssistantCreate):
+    """Create an assistant; omitted `llm`/`prompt` fields take RAGFlow's defaults.
+
+    `dataset_ids` must be empty for now; only administrators may set `public`.
+    """
+    return ok(assistant_out(await assistants.create_assistant(current_user(), data)), 201)
+
+
+@blueprint.get("")
+@authenticated
+@validate_querystring(ListQuery)
+@validate_response(Envelope[list[AssistantOut]])
+async def list_chats(query_args: ListQuery):
+    """The caller's assistants and every public one; a filter matching nothing is 404."""
+    items = await assistants.list_assistants(current_user(), query_args)
+    return ok([assistant_out(item) for item in items])
+
+
+@blueprint.get("/<chat_id>")
+@authenticated
+@validate_response(Envelope[AssistantOut])
+async def get_chat(chat_id: str):
+    """One assistant the caller owns, or a public one."""
+    return ok(assistant_out(await assistants.get_visible_assistant(current_user(), chat_id)))
+
+
+@blueprint.put("/<chat_id>")
+@authenticated
+@validate_request(AssistantUpdate)
+@validate_response(Envelope[AssistantOut])
+async def update_chat(chat_id: str, data: AssistantUpdate):
+    """Change the fields sent; `llm` and `prompt` are merged. Owner or administrator only."""
+    return ok(assistant_out(await assistants.update_assistant(current_user(), chat_id, data)))
+
+
+@blueprint.delete("")
+@authenticated
+@validate_request(DeleteIds)
+@validate_response(Envelope[None])
+async def delete_chats(data: DeleteIds):
+    """Delete assistants by `ids` with their sessions; all or nothing."""
+    await assistants.delete_assistants(current_user(), data.ids)
+    return ok(None)

@@ -1,0 +1,85 @@
+"""RAGFlow's `POST /api/v1/chats/{chat_id}/completions`, for existing RAGFlow clients.
+
+Streaming answers are RAGFlow's SSE lines: `data:{"code":0,"message":"","data":{"answer":
+<text so far>,"reference":{},"audio_binary":null,"id":<task id>,"session_id":...}}`, then
+`data:{"code":0,"message":"","data":true}`. A failure is a line with code 500 and
+`"answer": "**ERROR**: <reason>"`. The answer is stored in the session like any other.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from quart import Blueprint, Response, current_app
+from quart_schema import document_response, validate_request
+
+from backend.http.auth import authenticated, current_user
+from backend.http.responses import ok
+from backend.services import completions
+from backend.streams.delivery import open_task_reader
+from backend.streams.hub import hub_for
+from backend.streams.sse import SSE_HEADERS
+from schemas.chats import CompletionAnswer, CompletionRequest
+from schemas.envelope import Envelope
+
+blueprint = Blueprint("completions", __name__, url_prefix="/api/v1/chats/<chat_id>/completions")
+
+
+def data_line(payload: dict[str, Any]) -> bytes:
+    return f"data:{json.dumps(payload, ensure_ascii=False)}\n\n".encode()
+
+
+async def ragflow_lines(
+    steps: AsyncIterator[completions.Progress], task_id: str, session_id: str
+) -> AsyncIterator[bytes]:
+    async for step in steps:
+        if step.error is not None:
+            error = f"**ERROR**: {step.error}"
+            yield data_line(
+                {"code": 500, "message": error, "data": {"answer": error, "reference": []}}
+            )
+        elif not step.done:
+            answer = {
+                "answer": step.answer,
+                "reference": {},
+                "audio_binary": None,
+                "id": task_id,
+                "session_id": session_id,
+            }
+            yield data_line({"code": 0, "message": "", "data": answer})
+    yield data_line({"code": 0, "message": "", "data": True})
+
+
+@blueprint.post("")
+@authenticated
+@validate_request(CompletionRequest)
+@document_response(Envelope[CompletionAnswer])
+async def create_completion(chat_id: str, data: CompletionRequest):
+    """Ask the assistant (RAGFlow-compatible); `stream` defaults to true.
+
+    Without `session_id` a new session is started. Streaming replies are SSE `data:`
+    lines with the answer so far, ending with `"data": true`; without `stream` the reply
+    is the whole answer once generated.
+    """
+    app = current_app._get_current_object()
+    user = current_user()
+    session, task = await completions.ask(
+        user, chat_id, data, redis=app.config["REDIS"], settings=app.config["SETTINGS"]
+    )
+    reader = await open_task_reader(
+        user,
+        task.id,
+        None,
+        redis=app.config["REDIS"],
+        hub=hub_for(app),
+        settings=app.config["SETTINGS"],
+    )
+    if data.stream:
+        lines = ragflow_lines(completions.progress(reader), task.id, session.id)
+        response = Response(lines, mimetype="text/event-stream", headers=SSE_HEADERS)
+        response.timeout = None
+        return response
+    final = await completions.final_answer(reader)
+    return ok(CompletionAnswer(answer=final.answer, id=final.message_id, session_id=session.id))

@@ -1,0 +1,85 @@
+"""Messages of a session: history, record or ask (streaming the answer), delete."""
+
+from __future__ import annotations
+
+from quart import Blueprint, current_app
+from quart_schema import validate_querystring, validate_request, validate_response
+
+from backend.http.auth import authenticated, current_user
+from backend.http.responses import ok
+from backend.http.routes.task_streams import sse_response
+from backend.models import Message
+from backend.services import messages
+from schemas.chats import MessageCreate, MessageListQuery, MessageOut, MessagePage
+from schemas.envelope import Envelope
+
+blueprint = Blueprint(
+    "messages", __name__, url_prefix="/api/v1/chats/<chat_id>/sessions/<session_id>/messages"
+)
+
+
+def message_out(message: Message) -> MessageOut:
+    return MessageOut(
+        id=message.id,
+        role=message.role,
+        content=message.content,
+        visible=message.visible,
+        prompt_tokens=message.prompt_tokens,
+        completion_tokens=message.completion_tokens,
+        task_id=message.task_id,
+        created_at=message.created_at,
+    )
+
+
+@blueprint.get("")
+@authenticated
+@validate_querystring(MessageListQuery)
+@validate_response(Envelope[MessagePage])
+async def list_messages(chat_id: str, session_id: str, query_args: MessageListQuery):
+    """The session's history, oldest first; `include_hidden=true` adds invisible messages."""
+    items, total = await messages.list_messages(current_user(), chat_id, session_id, query_args)
+    return ok(
+        MessagePage(
+            items=[message_out(item) for item in items],
+            total=total,
+            page=query_args.page,
+            page_size=query_args.page_size,
+        )
+    )
+
+
+@blueprint.post("")
+@authenticated
+@validate_request(MessageCreate)
+@validate_response(Envelope[MessageOut], 201)
+async def create_message(chat_id: str, session_id: str, data: MessageCreate):
+    """Record a message (201), or with `stream: true` ask and stream the answer as SSE.
+
+    Without `stream`, any role is accepted and `visible: false` injects context the
+    model sees but the history view hides. With `stream`, the user's message is
+    recorded, a chat task starts, and the response is the task's `text/event-stream`
+    (`token`, `usage`, then `done` | `error` | `cancelled`), resumable at
+    GET /api/v1/tasks/{task_id}/stream.
+    """
+    user = current_user()
+    if data.stream:
+        task = await messages.ask(
+            user,
+            chat_id,
+            session_id,
+            data,
+            redis=current_app.config["REDIS"],
+            settings=current_app.config["SETTINGS"],
+        )
+        return await sse_response(user, task.id, None)
+    message = await messages.record_message(user, chat_id, session_id, data)
+    return ok(message_out(message), 201)
+
+
+@blueprint.delete("/<message_id>")
+@authenticated
+@validate_response(Envelope[None])
+async def delete_message(chat_id: str, session_id: str, message_id: str):
+    """Delete one message of the session."""
+    await messages.delete_message(current_user(), chat_id, session_id, message_id)
+    return ok(None)

@@ -1,0 +1,102 @@
+"""Chat tasks: start a turn, poll its status, cancel it."""
+
+from __future__ import annotations
+
+import asyncio
+
+from quart import Blueprint, current_app
+from quart_schema import validate_request, validate_response
+
+from backend.http.auth import authenticated, current_user
+from backend.http.responses import ok
+from backend.http.routes.task_streams import sse_response
+from backend.models import Task
+from backend.providers.tokens import count_tokens
+from backend.services import tasks
+from schemas.envelope import Envelope
+from schemas.tasks import TaskCreate, TaskError, TaskOut, TaskUsage
+
+blueprint = Blueprint("tasks", __name__, url_prefix="/api/v1/tasks")
+
+
+@blueprint.before_app_serving
+async def warm_tokenizer() -> None:
+    """Load the tokenizer at start (about a second), not in the first user's request."""
+    await asyncio.to_thread(count_tokens, "warm-up")
+
+
+def milliseconds(task: Task) -> tuple[float | None, float | None]:
+    queued = duration = None
+    if task.started_at is not None:
+        queued = (task.started_at - task.created_at).total_seconds() * 1000
+        if task.finished_at is not None:
+            duration = (task.finished_at - task.started_at).total_seconds() * 1000
+    return queued, duration
+
+
+def task_out(task: Task) -> TaskOut:
+    queued_ms, duration_ms = milliseconds(task)
+    return TaskOut(
+        task_id=task.id,
+        status=task.state,
+        session_id=task.session_id,
+        model=task.model,
+        user_message_id=task.user_message_id,
+        message_id=task.message_id,
+        usage=TaskUsage(prompt_tokens=task.prompt_tokens, completion_tokens=task.completion_tokens),
+        cost=task.cost,
+        error=TaskError(code=task.error_code, message=task.error_message or "")
+        if task.error_code
+        else None,
+        created_at=task.created_at,
+        started_at=task.started_at,
+        finished_at=task.finished_at,
+        queued_ms=queued_ms,
+        duration_ms=duration_ms,
+    )
+
+
+@blueprint.post("")
+@authenticated
+@validate_request(TaskCreate)
+@validate_response(Envelope[TaskOut], 201)
+async def create_task(data: TaskCreate):
+    """Ask a question in a session; with `stream: true` the reply is the SSE stream itself.
+
+    A streamed reply carries the task id in the `X-Task-ID` header.
+    """
+    task = await tasks.create_task(
+        current_user(),
+        data.session_id,
+        data.parts(),
+        redis=current_app.config["REDIS"],
+        settings=current_app.config["SETTINGS"],
+    )
+    if data.stream:
+        response = await sse_response(current_user(), task.id, None)
+        # Fetch-style clients read the id here, to cancel or to resume on GET .../stream.
+        response.headers["X-Task-ID"] = task.id
+        return response
+    return ok(task_out(task), 201)
+
+
+@blueprint.get("/<task_id>")
+@authenticated
+@validate_response(Envelope[TaskOut])
+async def get_task(task_id: str):
+    """Status, timings, usage, cost and the answer's message id, for polling clients."""
+    return ok(task_out(await tasks.get_task(current_user(), task_id)))
+
+
+@blueprint.post("/<task_id>/cancel")
+@authenticated
+@validate_response(Envelope[TaskOut])
+async def cancel_task(task_id: str):
+    """Stop generating: takes effect within a second; only produced tokens are charged."""
+    task = await tasks.cancel_task(
+        current_user(),
+        task_id,
+        redis=current_app.config["REDIS"],
+        settings=current_app.config["SETTINGS"],
+    )
+    return ok(task_out(task))

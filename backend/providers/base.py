@@ -1,0 +1,105 @@
+"""The one streaming interface every chat provider implements.
+
+A provider turns a `ChatRequest` into an async stream of `Delta`s followed by exactly
+one `Usage`; failures raise `ProviderError` with a message the user can act on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+
+class Capability(StrEnum):
+    TEXT = "text"
+    VISION = "vision"
+    IMAGE_GENERATION = "image_generation"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One entry of the model registry (configured in settings)."""
+
+    id: str
+    provider: str
+    upstream: str
+    context_window: int = 8192
+    max_output: int = 1024
+    prompt_price: float = 0.0
+    completion_price: float = 0.0
+    capabilities: frozenset[Capability] = frozenset({Capability.TEXT})
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: str
+    # A plain string, or OpenAI-style parts: {"type": "text", "text": ...} /
+    # {"type": "image_url", "image_url": {"url": ...}}.
+    content: str | list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float | None = None
+    top_p: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    max_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    model: ModelSpec
+    messages: list[ChatMessage]
+    params: SamplingParams = field(default_factory=SamplingParams)
+
+
+@dataclass(frozen=True)
+class Delta:
+    text: str
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class ProviderErrorCode(StrEnum):
+    TIMEOUT = "provider_timeout"
+    RATE_LIMITED = "provider_rate_limited"
+    AUTH = "provider_auth"
+    BAD_REQUEST = "provider_bad_request"
+    UNAVAILABLE = "provider_unavailable"
+    MALFORMED = "provider_malformed_response"
+
+
+class ProviderError(Exception):
+    """`retry_after` carries the upstream's Retry-After (seconds) when it sent one."""
+
+    def __init__(
+        self,
+        code: ProviderErrorCode,
+        message: str,
+        *,
+        retryable: bool = False,
+        retry_after: float | None = None,
+    ):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+StreamEvent = Delta | Usage
+
+
+class ChatProvider(Protocol):
+    def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        """Yield deltas in order, then one Usage. Raise ProviderError on failure."""
+        ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,119 @@
+"""Chat over any OpenAI-compatible endpoint: OpenAI, DeepSeek, DashScope (compatible
+mode), vLLM, Ollama. Streams with `include_usage` and falls back to counting tokens for
+servers that don't report usage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import openai
+
+from backend.providers import failures
+from backend.providers.base import (
+    ChatRequest,
+    Delta,
+    ProviderError,
+    SamplingParams,
+    StreamEvent,
+    Usage,
+)
+from backend.providers.tokens import count_message_tokens, count_tokens
+
+CONNECT_TIMEOUT_SECONDS = 10.0
+
+
+def upstream_label(request: ChatRequest) -> str:
+    return f"The provider of model '{request.model.id}'"
+
+
+def sampling_arguments(params: SamplingParams, max_output: int) -> dict[str, Any]:
+    arguments: dict[str, Any] = {"max_tokens": params.max_tokens or max_output}
+    for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
+        value = getattr(params, name)
+        if value is not None:
+            arguments[name] = value
+    return arguments
+
+
+def translate(exc: Exception, label: str, timeout: float, key_setting: str) -> ProviderError:
+    """An OpenAI SDK failure (or one it let through) as a ProviderError."""
+    if isinstance(exc, openai.APITimeoutError):
+        return failures.timed_out(label, timeout)
+    if isinstance(exc, openai.APIStatusError):
+        body = exc.body if isinstance(exc.body, dict) else {}
+        detail = str(body.get("message") or exc.message)
+        return failures.from_status(
+            label, key_setting, exc.status_code, detail, exc.response.headers
+        )
+    if isinstance(exc, openai.APIResponseValidationError):
+        return failures.malformed(label, "unexpected response shape")
+    if isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__ or exc.__context__
+        translated = cause and failures.from_transport(label, cause, timeout)
+        return translated or failures.unavailable(label, "could not connect")
+    translated = failures.from_transport(label, exc, timeout)
+    if translated is not None:
+        return translated
+    if isinstance(exc, ValueError | KeyError | TypeError):
+        return failures.malformed(label, exc.__class__.__name__)
+    return failures.unavailable(label, exc.__class__.__name__)
+
+
+class OpenAICompatibleProvider:
+    """One AsyncOpenAI client (and its connection pool) per endpoint and key."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float,
+        max_retries: int = 0,
+        key_setting: str = "OPENAI_API_KEY",
+    ) -> None:
+        self.timeout = timeout
+        self.key_setting = key_setting
+        self.client = openai.AsyncOpenAI(
+            base_url=base_url,
+            # Self-hosted servers (vLLM, Ollama) take any key; the SDK insists on one.
+            api_key=api_key or "unset",
+            timeout=openai.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT_SECONDS)),
+            max_retries=max_retries,
+        )
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        label = upstream_label(request)
+        texts: list[str] = []
+        usage: Usage | None = None
+        finished = False
+        try:
+            stream = await self.client.chat.completions.create(
+                model=request.model.upstream,
+                messages=[{"role": m.role, "content": m.content} for m in request.messages],
+                stream=True,
+                stream_options={"include_usage": True},
+                **sampling_arguments(request.params, request.model.max_output),
+            )
+            async with contextlib.aclosing(stream):
+                async for chunk in stream:
+                    if chunk.usage is not None:
+                        usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                    for choice in chunk.choices[:1]:
+                        finished = finished or choice.finish_reason is not None
+                        text = choice.delta.content if choice.delta else None
+                        if text:
+                            texts.append(text)
+                            yield Delta(text)
+        except ProviderError:
+            raise
+        except Exception as exc:
+            raise translate(exc, label, self.timeout, self.key_setting) from exc
+        if not finished:
+            raise failures.malformed(label, "the stream ended without a finish_reason")
+        yield usage or Usage(count_message_tokens(request.messages), count_tokens("".join(texts)))
+
+    async def aclose(self) -> None:
+        await self.client.close()

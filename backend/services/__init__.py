@@ -1,0 +1,1 @@
+"""Business rules, each once. Routes and workers call these."""

@@ -1,0 +1,212 @@
+"""Credit balances, their ledger, and reservations that hold credits while work runs.
+
+Every balance change is one conditional UPDATE plus one ledger row in the same
+transaction, so the balance never goes negative and always equals the sum of its
+ledger deltas. Reservations finish exactly once: a conditional UPDATE on
+`state = 'reserved'` picks the single winner among racing settles and releases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from tortoise import timezone
+from tortoise.expressions import F
+from tortoise.transactions import in_transaction
+
+from backend.errors import BadRequest, Conflict, NotFound, PaymentRequired
+from backend.models import CreditEntry, CreditReservation, User
+from backend.models.credits import CreditReason, ReservationState
+
+T = TypeVar("T")
+
+# SQLite reports lock contention between processes as "database is locked"/"busy";
+# PostgreSQL as serialization failure (40001) or deadlock (40P01). All are safe to retry
+# because the whole transaction rolled back.
+TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})
+TRANSIENT_MESSAGES = ("database is locked", "database table is locked", "database is busy")
+# BEGIN IMMEDIATE semantics for SQLite: a transaction that reads before it writes fails
+# at once with "database is locked" if another process writes meanwhile, while one that
+# writes first waits in SQLite's busy timeout. This no-op write goes first.
+SQLITE_TAKE_WRITE_LOCK = "UPDATE credit_reservations SET id = id WHERE 0"
+TRANSACTION_ATTEMPTS = 8
+RETRY_BASE_SECONDS = 0.02
+
+
+@dataclass(frozen=True)
+class LedgerPage:
+    balance: int
+    entries: list[CreditEntry]
+    total: int
+
+
+def is_transient(error: BaseException) -> bool:
+    """True for lock contention errors, looking through Tortoise's exception wrapping."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if getattr(seen, "sqlstate", None) in TRANSIENT_SQLSTATES:
+            return True
+        if any(text in str(seen).lower() for text in TRANSIENT_MESSAGES):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+async def atomically(operation: Callable[[], Awaitable[T]]) -> T:
+    """Run `operation` in one transaction, rerunning it whole on transient lock errors."""
+    attempt = 1
+    while True:
+        try:
+            async with in_transaction() as connection:
+                if connection.capabilities.dialect == "sqlite":
+                    await connection.execute_query(SQLITE_TAKE_WRITE_LOCK)
+                return await operation()
+        except Exception as error:
+            if attempt >= TRANSACTION_ATTEMPTS or not is_transient(error):
+                raise
+        await asyncio.sleep(RETRY_BASE_SECONDS * 2**attempt)
+        attempt += 1
+
+
+async def post_entry(
+    user_id: int,
+    delta: int,
+    reason: CreditReason,
+    *,
+    task_id: str | None = None,
+    code: str | None = None,
+    note: str | None = None,
+) -> int | None:
+    """Move `delta` credits and record it; None when a debit exceeds the balance.
+
+    Must run inside a transaction. A zero delta changes nothing and writes no row.
+    """
+    balances = User.filter(id=user_id)
+    if delta < 0:
+        balances = balances.filter(credits__gte=-delta)
+    if delta and not await balances.update(credits=F("credits") + delta):
+        return None
+    balance = await User.filter(id=user_id).first().values_list("credits", flat=True)
+    if balance is None:
+        return None
+    if delta:
+        await CreditEntry.create(
+            user_id=user_id,
+            delta=delta,
+            reason=reason,
+            balance_after=balance,
+            task_id=task_id,
+            code=code,
+            note=note,
+        )
+    return balance
+
+
+async def current_balance(user_id: int) -> int:
+    balance = await User.filter(id=user_id).first().values_list("credits", flat=True)
+    if balance is None:
+        raise NotFound(f"User {user_id} not found")
+    return balance
+
+
+async def grant_signup(user: User, amount: int) -> None:
+    """Starting balance; the caller's transaction makes it atomic with the account."""
+    if amount <= 0:
+        return
+    user.credits = amount
+    await user.save(update_fields=["credits"])
+    await CreditEntry.create(
+        user=user, delta=amount, reason=CreditReason.SIGNUP, balance_after=amount
+    )
+
+
+async def ledger(user_id: int, *, offset: int, limit: int) -> LedgerPage:
+    """The balance and one page of its ledger, newest first."""
+    entries = CreditEntry.filter(user_id=user_id)
+    return LedgerPage(
+        balance=await current_balance(user_id),
+        entries=await entries.order_by("-id").offset(offset).limit(limit),
+        total=await entries.count(),
+    )
+
+
+async def adjust(user_id: int, delta: int, note: str | None = None) -> int:
+    """An administrator's correction; refused when it would take the balance below zero."""
+    if delta == 0:
+        raise BadRequest("delta must not be 0: send a positive amount to grant, negative to deduct")
+
+    async def run() -> int:
+        balance = await post_entry(user_id, delta, CreditReason.ADMIN, note=note)
+        if balance is None:
+            have = await current_balance(user_id)
+            raise Conflict(
+                f"Cannot deduct {-delta} credits: the balance is {have} and may not go "
+                f"below zero; deduct at most {have}"
+            )
+        return balance
+
+    return await atomically(run)
+
+
+async def reserve(user_id: int, amount: int, *, task_id: str | None = None) -> str:
+    """Hold `amount` credits for work about to run; 402 when the balance can't cover it."""
+    if amount < 0:
+        raise ValueError("a reservation amount cannot be negative")
+
+    async def run() -> str:
+        if await post_entry(user_id, -amount, CreditReason.RESERVE, task_id=task_id) is None:
+            have = await current_balance(user_id)
+            raise PaymentRequired(
+                f"Not enough credits: this request needs {amount} and your balance is "
+                f"{have}; redeem a code or ask an administrator for credits"
+            )
+        reservation = await CreditReservation.create(
+            id=uuid.uuid4().hex, user_id=user_id, amount=amount, task_id=task_id
+        )
+        return reservation.id
+
+    return await atomically(run)
+
+
+async def finish(reservation_id: str, state: ReservationState, wanted: int) -> int:
+    """Move a held reservation to `state` charging `wanted` (capped), exactly once.
+
+    The loser of a race, or a repeat call, changes nothing and gets what was charged.
+    """
+
+    async def run() -> int:
+        reservation = await CreditReservation.get_or_none(id=reservation_id)
+        if reservation is None:
+            raise NotFound(f"Reservation {reservation_id} not found")
+        charged = min(wanted, reservation.amount)
+        won = await CreditReservation.filter(
+            id=reservation_id, state=ReservationState.RESERVED
+        ).update(state=state, charged=charged, finished_at=timezone.now())
+        if not won:
+            settled = await CreditReservation.get(id=reservation_id)
+            return settled.charged or 0
+        await post_entry(
+            reservation.user_id,
+            reservation.amount - charged,
+            CreditReason.RELEASE,
+            task_id=reservation.task_id,
+        )
+        return charged
+
+    return await atomically(run)
+
+
+async def settle(reservation_id: str, actual: int) -> int:
+    """Charge min(actual, held) and refund the rest; returns the amount charged."""
+    if actual < 0:
+        raise ValueError("an actual cost cannot be negative")
+    return await finish(reservation_id, ReservationState.SETTLED, actual)
+
+
+async def release(reservation_id: str) -> None:
+    """Refund the whole hold, if it is still held (work failed or never started)."""
+    await finish(reservation_id, ReservationState.RELEASED, 0)

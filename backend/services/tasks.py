@@ -1,0 +1,225 @@
+"""Chat tasks: starting a turn, reading its status, cancelling it.
+
+Starting a turn records the user's message, assembles and prices the prompt, reserves
+the worst case (prompt + max output at the model's price) and enqueues the generation
+on the chat queue. The assembled messages are stored on the task, so the worker sends
+exactly what was priced. Generation never runs in the web process.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from arq.connections import ArqRedis
+from tortoise.transactions import in_transaction
+
+from backend.constants import CHAT_QUEUE, queue_name, task_cancel_key
+from backend.errors import BadRequest, Conflict, NotFound, ServiceUnavailable
+from backend.models import ChatSession, Message, Task, Upload, User
+from backend.models.chats import Role
+from backend.models.ids import new_id
+from backend.models.tasks import TaskState
+from backend.providers.base import Capability, ChatMessage, ModelSpec, SamplingParams
+from backend.providers.registry import default_model, get_model
+from backend.providers.tokens import count_message_tokens
+from backend.services import credits, task_outcomes
+from backend.services.context import build_context, output_tokens
+from backend.services.pricing import price
+from backend.settings import Settings
+
+GENERATE_ANSWER_JOB = "generate_answer"
+SAMPLING_FIELDS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
+
+
+def has_images(parts: list[dict[str, Any]]) -> bool:
+    return any(part.get("type") in ("image", "image_url") for part in parts)
+
+
+def require_vision(spec: ModelSpec) -> None:
+    if Capability.VISION not in spec.capabilities:
+        raise BadRequest(
+            f"Model '{spec.id}' reads text only and cannot take images: remove the image "
+            "parts or use an assistant whose llm.model_name is a vision model"
+        )
+
+
+def sampling(llm: dict[str, Any], spec: ModelSpec) -> SamplingParams:
+    """The assistant's sampling settings, with max_tokens capped by the model's output limit."""
+    return SamplingParams(
+        **{name: llm[name] for name in SAMPLING_FIELDS if llm.get(name) is not None},
+        max_tokens=output_tokens(llm, spec),
+    )
+
+
+async def check_uploads(user: User, parts: list[dict[str, Any]]) -> None:
+    ids = {part["upload_id"] for part in parts if part.get("upload_id")}
+    if not ids:
+        return
+    owned = await Upload.filter(id__in=ids, user_id=user.id).count()
+    if owned != len(ids):
+        raise NotFound("Image upload not found: upload it first with POST /api/v1/uploads")
+
+
+def message_dict(message: ChatMessage) -> dict[str, Any]:
+    return {"role": message.role, "content": message.content}
+
+
+async def start(
+    user: User,
+    *,
+    spec: ModelSpec,
+    messages: list[ChatMessage],
+    params: SamplingParams,
+    session: ChatSession | None,
+    user_parts: list[dict[str, Any]] | None,
+    redis: ArqRedis,
+    settings: Settings,
+) -> Task:
+    """Price, reserve, record and enqueue; the reservation is released if recording fails."""
+    prompt_tokens = count_message_tokens(messages)
+    max_tokens = params.max_tokens or spec.max_output
+    task_id = new_id()
+    reservation_id = await credits.reserve(
+        user.id, price(spec, prompt_tokens, max_tokens), task_id=task_id
+    )
+    request = {
+        "messages": [message_dict(m) for m in messages],
+        "params": {k: v for k, v in vars(params).items() if v is not None},
+        "prompt_tokens": prompt_tokens,
+    }
+    try:
+        async with in_transaction():
+            user_message_id = None
+            if session is not None and user_parts is not None:
+                message = await Message.create(
+                    session_id=session.id, role=Role.USER, content=user_parts, task_id=task_id
+                )
+                user_message_id = message.id
+            task = await Task.create(
+                id=task_id,
+                user_id=user.id,
+                session_id=session.id if session else None,
+                model=spec.id,
+                request=request,
+                reservation_id=reservation_id,
+                user_message_id=user_message_id,
+            )
+    except BaseException:
+        await credits.release(reservation_id)
+        raise
+    await enqueue(task, redis=redis, settings=settings)
+    return task
+
+
+async def enqueue(task: Task, *, redis: ArqRedis, settings: Settings) -> None:
+    """Queue the generation; the job id is the task id, so a task is queued at most once."""
+    try:
+        await redis.enqueue_job(
+            GENERATE_ANSWER_JOB,
+            task.id,
+            _job_id=task.id,
+            _queue_name=queue_name(settings.redis_prefix, CHAT_QUEUE),
+        )
+    except Exception as error:
+        await task_outcomes.fail(
+            task,
+            "queue_unavailable",
+            "The task queue is unreachable; try again shortly",
+            expected=TaskState.QUEUED,
+            redis=redis,
+            settings=settings,
+        )
+        raise ServiceUnavailable("The task queue is unreachable; try again shortly") from error
+
+
+async def create_task(
+    user: User,
+    session_id: str,
+    parts: list[dict[str, Any]],
+    *,
+    redis: ArqRedis,
+    settings: Settings,
+) -> Task:
+    """Ask in one of the user's sessions: `parts` are content parts (`text`, `image`)."""
+    session = (
+        await ChatSession.filter(id=session_id, user_id=user.id).select_related("assistant").first()
+    )
+    if session is None:
+        raise NotFound(f"Session '{session_id}' not found")
+    assistant = session.assistant
+    llm = assistant.llm or {}
+    spec = get_model(llm["model_name"]) if llm.get("model_name") else default_model()
+    if has_images(parts):
+        require_vision(spec)
+        await check_uploads(user, parts)
+    messages = await build_context(session, assistant, spec, new_parts=parts)
+    return await start(
+        user,
+        spec=spec,
+        messages=messages,
+        params=sampling(llm, spec),
+        session=session,
+        user_parts=parts,
+        redis=redis,
+        settings=settings,
+    )
+
+
+async def create_stateless_task(
+    user: User,
+    model_id: str | None,
+    messages: list[ChatMessage],
+    *,
+    params: SamplingParams | None = None,
+    redis: ArqRedis,
+    settings: Settings,
+) -> Task:
+    """A turn with no session (SwiftChat's converse): the caller passes the whole conversation."""
+    spec = get_model(model_id) if model_id else default_model()
+    if not messages:
+        raise BadRequest("messages is empty: send at least one user message")
+    if any(isinstance(m.content, list) and has_images(m.content) for m in messages):
+        require_vision(spec)
+    return await start(
+        user,
+        spec=spec,
+        messages=messages,
+        params=sampling(vars(params) if params else {}, spec),
+        session=None,
+        user_parts=None,
+        redis=redis,
+        settings=settings,
+    )
+
+
+async def get_task(user: User, task_id: str) -> Task:
+    """The user's own task; another user's task is reported as missing, never forbidden."""
+    task = await Task.get_or_none(id=task_id, user_id=user.id)
+    if task is None:
+        raise NotFound(f"Task '{task_id}' not found")
+    return task
+
+
+async def cancel_task(user: User, task_id: str, *, redis: ArqRedis, settings: Settings) -> Task:
+    """Ask the worker to stop; a task still queued is cancelled here and never starts.
+
+    The flag is a Redis key the generating worker polls, not arq's abort: aborting an
+    unknown job id poisons that id.
+    """
+    task = await get_task(user, task_id)
+    if task.state.terminal:
+        raise Conflict(f"Task '{task_id}' already ended ({task.state}); there is nothing to cancel")
+    await redis.set(
+        task_cancel_key(settings.redis_prefix, task.id), "1", ex=settings.chat_job_timeout_seconds
+    )
+    if task.state is TaskState.QUEUED:
+        await task_outcomes.cancel(
+            task,
+            get_model(task.model),
+            task_outcomes.Answer(text="", prompt_tokens=0, completion_tokens=0),
+            expected=TaskState.QUEUED,
+            redis=redis,
+            settings=settings,
+        )
+    await task.refresh_from_db()
+    return task

@@ -1,0 +1,118 @@
+"""Chat image uploads: validated with Pillow, stored under DATA_DIR/uploads.
+
+Only real images of a known format are kept (the bytes are decoded, not trusted by
+name or header), so a stored upload can always be sent to a vision model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from backend.errors import BadRequest, NotFound, PayloadTooLarge, UnsupportedMediaType
+from backend.models import Upload, User
+from backend.models.ids import new_id
+from backend.settings import Settings
+
+FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "GIF": "image/gif", "WEBP": "image/webp"}
+MAX_PIXELS = 50_000_000
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    format: str
+    width: int
+    height: int
+
+    @property
+    def content_type(self) -> str:
+        return FORMATS[self.format]
+
+
+def inspect_image(data: bytes) -> ImageInfo:
+    """Decode enough of the image to be sure it is one; raise 415 otherwise."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.verify()
+            info = ImageInfo(image.format or "", image.width, image.height)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise UnsupportedMediaType(
+            "The file is not a readable image: upload a PNG, JPEG, GIF or WebP file"
+        ) from error
+    if info.format not in FORMATS:
+        raise UnsupportedMediaType(
+            f"Image format {info.format or 'unknown'} is not supported: "
+            "upload a PNG, JPEG, GIF or WebP file"
+        )
+    if info.width * info.height > MAX_PIXELS:
+        raise PayloadTooLarge(f"Image is too large: at most {MAX_PIXELS} pixels")
+    return info
+
+
+async def save_upload(user: User, data: bytes, settings: Settings) -> tuple[Upload, ImageInfo]:
+    if not data:
+        raise BadRequest("The file is empty: send an image in the 'file' form field")
+    if len(data) > settings.upload_image_max_bytes:
+        raise PayloadTooLarge(
+            f"Image too large: the limit is {settings.upload_image_max_bytes} bytes, "
+            "send a smaller or more compressed image"
+        )
+    info = inspect_image(data)
+    upload_id = new_id()
+    directory = settings.uploads_dir.resolve()
+    path = directory / f"{upload_id}.{info.format.lower()}"
+    await asyncio.to_thread(write_file, path, data)
+    upload = await Upload.create(
+        id=upload_id,
+        user_id=user.id,
+        content_type=info.content_type,
+        size=len(data),
+        path=str(path),
+    )
+    return upload, info
+
+
+def write_file(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+async def get_upload(user: User, upload_id: str) -> Upload:
+    upload = await Upload.get_or_none(id=upload_id, user_id=user.id)
+    if upload is None:
+        raise NotFound(f"Upload '{upload_id}' not found")
+    return upload
+
+
+async def read_upload(upload: Upload) -> bytes:
+    try:
+        return await asyncio.to_thread(Path(upload.path).read_bytes)
+    except FileNotFoundError as error:
+        raise NotFound(f"Upload '{upload.id}' is no longer stored: upload it again") from error
+
+
+async def check_owned(user: User, upload_ids: list[str]) -> None:
+    """Every referenced upload must be the user's own."""
+    unique = set(upload_ids)
+    if not unique:
+        return
+    owned = await Upload.filter(id__in=unique, user_id=user.id).count()
+    if owned != len(unique):
+        raise NotFound("Image upload not found: upload it first with POST /api/v1/uploads")
+
+
+async def data_url(upload_id: str) -> str | None:
+    """The upload as a data URL for a vision model; None if it is gone."""
+    upload = await Upload.get_or_none(id=upload_id)
+    if upload is None:
+        return None
+    try:
+        data = await read_upload(upload)
+    except NotFound:
+        return None
+    return f"data:{upload.content_type};base64,{base64.b64encode(data).decode('ascii')}"

@@ -1,0 +1,106 @@
+"""Process configuration, read once from the environment and `.env`.
+
+Every variable is documented, with its default, in `.env.example`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    # Twelve-factor basics.
+    port: int = 8000
+    data_dir: Path = Path("data")
+    database_url: str = ""
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "sluice"
+    secret_key: str = "change-me-in-production-please-32b"
+    admin_username: str = ""
+    admin_password: str = ""
+
+    # HTTP.
+    cors_origins: list[str] = Field(default_factory=list)
+    max_body_bytes: int = 32 * 1024 * 1024
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    # Identity.
+    access_token_ttl_seconds: int = 24 * 3600
+    refresh_token_ttl_seconds: int = 90 * 24 * 3600
+    wechat_appid: str = ""
+    wechat_secret: str = ""
+    wechat_base_url: str = "https://api.weixin.qq.com"
+    wechat_timeout_seconds: float = 10.0
+    avatar_max_bytes: int = 5 * 1024 * 1024
+
+    # Credits.
+    new_user_credits: int = 100
+
+    # Delivery: task streams over SSE and WebSocket.
+    stream_retention_seconds: int = 3600
+    stream_max_events: int = 100_000
+    stream_lease_seconds: float = 30.0
+    stream_lease_wait_seconds: float = 1.0
+    sse_heartbeat_seconds: float = 15.0
+    ws_auth_timeout_seconds: float = 5.0
+
+    # Chat tasks: generation on the chat worker, cancel, crash recovery.
+    task_heartbeat_ttl_seconds: int = 5
+    task_heartbeat_interval_seconds: float = 1.0
+    task_cancel_poll_seconds: float = 0.1
+    task_coalesce_ms: float = 4.0
+    task_queued_timeout_seconds: int = 600
+    task_reap_interval_seconds: int = 2
+    chat_job_timeout_seconds: int = 900
+    chat_worker_poll_delay_seconds: float = 0.005
+    chat_worker_max_jobs: int = 1000
+
+    # Chats: assistants, sessions, messages, uploaded chat images.
+    upload_image_max_bytes: int = 10 * 1024 * 1024
+
+    # Models and providers: the model registry and upstream LLM endpoints.
+    models: str = ""
+    default_model: str = ""
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_api_key: str = ""
+    cohere_base_url: str = "https://api.cohere.com"
+    cohere_api_key: str = ""
+    provider_timeout_seconds: float = 60.0
+    provider_max_retries: int = 0
+    local_model_path: str = ""
+    local_model_threads: int = 2
+    local_model_context: int = 2048
+    image_base_url: str = ""
+    image_api_key: str = ""
+    image_model: str = "dall-e-3"
+
+    @model_validator(mode="after")
+    def check_models(self) -> Settings:
+        """A bad MODELS entry or DEFAULT_MODEL stops the process at start, naming it."""
+        from backend.providers.catalog import default_id_of, parse_entries
+
+        default_id_of(parse_entries(self.models), self.default_model)
+        return self
+
+    @property
+    def effective_database_url(self) -> str:
+        """SQLite under DATA_DIR unless DATABASE_URL says otherwise."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite://{(self.data_dir / 'sluice.sqlite3').resolve()}"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "uploads"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

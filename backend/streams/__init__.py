@@ -1,0 +1,1 @@
+"""Task event streams: appending, leasing, fan-out and delivery to clients."""

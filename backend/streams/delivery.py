@@ -1,0 +1,169 @@
+"""The delivery rules shared by every channel (SSE, WebSocket): consumed once, resumable.
+
+`open_task_reader` decides, before anything is sent, whether this caller may read the
+task's stream now (404 / 409 / 410 otherwise) and takes the stream's lease.
+`TaskReader.events` then yields entries until the terminal one. It only reads: the
+generation runs on a worker, so a client disconnect (which cancels the generator)
+stops nothing but this delivery, and the lease is released in `finally` so the client
+can resume with its last event id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+from redis.asyncio import Redis
+
+from backend.errors import BadRequest, Conflict, Gone, NotFound
+from backend.models import Task, User
+from backend.settings import Settings
+from backend.streams.hub import StreamHub
+from backend.streams.task_stream import START, StreamEntry, TaskStream, entry_id_key, is_entry_id
+
+LEASE_POLL_SECONDS = 0.05
+
+
+def consumed_message(task_id: str) -> str:
+    return (
+        "Stream already consumed: its final event was delivered. Read the answer from the "
+        f"session history or GET /api/v1/tasks/{task_id}"
+    )
+
+
+def expired_message(task_id: str) -> str:
+    return (
+        "Stream no longer available: it expired or the task has finished. Read the result "
+        f"with GET /api/v1/tasks/{task_id} or from the session history"
+    )
+
+
+def busy_message() -> str:
+    return (
+        "Another reader is already streaming this task; a stream has one reader at a time. "
+        "Close the other connection, or resume with Last-Event-ID once it has dropped"
+    )
+
+
+class TaskReader:
+    """Holds a task stream's lease and yields its entries after `last_id`."""
+
+    def __init__(
+        self, stream: TaskStream, hub: StreamHub, lease: str, last_id: str, settings: Settings
+    ) -> None:
+        self.stream = stream
+        self.hub = hub
+        self.lease = lease
+        self.last_id = last_id
+        self.lease_seconds = settings.stream_lease_seconds
+        self.heartbeat_seconds = settings.sse_heartbeat_seconds
+
+    @property
+    def task_id(self) -> str:
+        return self.stream.task_id
+
+    async def events(self) -> AsyncIterator[StreamEntry | None]:
+        """Entries in order up to the terminal one; None marks an idle heartbeat interval.
+
+        The stream is marked consumed only after the terminal entry was taken by the
+        caller. Ends early, without consuming, if the lease was lost.
+        """
+        subscription = None
+        try:
+            subscription = await self.hub.subscribe(self.stream.key, self.last_id)
+            now = time.monotonic()
+            next_heartbeat = now + self.heartbeat_seconds
+            next_refresh = now + self.lease_seconds / 3
+            while True:
+                wait = max(0.0, min(next_heartbeat, next_refresh) - time.monotonic())
+                entry = await subscription.get(wait)
+                now = time.monotonic()
+                if now >= next_refresh:
+                    if not await self.stream.refresh_lease(self.lease, self.lease_seconds):
+                        return
+                    next_refresh = now + self.lease_seconds / 3
+                if entry is None:
+                    if now >= next_heartbeat:
+                        next_heartbeat = now + self.heartbeat_seconds
+                        yield None
+                    continue
+                self.last_id = entry.id
+                next_heartbeat = now + self.heartbeat_seconds
+                yield entry
+                if entry.terminal:
+                    await self.stream.mark_consumed()
+                    return
+        finally:
+            if subscription is not None:
+                self.hub.unsubscribe(subscription)
+            await self.close()
+
+    async def close(self) -> None:
+        """Give up the lease; shielded so a cancelled delivery still lets the client resume."""
+        await asyncio.shield(self.stream.release_lease(self.lease))
+
+
+def stream_expired(task: Task, settings: Settings) -> bool:
+    age = datetime.now(UTC) - task.created_at
+    return task.state.terminal or age > timedelta(seconds=settings.stream_retention_seconds)
+
+
+async def wait_for_lease(stream: TaskStream, settings: Settings) -> str | None:
+    """Take the lease, waiting briefly for a reader that just dropped to let go of it."""
+    deadline = time.monotonic() + settings.stream_lease_wait_seconds
+    while True:
+        lease = await stream.acquire_lease(settings.stream_lease_seconds)
+        if lease is not None or time.monotonic() >= deadline:
+            return lease
+        await asyncio.sleep(LEASE_POLL_SECONDS)
+
+
+async def open_task_reader(
+    user: User,
+    task_id: str,
+    last_event_id: str | None,
+    *,
+    redis: Redis,
+    hub: StreamHub,
+    settings: Settings,
+) -> TaskReader:
+    """Check the delivery rules and take the lease; raises 400/404/409/410 otherwise."""
+    if last_event_id is not None and not is_entry_id(last_event_id):
+        raise BadRequest(
+            "Invalid last event id: send the `id` of the last event you received, "
+            "e.g. 1700000000000-0"
+        )
+    task = await Task.get_or_none(id=task_id, user_id=user.id)
+    if task is None:
+        raise NotFound(f"Task '{task_id}' not found")
+    stream = TaskStream.for_task(redis, settings, task_id)
+    await ensure_readable(stream, task, last_event_id, settings)
+    lease = await wait_for_lease(stream, settings)
+    if lease is None:
+        raise Conflict(busy_message())
+    if await stream.is_consumed():
+        await stream.release_lease(lease)
+        raise Gone(consumed_message(task_id))
+    return TaskReader(stream, hub, lease, last_event_id or START, settings)
+
+
+async def ensure_readable(
+    stream: TaskStream, task: Task, last_event_id: str | None, settings: Settings
+) -> None:
+    if await stream.is_consumed():
+        raise Gone(consumed_message(task.id))
+    last = await stream.last_entry()
+    if last is None:
+        if stream_expired(task, settings):
+            raise Gone(expired_message(task.id))
+        return
+    if (
+        last_event_id is not None
+        and last.terminal
+        and entry_id_key(last_event_id) >= entry_id_key(last.id)
+    ):
+        # The client already has the final event; it only missed our acknowledgement.
+        await stream.mark_consumed()
+        raise Gone(consumed_message(task.id))

@@ -1,0 +1,237 @@
+"""Per-process fan-out of task streams to their open readers.
+
+Thousands of open streams must not each hold a blocking Redis connection, so a reader
+task runs one XREAD BLOCK over many subscribed stream keys (a few hundred per reader)
+and hands entries to per-subscriber queues. Each XREAD also watches the reader's own
+wake-up stream: subscribing to a new key XADDs to it so the blocked read returns at
+once and is re-issued with the new key.
+
+A subscriber registers first and then catches up with a non-blocking XRANGE from its
+last id; entries the hub dispatches meanwhile are held back and merged after the
+catch-up, deduplicated by id, so nothing is lost or repeated whatever the timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from redis.asyncio import Redis
+
+from backend.constants import stream_hub_wake_key
+from backend.streams.task_stream import StreamEntry, entry_id_key, text
+
+if TYPE_CHECKING:
+    from quart import Quart
+
+log = logging.getLogger("sluice.streams")
+
+HUB_EXTENSION = "stream_hub"
+
+WAKE_MAX_LEN = 16
+WAKE_TTL_SECONDS = 24 * 3600
+MAX_BACKOFF_SECONDS = 2.0
+
+
+class Subscription:
+    """One reader's view of one stream: entries strictly after `cursor`, in order, once."""
+
+    __slots__ = ("cursor", "key", "pending", "queue")
+
+    def __init__(self, key: str, last_id: str) -> None:
+        self.key = key
+        self.cursor = entry_id_key(last_id)
+        self.queue: asyncio.Queue[StreamEntry] = asyncio.Queue()
+        self.pending: list[StreamEntry] | None = []
+
+    def offer(self, entries: Iterable[StreamEntry]) -> None:
+        if self.pending is not None:
+            self.pending.extend(entries)
+            return
+        self.deliver(entries)
+
+    def deliver(self, entries: Iterable[StreamEntry]) -> None:
+        for entry in entries:
+            position = entry_id_key(entry.id)
+            if position > self.cursor:
+                self.cursor = position
+                self.queue.put_nowait(entry)
+
+    def caught_up(self, entries: list[StreamEntry]) -> None:
+        held, self.pending = self.pending or [], None
+        self.deliver(entries)
+        self.deliver(held)
+
+    async def get(self, within: float) -> StreamEntry | None:
+        """The next entry, or None if none arrived within `within` seconds."""
+        if not self.queue.empty():
+            return self.queue.get_nowait()
+        try:
+            async with asyncio.timeout(within):
+                return await self.queue.get()
+        except TimeoutError:
+            return None
+
+
+class StreamReader:
+    """One blocking XREAD over a bounded set of stream keys and this reader's wake stream."""
+
+    def __init__(self, redis: Redis, prefix: str, *, block_ms: int) -> None:
+        self.redis = redis
+        self.wake_key = stream_hub_wake_key(prefix, uuid.uuid4().hex)
+        self.block_ms = block_ms
+        self.subscribers: dict[str, set[Subscription]] = {}
+        self.positions: dict[str, str] = {}
+        # The wake stream is this reader's own, so reading it from the start is safe.
+        self.wake_cursor = "0-0"
+        # Set once a wake is sent, cleared when the XREAD is re-issued: a burst of new
+        # subscriptions costs one wake and one re-issued read, not one each.
+        self.wake_pending = False
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self.run(), name="stream-hub-reader")
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+            self.task = None
+        await self.redis.delete(self.wake_key)
+
+    async def wake(self) -> None:
+        if self.wake_pending:
+            return
+        self.wake_pending = True
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(self.wake_key, {"w": "1"}, maxlen=WAKE_MAX_LEN, approximate=True)
+            pipe.expire(self.wake_key, WAKE_TTL_SECONDS)
+            await pipe.execute()
+
+    async def subscribe(self, key: str, last_id: str) -> Subscription:
+        """Follow `key` from just after `last_id`: catch-up first, then live entries."""
+        subscription = Subscription(key, last_id)
+        self.subscribers.setdefault(key, set()).add(subscription)
+        try:
+            if key not in self.positions:
+                self.positions[key] = last_id
+                await self.wake()
+            rows = await self.redis.xrange(key, min=f"({last_id}")
+        except BaseException:
+            self.unsubscribe(subscription)
+            raise
+        subscription.caught_up([StreamEntry.from_redis(i, f) for i, f in rows])
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        subscribers = self.subscribers.get(subscription.key)
+        if subscribers is None:
+            return
+        subscribers.discard(subscription)
+        if not subscribers:
+            del self.subscribers[subscription.key]
+            self.positions.pop(subscription.key, None)
+
+    async def run(self) -> None:
+        backoff = 0.05
+        while True:
+            self.wake_pending = False
+            streams = {self.wake_key: self.wake_cursor, **self.positions}
+            try:
+                reply = await self.redis.xread(streams, block=self.block_ms)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("stream hub read failed; retrying in %.2fs", backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                continue
+            backoff = 0.05
+            for raw_key, rows in reply or []:
+                self.dispatch(text(raw_key), rows)
+
+    def dispatch(self, key: str, rows: list) -> None:
+        if key == self.wake_key:
+            self.wake_cursor = text(rows[-1][0])
+            return
+        if key not in self.positions:
+            return
+        entries = [StreamEntry.from_redis(i, f) for i, f in rows]
+        self.positions[key] = entries[-1].id
+        for subscription in self.subscribers.get(key, ()):
+            subscription.offer(entries)
+
+
+class StreamHub:
+    """This process's readers: one blocking XREAD per `keys_per_reader` followed streams.
+
+    Re-issuing an XREAD costs time in proportion to its keys, and it is re-issued after
+    every event on any of them; bounding the keys per read keeps that cost, and so the
+    delivery latency, flat however many streams are open.
+    """
+
+    def __init__(
+        self, redis: Redis, prefix: str, *, block_ms: int = 30_000, keys_per_reader: int = 256
+    ) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.block_ms = block_ms
+        self.keys_per_reader = keys_per_reader
+        self.readers: list[StreamReader] = []
+        self.owners: dict[str, StreamReader] = {}
+
+    def reader_with_room(self) -> StreamReader:
+        for reader in self.readers:
+            if len(reader.positions) < self.keys_per_reader:
+                return reader
+        reader = StreamReader(self.redis, self.prefix, block_ms=self.block_ms)
+        reader.start()
+        self.readers.append(reader)
+        return reader
+
+    async def subscribe(self, key: str, last_id: str) -> Subscription:
+        """Follow `key` from just after `last_id`: catch-up first, then live entries."""
+        reader = self.owners.get(key) or self.reader_with_room()
+        self.owners[key] = reader
+        try:
+            return await reader.subscribe(key, last_id)
+        finally:
+            if key not in reader.subscribers:
+                self.owners.pop(key, None)
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        reader = self.owners.get(subscription.key)
+        if reader is None:
+            return
+        reader.unsubscribe(subscription)
+        if subscription.key not in reader.subscribers:
+            del self.owners[subscription.key]
+
+    @property
+    def subscriber_count(self) -> int:
+        return sum(len(s) for r in self.readers for s in r.subscribers.values())
+
+    async def stop(self) -> None:
+        for reader in self.readers:
+            await reader.stop()
+        self.readers.clear()
+        self.owners.clear()
+
+
+def hub_for(app: Quart) -> StreamHub:
+    """The process's hub, started on first use: Redis is connected only once serving starts."""
+    hub = app.extensions.get(HUB_EXTENSION)
+    if hub is None:
+        settings = app.config["SETTINGS"]
+        hub = StreamHub(app.config["REDIS"], settings.redis_prefix)
+        app.extensions[HUB_EXTENSION] = hub
+    return hub
+
+
+async def stop_hub(app: Quart) -> None:
+    hub = app.extensions.pop(HUB_EXTENSION, None)
+    if hub is not None:
+        await hub.stop()

@@ -1,0 +1,160 @@
+"""One task's Redis Stream: what workers append to and readers deliver from.
+
+Entry ids are the SSE `id:`s. Each entry holds the event's `type` and its JSON `data`
+(the event without `type`), so delivery can frame it without re-encoding. Reading is
+always strictly after a known id, never from `$`, which would lose events appended
+between two reads.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from backend.constants import task_consumed_key, task_events_key, task_lease_key
+from backend.settings import Settings
+from schemas.events import EventType, TaskEvent, task_event_adapter
+
+START = "0-0"
+ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+
+# Delete the lease only if it still holds our token: an expired lease now held by
+# another reader must not be released by us.
+RELEASE_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+REFRESH_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+
+def text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def entry_id_key(entry_id: str) -> tuple[int, int]:
+    """Sortable form of a stream entry id (`ms-seq`)."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def is_entry_id(value: str) -> bool:
+    return bool(ENTRY_ID.match(value))
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEntry:
+    id: str
+    type: EventType
+    data: str
+
+    @classmethod
+    def from_redis(cls, entry_id: bytes | str, fields: dict[Any, Any]) -> StreamEntry:
+        values = {text(k): text(v) for k, v in fields.items()}
+        return cls(id=text(entry_id), type=EventType(values["type"]), data=values["data"])
+
+    @property
+    def terminal(self) -> bool:
+        return self.type.terminal
+
+    def payload(self) -> dict[str, Any]:
+        return json.loads(self.data)
+
+    def event(self) -> TaskEvent:
+        return task_event_adapter.validate_python({"type": self.type, **self.payload()})
+
+
+class TaskStream:
+    """Append, read, lease and consume one task's event stream."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        prefix: str,
+        task_id: str,
+        *,
+        retention_seconds: int = 3600,
+        max_events: int = 100_000,
+    ) -> None:
+        self.redis = redis
+        self.task_id = task_id
+        self.key = task_events_key(prefix, task_id)
+        self.lease_key = task_lease_key(prefix, task_id)
+        self.consumed_key = task_consumed_key(prefix, task_id)
+        self.retention_seconds = retention_seconds
+        self.max_events = max_events
+
+    @classmethod
+    def for_task(cls, redis: Redis, settings: Settings, task_id: str) -> TaskStream:
+        return cls(
+            redis,
+            settings.redis_prefix,
+            task_id,
+            retention_seconds=settings.stream_retention_seconds,
+            max_events=settings.stream_max_events,
+        )
+
+    async def append(self, event: TaskEvent) -> str:
+        """Add an event; returns its entry id.
+
+        Every append (the first one included) pushes the expiry out to the retention
+        time, so an abandoned stream vanishes one retention period after its last event.
+        """
+        data = event.model_dump_json(exclude={"type"})
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(
+                self.key,
+                {"type": str(event.type), "data": data},
+                maxlen=self.max_events,
+                approximate=True,
+            )
+            pipe.expire(self.key, self.retention_seconds)
+            entry_id, _ = await pipe.execute()
+        return text(entry_id)
+
+    async def read_after(
+        self, last_id: str = START, block_ms: int | None = None, count: int | None = None
+    ) -> list[StreamEntry]:
+        """Entries strictly after `last_id`; with `block_ms`, wait that long for one."""
+        if block_ms is None:
+            rows = await self.redis.xrange(self.key, min=f"({last_id}", count=count)
+        else:
+            reply = await self.redis.xread({self.key: last_id}, count=count, block=block_ms)
+            rows = reply[0][1] if reply else []
+        return [StreamEntry.from_redis(entry_id, fields) for entry_id, fields in rows]
+
+    async def last_entry(self) -> StreamEntry | None:
+        rows = await self.redis.xrevrange(self.key, count=1)
+        return StreamEntry.from_redis(*rows[0]) if rows else None
+
+    async def exists(self) -> bool:
+        return bool(await self.redis.exists(self.key))
+
+    async def acquire_lease(self, ttl_seconds: float) -> str | None:
+        """Become the one reader of this stream; returns the lease token, or None if taken."""
+        token = secrets.token_hex(16)
+        acquired = await self.redis.set(self.lease_key, token, nx=True, px=int(ttl_seconds * 1000))
+        return token if acquired else None
+
+    async def refresh_lease(self, token: str, ttl_seconds: float) -> bool:
+        """Extend our lease; False means it expired and may belong to another reader now."""
+        return bool(
+            await self.redis.eval(REFRESH_LEASE, 1, self.lease_key, token, int(ttl_seconds * 1000))
+        )
+
+    async def release_lease(self, token: str) -> bool:
+        return bool(await self.redis.eval(RELEASE_LEASE, 1, self.lease_key, token))
+
+    async def mark_consumed(self) -> None:
+        """Record that the terminal event was delivered: later reads are refused (410)."""
+        await self.redis.set(self.consumed_key, "1", ex=self.retention_seconds)
+
+    async def is_consumed(self) -> bool:
+        return bool(await self.redis.exists(self.consumed_key))

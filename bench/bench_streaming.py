@@ -1,0 +1,582 @@
+"""Streaming benchmark: Sluice against the raw provider it streams from, in one run.
+
+Starts its own fake OpenAI-compatible server (fixed token rate), Redis if none answers,
+a Hypercorn web process and an arq chat worker, then measures:
+
+(a) time to first token through Sluice (POST /api/v1/tasks with `stream: true` → first
+    `token` event at the client) next to the provider's own first-token time, p50/p99,
+    at 1 and at 200 concurrent streams; the difference is what Sluice adds;
+(b) delivered tokens/s and CPU seconds (web + worker processes) per 1k tokens at 500
+    concurrent streams, next to the raw provider's tokens/s and CPU;
+(c) RSS of the web process holding 5,000 idle open SSE streams.
+
+Usage: python -m bench.bench_streaming [--quick] [--database-url URL] [--chat-workers N]
+Targets: added first-token p50 <= 15 ms and p99 <= 60 ms at 200 streams.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from backend.settings import Settings
+from bench.service import free_port, redis_url
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL_ID = "bench-model"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Plan:
+    ttft_concurrency: tuple[int, ...]
+    seconds: float
+    throughput_streams: int
+    idle_streams: int
+    tokens: int
+    tokens_per_second: float
+
+
+FULL = Plan((1, 200), 10.0, 500, 5000, 60, 50.0)
+QUICK = Plan((1, 50), 4.0, 100, 300, 30, 50.0)
+
+
+# --- processes ---------------------------------------------------------------------------
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of the processes and all their descendants."""
+    total = 0
+    for root in pids:
+        for pid in descendants(root):
+            with contextlib.suppress(OSError, IndexError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
+    return total / CLOCK_TICKS
+
+
+def rss_mb(pid: int) -> float:
+    total_kb = 0
+    for child in descendants(pid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{child}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total_kb += int(line.split()[1])
+    return total_kb / 1024
+
+
+@dataclass
+class Stack:
+    env: dict[str, str]
+    web_port: int
+    fake_port: int
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def start(self, name: str, args: list[str]) -> subprocess.Popen:
+        process = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.processes[name] = process
+        return process
+
+    def stop(self, name: str) -> None:
+        process = self.processes.pop(name, None)
+        if process is None or process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+
+    def pid(self, name: str) -> int:
+        return self.processes[name].pid
+
+
+def wait_http(url: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {seconds:.0f} s")
+
+
+@contextlib.contextmanager
+def stack(
+    plan: Plan, database_url: str | None, web_workers: int, chat_workers: int = 1
+) -> Iterator[Stack]:
+    with tempfile.TemporaryDirectory() as data_dir, redis_url() as redis:
+        web_port, fake_port = free_port(), free_port()
+        models = [
+            {
+                "id": MODEL_ID,
+                "provider": "openai",
+                "upstream": "bench-upstream",
+                "context_window": 8192,
+                "max_output": plan.tokens * 2,
+                "prompt_price": 0,
+                "completion_price": 0,
+                "capabilities": ["text"],
+            }
+        ]
+        env = {
+            **os.environ,
+            "DATA_DIR": data_dir,
+            "DATABASE_URL": database_url or "",
+            "REDIS_URL": redis,
+            "REDIS_PREFIX": f"bench-{uuid.uuid4().hex[:8]}",
+            "SECRET_KEY": "bench-secret-key-long-enough-for-hs256",
+            "LOG_LEVEL": "WARNING",
+            "MODELS": json.dumps(models),
+            "DEFAULT_MODEL": MODEL_ID,
+            "OPENAI_BASE_URL": f"http://127.0.0.1:{fake_port}/v1",
+            "OPENAI_API_KEY": "bench",
+            "NEW_USER_CREDITS": "0",
+        }
+        running = Stack(env, web_port, fake_port)
+        try:
+            subprocess.run(
+                [sys.executable, "-m", "backend", "migrate"],
+                cwd=ROOT,
+                env=env,
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+            running.start(
+                "fake",
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.support.fake_openai",
+                    "--port",
+                    str(fake_port),
+                    "--tokens-per-second",
+                    str(plan.tokens_per_second),
+                    "--tokens",
+                    str(plan.tokens),
+                ],
+            )
+            web = [sys.executable, "-m", "hypercorn", "backend.asgi:app"]
+            web += ["--bind", f"127.0.0.1:{web_port}", "--workers", str(web_workers)]
+            running.start("web", web)
+            for index in range(chat_workers):
+                running.start(
+                    f"worker-{index}", [sys.executable, "-m", "arq", "workers.chat.WorkerSettings"]
+                )
+            wait_http(f"http://127.0.0.1:{fake_port}/v1/models")
+            wait_http(f"http://127.0.0.1:{web_port}/readyz")
+            yield running
+        finally:
+            for name in list(running.processes):
+                running.stop(name)
+            cleanup = __import__("redis").Redis.from_url(redis)
+            for key in cleanup.scan_iter(f"{env['REDIS_PREFIX']}:*", count=1000):
+                cleanup.delete(key)
+
+
+# --- a lean HTTP/1.1 streaming client ------------------------------------------------------
+
+
+class HttpStream:
+    """One request over a raw socket; yields the decoded body as it arrives (chunked or not)."""
+
+    def __init__(self, port: int, method: str, path: str, body: dict | None, headers: dict) -> None:
+        self.port = port
+        payload = json.dumps(body).encode() if body is not None else b""
+        lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}"]
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        lines += ["Content-Type: application/json", f"Content-Length: {len(payload)}"]
+        self.request = ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
+        self.status = 0
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def open(self) -> asyncio.StreamReader:
+        reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        self.writer.write(self.request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        self.status = int(head.split(b" ", 2)[1])
+        self.chunked = b"transfer-encoding: chunked" in head.lower()
+        return reader
+
+    async def body(self, reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
+        if not self.chunked:
+            while data := await reader.read(65536):
+                yield data
+            return
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            if size == 0:
+                return
+            data = await reader.readexactly(size + 2)
+            yield data[:-2]
+
+    async def lines(self, reader: asyncio.StreamReader) -> AsyncIterator[str]:
+        buffer = b""
+        async for data in self.body(reader):
+            buffer += data
+            *complete, buffer = buffer.split(b"\n")
+            for line in complete:
+                yield line.decode().rstrip("\r")
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+@dataclass
+class StreamResult:
+    first_token_ms: float = float("nan")
+    tokens: int = 0
+    max_gap_ms: float = 0.0
+    ok: bool = False
+
+
+async def sluice_stream(port: int, token: str, session_id: str) -> StreamResult:
+    """POST a task with `stream: true`; time to the first `token` event, tokens at `done`."""
+    result = StreamResult()
+    request = HttpStream(
+        port,
+        "POST",
+        "/api/v1/tasks",
+        {"session_id": session_id, "question": "Tell me a story.", "stream": True},
+        {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"},
+    )
+    started = time.perf_counter()
+    try:
+        reader = await request.open()
+        if request.status != 200:
+            return result
+        event, last = "", None
+        async for line in request.lines(reader):
+            if line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:") and event == "token":
+                now = time.perf_counter()
+                if last is None:
+                    result.first_token_ms = (now - started) * 1000
+                else:
+                    result.max_gap_ms = max(result.max_gap_ms, (now - last) * 1000)
+                last = now
+            elif line.startswith("data:") and event == "done":
+                result.tokens = json.loads(line[5:])["completion_tokens"]
+                result.ok = True
+                return result
+            elif line.startswith("data:") and event in ("error", "cancelled"):
+                return result
+    finally:
+        request.close()
+    return result
+
+
+async def provider_stream(port: int) -> StreamResult:
+    """The same completion straight from the fake provider: its own first-token time."""
+    result = StreamResult()
+    request = HttpStream(
+        port,
+        "POST",
+        "/v1/chat/completions",
+        {
+            "model": "bench-upstream",
+            "messages": [{"role": "user", "content": "Tell me a story."}],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+        {"Authorization": "Bearer bench"},
+    )
+    started = time.perf_counter()
+    last = None
+    try:
+        reader = await request.open()
+        async for line in request.lines(reader):
+            if not line.startswith("data:") or line == "data: [DONE]":
+                if line == "data: [DONE]":
+                    result.ok = True
+                    return result
+                continue
+            chunk = json.loads(line[5:])
+            if chunk.get("choices") and chunk["choices"][0].get("delta", {}).get("content"):
+                now = time.perf_counter()
+                if last is None:
+                    result.first_token_ms = (now - started) * 1000
+                else:
+                    result.max_gap_ms = max(result.max_gap_ms, (now - last) * 1000)
+                last = now
+                result.tokens += 1
+    finally:
+        request.close()
+    return result
+
+
+# --- setup through the services ------------------------------------------------------------
+
+
+BENCH_SETTINGS = {"DATA_DIR", "DATABASE_URL", "REDIS_URL", "REDIS_PREFIX", "SECRET_KEY"}
+
+
+@dataclass(frozen=True)
+class Fixture:
+    token: str
+    user_id: int
+    sessions: list[str]
+
+
+@contextlib.asynccontextmanager
+async def database(env: dict[str, str]) -> AsyncIterator[Settings]:
+    """The service's database, opened from this process (the bench's own setup and rows)."""
+    from backend.database import close_database, open_database
+
+    settings = Settings(
+        **{k.lower(): v for k, v in env.items() if k in BENCH_SETTINGS}, _env_file=None
+    )
+    await open_database(settings)
+    try:
+        yield settings
+    finally:
+        await close_database()
+
+
+async def prepare(env: dict[str, str], sessions: int) -> Fixture:
+    """A user and `sessions` chat sessions, created directly in the service's database."""
+    from backend.models import Assistant, ChatSession
+    from backend.services.tokens import issue_access_token
+    from backend.services.users import create_user
+
+    async with database(env) as settings:
+        user = await create_user(settings, f"bench{uuid.uuid4().hex[:8]}", "bench-password-1")
+        assistant = await Assistant.create(
+            owner_id=user.id, name="bench", llm={"model_name": MODEL_ID}
+        )
+        ids = []
+        for index in range(sessions):
+            session = await ChatSession.create(
+                assistant_id=assistant.id, user_id=user.id, name=f"s{index}"
+            )
+            ids.append(session.id)
+        return Fixture(issue_access_token(user, settings), user.id, ids)
+
+
+async def queued_tasks(env: dict[str, str], fixture: Fixture, count: int) -> list[str]:
+    """Tasks that stay queued (no job is enqueued), so their streams stay open and idle."""
+    from backend.models import Task
+    from backend.models.ids import new_id
+
+    async with database(env):
+        rows = [
+            Task(
+                id=new_id(), user_id=fixture.user_id, session_id=fixture.sessions[0], model=MODEL_ID
+            )
+            for _ in range(count)
+        ]
+        await Task.bulk_create(rows, batch_size=500)
+    return [row.id for row in rows]
+
+
+# --- measurements --------------------------------------------------------------------------
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(v for v in values if v == v)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def closed_loop(
+    streams: int, seconds: float, one: Callable[[int], Awaitable[StreamResult]]
+) -> tuple[list[StreamResult], float]:
+    """`streams` clients, each starting its next stream as soon as the last one ended,
+    for `seconds`: a steady `streams` streams in flight, not a thundering herd."""
+    results: list[StreamResult] = []
+    deadline = time.perf_counter() + seconds
+
+    async def client(index: int) -> None:
+        while time.perf_counter() < deadline:
+            results.append(await one(index))
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client(i) for i in range(streams)))
+    return results, time.perf_counter() - started
+
+
+async def first_token(running: Stack, token: str, sessions: list[str], plan: Plan) -> None:
+    print(f"\n(a) time to first token (ms), closed loop for {plan.seconds:g} s per level")
+    print(
+        f"{'streams':>8} {'provider p50':>13} {'p99':>8} {'sluice p50':>11} {'p99':>8} "
+        f"{'added p50':>10} {'p99':>8} {'turns':>6} {'failed':>7}"
+    )
+    for concurrency in plan.ttft_concurrency:
+        raw, _ = await closed_loop(
+            concurrency, plan.seconds, lambda i: provider_stream(running.fake_port)
+        )
+        ours, _ = await closed_loop(
+            concurrency,
+            plan.seconds,
+            lambda i: sluice_stream(running.web_port, token, sessions[i]),
+        )
+        r50, r99 = (
+            pct([r.first_token_ms for r in raw], 0.5),
+            pct([r.first_token_ms for r in raw], 0.99),
+        )
+        p50, p99 = (
+            pct([r.first_token_ms for r in ours], 0.5),
+            pct([r.first_token_ms for r in ours], 0.99),
+        )
+        failed = sum(not r.ok for r in ours)
+        print(
+            f"{concurrency:>8} {r50:>13.2f} {r99:>8.2f} {p50:>11.2f} {p99:>8.2f} "
+            f"{p50 - r50:>10.2f} {p99 - r99:>8.2f} {len(ours):>6} {failed:>7}"
+        )
+
+
+async def throughput(running: Stack, token: str, sessions: list[str], plan: Plan) -> None:
+    streams = plan.throughput_streams
+    print(
+        f"\n(b) throughput at {streams} concurrent streams, closed loop for {plan.seconds:g} s "
+        f"({plan.tokens} tokens per answer at {plan.tokens_per_second:g} tokens/s)"
+    )
+    fake = [running.pid("fake")]
+    before = cpu_seconds(fake)
+    raw, raw_seconds = await closed_loop(
+        streams, plan.seconds, lambda i: provider_stream(running.fake_port)
+    )
+    raw_cpu = cpu_seconds(fake) - before
+    raw_tokens = sum(r.tokens for r in raw)
+
+    ours_pids = [running.pid(name) for name in running.processes if name != "fake"]
+    before = cpu_seconds(ours_pids)
+    ours, seconds = await closed_loop(
+        streams, plan.seconds, lambda i: sluice_stream(running.web_port, token, sessions[i])
+    )
+    cpu = cpu_seconds(ours_pids) - before
+    tokens = sum(r.tokens for r in ours)
+    failed = sum(not r.ok for r in ours)
+
+    def line(name: str, n: int, secs: float, cpu_s: float, results: list[StreamResult]) -> str:
+        per_k = cpu_s / (n / 1000) if n else float("nan")
+        gaps = [r.max_gap_ms for r in results]
+        return (
+            f"{name:<22} {n / secs:>8.0f} tokens/s  {per_k:>7.3f} CPU s per 1k tokens  "
+            f"longest gap p99 {pct(gaps, 0.99):>7.1f} ms"
+        )
+
+    print(line("provider (raw)", raw_tokens, raw_seconds, raw_cpu, raw))
+    print(line("sluice (web + worker)", tokens, seconds, cpu, ours))
+    rate_ratio = (tokens / seconds) / (raw_tokens / raw_seconds)
+    cpu_ratio = (cpu / max(tokens, 1)) / max(raw_cpu / max(raw_tokens, 1), 1e-9)
+    print(
+        f"ratios: sluice delivers {rate_ratio:.2f}x the raw provider's tokens/s and spends "
+        f"{cpu_ratio:.1f}x its CPU per token; failed streams {failed}; "
+        f"expected gap between tokens {1000 / plan.tokens_per_second:.0f} ms"
+    )
+
+
+async def idle_streams(running: Stack, fixture: Fixture, plan: Plan) -> None:
+    """Hold many open SSE streams of queued tasks: nothing is sent on them but heartbeats."""
+    count = plan.idle_streams
+    print(f"\n(c) web RSS with {count} idle open SSE streams")
+    task_ids = await queued_tasks(running.env, fixture, count)
+    web = running.pid("web")
+    before = rss_mb(web)
+    opened: list[HttpStream] = []
+    gate = asyncio.Semaphore(200)
+
+    async def open_one(task_id: str) -> None:
+        request = HttpStream(
+            running.web_port,
+            "GET",
+            f"/api/v1/tasks/{task_id}/stream",
+            None,
+            {"Authorization": f"Bearer {fixture.token}", "Accept": "text/event-stream"},
+        )
+        opened.append(request)
+        async with gate:
+            with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+                await request.open()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(open_one(task_id) for task_id in task_ids))
+    elapsed = time.perf_counter() - started
+    live = sum(r.status == 200 for r in opened)
+    await asyncio.sleep(2)
+    after = rss_mb(web)
+    print(
+        f"opened {live}/{count} streams in {elapsed:.1f} s; web RSS {before:.1f} MB -> "
+        f"{after:.1f} MB ({(after - before) * 1024 / max(live, 1):.1f} KB per open stream)"
+    )
+    for request in opened:
+        request.close()
+
+
+def raise_open_files() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+async def run(running: Stack, plan: Plan) -> None:
+    fixture = await prepare(running.env, max(*plan.ttft_concurrency, plan.throughput_streams))
+    token, sessions = fixture.token, fixture.sessions
+    warm = await asyncio.gather(*(sluice_stream(running.web_port, token, s) for s in sessions[:5]))
+    if not all(r.ok for r in warm):
+        raise SystemExit("warm-up streams failed: is the stack healthy?")
+    await first_token(running, token, sessions, plan)
+    await throughput(running, token, sessions, plan)
+    await idle_streams(running, fixture, plan)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small numbers, for a smoke run")
+    parser.add_argument("--database-url", default=None, help="default: SQLite in a temp dir")
+    parser.add_argument("--web-workers", type=int, default=1, help="Hypercorn --workers")
+    parser.add_argument("--chat-workers", type=int, default=1, help="arq chat worker processes")
+    args = parser.parse_args()
+    plan = QUICK if args.quick else FULL
+    raise_open_files()
+    print(f"plan: {plan}")
+    with stack(plan, args.database_url, args.web_workers, args.chat_workers) as running:
+        asyncio.run(run(running, plan))
+
+
+if __name__ == "__main__":
+    main()

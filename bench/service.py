@@ -1,0 +1,97 @@
+"""Start a throwaway Sluice web process (and Redis if needed) for a benchmark."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import redis
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def redis_url() -> Iterator[str]:
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/8")
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+        yield url
+        return
+    except redis.RedisError:
+        pass
+    port = free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(0.3)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+
+
+@dataclass
+class Service:
+    base_url: str
+    port: int
+    env: dict[str, str]
+
+
+@contextlib.contextmanager
+def web_service(extra_env: dict[str, str] | None = None, workers: int = 1) -> Iterator[Service]:
+    with tempfile.TemporaryDirectory() as data_dir, redis_url() as url:
+        port = free_port()
+        env = {
+            **os.environ,
+            "DATA_DIR": data_dir,
+            "REDIS_URL": url,
+            "REDIS_PREFIX": f"bench-{port}",
+            "SECRET_KEY": "bench-secret-key-long-enough-for-hs256",
+            "LOG_LEVEL": "WARNING",
+            **(extra_env or {}),
+        }
+        subprocess.run(
+            [sys.executable, "-m", "backend", "migrate"],
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "hypercorn",
+                "backend.asgi:app",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(workers),
+            ],
+            env=env,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(100):
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"{base}/readyz").status_code == 200:
+                        break
+                time.sleep(0.1)
+            else:
+                raise RuntimeError("service did not become ready")
+            yield Service(base, port, env)
+        finally:
+            proc.terminate()
+            proc.wait(10)

@@ -1,0 +1,1 @@
+"""The wire contract: pydantic models for every request, response and streamed event."""

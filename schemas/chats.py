@@ -1,0 +1,256 @@
+"""Assistants (RAGFlow chats / AIDeer presets), sessions and messages: the wire shapes.
+
+Field names and defaults follow RAGFlow's HTTP API, so RAGFlow clients work unchanged;
+`preset_messages` and `public` are AIDeer's additions.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, StringConstraints, model_validator
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
+
+DEFAULT_PROMPT = (
+    "You are a helpful assistant. Answer the user's questions accurately and concisely, "
+    "taking the chat history into account."
+)
+DEFAULT_OPENER = "Hi! I'm your assistant. What can I do for you?"
+DEFAULT_EMPTY_RESPONSE = "Sorry! No relevant content was found in the knowledge base!"
+
+
+class OrderBy(StrEnum):
+    CREATE_TIME = "create_time"
+    UPDATE_TIME = "update_time"
+
+
+class ListQuery(BaseModel):
+    """RAGFlow's list filters: page, page_size, orderby, desc, name, id."""
+
+    page: int = Field(1, ge=1)
+    page_size: int = Field(30, ge=1, le=1024)
+    orderby: OrderBy = OrderBy.CREATE_TIME
+    desc: bool = True
+    name: str | None = None
+    id: str | None = None
+
+
+class DeleteIds(BaseModel):
+    ids: list[str] = Field(min_length=1, description="IDs to delete")
+
+
+class LlmSettings(BaseModel):
+    """Sampling settings; RAGFlow's defaults. `model_name` None means the default model."""
+
+    model_name: str | None = None
+    temperature: float = Field(0.1, ge=0, le=2)
+    top_p: float = Field(0.3, ge=0, le=1)
+    presence_penalty: float = Field(0.4, ge=-2, le=2)
+    frequency_penalty: float = Field(0.7, ge=-2, le=2)
+    max_tokens: int = Field(512, ge=1)
+
+
+class LlmUpdate(BaseModel):
+    model_name: str | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    max_tokens: int | None = Field(None, ge=1)
+
+
+class PromptVariable(BaseModel):
+    key: str = Field(min_length=1)
+    optional: bool = True
+
+
+def default_variables() -> list[PromptVariable]:
+    return [PromptVariable(key="knowledge", optional=True)]
+
+
+class PromptSettings(BaseModel):
+    """RAGFlow's prompt block. The retrieval fields take effect once datasets are attached."""
+
+    prompt: str = DEFAULT_PROMPT
+    opener: str = DEFAULT_OPENER
+    empty_response: str = DEFAULT_EMPTY_RESPONSE
+    show_quote: bool = True
+    variables: list[PromptVariable] = Field(default_factory=default_variables)
+    similarity_threshold: float = Field(0.2, ge=0, le=1)
+    keywords_similarity_weight: float = Field(0.7, ge=0, le=1)
+    top_n: int = Field(6, ge=1)
+    rerank_model: str = ""
+
+
+class PromptUpdate(BaseModel):
+    prompt: str | None = None
+    opener: str | None = None
+    empty_response: str | None = None
+    show_quote: bool | None = None
+    variables: list[PromptVariable] | None = None
+    similarity_threshold: float | None = Field(None, ge=0, le=1)
+    keywords_similarity_weight: float | None = Field(None, ge=0, le=1)
+    top_n: int | None = Field(None, ge=1)
+    rerank_model: str | None = None
+
+
+class PresetMessage(BaseModel):
+    """A system instruction or a few-shot turn sent before the conversation."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(min_length=1)
+
+
+class AssistantCreate(BaseModel):
+    name: Name
+    avatar: str = ""
+    description: str = ""
+    llm: LlmSettings = Field(default_factory=LlmSettings)
+    prompt: PromptSettings = Field(default_factory=PromptSettings)
+    dataset_ids: list[str] = Field(default_factory=list)
+    preset_messages: list[PresetMessage] = Field(default_factory=list)
+    public: bool = False
+
+
+class AssistantUpdate(BaseModel):
+    """Only the fields sent change; `llm` and `prompt` are merged key by key, as in RAGFlow."""
+
+    name: Name | None = None
+    avatar: str | None = None
+    description: str | None = None
+    llm: LlmUpdate | None = None
+    prompt: PromptUpdate | None = None
+    dataset_ids: list[str] | None = None
+    preset_messages: list[PresetMessage] | None = None
+    public: bool | None = None
+
+
+class AssistantOut(BaseModel):
+    id: str
+    name: str
+    avatar: str
+    description: str
+    llm: LlmSettings
+    prompt: PromptSettings
+    dataset_ids: list[str]
+    preset_messages: list[PresetMessage]
+    public: bool
+    owner_id: int
+    create_time: int = Field(description="Milliseconds since the epoch")
+    update_time: int = Field(description="Milliseconds since the epoch")
+
+
+class TextPart(BaseModel):
+    type: Literal["text"] = "text"
+    text: str
+
+
+class ImagePart(BaseModel):
+    """An image by URL (http(s) or data URL) or by an uploaded image's id."""
+
+    type: Literal["image"] = "image"
+    url: str | None = None
+    upload_id: str | None = None
+
+    @model_validator(mode="after")
+    def one_source(self) -> ImagePart:
+        if (self.url is None) == (self.upload_id is None):
+            raise ValueError("an image part needs exactly one of 'url' or 'upload_id'")
+        return self
+
+
+ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
+
+
+class MessageRole(StrEnum):
+    USER = "user"
+    ASSISTANT = "assistant"
+    SYSTEM = "system"
+
+
+class MessageCreate(BaseModel):
+    """`content` (a string or parts) or RAGFlow's `question`; `stream: true` starts the answer."""
+
+    content: str | list[ContentPart] | None = None
+    question: str | None = None
+    role: MessageRole = MessageRole.USER
+    visible: bool = True
+    stream: bool = False
+
+    @model_validator(mode="after")
+    def one_body(self) -> MessageCreate:
+        if (self.content is None) == (self.question is None):
+            raise ValueError("send exactly one of 'content' or 'question'")
+        if isinstance(self.content, list) and not self.content:
+            raise ValueError("content has no parts")
+        text = self.question if self.question is not None else self.content
+        if isinstance(text, str) and not text.strip():
+            raise ValueError("the message is empty")
+        return self
+
+    def parts(self) -> list[dict]:
+        """The content as stored: a list of part dicts."""
+        body = self.question if self.question is not None else self.content
+        if isinstance(body, str):
+            return [{"type": "text", "text": body}]
+        return [part.model_dump(exclude_none=True) for part in body]
+
+
+class MessageOut(BaseModel):
+    id: str
+    role: MessageRole
+    content: list[ContentPart]
+    visible: bool
+    prompt_tokens: int
+    completion_tokens: int
+    task_id: str | None
+    created_at: datetime
+
+
+class MessageListQuery(BaseModel):
+    page: int = Field(1, ge=1)
+    page_size: int = Field(50, ge=1, le=1000)
+    include_hidden: bool = False
+
+
+class MessagePage(BaseModel):
+    items: list[MessageOut]
+    total: int
+    page: int
+    page_size: int
+
+
+class SessionCreate(BaseModel):
+    name: Name = "New session"
+
+
+class SessionUpdate(BaseModel):
+    name: Name
+
+
+class SessionOut(BaseModel):
+    id: str
+    chat_id: str
+    name: str
+    messages: list[MessageOut] = Field(description="The session's visible messages, oldest first")
+    create_time: int = Field(description="Milliseconds since the epoch")
+    update_time: int = Field(description="Milliseconds since the epoch")
+
+
+class CompletionRequest(BaseModel):
+    """RAGFlow's converse call: without `session_id` a new session is started."""
+
+    question: str = Field(min_length=1)
+    stream: bool = True
+    session_id: str | None = None
+
+
+class CompletionAnswer(BaseModel):
+    answer: str
+    reference: dict = Field(default_factory=dict)
+    audio_binary: None = None
+    id: str | None = Field(description="The stored answer message's id")
+    session_id: str

@@ -1,0 +1,109 @@
+"""SwiftChat's backend API, served as a façade: its request and response shapes, unchanged.
+
+Responses are SwiftChat's bare JSON (no envelope), because its app reads the fields at
+the top level; errors still use the error envelope. The app versions an administrator
+manages at /api/v1/app-versions are enveloped as usual.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, StringConstraints
+
+Version = Annotated[str, StringConstraints(pattern=r"^\d{1,4}\.\d{1,4}\.\d{1,4}$")]
+
+
+class Base64Source(BaseModel):
+    bytes: str = Field(description="Base64-encoded content")
+
+
+class ImageBlock(BaseModel):
+    format: Literal["png", "jpeg", "gif", "webp"]
+    source: Base64Source
+
+
+class DocumentBlock(BaseModel):
+    format: str
+    name: str = "document"
+    source: Base64Source
+
+
+class ContentBlock(BaseModel):
+    """One Bedrock converse content block: `text`, `image` or `document`."""
+
+    text: str | None = None
+    image: ImageBlock | None = None
+    document: DocumentBlock | None = None
+
+
+class ConverseMessage(BaseModel):
+    role: Literal["user", "assistant"]
+    content: list[ContentBlock] = Field(min_length=1)
+
+
+class SystemBlock(BaseModel):
+    text: str
+
+
+class ConverseRequest(BaseModel):
+    messages: list[ConverseMessage] = Field(min_length=1)
+    modelId: str | None = Field(None, description="A model id from /api/models; default model")
+    system: list[SystemBlock] | None = None
+    region: str | None = Field(None, description="Accepted for compatibility, ignored")
+    enableThinking: bool | None = Field(None, description="Accepted for compatibility, ignored")
+
+
+class ModelsRequest(BaseModel):
+    region: str | None = Field(None, description="Accepted for compatibility, ignored")
+
+
+class ModelEntry(BaseModel):
+    modelId: str
+    modelName: str
+
+
+class ModelsResponse(BaseModel):
+    textModel: list[ModelEntry]
+    imageModel: list[ModelEntry]
+
+
+class ImageRequest(BaseModel):
+    prompt: str = Field(min_length=1)
+    modelId: str | None = None
+    width: int = Field(1024, ge=64, le=4096)
+    height: int = Field(1024, ge=64, le=4096)
+    region: str | None = Field(None, description="Accepted for compatibility, ignored")
+    refImages: list[dict[str, Any]] | None = Field(
+        None, description="Accepted for compatibility, ignored"
+    )
+
+
+class ImageResponse(BaseModel):
+    image: str = Field(description="Base64-encoded image")
+
+
+class UpgradeRequest(BaseModel):
+    os: str = Field(min_length=1, description="Platform, e.g. android, mac")
+    version: Version
+
+
+class UpgradeResponse(BaseModel):
+    needUpgrade: bool
+    version: str
+    url: str
+
+
+class AppVersionUpdate(BaseModel):
+    version: Version
+    url: str = Field("", max_length=1024)
+    notes: str = ""
+
+
+class AppVersionOut(BaseModel):
+    platform: str
+    version: str
+    url: str
+    notes: str
+    updated_at: datetime

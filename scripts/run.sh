@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Start the whole service on the embedded defaults: web + chat worker + ingest worker.
+set -euo pipefail
+# shellcheck source=scripts/common.sh
+. "$(dirname "$0")/common.sh"
+cd "$ROOT"
+ensure_venv "local,postgres"
+ensure_redis
+export DATA_DIR="${DATA_DIR:-$ROOT/data}"
+export PORT="${PORT:-8000}"
+mkdir -p "$DATA_DIR"
+python -m backend migrate
+echo "==> Sluice on http://127.0.0.1:$PORT  (API docs: /docs)"
+exec honcho start -f Procfile

@@ -1,0 +1,124 @@
+"""Shared fixtures: a real SQL database (SQLite, or PostgreSQL with TEST_DATABASE=postgres),
+a real Redis (own DB index, flushed before and after), and the app under test.
+
+Environment knobs:
+- TEST_DATABASE: `sqlite` (default) or `postgres`.
+- TEST_POSTGRES_URL: admin DSN used to create a throwaway database (default local `test`).
+- TEST_REDIS_URL: Redis server/DB reserved for tests (default redis://127.0.0.1:6379/13).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+from quart import Quart
+from quart.testing import QuartClient
+
+from backend.app import create_app
+from backend.settings import Settings
+from tests.support.accounts import Account, register
+
+pytest_plugins = ["tests.support.live_server"]
+
+TEST_DATABASE = os.environ.get("TEST_DATABASE", "sqlite")
+TEST_POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+
+
+async def create_postgres_database() -> tuple[str, str]:
+    import asyncpg
+
+    name = f"sluice_test_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(TEST_POSTGRES_URL.replace("postgres://", "postgresql://", 1))
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    base = TEST_POSTGRES_URL.rsplit("/", 1)[0]
+    return name, f"{base}/{name}"
+
+
+async def drop_postgres_database(name: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(TEST_POSTGRES_URL.replace("postgres://", "postgresql://", 1))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+async def database_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    if TEST_DATABASE == "postgres":
+        name, url = await create_postgres_database()
+        yield url
+        await drop_postgres_database(name)
+    else:
+        path = tmp_path_factory.mktemp("db") / "sluice.sqlite3"
+        yield f"sqlite://{path}"
+
+
+@pytest.fixture(scope="session")
+async def redis_url() -> AsyncIterator[str]:
+    client = aioredis.from_url(TEST_REDIS_URL)
+    await client.flushdb()
+    yield TEST_REDIS_URL
+    await client.flushdb()
+    await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="session")
+def settings(data_dir: Path, database_url: str, redis_url: str) -> Settings:
+    return Settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        redis_url=redis_url,
+        redis_prefix="sluice-test",
+        secret_key="test-secret-key-that-is-long-enough-for-hs256",
+        admin_username="root",
+        admin_password="root-password-123",
+        new_user_credits=100,
+        log_json=False,
+        log_level="WARNING",
+        _env_file=None,
+    )
+
+
+@pytest.fixture(scope="session")
+async def app(settings: Settings) -> AsyncIterator[Quart]:
+    application = create_app(settings)
+    async with application.test_app():
+        yield application
+
+
+@pytest.fixture
+def client(app: Quart) -> QuartClient:
+    return app.test_client()
+
+
+@pytest.fixture
+async def user(client: QuartClient) -> Account:
+    return await register(client)
+
+
+@pytest.fixture
+async def other_user(client: QuartClient) -> Account:
+    return await register(client)
+
+
+@pytest.fixture
+async def admin(client: QuartClient, settings: Settings) -> Account:
+    from tests.support.accounts import login
+
+    return await login(client, settings.admin_username, settings.admin_password)

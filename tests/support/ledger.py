@@ -1,0 +1,82 @@
+"""Accounts with a known balance, and the ledger invariants every credit test asserts."""
+
+from __future__ import annotations
+
+import uuid
+
+from tortoise.functions import Count, Sum
+
+from backend.models import CodeRedemption, CreditEntry, CreditReservation, RedeemCode, User
+from backend.models.credits import ReservationState
+from backend.models.users import Level
+from backend.services.credits import adjust
+from backend.services.tokens import issue_access_token
+from backend.services.users import create_user
+from backend.settings import Settings
+from tests.support.accounts import Account
+
+
+async def make_account(
+    settings: Settings, *, admin: bool = False, credits: int | None = None
+) -> Account:
+    """A user made through the service (no password hashing, so fast), with a JWT.
+
+    `credits` sets the starting balance by posting the difference to the ledger, so the
+    ledger still explains the balance.
+    """
+    username = f"c{uuid.uuid4().hex[:12]}"
+    user = await create_user(settings, username, None, level=Level.ADMIN if admin else Level.USER)
+    if credits is not None and credits != user.credits:
+        await adjust(user.id, credits - user.credits, "test setup")
+    return Account(user.id, username, "", issue_access_token(user, settings), "")
+
+
+async def balance_of(user_id: int) -> int:
+    return await User.filter(id=user_id).first().values_list("credits", flat=True)
+
+
+async def assert_ledger_balanced() -> None:
+    """No credit lost or created, no balance negative, no code over-redeemed.
+
+    For every user the balance equals the sum of ledger deltas and each ledger row's
+    `balance_after` is the running sum at that row; every code's `uses` counts its
+    redemptions and stays within `max_uses`; every finished reservation charged at most
+    what it held, and a held reservation charged nothing yet.
+    """
+    sums = dict(
+        await CreditEntry.all()
+        .group_by("user_id")
+        .annotate(total=Sum("delta"))
+        .values_list("user_id", "total")
+    )
+    for user_id, balance in await User.all().values_list("id", "credits"):
+        assert balance >= 0, f"user {user_id} has a negative balance {balance}"
+        assert balance == (sums.get(user_id) or 0), (
+            f"user {user_id}: balance {balance} != ledger sum {sums.get(user_id)}"
+        )
+        running = 0
+        for delta, after in (
+            await CreditEntry.filter(user_id=user_id)
+            .order_by("id")
+            .values_list("delta", "balance_after")
+        ):
+            running += delta
+            assert after == running, f"user {user_id}: balance_after {after} != running {running}"
+    redeemed = dict(
+        await CodeRedemption.all()
+        .group_by("code_id")
+        .annotate(n=Count("id"))
+        .values_list("code_id", "n")
+    )
+    for code, uses, max_uses in await RedeemCode.all().values_list("code", "uses", "max_uses"):
+        assert uses <= max_uses, f"code {code} used {uses} > {max_uses} times"
+        assert uses == redeemed.get(code, 0), (
+            f"code {code}: uses {uses} != rows {redeemed.get(code)}"
+        )
+    for rid, state, amount, charged in await CreditReservation.all().values_list(
+        "id", "state", "amount", "charged"
+    ):
+        if state == ReservationState.RESERVED:
+            assert charged is None, f"reservation {rid} is held yet charged {charged}"
+        else:
+            assert charged is not None and 0 <= charged <= amount, f"reservation {rid}: {charged}"

@@ -1,0 +1,65 @@
+"""A hand-written SSE reader over httpx: splits the byte stream on blank lines (`\\n\\n`)
+the way simple clients (and WeChat's chunked readers) do, so it also proves the framing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+
+@dataclass
+class Frame:
+    id: str | None = None
+    event: str | None = None
+    data_lines: list[str] = field(default_factory=list)
+    comment: str | None = None
+
+    @property
+    def data(self) -> Any:
+        return json.loads("\n".join(self.data_lines))
+
+    @property
+    def terminal(self) -> bool:
+        return self.event in ("done", "error", "cancelled")
+
+
+def parse_frame(block: str) -> Frame:
+    frame = Frame()
+    for line in block.split("\n"):
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "":
+            frame.comment = value
+        elif name == "id":
+            frame.id = value
+        elif name == "event":
+            frame.event = value
+        elif name == "data":
+            frame.data_lines.append(value)
+    return frame
+
+
+async def frames(response: httpx.Response) -> AsyncIterator[Frame]:
+    """Frames as they arrive; raw bytes are split only on `\\n\\n`."""
+    buffer = ""
+    async for chunk in response.aiter_text():
+        buffer += chunk
+        while "\n\n" in buffer:
+            block, buffer = buffer.split("\n\n", 1)
+            yield parse_frame(block)
+
+
+async def events(response: httpx.Response) -> AsyncIterator[Frame]:
+    """Only the event frames, heartbeat comments skipped."""
+    async for frame in frames(response):
+        if frame.event is not None:
+            yield frame
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}

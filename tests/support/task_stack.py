@@ -1,0 +1,90 @@
+"""A private live stack for task lifecycle tests: Hypercorn + arq chat workers + fake upstreams.
+
+Private (own Redis prefix, own workers), so a test may SIGKILL its worker without
+disturbing anyone else's stack. Built on the delivery engineer's live-server helpers.
+"""
+
+from __future__ import annotations
+
+import signal
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from backend.settings import Settings
+from tests.support.accounts import Account
+from tests.support.fake_openai import fake_openai_server
+from tests.support.live_server import (
+    LiveServer,
+    ServerProcess,
+    delete_prefix,
+    start_chat_worker,
+    start_hypercorn,
+)
+from tests.support.task_models import with_models
+
+
+@dataclass
+class TaskStack:
+    settings: Settings
+    server: LiveServer
+    log_dir: Path
+    workers: list[ServerProcess] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        return self.server.base_url
+
+    def client(self, account: Account, **kwargs) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self.base_url, headers=account.headers, timeout=30, **kwargs
+        )
+
+    async def start_worker(self) -> ServerProcess:
+        worker = await start_chat_worker(self.settings, self.log_dir)
+        self.workers.append(worker)
+        return worker
+
+    def kill(self, worker: ServerProcess) -> None:
+        """SIGKILL, as an OOM killer or a lost host would: no cleanup runs."""
+        worker.signal(signal.SIGKILL)
+        worker.process.wait(10)
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        self.server.server.stop()
+
+
+@asynccontextmanager
+async def task_stack(base: Settings, log_dir: Path, **overrides) -> AsyncIterator[TaskStack]:
+    """Fast fake (20 tokens at once) and slow fake (400 tokens at 20/s) behind the models."""
+    async with (
+        fake_openai_server(tokens=20) as fast,
+        fake_openai_server(tokens=400, tokens_per_second=20) as slow,
+    ):
+        settings = with_models(base, fast.base_url, slow.base_url).model_copy(
+            update={
+                "redis_prefix": f"life-{uuid.uuid4().hex[:8]}",
+                "data_dir": log_dir,
+                "admin_username": "",
+                "admin_password": "",
+                "log_level": "WARNING",
+                "sse_heartbeat_seconds": 1.0,
+                "task_heartbeat_ttl_seconds": 2,
+                "task_reap_interval_seconds": 1,
+                **overrides,
+            }
+        )
+        server = await start_hypercorn(settings, log_dir)
+        stack = TaskStack(settings, server, log_dir)
+        try:
+            await stack.start_worker()
+            yield stack
+        finally:
+            stack.stop()
+            await delete_prefix(settings.redis_url, settings.redis_prefix)

@@ -1,0 +1,178 @@
+"""Behind nginx with its default proxy buffering, tokens still arrive as they are produced,
+because the SSE response says `X-Accel-Buffering: no`.
+
+nginx comes from Debian's packages: if it is missing, the test installs it with apt-get
+when it can (root, apt-get present), and otherwise skips saying why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from backend.models import Task
+from backend.models.tasks import TaskState
+from backend.settings import Settings
+from backend.streams.task_stream import TaskStream
+from schemas.events import DoneEvent, TokenEvent
+from tests.support.accounts import Account
+from tests.support.live_server import LiveServer, ServerProcess, free_port, spawn
+from tests.support.sse_client import bearer, events
+
+FIRST_TOKEN_BUDGET_SECONDS = 1.0
+INSTALL_TIMEOUT_SECONDS = 300
+
+CONFIG = """
+{user}
+worker_processes 1;
+daemon off;
+pid {root}/nginx.pid;
+error_log {root}/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {root}/body;
+    proxy_temp_path {root}/proxy;
+    fastcgi_temp_path {root}/fastcgi;
+    uwsgi_temp_path {root}/uwsgi;
+    scgi_temp_path {root}/scgi;
+    upstream sluice {{ server 127.0.0.1:{upstream}; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://sluice;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+
+
+def nginx_binary() -> str | None:
+    return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
+
+
+def install_nginx() -> str:
+    """The nginx binary, installing Debian's package if needed; skips when impossible."""
+    if found := nginx_binary():
+        return found
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        pytest.skip("nginx is not installed and apt-get cannot be run here (needs root)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        result = subprocess.run(
+            ["apt-get", "install", "-y", "nginx"],
+            capture_output=True,
+            env=env,
+            timeout=INSTALL_TIMEOUT_SECONDS,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.skip("nginx is not installed and apt-get install nginx timed out")
+    if found := nginx_binary():
+        return found
+    pytest.skip(f"nginx could not be installed: {result.stderr.decode(errors='replace')[-300:]}")
+
+
+@dataclass
+class Nginx:
+    port: int
+    process: ServerProcess
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@pytest.fixture(scope="module")
+async def nginx(
+    live_server: LiveServer, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Nginx]:
+    binary = install_nginx()
+    root = tmp_path_factory.mktemp("nginx")
+    port = free_port()
+    config = root / "nginx.conf"
+    config.write_text(
+        CONFIG.format(
+            user="user root;" if os.geteuid() == 0 else "",
+            root=root,
+            upstream=live_server.port,
+            port=port,
+        )
+    )
+    process = spawn(
+        "nginx", [binary, "-c", str(config), "-p", str(root)], live_server.settings, root
+    )
+    await wait_listening(port, process, root)
+    yield Nginx(port, process)
+    process.stop()
+
+
+async def wait_listening(port: int, process: ServerProcess, root: Path) -> None:
+    deadline = time.monotonic() + 15
+    async with httpx.AsyncClient(timeout=2) as client:
+        while time.monotonic() < deadline:
+            if process.process.poll() is not None:
+                break
+            try:
+                if (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                await asyncio.sleep(0.1)
+    error_log = root / "error.log"
+    log = error_log.read_text() if error_log.exists() else process.log_tail()
+    process.stop()
+    raise RuntimeError(f"nginx did not start:\n{log}")
+
+
+async def first_token_delay(base_url: str, account: Account, settings: Settings) -> float:
+    """Seconds from appending the first token to reading it through `base_url`."""
+    task = await Task.create(user_id=account.id, model="m", state=TaskState.RUNNING)
+    redis = aioredis.from_url(settings.redis_url)
+    stream = TaskStream.for_task(redis, settings, task.id)
+    try:
+        async with (
+            httpx.AsyncClient(base_url=base_url, timeout=10) as http,
+            http.stream(
+                "GET",
+                f"/api/v1/tasks/{task.id}/stream",
+                headers=bearer(account.access_token),
+            ) as response,
+        ):
+            assert response.status_code == 200
+            await asyncio.sleep(0.3)
+            appended = time.monotonic()
+            await stream.append(TokenEvent(delta="first"))
+            finisher = asyncio.create_task(finish_later(stream, 2 * FIRST_TOKEN_BUDGET_SECONDS))
+            iterator = events(response)
+            first = await anext(iterator)
+            delay = time.monotonic() - appended
+            assert first.data == {"delta": "first"}
+            assert [f.event async for f in iterator] == ["done"]
+            await finisher
+            return delay
+    finally:
+        await redis.aclose()
+
+
+async def finish_later(stream: TaskStream, seconds: float) -> None:
+    await asyncio.sleep(seconds)
+    await stream.append(DoneEvent(message_id=None, prompt_tokens=0, completion_tokens=1, cost=0))
+
+
+async def test_first_token_arrives_promptly_through_nginx(
+    nginx: Nginx, live_user: Account, live_settings: Settings
+) -> None:
+    delay = await first_token_delay(nginx.base_url, live_user, live_settings)
+    assert delay < FIRST_TOKEN_BUDGET_SECONDS

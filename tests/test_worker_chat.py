@@ -1,0 +1,239 @@
+"""The `generate_answer` job and the reaper, run in-process against the fake OpenAI server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from arq.constants import job_key_prefix
+from quart import Quart
+from tortoise import timezone
+
+from backend.constants import task_heartbeat_key
+from backend.models import ChatSession, Message, Task, User
+from backend.models.tasks import TaskState
+from backend.providers.registry import configure_registry, get_model
+from backend.providers.tokens import count_tokens
+from backend.services import task_recovery, tasks
+from backend.services.pricing import price
+from backend.settings import Settings
+from backend.streams.task_stream import START, StreamEntry, TaskStream
+from schemas.events import EventType
+from tests.support.accounts import Account
+from tests.support.fake_openai import fake_openai_server
+from tests.support.ledger import assert_ledger_balanced, balance_of, make_account
+from tests.support.task_models import BROKEN, CHEAP, DROPPING, SLOW, with_models
+from tests.test_tasks import make_session
+from workers.jobs.chat import generate_answer
+
+
+@pytest.fixture
+async def configured(settings: Settings) -> AsyncIterator[Settings]:
+    """Registry on two live fakes: a fast one (20 tokens at once), a slow one (20 tokens/s)."""
+    async with (
+        fake_openai_server(tokens=20) as fast,
+        fake_openai_server(tokens=400, tokens_per_second=20) as slow,
+    ):
+        configured = with_models(settings, fast.base_url, slow.base_url).model_copy(
+            update={"task_cancel_poll_seconds": 0.05, "task_heartbeat_ttl_seconds": 2}
+        )
+        configure_registry(configured)
+        yield configured
+        configure_registry(settings)
+
+
+@pytest.fixture
+def ctx(app: Quart, configured: Settings) -> dict[str, Any]:
+    return {"redis": app.config["REDIS"], "settings": configured}
+
+
+@pytest.fixture
+async def account(settings: Settings) -> Account:
+    return await make_account(settings, credits=100)
+
+
+async def start(ctx: dict[str, Any], account: Account, model: str, question: str = "Hi") -> Task:
+    session: ChatSession = await make_session(account, model)
+    user = await User.get(id=account.id)
+    return await tasks.create_task(
+        user,
+        session.id,
+        [{"type": "text", "text": question}],
+        redis=ctx["redis"],
+        settings=ctx["settings"],
+    )
+
+
+async def events_of(ctx: dict[str, Any], task_id: str) -> list[StreamEntry]:
+    return await TaskStream.for_task(ctx["redis"], ctx["settings"], task_id).read_after()
+
+
+async def test_answer_is_streamed_stored_and_settled(ctx: dict[str, Any], account: Account) -> None:
+    task = await start(ctx, account, CHEAP)
+    held = 100 - await balance_of(account.id)
+    assert await generate_answer(ctx, task.id) == "succeeded"
+
+    entries = await events_of(ctx, task.id)
+    kinds = [e.type for e in entries]
+    assert kinds[-2:] == [EventType.USAGE, EventType.DONE]
+    assert set(kinds[:-2]) == {EventType.TOKEN}
+    text = "".join(e.payload()["delta"] for e in entries[:-2])
+    assert text == "".join(f"tok{i} " for i in range(20))
+    assert len(entries) - 2 < 20, "deltas arriving together were not coalesced"
+
+    done = entries[-1].payload()
+    task = await Task.get(id=task.id)
+    assert task.state == TaskState.SUCCEEDED
+    assert task.started_at is not None and task.finished_at is not None
+    assert done["message_id"] == task.message_id
+    message = await Message.get(id=task.message_id)
+    assert message.role == "assistant" and message.task_id == task.id
+    assert message.content == [{"type": "text", "text": text}]
+    assert (task.prompt_tokens, task.completion_tokens) == (
+        done["prompt_tokens"],
+        done["completion_tokens"],
+    )
+    assert done["completion_tokens"] == 20
+    expected = price(get_model(CHEAP), task.prompt_tokens, task.completion_tokens)
+    assert done["cost"] == task.cost == expected
+    assert 0 < expected < held
+    assert await balance_of(account.id) == 100 - expected
+    await assert_ledger_balanced()
+
+
+async def test_a_second_delivery_of_the_job_does_nothing(
+    ctx: dict[str, Any], account: Account
+) -> None:
+    task = await start(ctx, account, CHEAP)
+    assert await generate_answer(ctx, task.id) == "succeeded"
+    before = await events_of(ctx, task.id)
+    balance = await balance_of(account.id)
+    assert await generate_answer(ctx, task.id) == "skipped: task is not queued"
+    assert await events_of(ctx, task.id) == before
+    assert await balance_of(account.id) == balance
+    assert await Message.filter(task_id=task.id, role="assistant").count() == 1
+
+
+async def test_provider_error_fails_the_task_and_releases_credits(
+    ctx: dict[str, Any], account: Account
+) -> None:
+    task = await start(ctx, account, BROKEN)
+    assert await balance_of(account.id) < 100
+    assert await generate_answer(ctx, task.id) == "failed"
+    entries = await events_of(ctx, task.id)
+    assert [e.type for e in entries] == [EventType.ERROR]
+    error = entries[0].payload()
+    assert error["code"].startswith("provider_") and error["message"]
+    task = await Task.get(id=task.id)
+    assert task.state == TaskState.FAILED and task.error_code == error["code"]
+    assert task.message_id is None
+    assert await balance_of(account.id) == 100
+    await assert_ledger_balanced()
+
+
+async def test_connection_dropped_mid_stream_ends_in_one_error(
+    ctx: dict[str, Any], account: Account
+) -> None:
+    task = await start(ctx, account, DROPPING)
+    assert await generate_answer(ctx, task.id) == "failed"
+    entries = await events_of(ctx, task.id)
+    assert entries[-1].type is EventType.ERROR
+    assert [e.type for e in entries[:-1]] == [EventType.TOKEN] * (len(entries) - 1)
+    assert sum(e.terminal for e in entries) == 1
+    assert await balance_of(account.id) == 100
+
+
+async def test_cancel_stops_generation_within_a_second_and_charges_produced_tokens(
+    ctx: dict[str, Any], account: Account
+) -> None:
+    task = await start(ctx, account, SLOW)
+    job = asyncio.create_task(generate_answer(ctx, task.id))
+    stream = TaskStream.for_task(ctx["redis"], ctx["settings"], task.id)
+    seen: list[StreamEntry] = []
+    while len(seen) < 3:
+        seen += await stream.read_after(seen[-1].id if seen else START, block_ms=1000)
+    assert await ctx["redis"].exists(task_heartbeat_key(ctx["settings"].redis_prefix, task.id))
+
+    user = await User.get(id=account.id)
+    asked = time.perf_counter()
+    await tasks.cancel_task(user, task.id, redis=ctx["redis"], settings=ctx["settings"])
+    assert await asyncio.wait_for(job, timeout=1.0) == "cancelled"
+    assert time.perf_counter() - asked < 1.0
+
+    entries = await stream.read_after()
+    assert entries[-1].type is EventType.CANCELLED
+    assert sum(e.terminal for e in entries) == 1
+    produced = "".join(e.payload()["delta"] for e in entries if e.type is EventType.TOKEN)
+    cancelled = entries[-1].payload()
+    task = await Task.get(id=task.id)
+    assert task.state == TaskState.CANCELLED
+    assert cancelled["completion_tokens"] == task.completion_tokens == count_tokens(produced)
+    assert task.completion_tokens < 400
+    expected = price(get_model(SLOW), task.prompt_tokens, task.completion_tokens)
+    assert cancelled["cost"] == task.cost == expected
+    assert await balance_of(account.id) == 100 - expected
+    message = await Message.get(id=task.message_id)
+    assert message.content == [{"type": "text", "text": produced}]
+    assert not await ctx["redis"].exists(task_heartbeat_key(ctx["settings"].redis_prefix, task.id))
+    await assert_ledger_balanced()
+
+
+async def test_reaper_fails_a_running_task_whose_heartbeat_expired_exactly_once(
+    ctx: dict[str, Any], account: Account
+) -> None:
+    task = await start(ctx, account, CHEAP)
+    long_ago = timezone.now() - timedelta(seconds=30)
+    await Task.filter(id=task.id).update(state=TaskState.RUNNING, started_at=long_ago)
+
+    results = await asyncio.gather(
+        *(task_recovery.reap_if_dead(ctx["redis"], ctx["settings"], task.id) for _ in range(8)),
+        task_recovery.reap_stale_tasks(ctx["redis"], ctx["settings"]),
+    )
+    assert sum(results) == 1
+    entries = await events_of(ctx, task.id)
+    assert [e.type for e in entries] == [EventType.ERROR]
+    assert entries[0].payload()["code"] == task_recovery.WORKER_LOST
+    task = await Task.get(id=task.id)
+    assert task.state == TaskState.FAILED and task.finished_at is not None
+    assert await balance_of(account.id) == 100
+    assert await generate_answer(ctx, task.id) == "skipped: task is not queued"
+    await assert_ledger_balanced()
+
+
+async def test_reaper_spares_tasks_with_a_live_heartbeat_or_just_started(
+    ctx: dict[str, Any], account: Account
+) -> None:
+    alive = await start(ctx, account, CHEAP)
+    fresh = await start(ctx, account, CHEAP)
+    long_ago = timezone.now() - timedelta(seconds=30)
+    await Task.filter(id=alive.id).update(state=TaskState.RUNNING, started_at=long_ago)
+    await Task.filter(id=fresh.id).update(state=TaskState.RUNNING, started_at=timezone.now())
+    prefix = ctx["settings"].redis_prefix
+    await ctx["redis"].set(task_heartbeat_key(prefix, alive.id), "1", ex=5)
+
+    await task_recovery.reap_stale_tasks(ctx["redis"], ctx["settings"])
+    assert not await task_recovery.reap_if_dead(ctx["redis"], ctx["settings"], alive.id)
+    assert not await task_recovery.reap_if_dead(ctx["redis"], ctx["settings"], fresh.id)
+    for task in (alive, fresh):
+        assert (await Task.get(id=task.id)).state == TaskState.RUNNING
+        assert await events_of(ctx, task.id) == []
+
+
+async def test_reaper_fails_tasks_queued_too_long_only_when_their_job_is_gone(
+    ctx: dict[str, Any], account: Account
+) -> None:
+    lost = await start(ctx, account, CHEAP)
+    waiting = await start(ctx, account, CHEAP)
+    old = timezone.now() - timedelta(seconds=ctx["settings"].task_queued_timeout_seconds + 5)
+    await Task.filter(id__in=[lost.id, waiting.id]).update(created_at=old)
+    await ctx["redis"].delete(job_key_prefix + lost.id)
+
+    await task_recovery.reap_stale_tasks(ctx["redis"], ctx["settings"])
+    assert (await Task.get(id=lost.id)).state == TaskState.FAILED
+    assert (await Task.get(id=lost.id)).error_code == task_recovery.NEVER_STARTED
+    assert (await Task.get(id=waiting.id)).state == TaskState.QUEUED
+    assert [e.type for e in await events_of(ctx, lost.id)] == [EventType.ERROR]

@@ -1,0 +1,1 @@
+"""arq worker processes: `chat` (LLM streaming) and `ingest` (parse, chunk, embed, index)."""

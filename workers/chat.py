@@ -1,0 +1,67 @@
+"""The `chat` queue's worker: I/O-bound LLM generation, high concurrency.
+
+Run with `arq workers.chat.WorkerSettings`; `arq --check workers.chat.WorkerSettings`
+is its health check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from arq import cron, func
+
+from backend.connections import redis_settings
+from backend.constants import CHAT_QUEUE, queue_name
+from backend.providers.tokens import count_tokens
+from backend.services.tasks import GENERATE_ANSWER_JOB
+from backend.settings import get_settings
+from workers import lifecycle
+from workers.jobs.chat import generate_answer
+from workers.jobs.reaper import reap_tasks
+
+_settings = get_settings()
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    await lifecycle.startup(ctx)
+    # Loading the tokenizer takes about a second; do it before the first cancel needs it.
+    await asyncio.to_thread(count_tokens, "warm-up")
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    if "watch" in ctx:
+        await ctx["watch"].close()
+    await lifecycle.shutdown(ctx)
+
+
+class WorkerSettings:
+    functions: list = [
+        lifecycle.ping,
+        # One try: a generation that died is failed by the reaper, not re-run by arq.
+        func(
+            generate_answer,
+            name=GENERATE_ANSWER_JOB,
+            max_tries=1,
+            timeout=_settings.chat_job_timeout_seconds,
+        ),
+    ]
+    cron_jobs = [
+        cron(
+            reap_tasks,
+            second=set(range(0, 60, _settings.task_reap_interval_seconds)),
+            run_at_startup=True,
+            timeout=60,
+        )
+    ]
+    queue_name = queue_name(_settings.redis_prefix, CHAT_QUEUE)
+    health_check_key = f"{queue_name}:health-check"
+    redis_settings = redis_settings(_settings)
+    on_startup = startup
+    on_shutdown = shutdown
+    max_jobs = _settings.chat_worker_max_jobs
+    job_timeout = _settings.chat_job_timeout_seconds
+    # arq's 0.5 s default poll delay would add up to half a second to the first token.
+    poll_delay = _settings.chat_worker_poll_delay_seconds
+    keep_result = 60
+    health_check_interval = 10

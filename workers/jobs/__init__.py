@@ -1,0 +1,1 @@
+"""arq job functions, one module per job family."""

@@ -1,0 +1,118 @@
+"""Relaying a provider's stream into a task's event stream, coalesced.
+
+A pump task reads the provider into a queue; the relay loop drains everything that is
+already waiting into one `token` event, so a fast model costs one XADD per burst, not
+per token. The first token is sent at once (it is what the user waits for); after it,
+the relay waits `window` seconds before draining, to gather the deltas that arrive
+within a few milliseconds of each other. A cancel puts a marker in the same queue, so
+it interrupts the relay even while the provider is silent; the pump is then cancelled,
+which closes the upstream connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import suppress
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from backend.providers.base import Delta, StreamEvent, Usage
+
+
+class Ending(StrEnum):
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+class _Marker(StrEnum):
+    END = "end"
+    CANCEL = "cancel"
+
+
+@dataclass
+class Relayed:
+    ending: Ending = Ending.COMPLETED
+    text: list[str] = field(default_factory=list)
+    usage: Usage | None = None
+    error: Exception | None = None
+
+    @property
+    def answer(self) -> str:
+        return "".join(self.text)
+
+
+class Relay:
+    def __init__(
+        self,
+        upstream: AsyncIterator[StreamEvent],
+        send: Callable[[str], Awaitable[object]],
+        *,
+        window: float,
+    ) -> None:
+        self.upstream = upstream
+        self.send = send
+        self.window = window
+        self.queue: asyncio.Queue[StreamEvent | Exception | _Marker] = asyncio.Queue()
+        self.result = Relayed()
+
+    def cancel(self) -> None:
+        """Thread-unsafe but loop-safe: called from the watch loop of the same event loop."""
+        self.queue.put_nowait(_Marker.CANCEL)
+
+    async def pump(self) -> None:
+        try:
+            async for item in self.upstream:
+                self.queue.put_nowait(item)
+            self.queue.put_nowait(_Marker.END)
+        except Exception as error:
+            self.queue.put_nowait(error)
+        finally:
+            aclose = getattr(self.upstream, "aclose", None)
+            if aclose is not None:
+                with suppress(Exception):
+                    await aclose()
+
+    async def run(self) -> Relayed:
+        pump = asyncio.create_task(self.pump())
+        try:
+            await self.relay()
+        finally:
+            if not pump.done():
+                pump.cancel()
+            with suppress(asyncio.CancelledError):
+                await pump
+        return self.result
+
+    async def relay(self) -> None:
+        first = True
+        while True:
+            burst: list[str] = []
+            ended = self.take(await self.queue.get(), burst)
+            if not ended and not first and self.window > 0:
+                await asyncio.sleep(self.window)
+            while not ended and not self.queue.empty():
+                ended = self.take(self.queue.get_nowait(), burst)
+            if burst:
+                await self.send("".join(burst))
+                first = False
+            if ended:
+                return
+
+    def take(self, item: StreamEvent | Exception | _Marker, burst: list[str]) -> bool:
+        """Fold one queue item into the result; True when the stream has ended."""
+        if isinstance(item, Delta):
+            if item.text:
+                burst.append(item.text)
+                self.result.text.append(item.text)
+            return False
+        if isinstance(item, Usage):
+            self.result.usage = item
+            return False
+        if item is _Marker.CANCEL:
+            self.result.ending = Ending.CANCELLED
+        elif isinstance(item, Exception):
+            self.result.ending = Ending.FAILED
+            self.result.error = item
+        return True

@@ -1,0 +1,79 @@
+"""One loop per chat worker process that watches every generation it runs.
+
+It polls the cancel flags of all running tasks in one Redis round trip every
+`task_cancel_poll_seconds` and refreshes their heartbeats every
+`task_heartbeat_interval_seconds`, so the Redis cost does not grow with a round trip
+per task per tick, and cancel takes effect even while the provider is silent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
+
+from redis.asyncio import Redis
+
+from backend.constants import task_cancel_key, task_heartbeat_key
+from backend.settings import Settings
+
+log = logging.getLogger("sluice.worker.watch")
+
+
+class Watch:
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.prefix = settings.redis_prefix
+        self.poll = settings.task_cancel_poll_seconds
+        self.heartbeat_every = settings.task_heartbeat_interval_seconds
+        self.heartbeat_ttl = settings.task_heartbeat_ttl_seconds
+        self.running: dict[str, Callable[[], None] | None] = {}
+        self.loop_task: asyncio.Task[None] | None = None
+
+    @asynccontextmanager
+    async def track(self, task_id: str, on_cancel: Callable[[], None]) -> AsyncIterator[None]:
+        """Heartbeat the task while the block runs; call `on_cancel` once if it is cancelled."""
+        heartbeat = task_heartbeat_key(self.prefix, task_id)
+        await self.redis.set(heartbeat, "1", ex=self.heartbeat_ttl)
+        self.running[task_id] = on_cancel
+        if self.loop_task is None or self.loop_task.done():
+            self.loop_task = asyncio.create_task(self.run())
+        try:
+            yield
+        finally:
+            self.running.pop(task_id, None)
+            await self.redis.delete(heartbeat)
+
+    async def run(self) -> None:
+        beats_every = max(1, round(self.heartbeat_every / self.poll))
+        tick = 0
+        while self.running:
+            await asyncio.sleep(self.poll)
+            tick += 1
+            try:
+                await self.check(heartbeat=tick % beats_every == 0)
+            except Exception:
+                log.exception("watching running tasks failed; retrying")
+
+    async def check(self, *, heartbeat: bool) -> None:
+        ids = list(self.running)
+        if not ids:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for task_id in ids:
+                pipe.exists(task_cancel_key(self.prefix, task_id))
+            if heartbeat:
+                for task_id in ids:
+                    pipe.set(task_heartbeat_key(self.prefix, task_id), "1", ex=self.heartbeat_ttl)
+            replies = await pipe.execute()
+        for task_id, cancelled in zip(ids, replies[: len(ids)], strict=True):
+            if cancelled and (callback := self.running.get(task_id)):
+                self.running[task_id] = None
+                callback()
+
+    async def close(self) -> None:
+        if self.loop_task is not None:
+            self.loop_task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self.loop_task

@@ -1,0 +1,25 @@
+"""Start-up and shut-down shared by every worker: SQL, Redis, settings in the job context."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from backend.database import close_database, open_database
+from backend.observability import configure_logging
+from backend.settings import get_settings
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    await open_database(settings)
+    ctx["settings"] = settings
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    await close_database()
+
+
+async def ping(ctx: dict[str, Any]) -> str:
+    """A no-op job: enqueue it and await the result to prove a queue is being served."""
+    return "pong"
