@@ -179,6 +179,23 @@ async def test_resume_after_terminal_event_is_gone(
     assert response.status_code == 410
 
 
+async def test_consumed_stream_still_resumes_from_an_earlier_entry(
+    http: httpx.AsyncClient, redis: aioredis.Redis, live_settings: Settings, live_user: Account
+) -> None:
+    """The terminal was written to a connection that died before the client read it."""
+    task = await new_task(live_user, TaskState.SUCCEEDED)
+    stream = stream_of(redis, live_settings, task)
+    ids = await append_answer(stream, ["a", "b", "c"])
+    await stream.mark_consumed()
+    headers = bearer(live_user.access_token)
+    rest = await read_all(http, task, live_user, last_event_id=ids[1])
+    assert [f.id for f in rest] == ids[2:]
+    assert [f.event for f in rest] == ["token", "done"]
+    for refused in ({}, {"Last-Event-ID": ids[-1]}, {"Last-Event-ID": "1-0"}):
+        response = await http.get(url(task), headers={**headers, **refused})
+        assert response.status_code == 410, refused
+
+
 async def test_expired_stream_of_finished_task_is_gone_and_starts_nothing(
     http: httpx.AsyncClient, redis: aioredis.Redis, live_settings: Settings, live_user: Account
 ) -> None:

@@ -5,8 +5,9 @@ servers that don't report usage.
 
 from __future__ import annotations
 
-import contextlib
+import json
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import openai
@@ -62,6 +63,38 @@ def translate(exc: Exception, label: str, timeout: float, key_setting: str) -> P
     return failures.unavailable(label, exc.__class__.__name__)
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """The parts of one `chat.completion.chunk` Sluice uses."""
+
+    text: str
+    finished: bool
+    usage: Usage | None
+
+
+def chunk_of(line: str, label: str) -> Chunk | None:
+    """One SSE line of a chat completion stream; None for lines that carry no chunk."""
+    if not line.startswith("data:"):
+        return None
+    data = line[5:].strip()
+    if not data or data == "[DONE]":
+        return None
+    payload = json.loads(data)
+    if not isinstance(payload, dict):
+        raise failures.malformed(label, "a chunk is not a JSON object")
+    if error := payload.get("error"):
+        detail = error.get("message") if isinstance(error, dict) else str(error)
+        raise failures.unavailable(label, f"it reported an error mid-stream: {detail}")
+    reported = payload.get("usage")
+    usage = Usage(reported["prompt_tokens"], reported["completion_tokens"]) if reported else None
+    choices = payload.get("choices") or []
+    if not choices:
+        return Chunk("", False, usage)
+    choice = choices[0]
+    delta = choice.get("delta") or {}
+    return Chunk(delta.get("content") or "", choice.get("finish_reason") is not None, usage)
+
+
 class OpenAICompatibleProvider:
     """One AsyncOpenAI client (and its connection pool) per endpoint and key."""
 
@@ -90,23 +123,26 @@ class OpenAICompatibleProvider:
         usage: Usage | None = None
         finished = False
         try:
-            stream = await self.client.chat.completions.create(
+            # The SDK builds, authenticates and retries the request and maps error statuses;
+            # chunks are read raw, as parsing each into SDK models costs more CPU than the
+            # rest of a token's path through Sluice together.
+            async with self.client.chat.completions.with_streaming_response.create(
                 model=request.model.upstream,
                 messages=[{"role": m.role, "content": m.content} for m in request.messages],
                 stream=True,
                 stream_options={"include_usage": True},
                 **sampling_arguments(request.params, request.model.max_output),
-            )
-            async with contextlib.aclosing(stream):
-                async for chunk in stream:
+            ) as response:
+                async for line in response.iter_lines():
+                    chunk = chunk_of(line, label)
+                    if chunk is None:
+                        continue
                     if chunk.usage is not None:
-                        usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
-                    for choice in chunk.choices[:1]:
-                        finished = finished or choice.finish_reason is not None
-                        text = choice.delta.content if choice.delta else None
-                        if text:
-                            texts.append(text)
-                            yield Delta(text)
+                        usage = chunk.usage
+                    finished = finished or chunk.finished
+                    if chunk.text:
+                        texts.append(chunk.text)
+                        yield Delta(chunk.text)
         except ProviderError:
             raise
         except Exception as exc:

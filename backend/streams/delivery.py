@@ -143,16 +143,32 @@ async def open_task_reader(
     lease = await wait_for_lease(stream, settings)
     if lease is None:
         raise Conflict(busy_message())
-    if await stream.is_consumed():
+    if await refuses_consumed(stream, last_event_id):
         await stream.release_lease(lease)
         raise Gone(consumed_message(task_id))
     return TaskReader(stream, hub, lease, last_event_id or START, settings)
 
 
+async def refuses_consumed(stream: TaskStream, last_event_id: str | None) -> bool:
+    """A consumed stream is refused, except to a resume from one of its own entries.
+
+    The server counts the terminal event delivered once it was written to the
+    connection; a client that dropped just before reading it still holds an earlier id
+    and gets exactly the rest. A fresh read, an unknown id or the terminal's own id
+    gets 410.
+    """
+    if not await stream.is_consumed():
+        return False
+    if last_event_id is None or not await stream.has_entry(last_event_id):
+        return True
+    last = await stream.last_entry()
+    return last is None or entry_id_key(last_event_id) >= entry_id_key(last.id)
+
+
 async def ensure_readable(
     stream: TaskStream, task: Task, last_event_id: str | None, settings: Settings
 ) -> None:
-    if await stream.is_consumed():
+    if await refuses_consumed(stream, last_event_id):
         raise Gone(consumed_message(task.id))
     last = await stream.last_entry()
     if last is None:

@@ -134,6 +134,9 @@ class TaskStream:
         rows = await self.redis.xrevrange(self.key, count=1)
         return StreamEntry.from_redis(*rows[0]) if rows else None
 
+    async def has_entry(self, entry_id: str) -> bool:
+        return bool(await self.redis.xrange(self.key, min=entry_id, max=entry_id, count=1))
+
     async def exists(self) -> bool:
         return bool(await self.redis.exists(self.key))
 

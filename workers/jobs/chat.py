@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from backend.providers.registry import get_model, provider_for
-from backend.providers.tokens import count_tokens
 from tortoise import timezone
 from tortoise.expressions import F
 
 from backend.models import Task
 from backend.models.tasks import TaskState
 from backend.providers.base import ChatMessage, ChatRequest, ProviderError, SamplingParams
+from backend.providers.registry import get_model, provider_for
+from backend.providers.tokens import count_tokens
 from backend.services import task_outcomes
 from backend.services.task_outcomes import Answer
 from backend.settings import Settings
