@@ -10,14 +10,20 @@ from tortoise.migrations.api import migrate
 from backend.settings import Settings
 
 MIGRATIONS_PACKAGE = "backend.migrations"
+# WAL (Tortoise's default) with synchronous=NORMAL: commits don't wait for fsync, and the
+# database can't be corrupted; only a power loss can drop the last commits. Any of these
+# can be overridden in DATABASE_URL, e.g. `?synchronous=FULL`.
+SQLITE_PRAGMAS = {"busy_timeout": 15000, "synchronous": "NORMAL"}
 
 
 def normalize_url(url: str) -> str:
     """Accept the URL spellings operators use (`postgresql://`, `sqlite:///abs`)."""
     if url.startswith("postgresql://"):
         url = "postgres://" + url.removeprefix("postgresql://")
-    if url.startswith("sqlite://") and "busy_timeout" not in url:
-        url += ("&" if "?" in url else "?") + "busy_timeout=15000"
+    if url.startswith("sqlite://"):
+        for pragma, value in SQLITE_PRAGMAS.items():
+            if f"{pragma}=" not in url:
+                url += ("&" if "?" in url else "?") + f"{pragma}={value}"
     return url
 
 

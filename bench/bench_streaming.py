@@ -200,9 +200,7 @@ def stack(
             web += ["--bind", f"127.0.0.1:{web_port}", "--workers", str(web_workers)]
             running.start("web", web)
             for index in range(chat_workers):
-                running.start(
-                    f"worker-{index}", [sys.executable, "-m", "arq", "workers.chat.WorkerSettings"]
-                )
+                running.start(f"worker-{index}", [sys.executable, "-m", "workers", "chat"])
             wait_http(f"http://127.0.0.1:{fake_port}/v1/models")
             wait_http(f"http://127.0.0.1:{web_port}/readyz")
             yield running

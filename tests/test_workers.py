@@ -34,12 +34,11 @@ async def test_worker_serves_its_queue_and_passes_health_check(
 ) -> None:
     prefix = f"wt-{uuid.uuid4().hex[:8]}"
     env = worker_env(settings, prefix)
-    target = f"workers.{module}.WorkerSettings"
     worker = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "arq",
-        target,
+        "workers",
+        module,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -52,7 +51,7 @@ async def test_worker_serves_its_queue_and_passes_health_check(
         for _ in range(100):
             check = await asyncio.to_thread(
                 subprocess.run,
-                [sys.executable, "-m", "arq", "--check", target],
+                [sys.executable, "-m", "workers", module, "--check"],
                 env=env,
                 capture_output=True,
             )
@@ -73,7 +72,7 @@ async def test_health_check_fails_without_a_worker(settings: Settings) -> None:
     env = worker_env(settings, f"none-{uuid.uuid4().hex[:8]}")
     check = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "arq", "--check", "workers.ingest.WorkerSettings"],
+        [sys.executable, "-m", "workers", "ingest", "--check"],
         env=env,
         capture_output=True,
     )

@@ -1,7 +1,6 @@
 """The `chat` queue's worker: I/O-bound LLM generation, high concurrency.
 
-Run with `arq workers.chat.WorkerSettings`; `arq --check workers.chat.WorkerSettings`
-is its health check.
+Run with `python -m workers chat`; `python -m workers chat --check` is its health check.
 """
 
 from __future__ import annotations

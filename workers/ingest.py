@@ -1,7 +1,6 @@
 """The `ingest` queue's worker: CPU-bound parsing, chunking, embedding, indexing.
 
-Run with `arq workers.ingest.WorkerSettings`; `arq --check workers.ingest.WorkerSettings`
-is its health check.
+Run with `python -m workers ingest`; `python -m workers ingest --check` is its health check.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ from backend.settings import Settings
 from schemas.events import EventType, TaskEvent, task_event_adapter
 
 START = "0-0"
+EXPIRY_REFRESH_SECONDS = 1.0
 ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 
 # Delete the lease only if it still holds our token: an expired lease now held by
@@ -90,6 +92,7 @@ class TaskStream:
         self.consumed_key = task_consumed_key(prefix, task_id)
         self.retention_seconds = retention_seconds
         self.max_events = max_events
+        self.expiry_pushed_at = -EXPIRY_REFRESH_SECONDS
 
     @classmethod
     def for_task(cls, redis: Redis, settings: Settings, task_id: str) -> TaskStream:
@@ -104,19 +107,23 @@ class TaskStream:
     async def append(self, event: TaskEvent) -> str:
         """Add an event; returns its entry id.
 
-        Every append (the first one included) pushes the expiry out to the retention
-        time, so an abandoned stream vanishes one retention period after its last event.
+        The expiry is pushed out to the retention time on the first append, on terminal
+        events and at most once a second in between, so an abandoned stream vanishes
+        about one retention period after its last event while a token costs one XADD.
         """
         data = event.model_dump_json(exclude={"type"})
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(
-                self.key,
-                {"type": str(event.type), "data": data},
-                maxlen=self.max_events,
-                approximate=True,
+        fields = {"type": str(event.type), "data": data}
+        now = time.monotonic()
+        if now - self.expiry_pushed_at < EXPIRY_REFRESH_SECONDS and not event.type.terminal:
+            entry_id = await self.redis.xadd(
+                self.key, fields, maxlen=self.max_events, approximate=True
             )
+            return text(entry_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(self.key, fields, maxlen=self.max_events, approximate=True)
             pipe.expire(self.key, self.retention_seconds)
             entry_id, _ = await pipe.execute()
+        self.expiry_pushed_at = now
         return text(entry_id)
 
     async def read_after(

@@ -154,7 +154,7 @@ async def start_chat_worker(settings: Settings, log_dir: Path) -> ServerProcess:
 
     worker = spawn(
         f"chat-worker-{uuid.uuid4().hex[:6]}",
-        [sys.executable, "-m", "arq", "workers.chat.WorkerSettings"],
+        [sys.executable, "-m", "workers", "chat"],
         settings,
         log_dir,
     )
