@@ -27,6 +27,7 @@ from backend.http.routes import tasks as tasks_routes
 from backend.http.routes import uploads as uploads_routes
 from backend.http.routes import ws as ws_routes
 from backend.observability import configure_logging, request_id_var
+from backend.providers.registry import close_registry
 from backend.services.users import ensure_admin
 from backend.settings import Settings, get_settings
 
@@ -81,6 +82,7 @@ def create_app(settings: Settings | None = None) -> Quart:
     @app.after_serving
     async def shutdown() -> None:
         await app.config["REDIS"].aclose()
+        await close_registry()
         await close_database()
 
     return app

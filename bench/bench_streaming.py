@@ -11,6 +11,7 @@ a Hypercorn web process and an arq chat worker, then measures:
 (c) RSS of the web process holding 5,000 idle open SSE streams.
 
 Usage: python -m bench.bench_streaming [--quick] [--database-url URL] [--chat-workers N]
+       [--web-workers N] [--tokens N] [--streams N] [--phases abc]
 Targets: added first-token p50 <= 15 ms and p99 <= 60 ms at 200 streams.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import resource
@@ -50,6 +52,7 @@ class Plan:
     idle_streams: int
     tokens: int
     tokens_per_second: float
+    phases: str = "abc"
 
 
 FULL = Plan((1, 200), 10.0, 500, 5000, 60, 50.0)
@@ -480,12 +483,13 @@ async def throughput(running: Stack, token: str, sessions: list[str], plan: Plan
     raw_cpu = cpu_seconds(fake) - before
     raw_tokens = sum(r.tokens for r in raw)
 
-    ours_pids = [running.pid(name) for name in running.processes if name != "fake"]
-    before = cpu_seconds(ours_pids)
+    ours_names = [name for name in running.processes if name != "fake"]
+    before_each = {name: cpu_seconds([running.pid(name)]) for name in ours_names}
     ours, seconds = await closed_loop(
         streams, plan.seconds, lambda i: sluice_stream(running.web_port, token, sessions[i])
     )
-    cpu = cpu_seconds(ours_pids) - before
+    spent = {name: cpu_seconds([running.pid(name)]) - before_each[name] for name in ours_names}
+    cpu = sum(spent.values())
     tokens = sum(r.tokens for r in ours)
     failed = sum(not r.ok for r in ours)
 
@@ -499,6 +503,11 @@ async def throughput(running: Stack, token: str, sessions: list[str], plan: Plan
 
     print(line("provider (raw)", raw_tokens, raw_seconds, raw_cpu, raw))
     print(line("sluice (web + worker)", tokens, seconds, cpu, ours))
+    shares = ", ".join(f"{name} {value:.2f} s" for name, value in spent.items())
+    print(
+        f"{len(ours)} answers ({len(ours) / seconds:.0f}/s); CPU {shares}; "
+        f"{cpu * 1000 / max(len(ours), 1):.1f} ms CPU per answer"
+    )
     rate_ratio = (tokens / seconds) / (raw_tokens / raw_seconds)
     cpu_ratio = (cpu / max(tokens, 1)) / max(raw_cpu / max(raw_tokens, 1), 1e-9)
     print(
@@ -557,9 +566,12 @@ async def run(running: Stack, plan: Plan) -> None:
     warm = await asyncio.gather(*(sluice_stream(running.web_port, token, s) for s in sessions[:5]))
     if not all(r.ok for r in warm):
         raise SystemExit("warm-up streams failed: is the stack healthy?")
-    await first_token(running, token, sessions, plan)
-    await throughput(running, token, sessions, plan)
-    await idle_streams(running, fixture, plan)
+    if "a" in plan.phases:
+        await first_token(running, token, sessions, plan)
+    if "b" in plan.phases:
+        await throughput(running, token, sessions, plan)
+    if "c" in plan.phases:
+        await idle_streams(running, fixture, plan)
 
 
 def main() -> None:
@@ -568,8 +580,19 @@ def main() -> None:
     parser.add_argument("--database-url", default=None, help="default: SQLite in a temp dir")
     parser.add_argument("--web-workers", type=int, default=1, help="Hypercorn --workers")
     parser.add_argument("--chat-workers", type=int, default=1, help="arq chat worker processes")
+    parser.add_argument("--tokens", type=int, help="tokens per answer (plan default otherwise)")
+    parser.add_argument("--streams", type=int, help="concurrent streams for (b)")
+    parser.add_argument(
+        "--phases", default="abc", help="which measurements to run, e.g. `ab` (default: abc)"
+    )
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
+    plan = dataclasses.replace(
+        plan,
+        tokens=args.tokens or plan.tokens,
+        throughput_streams=args.streams or plan.throughput_streams,
+        phases=args.phases,
+    )
     raise_open_files()
     print(f"plan: {plan}")
     with stack(plan, args.database_url, args.web_workers, args.chat_workers) as running:

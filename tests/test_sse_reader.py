@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
 
@@ -13,6 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 from quart import Quart
 
+from backend.constants import task_heartbeat_key
 from backend.errors import Conflict, Gone
 from backend.models import Task
 from backend.models.tasks import TaskState
@@ -55,10 +56,35 @@ async def hub(redis: aioredis.Redis, fast: Settings) -> AsyncIterator[StreamHub]
     await stream_hub.stop()
 
 
+RunningTask = Callable[..., Awaitable[Task]]
+
+
+@pytest.fixture
+async def running_task(account: Account) -> AsyncIterator[RunningTask]:
+    """Makes tasks a worker claimed `started_ago` seconds ago; ends those left running, so
+    other tests' reapers don't find them."""
+    made: list[str] = []
+
+    async def make(*, started_ago: float = 0.0) -> Task:
+        started = datetime.now(UTC) - timedelta(seconds=started_ago)
+        task = await Task.create(
+            user_id=account.id, model="m", state=TaskState.RUNNING, started_at=started
+        )
+        made.append(task.id)
+        return task
+
+    yield make
+    await Task.filter(id__in=made, state=TaskState.RUNNING).update(state=TaskState.CANCELLED)
+
+
 async def test_idle_reader_keeps_its_lease_and_heartbeats(
-    account: Account, redis: aioredis.Redis, hub: StreamHub, fast: Settings
+    account: Account,
+    redis: aioredis.Redis,
+    hub: StreamHub,
+    fast: Settings,
+    running_task: RunningTask,
 ) -> None:
-    task = await Task.create(user_id=account.id, model="m", state=TaskState.RUNNING)
+    task = await running_task()
     user = await task.user
     reader = await open_task_reader(user, task.id, None, redis=redis, hub=hub, settings=fast)
     stream = TaskStream.for_task(redis, fast, task.id)
@@ -84,9 +110,13 @@ async def test_idle_reader_keeps_its_lease_and_heartbeats(
 
 
 async def test_reader_that_lost_its_lease_stops_without_consuming(
-    account: Account, redis: aioredis.Redis, hub: StreamHub, fast: Settings
+    account: Account,
+    redis: aioredis.Redis,
+    hub: StreamHub,
+    fast: Settings,
+    running_task: RunningTask,
 ) -> None:
-    task = await Task.create(user_id=account.id, model="m", state=TaskState.RUNNING)
+    task = await running_task()
     user = await task.user
     stream = TaskStream.for_task(redis, fast, task.id)
     await stream.append(TokenEvent(delta="a"))
@@ -113,6 +143,7 @@ async def test_old_task_without_a_stream_is_gone(
     user = await task.user
     with pytest.raises(Gone):
         await open_task_reader(user, task.id, None, redis=redis, hub=hub, settings=fast)
+    await Task.filter(id=task.id).update(state=TaskState.FAILED)
 
 
 async def test_fresh_queued_task_without_a_stream_waits_for_its_events(
@@ -135,3 +166,45 @@ async def test_fresh_queued_task_without_a_stream_waits_for_its_events(
     assert not waiting.done()
     appended = await stream.append(TokenEvent(delta="late"))
     assert await asyncio.wait_for(waiting, 2) == appended
+
+
+async def test_silent_task_of_a_dead_worker_ends_with_an_error(
+    account: Account,
+    redis: aioredis.Redis,
+    hub: StreamHub,
+    fast: Settings,
+    running_task: RunningTask,
+) -> None:
+    """No chat worker is left to reap it: the reader's heartbeat check does."""
+    task = await running_task(started_ago=fast.task_heartbeat_ttl_seconds + 1)
+    user = await task.user
+    await TaskStream.for_task(redis, fast, task.id).append(TokenEvent(delta="partial"))
+    reader = await open_task_reader(user, task.id, None, redis=redis, hub=hub, settings=fast)
+    async with aclosing(reader.events()) as events:
+        received = [entry async for entry in events if entry is not None]
+    assert [e.type for e in received] == ["token", "error"]
+    assert received[-1].payload()["code"] == "worker_lost"
+    await task.refresh_from_db()
+    assert task.state is TaskState.FAILED
+
+
+async def test_reader_spares_a_task_whose_worker_heartbeats(
+    account: Account,
+    redis: aioredis.Redis,
+    hub: StreamHub,
+    fast: Settings,
+    running_task: RunningTask,
+) -> None:
+    task = await running_task(started_ago=fast.task_heartbeat_ttl_seconds + 1)
+    user = await task.user
+    await redis.set(task_heartbeat_key(fast.redis_prefix, task.id), "1", ex=30)
+    reader = await open_task_reader(user, task.id, None, redis=redis, hub=hub, settings=fast)
+    heartbeats = 0
+    async with aclosing(reader.events()) as events:
+        async for entry in events:
+            assert entry is None
+            heartbeats += 1
+            if heartbeats == 5:
+                break
+    await task.refresh_from_db()
+    assert task.state is TaskState.RUNNING

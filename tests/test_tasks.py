@@ -156,6 +156,22 @@ async def test_another_users_session_is_404(
     assert unknown.status_code == 404
 
 
+async def test_session_of_an_assistant_no_longer_public_is_404(
+    client: QuartClient, account: Account, stranger: Account
+) -> None:
+    """An administrator unpublished the assistant after the user started chatting."""
+    assistant = await Assistant.create(
+        owner_id=stranger.id, name="was public", llm={"model_name": CHEAP}, public=True
+    )
+    session = await ChatSession.create(assistant_id=assistant.id, user_id=account.id)
+    body = {"session_id": session.id, "question": "Hi"}
+    assert (await post_task(client, account, body)).status_code == 201
+    await Assistant.filter(id=assistant.id).update(public=False)
+    response = await post_task(client, account, body)
+    assert response.status_code == 404
+    assert "no longer available" in (await response.get_json())["message"]
+
+
 async def test_create_task_requires_authentication(client: QuartClient, account: Account) -> None:
     session = await make_session(account)
     body = {"session_id": session.id, "question": "Hi"}

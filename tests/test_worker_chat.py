@@ -193,7 +193,9 @@ async def test_reaper_fails_a_running_task_whose_heartbeat_expired_exactly_once(
         *(task_recovery.reap_if_dead(ctx["redis"], ctx["settings"], task.id) for _ in range(8)),
         task_recovery.reap_stale_tasks(ctx["redis"], ctx["settings"]),
     )
-    assert sum(results) == 1
+    # reap_stale_tasks counts every stale task in the database, other tests' too; the
+    # single terminal event below is what shows this task was ended exactly once.
+    assert sum(results[:-1]) <= 1
     entries = await events_of(ctx, task.id)
     assert [e.type for e in entries] == [EventType.ERROR]
     assert entries[0].payload()["code"] == task_recovery.WORKER_LOST

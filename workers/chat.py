@@ -12,6 +12,7 @@ from arq import cron, func
 
 from backend.connections import redis_settings
 from backend.constants import CHAT_QUEUE, queue_name
+from backend.providers.registry import close_registry
 from backend.providers.tokens import count_tokens
 from backend.services.tasks import GENERATE_ANSWER_JOB
 from backend.settings import get_settings
@@ -31,6 +32,7 @@ async def startup(ctx: dict[str, Any]) -> None:
 async def shutdown(ctx: dict[str, Any]) -> None:
     if "watch" in ctx:
         await ctx["watch"].close()
+    await close_registry()
     await lifecycle.shutdown(ctx)
 
 

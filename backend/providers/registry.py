@@ -115,6 +115,12 @@ def configure_registry(settings: Settings) -> ModelRegistry:
     return _registry
 
 
+async def close_registry() -> None:
+    """Close the providers' connection pools (and free a loaded local model) at shutdown."""
+    if _registry is not None:
+        await _registry.aclose()
+
+
 def registry() -> ModelRegistry:
     if _registry is None:
         return configure_registry(get_settings())

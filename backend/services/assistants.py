@@ -36,6 +36,11 @@ def visible_to(user: User) -> Q:
     return Q() if user.is_admin else listed_for(user)
 
 
+def can_chat_with(user: User, assistant: Assistant) -> bool:
+    """`visible_to`, for an assistant already loaded (e.g. through a session)."""
+    return user.is_admin or assistant.owner_id == user.id or assistant.public
+
+
 def check_model(model_name: str | None) -> None:
     """Reject a model the registry does not serve, naming the ones it does."""
     if model_name is None:

@@ -47,8 +47,13 @@ async def heartbeat_alive(redis: Redis, settings: Settings, task_ids: list[str])
 
 
 async def reap_if_dead(redis: Redis, settings: Settings, task_id: str) -> bool:
-    """Fail one running task if its worker's heartbeat has expired; True if this call did."""
-    task = await Task.get_or_none(id=task_id)
+    """Fail one running task if its worker's heartbeat has expired; True if this call did.
+
+    A live heartbeat answers from Redis alone, so readers can ask this often.
+    """
+    if await redis.exists(task_heartbeat_key(settings.redis_prefix, task_id)):
+        return False
+    task = await Task.get_or_none(id=task_id).only(*SLIM)
     if task is None or task.state is not TaskState.RUNNING:
         return False
     return await reap_running(redis, settings, [task]) == 1
@@ -56,8 +61,9 @@ async def reap_if_dead(redis: Redis, settings: Settings, task_id: str) -> bool:
 
 async def reap_running(redis: Redis, settings: Settings, tasks: list[Task]) -> int:
     grace = timezone.now() - timedelta(seconds=settings.task_heartbeat_ttl_seconds)
-    # A task claimed a moment ago may not have its first heartbeat yet.
-    candidates = [t for t in tasks if t.started_at is None or t.started_at < grace]
+    # A task claimed a moment ago may not have its first heartbeat yet. The claim sets
+    # started_at, so a running task without it was not started by a worker: not ours.
+    candidates = [t for t in tasks if t.started_at is not None and t.started_at < grace]
     if not candidates:
         return 0
     alive = await heartbeat_alive(redis, settings, [t.id for t in candidates])

@@ -23,6 +23,7 @@ from backend.providers.base import Capability, ChatMessage, ModelSpec, SamplingP
 from backend.providers.registry import default_model, get_model
 from backend.providers.tokens import count_message_tokens
 from backend.services import credits, task_outcomes
+from backend.services.assistants import can_chat_with
 from backend.services.context import build_context, output_tokens
 from backend.services.pricing import price
 from backend.settings import Settings
@@ -147,6 +148,11 @@ async def create_task(
     if session is None:
         raise NotFound(f"Session '{session_id}' not found")
     assistant = session.assistant
+    if not can_chat_with(user, assistant):
+        raise NotFound(
+            f"Session '{session_id}' belongs to chat '{assistant.id}', which is no longer "
+            "available to you: it was unpublished by its owner"
+        )
     llm = assistant.llm or {}
     spec = get_model(llm["model_name"]) if llm.get("model_name") else default_model()
     if has_images(parts):

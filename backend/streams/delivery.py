@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 
 from backend.errors import BadRequest, Conflict, Gone, NotFound
 from backend.models import Task, User
+from backend.services.task_recovery import reap_if_dead
 from backend.settings import Settings
 from backend.streams.hub import StreamHub
 from backend.streams.task_stream import START, StreamEntry, TaskStream, entry_id_key, is_entry_id
@@ -57,6 +58,7 @@ class TaskReader:
         self.hub = hub
         self.lease = lease
         self.last_id = last_id
+        self.settings = settings
         self.lease_seconds = settings.stream_lease_seconds
         self.heartbeat_seconds = settings.sse_heartbeat_seconds
 
@@ -68,7 +70,9 @@ class TaskReader:
         """Entries in order up to the terminal one; None marks an idle heartbeat interval.
 
         The stream is marked consumed only after the terminal entry was taken by the
-        caller. Ends early, without consuming, if the lease was lost.
+        caller. Ends early, without consuming, if the lease was lost. On each idle
+        heartbeat it checks the task's worker is alive and fails the task otherwise,
+        which appends the terminal `error` this loop then delivers.
         """
         subscription = None
         try:
@@ -88,6 +92,9 @@ class TaskReader:
                     if now >= next_heartbeat:
                         next_heartbeat = now + self.heartbeat_seconds
                         yield None
+                        # The workers' reaper normally ends a task whose worker died; if
+                        # no chat worker is left to run it, the silent reader does.
+                        await reap_if_dead(self.stream.redis, self.settings, self.task_id)
                     continue
                 self.last_id = entry.id
                 next_heartbeat = now + self.heartbeat_seconds
