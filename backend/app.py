@@ -13,6 +13,7 @@ from quart_schema import HttpSecurityScheme, Info, OAuth2SecurityScheme, QuartSc
 from backend.connections import open_redis
 from backend.database import close_database, migrate_database, open_database
 from backend.http.error_handlers import register_error_handlers
+from backend.http.openapi import SluiceOpenAPIProvider
 from backend.http.routes import admin_users, api_keys, health, session, users
 from backend.http.routes import app_versions as app_versions_routes
 from backend.http.routes import chat_sessions as chat_sessions_routes
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None) -> Quart:
         openapi_path="/openapi.json",
         swagger_ui_path="/docs",
         redoc_ui_path=None,
+        openapi_provider_class=SluiceOpenAPIProvider,
         scalar_ui_path=None,
         info=Info(title="Sluice", version="0.1.0"),
         security_schemes={

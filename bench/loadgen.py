@@ -43,12 +43,21 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
 async def _connection(
     host: str, port: int, request: bytes, deadline: float, result: LoadResult
 ) -> None:
+    """One keep-alive client; reconnects when the server ends the connection (Hypercorn
+    does after `keep_alive_max_requests`, 1000 by default)."""
     reader, writer = await asyncio.open_connection(host, port)
     try:
         while time.perf_counter() < deadline:
             started = time.perf_counter()
             writer.write(request)
-            status = await _read_response(reader)
+            try:
+                status = await _read_response(reader)
+            except asyncio.IncompleteReadError as closed:
+                if closed.partial:
+                    raise
+                writer.close()
+                reader, writer = await asyncio.open_connection(host, port)
+                continue
             result.latencies_ms.append((time.perf_counter() - started) * 1000)
             result.requests += 1
             if status != 200:

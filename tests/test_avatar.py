@@ -200,3 +200,9 @@ async def test_a_body_without_length_is_cut_off_at_the_limit():
         await avatars.read_body(SimpleNamespace(body=chunks()), 2_500)
     assert len(sent) == 3
     assert len(await avatars.read_body(SimpleNamespace(body=chunks()), 200_000)) == 100_000
+
+
+async def test_avatar_download_is_documented_as_jpeg(client: QuartClient) -> None:
+    paths = (await (await client.get("/openapi.json")).get_json())["paths"]
+    response = paths["/api/v1/users/me/avatar"]["get"]["responses"]["200"]
+    assert response["content"] == {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}

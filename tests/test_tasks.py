@@ -315,3 +315,5 @@ async def test_task_routes_are_documented(client: QuartClient) -> None:
     assert "post" in paths["/api/v1/tasks"]
     assert "get" in paths["/api/v1/tasks/{task_id}"]
     assert "post" in paths["/api/v1/tasks/{task_id}/cancel"]
+    stream = paths["/api/v1/tasks/{task_id}/stream"]["get"]["responses"]["200"]
+    assert list(stream["content"]) == ["text/event-stream"]

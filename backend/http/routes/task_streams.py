@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from quart import Blueprint, Response, current_app, request
-from quart_schema import document_headers, validate_querystring
+from quart_schema import document_headers, document_response, validate_querystring
 
 from backend.http.auth import authenticated, current_user
+from backend.http.openapi import EventStream
 from backend.models import User
 from backend.streams.delivery import open_task_reader
 from backend.streams.hub import hub_for, stop_hub
@@ -44,6 +45,7 @@ async def sse_response(user: User, task_id: str, last_event_id: str | None = Non
 @authenticated(query_token=True)
 @validate_querystring(StreamQuery)
 @document_headers(StreamHeaders)
+@document_response(EventStream)
 async def stream_task(task_id: str, query_args: StreamQuery) -> Response:
     """Stream a task's events as Server-Sent Events (text/event-stream).
 

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 from quart import Blueprint, Response, current_app, request
-from quart_schema import DataSource, document_request, validate_request, validate_response
+from quart_schema import (
+    DataSource,
+    document_request,
+    document_response,
+    validate_request,
+    validate_response,
+)
 
 from backend.http.auth import authenticated, current_user
+from backend.http.openapi import JpegImage
 from backend.http.responses import ok
 from backend.models import User
 from backend.services import avatars, users
@@ -73,6 +80,7 @@ async def put_avatar():
 
 @blueprint.get("/me/avatar")
 @authenticated
+@document_response(JpegImage)
 async def get_avatar():
     """The caller's avatar as image/jpeg; 404 until one is uploaded."""
     image = await avatars.read_avatar(current_user(), settings())
