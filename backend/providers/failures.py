@@ -86,10 +86,23 @@ def from_status(
     return unavailable(upstream, f"HTTP {status}")
 
 
+def refused(exc: BaseException) -> bool:
+    """The connection was refused somewhere down the cause chain. The aiohttp transport
+    reports a refused connection as a connect *timeout*, which would mislead the user."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def from_transport(upstream: str, exc: BaseException, timeout: float) -> ProviderError | None:
     """Errors below the SDK that some SDKs let through unwrapped. Matched by class name, as
     SDKs ship their own httpx flavour (httpx, httpx2) with the same exception hierarchy."""
     kinds = {cls.__name__ for cls in type(exc).__mro__}
+    if refused(exc):
+        return unavailable(upstream, "could not connect: connection refused")
     if "TimeoutException" in kinds:
         return timed_out(upstream, timeout)
     if "RemoteProtocolError" in kinds or "ReadError" in kinds or "EndOfStream" in kinds:
