@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
-from arq.constants import result_key_prefix
+from arq.constants import job_key_prefix
 from quart import Quart
 
 from backend.models import Task
@@ -94,6 +94,12 @@ async def test_cancel_before_a_worker_starts_it_charges_nothing(
             assert cancel.json()["data"]["status"] == "cancelled"
             async with client.stream("GET", f"/api/v1/tasks/{task_id}/stream") as response:
                 frames = [frame async for frame in events(response)]
+        probe = aioredis.from_url(settings.redis_url)
+        try:
+            # The job is still queued: no worker has seen it yet.
+            assert await probe.exists(job_key_prefix + task_id)
+        finally:
+            await probe.aclose()
     finally:
         await stack.start_worker()
     assert [f.event for f in frames] == ["cancelled"]
@@ -103,7 +109,8 @@ async def test_cancel_before_a_worker_starts_it_charges_nothing(
     redis = aioredis.from_url(settings.redis_url)
     try:
         for _ in range(100):
-            if await redis.exists(result_key_prefix + task_id):
+            # arq deletes a job's key once a worker has run it.
+            if not await redis.exists(job_key_prefix + task_id):
                 break
             await asyncio.sleep(0.05)
         else:

@@ -16,7 +16,7 @@ from tortoise import timezone
 from backend.constants import task_heartbeat_key
 from backend.models import ChatSession, Message, Task, User
 from backend.models.tasks import TaskState
-from backend.providers.registry import configure_registry, get_model
+from backend.providers.registry import close_registry, configure_registry, get_model
 from backend.providers.tokens import count_tokens
 from backend.services import task_recovery, tasks
 from backend.services.pricing import price
@@ -43,6 +43,7 @@ async def configured(settings: Settings) -> AsyncIterator[Settings]:
         )
         configure_registry(configured)
         yield configured
+        await close_registry()
         configure_registry(settings)
 
 

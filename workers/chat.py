@@ -45,6 +45,8 @@ class WorkerSettings:
             name=GENERATE_ANSWER_JOB,
             max_tries=1,
             timeout=_settings.chat_job_timeout_seconds,
+            # The outcome lives on the task row; an arq result nobody reads costs a write.
+            keep_result=0,
         ),
     ]
     cron_jobs = [

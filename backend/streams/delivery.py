@@ -156,6 +156,18 @@ async def open_task_reader(
     return TaskReader(stream, hub, lease, last_event_id or START, settings)
 
 
+async def open_new_task_reader(
+    task: Task, *, redis: Redis, hub: StreamHub, settings: Settings
+) -> TaskReader:
+    """The first reader of a task the caller has just created: it has no stream yet and
+    no other reader, so there is nothing to check but the lease."""
+    stream = TaskStream.for_task(redis, settings, task.id)
+    lease = await stream.acquire_lease(settings.stream_lease_seconds)
+    if lease is None:
+        raise Conflict(busy_message())
+    return TaskReader(stream, hub, lease, START, settings)
+
+
 async def refuses_consumed(stream: TaskStream, last_event_id: str | None) -> bool:
     """A consumed stream is refused, except to a resume from one of its own entries.
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
-from backend.providers.registry import configure_registry
+from backend.providers.registry import close_registry, configure_registry
 from backend.settings import Settings
 
 CHEAP = "cheap-text"
@@ -58,9 +58,10 @@ def with_models(settings: Settings, base_url: str, slow_base_url: str | None = N
 
 
 @pytest.fixture
-def test_models(settings: Settings) -> Iterator[Settings]:
+async def test_models(settings: Settings) -> AsyncIterator[Settings]:
     """The registry serves the test models (no upstream behind them) for one test."""
     configured = with_models(settings, "http://127.0.0.1:9/v1")
     configure_registry(configured)
     yield configured
+    await close_registry()
     configure_registry(settings)

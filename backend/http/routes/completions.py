@@ -12,15 +12,13 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from quart import Blueprint, Response, current_app
+from quart import Blueprint, current_app
 from quart_schema import document_response, validate_request
 
 from backend.http.auth import authenticated, current_user
 from backend.http.responses import ok
+from backend.http.routes.task_streams import event_stream, new_task_reader
 from backend.services import completions
-from backend.streams.delivery import open_task_reader
-from backend.streams.hub import hub_for
-from backend.streams.sse import SSE_HEADERS
 from schemas.chats import CompletionAnswer, CompletionRequest
 from schemas.envelope import Envelope
 
@@ -68,18 +66,8 @@ async def create_completion(chat_id: str, data: CompletionRequest):
     session, task = await completions.ask(
         user, chat_id, data, redis=app.config["REDIS"], settings=app.config["SETTINGS"]
     )
-    reader = await open_task_reader(
-        user,
-        task.id,
-        None,
-        redis=app.config["REDIS"],
-        hub=hub_for(app),
-        settings=app.config["SETTINGS"],
-    )
+    reader = await new_task_reader(task)
     if data.stream:
-        lines = ragflow_lines(completions.progress(reader), task.id, session.id)
-        response = Response(lines, mimetype="text/event-stream", headers=SSE_HEADERS)
-        response.timeout = None
-        return response
+        return event_stream(ragflow_lines(completions.progress(reader), task.id, session.id))
     final = await completions.final_answer(reader)
     return ok(CompletionAnswer(answer=final.answer, id=final.message_id, session_id=session.id))

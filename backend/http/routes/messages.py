@@ -7,7 +7,7 @@ from quart_schema import validate_querystring, validate_request, validate_respon
 
 from backend.http.auth import authenticated, current_user
 from backend.http.responses import ok
-from backend.http.routes.task_streams import sse_response
+from backend.http.routes.task_streams import new_task_sse_response
 from backend.models import Message
 from backend.services import messages
 from schemas.chats import MessageCreate, MessageListQuery, MessageOut, MessagePage
@@ -71,7 +71,7 @@ async def create_message(chat_id: str, session_id: str, data: MessageCreate):
             redis=current_app.config["REDIS"],
             settings=current_app.config["SETTINGS"],
         )
-        return await sse_response(user, task.id, None)
+        return await new_task_sse_response(task)
     message = await messages.record_message(user, chat_id, session_id, data)
     return ok(message_out(message), 201)
 

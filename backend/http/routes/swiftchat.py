@@ -19,10 +19,9 @@ from quart import Blueprint, Response, current_app
 from quart_schema import validate_request, validate_response
 
 from backend.http.auth import authenticated, current_user
+from backend.http.routes.task_streams import event_stream, new_task_reader
 from backend.services import app_versions, converse, swiftchat_models
-from backend.streams.delivery import TaskReader, open_task_reader
-from backend.streams.hub import hub_for
-from backend.streams.sse import SSE_HEADERS
+from backend.streams.delivery import TaskReader
 from schemas.events import CancelledEvent, DoneEvent, ErrorEvent, TokenEvent
 from schemas.swiftchat import (
     ConverseRequest,
@@ -84,23 +83,12 @@ async def converse_stream(data: ConverseRequest) -> Response:
     task = await converse.start_converse(
         user, data, redis=app.config["REDIS"], settings=app.config["SETTINGS"]
     )
-    reader = await open_task_reader(
-        user,
-        task.id,
-        None,
-        redis=app.config["REDIS"],
-        hub=hub_for(app),
-        settings=app.config["SETTINGS"],
-    )
+    reader = await new_task_reader(task)
     stop = partial(
         converse.abandon, user, task.id, redis=app.config["REDIS"], settings=app.config["SETTINGS"]
     )
-    response = Response(
-        text_body(reader, stop),
-        mimetype="text/event-stream",
-        headers={**SSE_HEADERS, "X-Task-Id": task.id},
-    )
-    response.timeout = None
+    response = event_stream(text_body(reader, stop))
+    response.headers["X-Task-Id"] = task.id
     return response
 
 

@@ -1,14 +1,16 @@
-"""SSE delivery of a task's events, and `sse_response` for the POST routes that stream."""
+"""SSE delivery of a task's events, and `new_task_sse_response` for the POST routes that stream."""
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator
 
 from quart import Blueprint, Response, current_app, request
 from quart_schema import document_headers, document_response, validate_querystring
 
 from backend.http.auth import authenticated, current_user
 from backend.http.openapi import EventStream
-from backend.models import User
-from backend.streams.delivery import open_task_reader
+from backend.models import Task, User
+from backend.streams.delivery import TaskReader, open_new_task_reader, open_task_reader
 from backend.streams.hub import hub_for, stop_hub
 from backend.streams.sse import SSE_HEADERS, frames
 from schemas.streams import StreamHeaders, StreamQuery
@@ -19,6 +21,22 @@ blueprint = Blueprint("task_streams", __name__, url_prefix="/api/v1/tasks")
 @blueprint.after_app_serving
 async def close_hub() -> None:
     await stop_hub(current_app._get_current_object())
+
+
+def event_stream(body: AsyncIterator[bytes] | AsyncIterator[str]) -> Response:
+    """A `text/event-stream` response that lasts as long as its task, whatever Quart's
+    RESPONSE_TIMEOUT says, and that proxies pass through unbuffered."""
+    response = Response(body, mimetype="text/event-stream", headers=SSE_HEADERS)
+    response.timeout = None
+    return response
+
+
+async def new_task_reader(task: Task) -> TaskReader:
+    """The reader of a task this request has just created."""
+    app = current_app._get_current_object()
+    return await open_new_task_reader(
+        task, redis=app.config["REDIS"], hub=hub_for(app), settings=app.config["SETTINGS"]
+    )
 
 
 async def sse_response(user: User, task_id: str, last_event_id: str | None = None) -> Response:
@@ -35,10 +53,12 @@ async def sse_response(user: User, task_id: str, last_event_id: str | None = Non
         hub=hub_for(app),
         settings=app.config["SETTINGS"],
     )
-    response = Response(frames(reader), mimetype="text/event-stream", headers=SSE_HEADERS)
-    # A stream lasts as long as its task, whatever RESPONSE_TIMEOUT says.
-    response.timeout = None
-    return response
+    return event_stream(frames(reader))
+
+
+async def new_task_sse_response(task: Task) -> Response:
+    """The SSE stream of a task this request just created (POST with `stream: true`)."""
+    return event_stream(frames(await new_task_reader(task)))
 
 
 @blueprint.get("/<task_id>/stream")

@@ -9,7 +9,7 @@ from quart_schema import validate_request, validate_response
 
 from backend.http.auth import authenticated, current_user
 from backend.http.responses import ok
-from backend.http.routes.task_streams import sse_response
+from backend.http.routes.task_streams import new_task_sse_response
 from backend.models import Task
 from backend.providers.tokens import count_tokens
 from backend.services import tasks
@@ -73,7 +73,7 @@ async def create_task(data: TaskCreate):
         settings=current_app.config["SETTINGS"],
     )
     if data.stream:
-        response = await sse_response(current_user(), task.id, None)
+        response = await new_task_sse_response(task)
         # Fetch-style clients read the id here, to cancel or to resume on GET .../stream.
         response.headers["X-Task-ID"] = task.id
         return response
