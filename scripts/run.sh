@@ -11,4 +11,5 @@ export PORT="${PORT:-8000}"
 mkdir -p "$DATA_DIR"
 python -m backend migrate
 echo "==> Sluice on http://127.0.0.1:$PORT  (API docs: /docs)"
-exec honcho start -f Procfile
+# Not exec: the EXIT trap must stop a private redis-server when honcho ends.
+honcho start -f Procfile

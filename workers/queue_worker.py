@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 from typing import Any
 
 from arq.constants import in_progress_key_prefix
@@ -54,6 +55,9 @@ def main() -> None:
     settings = settings_of(args.queue)
     config = get_settings()
     configure_logging(config.log_level, config.log_json)
+    if logging.getLogger().level > logging.DEBUG:
+        # arq logs every job run at INFO, the chat worker's reaper cron too (every 2 s).
+        logging.getLogger("arq").setLevel(logging.WARNING)
     if args.check:
         raise SystemExit(check_health(settings))
     QueueWorker(**get_kwargs(settings)).run()
