@@ -21,9 +21,9 @@ from quart.testing import QuartClient
 
 from backend.app import create_app
 from backend.settings import Settings
-from tests.support.accounts import Account, register
+from tests.support.accounts import Account, create_account, register
 
-pytest_plugins = ["tests.support.live_server"]
+pytest_plugins = ["tests.support.live_server", "tests.support.task_stack"]
 
 TEST_DATABASE = os.environ.get("TEST_DATABASE", "sqlite")
 TEST_POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
@@ -122,3 +122,20 @@ async def admin(client: QuartClient, settings: Settings) -> Account:
     from tests.support.accounts import login
 
     return await login(client, settings.admin_username, settings.admin_password)
+
+
+@pytest.fixture
+async def owner(app: Quart, settings: Settings) -> Account:
+    """A user made through the services (no HTTP round trip), owning what a test creates."""
+    return await create_account(settings)
+
+
+@pytest.fixture
+async def stranger(app: Quart, settings: Settings) -> Account:
+    """Another user, who must not see the owner's things."""
+    return await create_account(settings)
+
+
+@pytest.fixture
+async def root(app: Quart, settings: Settings) -> Account:
+    return await create_account(settings, admin=True)

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 from arq.constants import job_key_prefix
-from quart import Quart
 
 from backend.models import Task
 from backend.models.tasks import TaskState
@@ -21,16 +19,8 @@ from backend.settings import Settings
 from tests.support.ledger import assert_ledger_balanced, balance_of, make_account
 from tests.support.sse_client import events
 from tests.support.task_models import SLOW
-from tests.support.task_stack import TaskStack, task_stack
+from tests.support.task_stack import TaskStack
 from tests.test_tasks import make_session
-
-
-@pytest.fixture(scope="module")
-async def stack(
-    app: Quart, settings: Settings, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[TaskStack]:
-    async with task_stack(settings, tmp_path_factory.mktemp("cancel-live")) as running:
-        yield running
 
 
 async def test_cancel_mid_stream_stops_within_a_second_and_charges_produced_tokens(

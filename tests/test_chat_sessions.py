@@ -2,26 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
 from quart.testing import QuartClient
 
-from backend.settings import Settings
-from tests.support.chats import Account, create_account, create_chat, create_session
-
-
-@pytest.fixture
-async def owner(settings: Settings) -> Account:
-    return await create_account(settings)
-
-
-@pytest.fixture
-async def stranger(settings: Settings) -> Account:
-    return await create_account(settings)
-
-
-@pytest.fixture
-async def root(settings: Settings) -> Account:
-    return await create_account(settings, admin=True)
+from tests.support.chats import Account, create_chat, create_session
 
 
 def sessions_url(chat_id: str) -> str:

@@ -5,23 +5,7 @@ from __future__ import annotations
 import pytest
 from quart.testing import QuartClient
 
-from backend.settings import Settings
-from tests.support.chats import Account, create_account, create_chat, model_id
-
-
-@pytest.fixture
-async def owner(settings: Settings) -> Account:
-    return await create_account(settings)
-
-
-@pytest.fixture
-async def stranger(settings: Settings) -> Account:
-    return await create_account(settings)
-
-
-@pytest.fixture
-async def root(settings: Settings) -> Account:
-    return await create_account(settings, admin=True)
+from tests.support.chats import Account, create_chat, model_id
 
 
 async def test_create_fills_ragflow_defaults(client: QuartClient, owner: Account) -> None:

@@ -5,32 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 
-import pytest
 from quart import Quart
 from quart.testing import QuartClient
 
 from backend.models import ChatSession, Message
-from backend.settings import Settings
 from backend.streams.task_stream import TaskStream
 from schemas.events import ErrorEvent, TokenEvent
 from tests.support.chats import (
     Account,
     answer_next_task,
-    create_account,
     create_chat,
     create_session,
     next_task,
 )
-
-
-@pytest.fixture
-async def owner(settings: Settings) -> Account:
-    return await create_account(settings)
-
-
-@pytest.fixture
-async def stranger(settings: Settings) -> Account:
-    return await create_account(settings)
 
 
 def data_lines(body: str) -> list:

@@ -4,10 +4,6 @@ time, the reader gets a terminal `error`, and the hold is released exactly once.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-
-import pytest
-from quart import Quart
 
 from backend.models import CreditEntry, CreditReservation, Task
 from backend.models.credits import CreditReason, ReservationState
@@ -17,19 +13,11 @@ from backend.settings import Settings
 from tests.support.ledger import assert_ledger_balanced, balance_of, make_account
 from tests.support.sse_client import Frame, events
 from tests.support.task_models import SLOW
-from tests.support.task_stack import TaskStack, task_stack
+from tests.support.task_stack import TaskStack
 from tests.test_tasks import make_session
 
 # Heartbeat TTL (2 s) + reap interval (1 s) + worker start-up and slack.
 RECOVERY_BOUND_SECONDS = 15
-
-
-@pytest.fixture(scope="module")
-async def stack(
-    app: Quart, settings: Settings, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[TaskStack]:
-    async with task_stack(settings, tmp_path_factory.mktemp("crash-live")) as running:
-        yield running
 
 
 async def test_worker_killed_mid_stream_fails_the_task_and_releases_credits_once(

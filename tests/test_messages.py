@@ -28,16 +28,6 @@ from tests.support.sse_client import events
 
 
 @pytest.fixture
-async def owner(settings: Settings) -> Account:
-    return await create_account(settings)
-
-
-@pytest.fixture
-async def stranger(settings: Settings) -> Account:
-    return await create_account(settings)
-
-
-@pytest.fixture
 async def session_url(client: QuartClient, owner: Account) -> str:
     chat = await create_chat(client, owner, prompt={"opener": "Hello there"})
     session = await create_session(client, owner, chat["id"])

@@ -22,6 +22,7 @@ from backend.providers.cohere import CohereProvider, cohere_message
 from backend.providers.tokens import count_message_tokens, count_tokens
 from tests.support.fake_cohere import FakeCohereServer, billed_input_tokens, fake_cohere_server
 from tests.support.fake_http import FAIL_AFTER_TOKENS, RETRY_AFTER_SECONDS, token_text
+from tests.support.provider_calls import collect, user_request
 
 TOKENS = 10
 TIMEOUT = 0.5
@@ -41,12 +42,11 @@ async def provider(fake: FakeCohereServer) -> AsyncIterator[CohereProvider]:
 
 
 def request_for(upstream: str, text: str = "hello there", **params: float) -> ChatRequest:
-    spec = ModelSpec(id="command-test", provider="cohere", upstream=upstream, max_output=64)
-    return ChatRequest(spec, [ChatMessage("user", text)], SamplingParams(**params))
-
-
-async def collect(provider: CohereProvider, request: ChatRequest) -> list[StreamEvent]:
-    return [event async for event in provider.stream(request)]
+    return user_request(
+        ModelSpec(id="command-test", provider="cohere", upstream=upstream, max_output=64),
+        text,
+        **params,
+    )
 
 
 async def test_streams_deltas_in_order_then_billed_usage(

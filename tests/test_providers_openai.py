@@ -23,6 +23,7 @@ from backend.providers.openai_compatible import OpenAICompatibleProvider
 from backend.providers.tokens import count_message_tokens, count_tokens
 from tests.support.fake_http import FAIL_AFTER_TOKENS, RETRY_AFTER_SECONDS, token_text
 from tests.support.fake_openai import FakeOpenAIServer, fake_openai_server, prompt_tokens
+from tests.support.provider_calls import collect, user_request
 
 TOKENS = 12
 TIMEOUT = 0.5
@@ -42,12 +43,11 @@ async def provider(fake: FakeOpenAIServer) -> AsyncIterator[OpenAICompatibleProv
 
 
 def request_for(upstream: str, text: str = "hello there", **params: float) -> ChatRequest:
-    spec = ModelSpec(id="gpt-test", provider="openai", upstream=upstream, max_output=64)
-    return ChatRequest(spec, [ChatMessage("user", text)], SamplingParams(**params))
-
-
-async def collect(provider: OpenAICompatibleProvider, request: ChatRequest) -> list[StreamEvent]:
-    return [event async for event in provider.stream(request)]
+    return user_request(
+        ModelSpec(id="gpt-test", provider="openai", upstream=upstream, max_output=64),
+        text,
+        **params,
+    )
 
 
 async def test_streams_deltas_in_order_then_provider_usage(

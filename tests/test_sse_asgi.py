@@ -16,8 +16,7 @@ from backend.models.tasks import TaskState
 from backend.settings import Settings
 from backend.streams.task_stream import TaskStream
 from schemas.events import DoneEvent, TokenEvent
-from tests.support.accounts import Account
-from tests.support.live_server import create_account
+from tests.support.accounts import Account, create_account
 
 
 class AsgiCall:

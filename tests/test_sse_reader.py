@@ -22,8 +22,7 @@ from backend.streams.delivery import open_task_reader
 from backend.streams.hub import StreamHub
 from backend.streams.task_stream import TaskStream
 from schemas.events import CancelledEvent, TokenEvent
-from tests.support.accounts import Account
-from tests.support.live_server import create_account
+from tests.support.accounts import Account, create_account
 
 
 @pytest.fixture

@@ -29,16 +29,6 @@ from tests.support.fake_openai import fake_openai_server
 from tests.support.live_server import LiveServer
 
 
-@pytest.fixture
-async def owner(settings: Settings) -> Account:
-    return await create_account(settings)
-
-
-@pytest.fixture
-async def root(settings: Settings) -> Account:
-    return await create_account(settings, admin=True)
-
-
 def user_turn(*blocks: dict) -> dict:
     return {"role": "user", "content": list(blocks)}
 

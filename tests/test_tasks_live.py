@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import httpx
-import pytest
-from quart import Quart
 
 from backend.models import CreditReservation, Message, Task
 from backend.models.credits import ReservationState
@@ -16,16 +13,8 @@ from backend.settings import Settings
 from tests.support.ledger import assert_ledger_balanced, balance_of, make_account
 from tests.support.sse_client import Frame, events
 from tests.support.task_models import CHEAP
-from tests.support.task_stack import TaskStack, task_stack
+from tests.support.task_stack import TaskStack
 from tests.test_tasks import make_session
-
-
-@pytest.fixture(scope="module")
-async def stack(
-    app: Quart, settings: Settings, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[TaskStack]:
-    async with task_stack(settings, tmp_path_factory.mktemp("tasks-live")) as running:
-        yield running
 
 
 async def read_until_terminal(response: httpx.Response) -> list[Frame]:

@@ -10,17 +10,7 @@ from quart.datastructures import FileStorage
 from quart.testing import QuartClient
 
 from backend.settings import Settings
-from tests.support.chats import Account, create_account
-
-
-@pytest.fixture
-async def owner(settings: Settings) -> Account:
-    return await create_account(settings)
-
-
-@pytest.fixture
-async def stranger(settings: Settings) -> Account:
-    return await create_account(settings)
+from tests.support.chats import Account
 
 
 def image_bytes(fmt: str, size: tuple[int, int] = (8, 6)) -> bytes:

@@ -9,9 +9,11 @@ existence is not leaked). Only administrators publish.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from tortoise.expressions import Q
+from tortoise.models import Model
+from tortoise.queryset import QuerySet
 
 from backend.errors import BadRequest, Conflict, Forbidden, NotFound
 from backend.models import Assistant, User
@@ -23,6 +25,8 @@ from schemas.chats import (
     LlmSettings,
     PromptSettings,
 )
+
+M = TypeVar("M", bound=Model)
 
 ORDER_FIELDS = {"create_time": "created_at", "update_time": "updated_at"}
 
@@ -109,9 +113,9 @@ async def get_editable_assistant(user: User, assistant_id: str) -> Assistant:
     return assistant
 
 
-async def list_assistants(user: User, query: ListQuery) -> list[Assistant]:
-    """RAGFlow's list: filtering by id or name that matches nothing is a 404."""
-    filters = Assistant.filter(listed_for(user))
+async def ragflow_page(filters: QuerySet[M], query: ListQuery, kind: str) -> list[M]:
+    """RAGFlow's list semantics: optional `id` / `name` filters, ordering by creation or
+    update time, paging; filtering by id or name that matches nothing is a 404."""
     if query.id is not None:
         filters = filters.filter(id=query.id)
     if query.name is not None:
@@ -123,8 +127,12 @@ async def list_assistants(user: User, query: ListQuery) -> list[Assistant]:
         .limit(query.page_size)
     )
     if not items and (query.id is not None or query.name is not None):
-        raise NotFound("The chat doesn't exist: no chat matches the id or name filter")
+        raise NotFound(f"The {kind} doesn't exist: no {kind} matches the id or name filter")
     return items
+
+
+async def list_assistants(user: User, query: ListQuery) -> list[Assistant]:
+    return await ragflow_page(Assistant.filter(listed_for(user)), query, "chat")
 
 
 def merged(current: dict[str, Any], changes: Any, model: type) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from tortoise.transactions import in_transaction
 from backend.errors import NotFound
 from backend.models import ChatSession, Message, User
 from backend.models.chats import Role
-from backend.services.assistants import ORDER_FIELDS, get_visible_assistant
+from backend.services.assistants import get_visible_assistant, ragflow_page
 from schemas.chats import ListQuery
 
 
@@ -42,20 +42,8 @@ async def get_session(user: User, assistant_id: str, session_id: str) -> ChatSes
 
 async def list_sessions(user: User, assistant_id: str, query: ListQuery) -> list[ChatSession]:
     await get_visible_assistant(user, assistant_id)
-    filters = ChatSession.filter(assistant_id=assistant_id, user_id=user.id)
-    if query.id is not None:
-        filters = filters.filter(id=query.id)
-    if query.name is not None:
-        filters = filters.filter(name=query.name)
-    field = ORDER_FIELDS[query.orderby]
-    items = (
-        await filters.order_by(f"-{field}" if query.desc else field, "id")
-        .offset((query.page - 1) * query.page_size)
-        .limit(query.page_size)
-    )
-    if not items and (query.id is not None or query.name is not None):
-        raise NotFound("The session doesn't exist: no session matches the id or name filter")
-    return items
+    sessions = ChatSession.filter(assistant_id=assistant_id, user_id=user.id)
+    return await ragflow_page(sessions, query, "session")
 
 
 async def rename_session(user: User, assistant_id: str, session_id: str, name: str) -> ChatSession:

@@ -1,4 +1,5 @@
-"""Creating and logging in test accounts through the public API."""
+"""Test accounts: registered and logged in through the public API, or made directly
+through the services when a test is not about identity."""
 
 from __future__ import annotations
 
@@ -6,6 +7,11 @@ import uuid
 from dataclasses import dataclass
 
 from quart.testing import QuartClient
+
+from backend.models.users import Level
+from backend.services.tokens import issue_access_token
+from backend.services.users import create_user
+from backend.settings import Settings
 
 
 @dataclass
@@ -41,3 +47,13 @@ async def register(client: QuartClient, username: str | None = None) -> Account:
     response = await client.post("/api/v1/users", json={"username": username, "password": password})
     assert response.status_code == 201, await response.get_data(as_text=True)
     return await login(client, username, password)
+
+
+async def create_account(settings: Settings, *, admin: bool = False) -> Account:
+    """An account made directly through the services, with an access token for `settings`."""
+    username = f"live{uuid.uuid4().hex[:10]}"
+    password = "correct horse battery"
+    user = await create_user(
+        settings, username, password, level=Level.ADMIN if admin else Level.USER
+    )
+    return Account(user.id, username, password, issue_access_token(user, settings), "")

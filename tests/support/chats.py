@@ -21,11 +21,10 @@ from backend.providers.registry import default_model
 from backend.settings import Settings
 from backend.streams.task_stream import TaskStream
 from schemas.events import DoneEvent, TokenEvent
-from tests.support.accounts import Account
+from tests.support.accounts import Account, create_account
 from tests.support.fake_openai import fake_openai_server
 from tests.support.live_server import (
     LiveServer,
-    create_account,
     delete_prefix,
     start_chat_worker,
     start_hypercorn,

@@ -11,7 +11,6 @@ Standalone: `python -m tests.support.fake_cohere --port 9200 --tokens-per-second
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 from collections.abc import AsyncIterator
@@ -28,8 +27,10 @@ from tests.support.fake_http import (
     FakeHttpServer,
     Pacer,
     Request,
-    count_words,
+    command_line,
     failure_of,
+    message_text,
+    message_words,
     reply_tokens,
 )
 
@@ -39,16 +40,7 @@ PREAMBLE_TOKENS = 64
 MALFORMED_EVENT = b'event: content-delta\ndata: {"type":"content-delta",\n\n'
 
 
-def message_text(message: dict[str, Any]) -> str:
-    content = message.get("content") or ""
-    if isinstance(content, str):
-        return content
-    return " ".join(part.get("text", "") for part in content if part.get("type") == "text")
-
-
-def billed_input_tokens(messages: list[dict[str, Any]]) -> int:
-    """What the fake reports as billed input: words across all message texts."""
-    return sum(count_words(message_text(m)) for m in messages)
+billed_input_tokens = message_words
 
 
 def usage_of(messages: list[dict[str, Any]], output_tokens: int) -> dict[str, Any]:
@@ -199,12 +191,7 @@ async def fake_cohere_server(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=9200)
-    parser.add_argument("--tokens-per-second", type=float, default=50.0)
-    parser.add_argument("--tokens", type=int, default=200)
-    parser.add_argument("--api-key", default=None)
-    args = parser.parse_args()
+    args = command_line(__doc__.splitlines()[0], 9200)
     handler = FakeCohere(args.tokens, args.tokens_per_second, args.api_key)
     asyncio.run(FakeCohereServer(handler, args.port).serve_forever())
 

@@ -7,6 +7,7 @@ Content-Length request bodies, JSON and chunked (SSE) responses, and abrupt drop
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -256,6 +257,28 @@ def reply_tokens(model: str, last_user_text: str, default_count: int, cap: int |
 def count_words(text: str) -> int:
     """The fake's own "tokenizer" for reported usage: whitespace-separated words."""
     return len(text.split())
+
+
+def command_line(description: str, default_port: int) -> argparse.Namespace:
+    """The options of a fake provider run as its own process (by the benchmarks)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--port", type=int, default=default_port)
+    parser.add_argument("--tokens-per-second", type=float, default=50.0)
+    parser.add_argument("--tokens", type=int, default=200)
+    parser.add_argument("--api-key", default=None)
+    return parser.parse_args()
+
+
+def message_text(message: dict[str, Any]) -> str:
+    content = message.get("content") or ""
+    if isinstance(content, str):
+        return content
+    return " ".join(part.get("text", "") for part in content if part.get("type") == "text")
+
+
+def message_words(messages: list[dict[str, Any]]) -> int:
+    """What the fakes report as input usage: words across all message texts."""
+    return sum(count_words(message_text(m)) for m in messages)
 
 
 class Pacer:

@@ -12,7 +12,6 @@ Standalone, for benchmarks:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import json
@@ -33,8 +32,10 @@ from tests.support.fake_http import (
     FakeHttpServer,
     Pacer,
     Request,
-    count_words,
+    command_line,
     failure_of,
+    message_text,
+    message_words,
     reply_tokens,
 )
 
@@ -60,16 +61,7 @@ PNG_B64 = base64.b64encode(tiny_png()).decode()
 MALFORMED_EVENT = b'data: {"id":"chatcmpl-fake","choices":[{"delta":\n\n'
 
 
-def message_text(message: dict[str, Any]) -> str:
-    content = message.get("content") or ""
-    if isinstance(content, str):
-        return content
-    return " ".join(part.get("text", "") for part in content if part.get("type") == "text")
-
-
-def prompt_tokens(messages: list[dict[str, Any]]) -> int:
-    """What the fake reports as prompt usage: words across all message texts."""
-    return sum(count_words(message_text(m)) for m in messages)
+prompt_tokens = message_words
 
 
 def error_body(message: str, kind: str, code: str | None) -> dict[str, Any]:
@@ -278,12 +270,7 @@ class FakeOpenAIServer(FakeHttpServer):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=9100)
-    parser.add_argument("--tokens-per-second", type=float, default=50.0)
-    parser.add_argument("--tokens", type=int, default=200)
-    parser.add_argument("--api-key", default=None)
-    args = parser.parse_args()
+    args = command_line(__doc__.splitlines()[0], 9100)
     handler = FakeOpenAI(args.tokens, args.tokens_per_second, args.api_key)
     asyncio.run(FakeOpenAIServer(handler, args.port).serve_forever())
 

@@ -28,11 +28,8 @@ import redis.asyncio as aioredis
 from quart import Quart
 
 from backend.models import Assistant, ChatSession
-from backend.models.users import Level
-from backend.services.tokens import issue_access_token
-from backend.services.users import create_user
 from backend.settings import Settings
-from tests.support.accounts import Account
+from tests.support.accounts import Account, create_account
 from tests.support.fake_openai import FakeOpenAIServer, fake_openai_server
 from tests.support.task_models import CHEAP, with_models
 
@@ -183,16 +180,6 @@ async def delete_prefix(redis_url: str, prefix: str) -> None:
             await redis.delete(key)
     finally:
         await redis.aclose()
-
-
-async def create_account(settings: Settings, *, admin: bool = False) -> Account:
-    """An account made directly through the services, with an access token for `settings`."""
-    username = f"live{uuid.uuid4().hex[:10]}"
-    password = "correct horse battery"
-    user = await create_user(
-        settings, username, password, level=Level.ADMIN if admin else Level.USER
-    )
-    return Account(user.id, username, password, issue_access_token(user, settings), "")
 
 
 async def create_chat_session(account: Account, model: str = CHEAP) -> ChatSession:

@@ -1,7 +1,7 @@
 """A private live stack for task lifecycle tests: Hypercorn + arq chat workers + fake upstreams.
 
 Private (own Redis prefix, own workers), so a test may SIGKILL its worker without
-disturbing anyone else's stack. Built on the delivery engineer's live-server helpers.
+disturbing anyone else's stack. A test module gets one with the `stack` fixture.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import pytest
+from quart import Quart
 
 from backend.settings import Settings
 from tests.support.accounts import Account
@@ -88,3 +90,16 @@ async def task_stack(base: Settings, log_dir: Path, **overrides) -> AsyncIterato
         finally:
             stack.stop()
             await delete_prefix(settings.redis_url, settings.redis_prefix)
+
+
+@pytest.fixture(scope="module")
+async def stack(
+    app: Quart,
+    settings: Settings,
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[TaskStack]:
+    """One private stack per test module (`app` has migrated the database)."""
+    log_dir = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    async with task_stack(settings, log_dir) as running:
+        yield running
