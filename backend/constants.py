@@ -33,9 +33,9 @@ def task_heartbeat_key(prefix: str, task_id: str) -> str:
     return f"{prefix}:task:{task_id}:heartbeat"
 
 
-def user_events_key(prefix: str, user_id: int) -> str:
-    """Per-user feed (file-status changes and other notifications)."""
-    return f"{prefix}:user:{user_id}:events"
+def login_failures_key(prefix: str, scope: str) -> str:
+    """Failed password logins in the current window, per account+address or per address."""
+    return f"{prefix}:login-failures:{scope}"
 
 
 def stream_hub_wake_key(prefix: str, hub_id: str) -> str:

@@ -59,6 +59,10 @@ class Unprocessable(ApiError):
 class TooManyRequests(ApiError):
     status = 429
 
+    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
 
 class BadGateway(ApiError):
     status = 502

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     wechat_base_url: str = "https://api.weixin.qq.com"
     wechat_timeout_seconds: float = 10.0
     avatar_max_bytes: int = 5 * 1024 * 1024
+    login_failure_window_seconds: int = 900
+    login_max_failures: int = 10
+    login_max_failures_per_address: int = 100
 
     # Credits.
     new_user_credits: int = 100

@@ -85,6 +85,8 @@ def settings(data_dir: Path, database_url: str, redis_url: str) -> Settings:
         database_url=database_url,
         redis_url=redis_url,
         redis_prefix="sluice-test",
+        # Many tests log in from one address; the per-address limit has its own test.
+        login_max_failures_per_address=1_000_000,
         secret_key="test-secret-key-that-is-long-enough-for-hs256",
         admin_username="root",
         admin_password="root-password-123",

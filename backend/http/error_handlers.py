@@ -9,7 +9,7 @@ from quart import Quart
 from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from backend.errors import ApiError
+from backend.errors import ApiError, TooManyRequests
 from backend.http.responses import error_response
 
 log = logging.getLogger("sluice.http")
@@ -32,7 +32,10 @@ def describe_validation_error(error: Exception) -> str:
 def register_error_handlers(app: Quart) -> None:
     @app.errorhandler(ApiError)
     async def api_error(error: ApiError):
-        return error_response(error.status, error.message, error.code)
+        response = error_response(error.status, error.message, error.code)
+        if isinstance(error, TooManyRequests) and error.retry_after is not None:
+            response.headers["Retry-After"] = str(error.retry_after)
+        return response
 
     @app.errorhandler(RequestSchemaValidationError)
     async def validation_error(error: RequestSchemaValidationError):

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from quart import Blueprint, current_app
+from quart import Blueprint, current_app, request
 from quart_schema import DataSource, validate_request, validate_response
 
 from backend.errors import Unauthorized
 from backend.http.responses import ok
 from backend.models.users import LoginKind
-from backend.services import tokens, users, wechat
+from backend.services import login_throttle, tokens, wechat
 from backend.services.tokens import TokenPair
 from backend.settings import Settings
 from schemas.auth import (
@@ -45,10 +45,17 @@ async def password_token(data: PasswordGrant):
     """OAuth2 password grant. The answer is RFC 6749's top-level token fields, not enveloped.
 
     Wrong credentials give 401 with RFC 6749's `error`/`error_description` and the
-    envelope's `code`/`message`, so both kinds of client read it.
+    envelope's `code`/`message`, so both kinds of client read it. Too many wrong
+    passwords from one address give 429 with Retry-After.
     """
     try:
-        user = await users.authenticate_password(data.username, data.password)
+        user = await login_throttle.login_with_password(
+            data.username,
+            data.password,
+            request.remote_addr or "unknown",
+            redis=current_app.config["REDIS"],
+            settings=settings(),
+        )
     except Unauthorized as error:
         body = OAuthErrorOut(
             error="invalid_grant",
