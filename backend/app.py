@@ -6,6 +6,7 @@ import logging
 import time
 import uuid
 
+from hypercorn.middleware import ProxyFixMiddleware
 from quart import Quart, g, request
 from quart_cors import cors
 from quart_schema import HttpSecurityScheme, Info, OAuth2SecurityScheme, QuartSchema
@@ -67,6 +68,10 @@ def create_app(settings: Settings | None = None) -> Quart:
     if settings.cors_origins:
         app = cors(app, allow_origin=settings.cors_origins, allow_credentials=True)
 
+    if settings.trusted_proxy_hops:
+        app.asgi_app = ProxyFixMiddleware(  # type: ignore[method-assign]
+            app.asgi_app, mode="legacy", trusted_hops=settings.trusted_proxy_hops
+        )
     register_error_handlers(app)
     register_request_logging(app)
     for blueprint in blueprints():

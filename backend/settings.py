@@ -27,6 +27,7 @@ class Settings(BaseSettings):
 
     # HTTP.
     cors_origins: list[str] = Field(default_factory=list)
+    trusted_proxy_hops: int = 0
     max_body_bytes: int = 32 * 1024 * 1024
     log_level: str = "INFO"
     log_json: bool = True

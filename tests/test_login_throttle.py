@@ -6,8 +6,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
+from quart import Quart
 from quart.testing import QuartClient
 
+from backend.app import create_app
 from backend.errors import TooManyRequests, Unauthorized
 from backend.services import login_throttle
 from backend.settings import Settings
@@ -79,3 +81,27 @@ async def test_one_address_trying_many_accounts_is_refused(
         accounts[0].username, accounts[0].password, "10.0.0.8", redis=redis, settings=strict
     )
     assert user.username == accounts[0].username
+
+
+async def test_behind_a_trusted_proxy_the_forwarded_address_counts(
+    app: Quart, redis: aioredis.Redis, settings: Settings
+) -> None:
+    proxied = settings.model_copy(update={"trusted_proxy_hops": 1, "redis_prefix": "proxy-test"})
+    # A second app on the session's database; only the throttle's Redis is its own.
+    application = create_app(proxied)
+    application.config["REDIS"] = redis
+    client = application.test_client()
+    account = await register(client)
+
+    async def attempt_from(address: str, password: str) -> int:
+        response = await client.post(
+            TOKEN_URL,
+            form={"username": account.username, "password": password},
+            headers={"X-Forwarded-For": address},
+        )
+        return response.status_code
+
+    for _ in range(proxied.login_max_failures):
+        assert await attempt_from("203.0.113.5", "wrong password") == 401
+    assert await attempt_from("203.0.113.5", account.password) == 429
+    assert await attempt_from("198.51.100.9", account.password) == 200
