@@ -30,8 +30,9 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    if "watch" in ctx:
-        await ctx["watch"].close()
+    for loop in ("watch", "event_writer"):
+        if loop in ctx:
+            await ctx[loop].close()
     await close_registry()
     await lifecycle.shutdown(ctx)
 
