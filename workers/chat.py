@@ -30,9 +30,8 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    for loop in ("watch", "event_writer"):
-        if loop in ctx:
-            await ctx[loop].close()
+    if "watch" in ctx:
+        await ctx["watch"].close()
     await close_registry()
     await lifecycle.shutdown(ctx)
 

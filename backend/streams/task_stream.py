@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 from backend.constants import task_consumed_key, task_events_key, task_lease_key
 from backend.settings import Settings
@@ -106,31 +105,26 @@ class TaskStream:
         )
 
     async def append(self, event: TaskEvent) -> str:
-        """Add an event; returns its entry id. See `add_to` for what is written."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            self.add_to(pipe, event)
-            replies = await pipe.execute()
-        return text(replies[0])
-
-    def add_to(self, pipe: Pipeline, event: TaskEvent) -> None:
-        """Queue the event's XADD (first reply: its entry id) on `pipe`.
+        """Add an event; returns its entry id.
 
         The expiry is pushed out to the retention time on the first append, on terminal
-        events and at most once a second in between (an EXPIRE after the XADD), so an
-        abandoned stream vanishes about one retention period after its last event while
-        a token costs one XADD.
+        events and at most once a second in between, so an abandoned stream vanishes
+        about one retention period after its last event while a token costs one XADD.
         """
         data = event.model_dump_json(exclude={"type"})
-        pipe.xadd(
-            self.key,
-            {"type": str(event.type), "data": data},
-            maxlen=self.max_events,
-            approximate=True,
-        )
+        fields = {"type": str(event.type), "data": data}
         now = time.monotonic()
-        if event.type.terminal or now - self.expiry_pushed_at >= EXPIRY_REFRESH_SECONDS:
+        if now - self.expiry_pushed_at < EXPIRY_REFRESH_SECONDS and not event.type.terminal:
+            entry_id = await self.redis.xadd(
+                self.key, fields, maxlen=self.max_events, approximate=True
+            )
+            return text(entry_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(self.key, fields, maxlen=self.max_events, approximate=True)
             pipe.expire(self.key, self.retention_seconds)
-            self.expiry_pushed_at = now
+            entry_id, _ = await pipe.execute()
+        self.expiry_pushed_at = now
+        return text(entry_id)
 
     async def read_after(
         self, last_id: str = START, block_ms: int | None = None, count: int | None = None

@@ -18,7 +18,6 @@ from backend.services.task_outcomes import Answer
 from backend.settings import Settings
 from backend.streams.task_stream import TaskStream
 from schemas.events import TokenEvent
-from workers.jobs.event_writer import EventWriter
 from workers.jobs.relay import Ending, Relay
 from workers.jobs.watch import Watch
 
@@ -32,13 +31,6 @@ def watch_of(ctx: dict[str, Any]) -> Watch:
     if "watch" not in ctx:
         ctx["watch"] = Watch(ctx["redis"], ctx["settings"])
     return ctx["watch"]
-
-
-def writer_of(ctx: dict[str, Any]) -> EventWriter:
-    """The process's event writer, created on first use."""
-    if "event_writer" not in ctx:
-        ctx["event_writer"] = EventWriter(ctx["redis"])
-    return ctx["event_writer"]
 
 
 async def claim(task_id: str) -> Task | None:
@@ -72,10 +64,8 @@ async def generate_answer(ctx: dict[str, Any], task_id: str) -> str:
         request = chat_request(task)
         stream = TaskStream.for_task(redis, settings, task_id)
 
-        writer = writer_of(ctx)
-
         async def send(text: str) -> None:
-            await writer.append(stream, TokenEvent(delta=text))
+            await stream.append(TokenEvent(delta=text))
 
         relay = Relay(
             provider_for(request.model).stream(request),
