@@ -40,6 +40,7 @@ class QueueWorker(Worker):
 
 
 def settings_of(queue: str) -> Any:
+    """The queue's arq `WorkerSettings` class (imported late: it reads the settings)."""
     return importlib.import_module(f"workers.{queue}").WorkerSettings
 
 
@@ -52,12 +53,12 @@ def main() -> None:
         "--check", action="store_true", help="exit 0 if a worker of the queue is alive, else 1"
     )
     args = parser.parse_args()
-    settings = settings_of(args.queue)
-    config = get_settings()
-    configure_logging(config.log_level, config.log_json)
+    worker_settings = settings_of(args.queue)
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
     if logging.getLogger().level > logging.DEBUG:
         # arq logs every job run at INFO, the chat worker's reaper cron too (every 2 s).
         logging.getLogger("arq").setLevel(logging.WARNING)
     if args.check:
-        raise SystemExit(check_health(settings))
-    QueueWorker(**get_kwargs(settings)).run()
+        raise SystemExit(check_health(worker_settings))
+    QueueWorker(**get_kwargs(worker_settings)).run()
