@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import redis
 
 from backend.settings import Settings
 from bench.service import free_port, redis_url
@@ -104,6 +105,7 @@ class Stack:
     env: dict[str, str]
     web_port: int
     fake_port: int
+    redis_pid: int
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     def start(self, name: str, args: list[str]) -> subprocess.Popen:
@@ -148,7 +150,7 @@ def wait_http(url: str, seconds: float = 60) -> None:
 def stack(
     plan: Plan, database_url: str | None, web_workers: int, chat_workers: int = 1
 ) -> Iterator[Stack]:
-    with tempfile.TemporaryDirectory() as data_dir, redis_url() as redis:
+    with tempfile.TemporaryDirectory() as data_dir, redis_url() as redis_address:
         web_port, fake_port = free_port(), free_port()
         models = [
             {
@@ -166,7 +168,7 @@ def stack(
             **os.environ,
             "DATA_DIR": data_dir,
             "DATABASE_URL": database_url or "",
-            "REDIS_URL": redis,
+            "REDIS_URL": redis_address,
             "REDIS_PREFIX": f"bench-{uuid.uuid4().hex[:8]}",
             "SECRET_KEY": "bench-secret-key-long-enough-for-hs256",
             "LOG_LEVEL": "WARNING",
@@ -176,7 +178,8 @@ def stack(
             "OPENAI_API_KEY": "bench",
             "NEW_USER_CREDITS": "0",
         }
-        running = Stack(env, web_port, fake_port)
+        server = redis.Redis.from_url(redis_address).info("server")
+        running = Stack(env, web_port, fake_port, int(server["process_id"]))
         try:
             subprocess.run(
                 [sys.executable, "-m", "backend", "migrate"],
@@ -210,7 +213,7 @@ def stack(
         finally:
             for name in list(running.processes):
                 running.stop(name)
-            cleanup = __import__("redis").Redis.from_url(redis)
+            cleanup = redis.Redis.from_url(redis_address)
             for key in cleanup.scan_iter(f"{env['REDIS_PREFIX']}:*", count=1000):
                 cleanup.delete(key)
 
@@ -439,6 +442,18 @@ async def closed_loop(
     return results, time.perf_counter() - started
 
 
+def cpu_split(running: Stack) -> dict[str, float]:
+    """CPU seconds so far of the service, Redis, the fake provider and this load generator."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    service = [running.pid(name) for name in running.processes if name != "fake"]
+    return {
+        "sluice": cpu_seconds(service),
+        "redis": cpu_seconds([running.redis_pid]),
+        "fake provider": cpu_seconds([running.pid("fake")]),
+        "load generator": usage.ru_utime + usage.ru_stime,
+    }
+
+
 async def first_token(running: Stack, token: str, sessions: list[str], plan: Plan) -> None:
     print(f"\n(a) time to first token (ms), closed loop for {plan.seconds:g} s per level")
     print(
@@ -449,11 +464,13 @@ async def first_token(running: Stack, token: str, sessions: list[str], plan: Pla
         raw, _ = await closed_loop(
             concurrency, plan.seconds, lambda i: provider_stream(running.fake_port)
         )
-        ours, _ = await closed_loop(
+        before = cpu_split(running)
+        ours, seconds = await closed_loop(
             concurrency,
             plan.seconds,
             lambda i: sluice_stream(running.web_port, token, sessions[i]),
         )
+        after = cpu_split(running)
         r50, r99 = (
             pct([r.first_token_ms for r in raw], 0.5),
             pct([r.first_token_ms for r in raw], 0.99),
@@ -467,6 +484,8 @@ async def first_token(running: Stack, token: str, sessions: list[str], plan: Pla
             f"{concurrency:>8} {r50:>13.2f} {r99:>8.2f} {p50:>11.2f} {p99:>8.2f} "
             f"{p50 - r50:>10.2f} {p99 - r99:>8.2f} {len(ours):>6} {failed:>7}"
         )
+        cores = ", ".join(f"{name} {(after[name] - before[name]) / seconds:.2f}" for name in after)
+        print(f"{'':>8} cores busy during the Sluice run: {cores}")
 
 
 async def throughput(running: Stack, token: str, sessions: list[str], plan: Plan) -> None:
