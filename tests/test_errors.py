@@ -135,3 +135,22 @@ async def test_readyz_is_503_naming_redis_when_redis_is_down(app: Quart, client:
     body = await envelope(response, 503)
     assert "redis" in body["message"]
     assert "sql" not in body["message"]
+
+
+class UnreachableDatabase:
+    """What Tortoise's connection handler gives when the SQL server has gone away."""
+
+    def get(self, name: str) -> UnreachableDatabase:
+        return self
+
+    async def execute_query(self, sql: str) -> None:
+        raise ConnectionRefusedError("connection refused")
+
+
+async def test_readyz_is_503_naming_sql_when_the_database_is_down(
+    client: QuartClient, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr("backend.http.routes.health.connections", UnreachableDatabase())
+    body = await envelope(await client.get("/readyz"), 503)
+    assert "sql" in body["message"]
+    assert "redis" not in body["message"]
