@@ -127,15 +127,21 @@ class OpenAICompatibleProvider:
         usage: Usage | None = None
         finished = False
         try:
-            # The SDK builds, authenticates and retries the request and maps error statuses;
-            # chunks are read raw, as parsing each into SDK models costs more CPU than the
-            # rest of a token's path through Sluice together.
+            # The SDK sends, authenticates and retries the request and maps error statuses,
+            # but two of its per-call costs are skipped: the body goes as `extra_body`, not
+            # through its typed-params transform (0.8 ms of CPU per request), and chunks are
+            # read raw, not parsed into SDK models (more CPU than the rest of a token's path
+            # through Sluice together). `messages` is required by the signature; the
+            # extra body's replaces it.
             async with self.client.chat.completions.with_streaming_response.create(
                 model=request.model.upstream,
-                messages=[{"role": m.role, "content": m.content} for m in request.messages],
+                messages=[],
                 stream=True,
-                stream_options={"include_usage": True},
-                **sampling_arguments(request.params, request.model.max_output),
+                extra_body={
+                    "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+                    "stream_options": {"include_usage": True},
+                    **sampling_arguments(request.params, request.model.max_output),
+                },
             ) as response:
                 async for line in response.iter_lines():
                     chunk = chunk_of(line, label)
