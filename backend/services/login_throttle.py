@@ -48,11 +48,19 @@ async def refuse_if_throttled(
 
 
 async def record_failure(redis: Redis, settings: Settings, username: str, address: str) -> None:
-    window = settings.login_failure_window_seconds
-    async with redis.pipeline(transaction=True) as pipe:
-        for key in keys(settings, username, address):
-            pipe.incr(key).expire(key, window, nx=True)
-        await pipe.execute()
+    """Count the failure; a count's first failure starts its window (Redis 6 lacks
+    EXPIRE NX, hence INCR then TTL)."""
+    counted = keys(settings, username, address)
+    async with redis.pipeline(transaction=False) as pipe:
+        for key in counted:
+            pipe.incr(key).ttl(key)
+        replies = await pipe.execute()
+    fresh = [key for key, ttl in zip(counted, replies[1::2], strict=True) if ttl < 0]
+    if fresh:
+        async with redis.pipeline(transaction=False) as pipe:
+            for key in fresh:
+                pipe.expire(key, settings.login_failure_window_seconds)
+            await pipe.execute()
 
 
 async def login_with_password(
