@@ -209,3 +209,33 @@ async def test_reader_spares_a_task_whose_worker_heartbeats(
                 break
     await task.refresh_from_db()
     assert task.state is TaskState.RUNNING
+
+
+async def test_a_failed_worker_check_does_not_end_the_delivery(
+    account: Account,
+    redis: aioredis.Redis,
+    hub: StreamHub,
+    fast: Settings,
+    running_task: RunningTask,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def database_gone(*args: object) -> bool:
+        raise ConnectionError("database unreachable")
+
+    monkeypatch.setattr("backend.streams.delivery.reap_if_dead", database_gone)
+    task = await running_task()
+    user = await task.user
+    stream = TaskStream.for_task(redis, fast, task.id)
+    reader = await open_task_reader(user, task.id, None, redis=redis, hub=hub, settings=fast)
+    heartbeats = 0
+    received = []
+    async with aclosing(reader.events()) as events:
+        async for entry in events:
+            if entry is None:
+                heartbeats += 1
+                if heartbeats == 3:
+                    await stream.append(CancelledEvent())
+            else:
+                received.append(entry.type)
+    assert heartbeats >= 3
+    assert received == ["cancelled"]

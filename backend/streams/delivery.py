@@ -11,6 +11,7 @@ can resume with its last event id.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -25,6 +26,8 @@ from backend.streams.hub import StreamHub
 from backend.streams.task_stream import START, StreamEntry, TaskStream, entry_id_key, is_entry_id
 
 LEASE_POLL_SECONDS = 0.05
+
+log = logging.getLogger("sluice.streams")
 
 
 def consumed_message(task_id: str) -> str:
@@ -92,9 +95,7 @@ class TaskReader:
                     if now >= next_heartbeat:
                         next_heartbeat = now + self.heartbeat_seconds
                         yield None
-                        # The workers' reaper normally ends a task whose worker died; if
-                        # no chat worker is left to run it, the silent reader does.
-                        await reap_if_dead(self.stream.redis, self.settings, self.task_id)
+                        await self.check_worker()
                     continue
                 self.last_id = entry.id
                 next_heartbeat = now + self.heartbeat_seconds
@@ -106,6 +107,15 @@ class TaskReader:
             if subscription is not None:
                 self.hub.unsubscribe(subscription)
             await self.close()
+
+    async def check_worker(self) -> None:
+        """The workers' reaper normally ends a task whose worker died; if no chat worker
+        is left to run it, the silent reader does. A failed check only waits for the
+        next heartbeat: it must not end a delivery that is otherwise fine."""
+        try:
+            await reap_if_dead(self.stream.redis, self.settings, self.task_id)
+        except Exception:
+            log.warning("checking the worker of task %s failed", self.task_id, exc_info=True)
 
     async def close(self) -> None:
         """Give up the lease; shielded so a cancelled delivery still lets the client resume."""
