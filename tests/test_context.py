@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -15,7 +17,7 @@ from backend.models import Assistant, ChatSession, Message, User
 from backend.providers.base import Capability, ChatMessage, ModelSpec
 from backend.providers.tokens import count_message_tokens
 from backend.services.context import build_context, output_tokens, prompt_budget
-from backend.services.uploads import save_upload
+from backend.services.uploads import MISSING_IMAGE, inline_uploads, save_upload
 from backend.settings import Settings
 from tests.support.chats import create_account
 
@@ -159,7 +161,7 @@ async def test_a_message_that_cannot_fit_is_413(user: User) -> None:
     assert "Shorten the message" in raised.value.message
 
 
-async def test_images_become_data_urls_only_for_vision_models(
+async def test_images_become_image_parts_only_for_vision_models(
     user: User, settings: Settings
 ) -> None:
     buffer = io.BytesIO()
@@ -173,11 +175,31 @@ async def test_images_become_data_urls_only_for_vision_models(
         {"type": "image", "url": "https://example.com/x.png"},
     ]
     vision = await build_context(session, assistant, spec(vision=True), new_parts=parts)
-    encoded = base64.b64encode(buffer.getvalue()).decode()
+    # The upload goes in by reference, so the task row stays small ...
     assert vision[-1].content == [
+        {"type": "text", "text": "What colour?"},
+        {"type": "image_url", "image_url": {"url": f"upload:{upload.id}"}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/x.png"}},
+    ]
+    # ... and is inlined as a data URL when the worker sends the turn.
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    assert await inline_uploads(vision[-1].content) == [
         {"type": "text", "text": "What colour?"},
         {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{encoded}"}},
         {"type": "image_url", "image_url": {"url": "https://example.com/x.png"}},
     ]
     text_only = await build_context(session, assistant, spec(), new_parts=parts)
     assert text_only[-1].content == "What colour?\n[image]\n[image]"
+
+
+async def test_an_image_deleted_before_the_turn_is_sent_becomes_a_note(
+    user: User, settings: Settings
+) -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (2, 2), "red").save(buffer, "PNG")
+    upload, _ = await save_upload(user, buffer.getvalue(), settings)
+    queued = [{"type": "image_url", "image_url": {"url": f"upload:{upload.id}"}}]
+    await asyncio.to_thread(Path(upload.path).unlink)
+    assert await inline_uploads(queued) == [{"type": "text", "text": MISSING_IMAGE}]
+    await upload.delete()
+    assert await inline_uploads(queued) == [{"type": "text", "text": MISSING_IMAGE}]

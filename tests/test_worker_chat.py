@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
+import json
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -10,6 +13,7 @@ from typing import Any
 
 import pytest
 from arq.constants import job_key_prefix
+from PIL import Image
 from quart import Quart
 from tortoise import timezone
 
@@ -20,31 +24,40 @@ from backend.providers.registry import close_registry, configure_registry, get_m
 from backend.providers.tokens import count_tokens
 from backend.services import task_recovery, tasks
 from backend.services.pricing import price
+from backend.services.uploads import save_upload
 from backend.settings import Settings
 from backend.streams.task_stream import START, StreamEntry, TaskStream
 from schemas.events import EventType
 from tests.support.accounts import Account
-from tests.support.fake_openai import fake_openai_server
+from tests.support.fake_openai import FakeOpenAIServer, fake_openai_server
 from tests.support.ledger import assert_ledger_balanced, balance_of, make_account
-from tests.support.task_models import BROKEN, CHEAP, DROPPING, SLOW, with_models
+from tests.support.task_models import BROKEN, CHEAP, DROPPING, SLOW, VISION, with_models
 from tests.test_tasks import make_session
 from workers.jobs.chat import generate_answer
 
 
 @pytest.fixture
-async def configured(settings: Settings) -> AsyncIterator[Settings]:
-    """Registry on two live fakes: a fast one (20 tokens at once), a slow one (20 tokens/s)."""
+async def fakes() -> AsyncIterator[tuple[FakeOpenAIServer, FakeOpenAIServer]]:
+    """A fast upstream (20 tokens at once) and a slow one (20 tokens/s)."""
     async with (
         fake_openai_server(tokens=20) as fast,
         fake_openai_server(tokens=400, tokens_per_second=20) as slow,
     ):
-        configured = with_models(settings, fast.base_url, slow.base_url).model_copy(
-            update={"task_cancel_poll_seconds": 0.05, "task_heartbeat_ttl_seconds": 2}
-        )
-        configure_registry(configured)
-        yield configured
-        await close_registry()
-        configure_registry(settings)
+        yield fast, slow
+
+
+@pytest.fixture
+async def configured(
+    settings: Settings, fakes: tuple[FakeOpenAIServer, FakeOpenAIServer]
+) -> AsyncIterator[Settings]:
+    fast, slow = fakes
+    configured = with_models(settings, fast.base_url, slow.base_url).model_copy(
+        update={"task_cancel_poll_seconds": 0.05, "task_heartbeat_ttl_seconds": 2}
+    )
+    configure_registry(configured)
+    yield configured
+    await close_registry()
+    configure_registry(settings)
 
 
 @pytest.fixture
@@ -240,3 +253,29 @@ async def test_reaper_fails_tasks_queued_too_long_only_when_their_job_is_gone(
     assert (await Task.get(id=lost.id)).error_code == task_recovery.NEVER_STARTED
     assert (await Task.get(id=waiting.id)).state == TaskState.QUEUED
     assert [e.type for e in await events_of(ctx, lost.id)] == [EventType.ERROR]
+
+
+async def test_an_uploaded_image_is_stored_by_reference_and_sent_inline(
+    ctx: dict[str, Any],
+    account: Account,
+    settings: Settings,
+    fakes: tuple[FakeOpenAIServer, FakeOpenAIServer],
+) -> None:
+    user = await User.get(id=account.id)
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4), "blue").save(buffer, "PNG")
+    upload, _ = await save_upload(user, buffer.getvalue(), settings)
+    session = await make_session(account, VISION)
+    parts = [{"type": "text", "text": "What colour?"}, {"type": "image", "upload_id": upload.id}]
+    task = await tasks.create_task(
+        user, session.id, parts, redis=ctx["redis"], settings=ctx["settings"]
+    )
+    assert "base64" not in json.dumps(task.request)
+    assert await generate_answer(ctx, task.id) == "succeeded"
+    fast, _ = fakes
+    sent = fast.stats.requests[-1].json()["messages"][-1]["content"]
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    assert sent[1] == {
+        "type": "image_url",
+        "image_url": {"url": f"data:image/png;base64,{encoded}"},
+    }

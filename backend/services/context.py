@@ -11,8 +11,9 @@ newest message are never cut: if they alone exceed the budget the turn is refuse
 413 and a message saying how much to shorten, rather than sending a request the model
 would reject for length or silently answering a truncated question.
 
-Images become image parts (uploads inlined as data URLs) only for vision models; for
-text-only models earlier images are replaced by a short placeholder.
+Images become image parts only for vision models; for text-only models earlier images
+are replaced by a short placeholder. An upload goes in as a reference (`upload_url`), so
+the task row stays small; the worker inlines it as a data URL when it sends the turn.
 """
 
 from __future__ import annotations
@@ -20,13 +21,12 @@ from __future__ import annotations
 from typing import Any
 
 from backend.errors import PayloadTooLarge
-from backend.models import Assistant, ChatSession, Message
+from backend.models import Assistant, ChatSession, Message, Upload
 from backend.providers.base import Capability, ChatMessage, ModelSpec
 from backend.providers.tokens import count_message_tokens
-from backend.services.uploads import data_url
+from backend.services.uploads import MISSING_IMAGE, upload_url
 
 IMAGE_PLACEHOLDER = "[image]"
-MISSING_IMAGE = "[image no longer available]"
 KNOWLEDGE_VARIABLE = "{knowledge}"
 
 
@@ -109,8 +109,8 @@ def preamble(assistant: Assistant) -> list[ChatMessage]:
 
 async def image_part(part: dict[str, Any]) -> dict[str, Any]:
     url = part.get("url")
-    if url is None and part.get("upload_id"):
-        url = await data_url(part["upload_id"])
+    if url is None and part.get("upload_id") and await Upload.exists(id=part["upload_id"]):
+        url = upload_url(part["upload_id"])
     if url is None:
         return {"type": "text", "text": MISSING_IMAGE}
     return {"type": "image_url", "image_url": {"url": url}}

@@ -11,6 +11,7 @@ import base64
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
@@ -21,6 +22,8 @@ from backend.settings import Settings
 
 FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "GIF": "image/gif", "WEBP": "image/webp"}
 MAX_PIXELS = 50_000_000
+UPLOAD_URL_PREFIX = "upload:"
+MISSING_IMAGE = "[image no longer available]"
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,11 @@ async def check_owned(user: User, upload_ids: list[str]) -> None:
         raise NotFound("Image upload not found: upload it first with POST /api/v1/uploads")
 
 
+def upload_url(upload_id: str) -> str:
+    """How a task stores an uploaded image: a reference, inlined only when sent."""
+    return UPLOAD_URL_PREFIX + upload_id
+
+
 async def data_url(upload_id: str) -> str | None:
     """The upload as a data URL for a vision model; None if it is gone."""
     upload = await Upload.get_or_none(id=upload_id)
@@ -116,3 +124,22 @@ async def data_url(upload_id: str) -> str | None:
     except NotFound:
         return None
     return f"data:{upload.content_type};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+async def inline_uploads(content: str | list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    """Content parts as a provider takes them: `upload_url` references become data URLs,
+    and an image deleted since the turn was queued becomes a short note."""
+    if isinstance(content, str):
+        return content
+    inlined = []
+    for part in content:
+        url = (part.get("image_url") or {}).get("url", "")
+        if part.get("type") == "image_url" and url.startswith(UPLOAD_URL_PREFIX):
+            data = await data_url(url.removeprefix(UPLOAD_URL_PREFIX))
+            part = (
+                {"type": "text", "text": MISSING_IMAGE}
+                if data is None
+                else {**part, "image_url": {**part["image_url"], "url": data}}
+            )
+        inlined.append(part)
+    return inlined

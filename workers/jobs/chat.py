@@ -15,6 +15,7 @@ from backend.providers.registry import get_model, provider_for
 from backend.providers.tokens import count_tokens
 from backend.services import task_outcomes
 from backend.services.task_outcomes import Answer
+from backend.services.uploads import inline_uploads
 from backend.settings import Settings
 from backend.streams.task_stream import TaskStream
 from schemas.events import TokenEvent
@@ -45,11 +46,15 @@ async def claim(task_id: str) -> Task | None:
     return await Task.get(id=task_id) if claimed else None
 
 
-def chat_request(task: Task) -> ChatRequest:
+async def chat_request(task: Task) -> ChatRequest:
+    """The turn as it was priced, with uploaded images inlined for the provider."""
     request = task.request
     return ChatRequest(
         model=get_model(task.model),
-        messages=[ChatMessage(role=m["role"], content=m["content"]) for m in request["messages"]],
+        messages=[
+            ChatMessage(role=m["role"], content=await inline_uploads(m["content"]))
+            for m in request["messages"]
+        ],
         params=SamplingParams(**request.get("params", {})),
     )
 
@@ -61,7 +66,7 @@ async def generate_answer(ctx: dict[str, Any], task_id: str) -> str:
     if task is None:
         return "skipped: task is not queued"
     try:
-        request = chat_request(task)
+        request = await chat_request(task)
         stream = TaskStream.for_task(redis, settings, task_id)
 
         async def send(text: str) -> None:
