@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from PIL import Image
 from quart import Quart
 
 from backend.errors import PayloadTooLarge
@@ -20,6 +18,7 @@ from backend.services.context import build_context, output_tokens, prompt_budget
 from backend.services.uploads import MISSING_IMAGE, inline_uploads, save_upload
 from backend.settings import Settings
 from tests.support.chats import create_account
+from tests.support.images import image_bytes
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -164,9 +163,8 @@ async def test_a_message_that_cannot_fit_is_413(user: User) -> None:
 async def test_images_become_image_parts_only_for_vision_models(
     user: User, settings: Settings
 ) -> None:
-    buffer = io.BytesIO()
-    Image.new("RGB", (2, 2), "green").save(buffer, "PNG")
-    upload, _ = await save_upload(user, buffer.getvalue(), settings)
+    png = image_bytes()
+    upload, _ = await save_upload(user, png, settings)
     assistant = await make_assistant(user, prompt={"prompt": ""})
     session = await ChatSession.create(assistant_id=assistant.id, user_id=user.id)
     parts = [
@@ -182,7 +180,7 @@ async def test_images_become_image_parts_only_for_vision_models(
         {"type": "image_url", "image_url": {"url": "https://example.com/x.png"}},
     ]
     # ... and is inlined as a data URL when the worker sends the turn.
-    encoded = base64.b64encode(buffer.getvalue()).decode()
+    encoded = base64.b64encode(png).decode()
     assert await inline_uploads(vision[-1].content) == [
         {"type": "text", "text": "What colour?"},
         {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{encoded}"}},
@@ -195,9 +193,7 @@ async def test_images_become_image_parts_only_for_vision_models(
 async def test_an_image_deleted_before_the_turn_is_sent_becomes_a_note(
     user: User, settings: Settings
 ) -> None:
-    buffer = io.BytesIO()
-    Image.new("RGB", (2, 2), "red").save(buffer, "PNG")
-    upload, _ = await save_upload(user, buffer.getvalue(), settings)
+    upload, _ = await save_upload(user, image_bytes(), settings)
     queued = [{"type": "image_url", "image_url": {"url": f"upload:{upload.id}"}}]
     await asyncio.to_thread(Path(upload.path).unlink)
     assert await inline_uploads(queued) == [{"type": "text", "text": MISSING_IMAGE}]

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from PIL import Image
 from quart import Quart
 from quart.datastructures import FileStorage
 from quart.testing import QuartClient
@@ -23,6 +22,7 @@ from tests.support.chats import (
     create_session,
     live_chat_stack,
 )
+from tests.support.images import image_bytes
 from tests.support.live_server import LiveServer
 from tests.support.sse_client import events
 
@@ -35,11 +35,9 @@ async def session_url(client: QuartClient, owner: Account) -> str:
 
 
 async def upload_png(client: QuartClient, account: Account) -> str:
-    buffer = io.BytesIO()
-    Image.new("RGB", (4, 4), "red").save(buffer, "PNG")
     response = await client.post(
         "/api/v1/uploads",
-        files={"file": FileStorage(io.BytesIO(buffer.getvalue()), "a.png", "file", "image/png")},
+        files={"file": FileStorage(io.BytesIO(image_bytes()), "a.png", "file", "image/png")},
         headers=account.headers,
     )
     assert response.status_code == 201, await response.get_data(as_text=True)

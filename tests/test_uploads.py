@@ -5,18 +5,12 @@ from __future__ import annotations
 import io
 
 import pytest
-from PIL import Image
 from quart.datastructures import FileStorage
 from quart.testing import QuartClient
 
 from backend.settings import Settings
 from tests.support.chats import Account
-
-
-def image_bytes(fmt: str, size: tuple[int, int] = (8, 6)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, "blue").save(buffer, fmt)
-    return buffer.getvalue()
+from tests.support.images import image_bytes
 
 
 async def upload(client: QuartClient, account: Account | None, data: bytes, name: str = "a.png"):

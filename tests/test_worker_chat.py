@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import json
 import time
 from collections.abc import AsyncIterator
@@ -13,7 +12,6 @@ from typing import Any
 
 import pytest
 from arq.constants import job_key_prefix
-from PIL import Image
 from quart import Quart
 from tortoise import timezone
 
@@ -30,6 +28,7 @@ from backend.streams.task_stream import START, StreamEntry, TaskStream
 from schemas.events import EventType
 from tests.support.accounts import Account
 from tests.support.fake_openai import FakeOpenAIServer, fake_openai_server
+from tests.support.images import image_bytes
 from tests.support.ledger import assert_ledger_balanced, balance_of, make_account
 from tests.support.task_models import BROKEN, CHEAP, DROPPING, SLOW, VISION, with_models
 from tests.test_tasks import make_session
@@ -262,9 +261,8 @@ async def test_an_uploaded_image_is_stored_by_reference_and_sent_inline(
     fakes: tuple[FakeOpenAIServer, FakeOpenAIServer],
 ) -> None:
     user = await User.get(id=account.id)
-    buffer = io.BytesIO()
-    Image.new("RGB", (4, 4), "blue").save(buffer, "PNG")
-    upload, _ = await save_upload(user, buffer.getvalue(), settings)
+    png = image_bytes()
+    upload, _ = await save_upload(user, png, settings)
     session = await make_session(account, VISION)
     parts = [{"type": "text", "text": "What colour?"}, {"type": "image", "upload_id": upload.id}]
     task = await tasks.create_task(
@@ -274,7 +272,7 @@ async def test_an_uploaded_image_is_stored_by_reference_and_sent_inline(
     assert await generate_answer(ctx, task.id) == "succeeded"
     fast, _ = fakes
     sent = fast.stats.requests[-1].json()["messages"][-1]["content"]
-    encoded = base64.b64encode(buffer.getvalue()).decode()
+    encoded = base64.b64encode(png).decode()
     assert sent[1] == {
         "type": "image_url",
         "image_url": {"url": f"data:image/png;base64,{encoded}"},

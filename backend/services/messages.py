@@ -7,21 +7,15 @@ the user's history view). Asking records the user's message and starts a chat ta
 
 from __future__ import annotations
 
-from typing import Any
-
 from arq.connections import ArqRedis
 
 from backend.errors import BadRequest, NotFound
 from backend.models import Message, Task, User
 from backend.services import tasks
 from backend.services.chat_sessions import get_session
-from backend.services.uploads import check_owned
+from backend.services.uploads import check_owned, upload_ids
 from backend.settings import Settings
 from schemas.chats import MessageCreate, MessageListQuery, MessageRole
-
-
-def upload_ids(parts: list[dict[str, Any]]) -> list[str]:
-    return [part["upload_id"] for part in parts if part.get("upload_id")]
 
 
 async def list_messages(

@@ -15,7 +15,7 @@ from tortoise.transactions import in_transaction
 
 from backend.constants import CHAT_QUEUE, queue_name, task_cancel_key
 from backend.errors import BadRequest, Conflict, NotFound, ServiceUnavailable
-from backend.models import ChatSession, Message, Task, Upload, User
+from backend.models import ChatSession, Message, Task, User
 from backend.models.chats import Role
 from backend.models.ids import new_id
 from backend.models.tasks import TaskState
@@ -26,6 +26,7 @@ from backend.services import credits, task_outcomes
 from backend.services.assistants import can_chat_with
 from backend.services.context import build_context, output_tokens
 from backend.services.pricing import price
+from backend.services.uploads import check_owned, upload_ids
 from backend.settings import Settings
 
 GENERATE_ANSWER_JOB = "generate_answer"
@@ -50,15 +51,6 @@ def sampling(llm: dict[str, Any], spec: ModelSpec) -> SamplingParams:
         **{name: llm[name] for name in SAMPLING_FIELDS if llm.get(name) is not None},
         max_tokens=output_tokens(llm, spec),
     )
-
-
-async def check_uploads(user: User, parts: list[dict[str, Any]]) -> None:
-    ids = {part["upload_id"] for part in parts if part.get("upload_id")}
-    if not ids:
-        return
-    owned = await Upload.filter(id__in=ids, user_id=user.id).count()
-    if owned != len(ids):
-        raise NotFound("Image upload not found: upload it first with POST /api/v1/uploads")
 
 
 def message_dict(message: ChatMessage) -> dict[str, Any]:
@@ -151,13 +143,13 @@ async def create_task(
     if not can_chat_with(user, assistant):
         raise NotFound(
             f"Session '{session_id}' belongs to chat '{assistant.id}', which is no longer "
-            "available to you: it was unpublished by its owner"
+            "available to you: it is not public any more"
         )
     llm = assistant.llm or {}
     spec = get_model(llm["model_name"]) if llm.get("model_name") else default_model()
     if has_images(parts):
         require_vision(spec)
-        await check_uploads(user, parts)
+        await check_owned(user, upload_ids(parts))
     messages = await build_context(session, assistant, spec, new_parts=parts)
     return await start(
         user,

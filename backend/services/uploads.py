@@ -99,9 +99,14 @@ async def read_upload(upload: Upload) -> bytes:
         raise NotFound(f"Upload '{upload.id}' is no longer stored: upload it again") from error
 
 
-async def check_owned(user: User, upload_ids: list[str]) -> None:
+def upload_ids(parts: list[dict[str, Any]]) -> list[str]:
+    """The uploads content parts refer to."""
+    return [part["upload_id"] for part in parts if part.get("upload_id")]
+
+
+async def check_owned(user: User, ids: list[str]) -> None:
     """Every referenced upload must be the user's own."""
-    unique = set(upload_ids)
+    unique = set(ids)
     if not unique:
         return
     owned = await Upload.filter(id__in=unique, user_id=user.id).count()
