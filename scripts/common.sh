@@ -14,12 +14,40 @@ ensure_venv() {
     # shellcheck disable=SC1091
     . "$VENV/bin/activate"
     local stamp="$VENV/.installed-$extras"
-    if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
-        echo "==> installing Sluice with extras [$extras] into .venv (the first run compiles llama.cpp: ~6 min)"
+    if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ] \
+        || [ "$ROOT/scripts/common.sh" -nt "$stamp" ]; then
+        echo "==> installing Sluice with extras [$extras] into .venv"
         python -m pip install --quiet --upgrade pip
-        python -m pip install --quiet -e "$ROOT[$extras]"
+        local find_links=()
+        if [[ ",$extras," == *",local,"* ]]; then
+            build_llama_wheel
+            find_links=(--find-links "$LLAMA_WHEELHOUSE")
+        fi
+        python -m pip install --quiet "${find_links[@]}" -e "$ROOT[$extras]"
+        if [ ${#find_links[@]} -gt 0 ]; then  # replaces a native build an older venv holds
+            python -m pip install --quiet --no-deps --force-reinstall "$LLAMA_WHEELHOUSE"/*.whl
+        fi
         touch "$stamp"
     fi
+}
+
+# llama.cpp compiles for the build machine's CPU by default (-march=native), and on x86 that
+# includes AMX tile code which faults inside VMs that don't grant AMX state: every generation
+# dies with SIGSEGV. Build the pinned version once for x86-64-v3 (AVX2/FMA/F16C) into a
+# wheelhouse keyed by version and flags, outside pip's cache, whose sdist builds ignore flags.
+LLAMA_VERSION="$(sed -n 's/.*"llama-cpp-python==\([^"]*\)".*/\1/p' "$ROOT/pyproject.toml")"
+LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
+[ "$(uname -m)" = x86_64 ] || LLAMA_CMAKE_ARGS="-DGGML_NATIVE=ON"
+LLAMA_WHEELHOUSE="${XDG_CACHE_HOME:-$HOME/.cache}/sluice/llama-$LLAMA_VERSION-$(echo "$LLAMA_CMAKE_ARGS" | cksum | cut -d' ' -f1)"
+
+build_llama_wheel() {
+    if ls "$LLAMA_WHEELHOUSE"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+        return
+    fi
+    echo "==> compiling llama.cpp $LLAMA_VERSION once into $LLAMA_WHEELHOUSE (~6 min)"
+    mkdir -p "$LLAMA_WHEELHOUSE"
+    CMAKE_ARGS="$LLAMA_CMAKE_ARGS" python -m pip wheel --quiet --no-cache-dir --no-deps \
+        --wheel-dir "$LLAMA_WHEELHOUSE" "llama-cpp-python==$LLAMA_VERSION"
 }
 
 redis_answers() {
