@@ -11,7 +11,7 @@ a Hypercorn web process and an arq chat worker, then measures:
 (c) RSS of the web process holding 5,000 idle open SSE streams.
 
 Usage: python -m bench.bench_streaming [--quick] [--database-url URL] [--chat-workers N]
-       [--web-workers N] [--tokens N] [--streams N] [--phases abc]
+       [--web-workers N] [--tokens N] [--streams N] [--phases abc] [--profile DIR]
 Targets: added first-token p50 <= 15 ms and p99 <= 60 ms at 200 streams.
 """
 
@@ -146,9 +146,20 @@ def wait_http(url: str, seconds: float = 60) -> None:
     raise RuntimeError(f"{url} did not answer within {seconds:.0f} s")
 
 
+def python(profile: Path | None, name: str) -> list[str]:
+    """`python -m`, under cProfile (writing `<profile>/<name>.prof` at exit) when asked."""
+    if profile is None:
+        return [sys.executable, "-m"]
+    return [sys.executable, "-m", "cProfile", "-o", str(profile / f"{name}.prof"), "-m"]
+
+
 @contextlib.contextmanager
 def stack(
-    plan: Plan, database_url: str | None, web_workers: int, chat_workers: int = 1
+    plan: Plan,
+    database_url: str | None,
+    web_workers: int,
+    chat_workers: int = 1,
+    profile: Path | None = None,
 ) -> Iterator[Stack]:
     with tempfile.TemporaryDirectory() as data_dir, redis_url() as redis_address:
         web_port, fake_port = free_port(), free_port()
@@ -202,11 +213,15 @@ def stack(
                     str(plan.tokens),
                 ],
             )
-            web = [sys.executable, "-m", "hypercorn", "backend.asgi:app"]
-            web += ["--bind", f"127.0.0.1:{web_port}", "--workers", str(web_workers)]
+            web = [*python(profile, "web"), "hypercorn", "backend.asgi:app"]
+            # Profiled, Hypercorn serves in its own process (--workers 0), not a child.
+            workers = "0" if profile else str(web_workers)
+            web += ["--bind", f"127.0.0.1:{web_port}", "--workers", workers]
             running.start("web", web)
             for index in range(chat_workers):
-                running.start(f"worker-{index}", [sys.executable, "-m", "workers", "chat"])
+                running.start(
+                    f"worker-{index}", [*python(profile, f"worker-{index}"), "workers", "chat"]
+                )
             wait_http(f"http://127.0.0.1:{fake_port}/v1/models")
             wait_http(f"http://127.0.0.1:{web_port}/readyz")
             yield running
@@ -604,6 +619,11 @@ def main() -> None:
     parser.add_argument(
         "--phases", default="abc", help="which measurements to run, e.g. `ab` (default: abc)"
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="run web and workers under cProfile, writing DIR/<process>.prof (slows them)",
+    )
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
     plan = dataclasses.replace(
@@ -614,7 +634,11 @@ def main() -> None:
     )
     raise_open_files()
     print(f"plan: {plan}")
-    with stack(plan, args.database_url, args.web_workers, args.chat_workers) as running:
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    with stack(
+        plan, args.database_url, args.web_workers, args.chat_workers, args.profile
+    ) as running:
         asyncio.run(run(running, plan))
 
 

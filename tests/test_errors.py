@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -15,6 +14,7 @@ from quart.testing import QuartClient
 from backend.app import create_app
 from backend.settings import Settings
 from tests.support.accounts import Account
+from tests.support.live_server import free_port
 
 SECRET_DETAIL = "db password is hunter2"
 
@@ -26,12 +26,6 @@ class Collect(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def envelope(response, status: int) -> dict:
@@ -125,7 +119,7 @@ async def test_readyz_is_ready_with_sql_and_redis(client: QuartClient):
 
 async def test_readyz_is_503_naming_redis_when_redis_is_down(app: Quart, client: QuartClient):
     working = app.config["REDIS"]
-    broken = aioredis.from_url(f"redis://127.0.0.1:{closed_port()}/0", socket_connect_timeout=0.5)
+    broken = aioredis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
     app.config["REDIS"] = broken
     try:
         response = await client.get("/readyz")

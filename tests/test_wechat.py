@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from collections.abc import AsyncIterator
 
@@ -16,6 +15,7 @@ from backend.models.users import LoginKind
 from backend.services.tokens import sha256
 from backend.settings import Settings
 from tests.support.accounts import Account
+from tests.support.live_server import free_port
 from tests.support.wechat_server import FakeWechat, fake_wechat_server
 
 TOKEN = "/api/v1/session/wechat/token"
@@ -119,10 +119,7 @@ async def test_unreachable_or_slow_wechat_is_502(
 ):
     slow = await client.post(TOKEN, json={"code": "slow"})
     assert slow.status_code == 502
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        closed_port = sock.getsockname()[1]
-    configure(app, wechat_base_url=f"http://127.0.0.1:{closed_port}")
+    configure(app, wechat_base_url=f"http://127.0.0.1:{free_port()}")  # nothing listens
     response = await client.post(TOKEN, json={"code": "ok-x"})
     assert response.status_code == 502
     assert "reached" in (await response.get_json())["message"]

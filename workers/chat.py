@@ -16,6 +16,7 @@ from backend.providers.registry import close_registry
 from backend.providers.tokens import count_tokens
 from backend.services.tasks import GENERATE_ANSWER_JOB
 from backend.settings import get_settings
+from backend.streams.event_writer import EventWriter
 from workers import lifecycle
 from workers.jobs.chat import generate_answer
 from workers.jobs.reaper import reap_tasks
@@ -25,6 +26,8 @@ _settings = get_settings()
 
 async def startup(ctx: dict[str, Any]) -> None:
     await lifecycle.startup(ctx)
+    # One for every generation of the process: their token appends share round trips.
+    ctx["event_writer"] = EventWriter(ctx["redis"])
     # Loading the tokenizer takes about a second; do it before the first cancel needs it.
     await asyncio.to_thread(count_tokens, "warm-up")
 
@@ -32,6 +35,8 @@ async def startup(ctx: dict[str, Any]) -> None:
 async def shutdown(ctx: dict[str, Any]) -> None:
     if "watch" in ctx:
         await ctx["watch"].close()
+    if "event_writer" in ctx:
+        await ctx["event_writer"].aclose()
     await close_registry()
     await lifecycle.shutdown(ctx)
 

@@ -1,4 +1,5 @@
-"""arq's `Worker`, without its per-poll re-check of jobs that are already running.
+"""arq's `Worker` on Sluice's Redis pool, without its per-poll re-check of jobs that are
+already running.
 
 arq leaves a job in the queue's sorted set until it finishes and, on every poll, checks
 each listed job with WATCH/EXISTS/ZSCORE/UNWATCH to see whether someone runs it. With
@@ -19,6 +20,7 @@ from typing import Any
 from arq.constants import in_progress_key_prefix
 from arq.worker import Worker, check_health, get_kwargs
 
+from backend.connections import open_redis
 from backend.observability import configure_logging
 from backend.settings import get_settings
 
@@ -26,6 +28,11 @@ QUEUES = ("chat", "ingest")
 
 
 class QueueWorker(Worker):
+    async def main(self) -> None:
+        if self._pool is None:
+            self._pool = await open_redis(get_settings(), self.queue_name)
+        await super().main()
+
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         others = [job_id for job_id in job_ids if job_id.decode() not in self.tasks]
         if not others:

@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 
 from backend.constants import task_consumed_key, task_events_key, task_lease_key
 from backend.settings import Settings
+from backend.streams.event_writer import EventWriter
 from schemas.events import EventType, TaskEvent, task_event_adapter
 
 START = "0-0"
@@ -84,8 +85,10 @@ class TaskStream:
         *,
         retention_seconds: int = 3600,
         max_events: int = 100_000,
+        writer: EventWriter | None = None,
     ) -> None:
         self.redis = redis
+        self.writer = writer or EventWriter(redis)
         self.task_id = task_id
         self.key = task_events_key(prefix, task_id)
         self.lease_key = task_lease_key(prefix, task_id)
@@ -95,13 +98,17 @@ class TaskStream:
         self.expiry_pushed_at = -EXPIRY_REFRESH_SECONDS
 
     @classmethod
-    def for_task(cls, redis: Redis, settings: Settings, task_id: str) -> TaskStream:
+    def for_task(
+        cls, redis: Redis, settings: Settings, task_id: str, writer: EventWriter | None = None
+    ) -> TaskStream:
+        """`writer`: the process's shared one, to batch appends with other streams'."""
         return cls(
             redis,
             settings.redis_prefix,
             task_id,
             retention_seconds=settings.stream_retention_seconds,
             max_events=settings.stream_max_events,
+            writer=writer,
         )
 
     async def append(self, event: TaskEvent) -> str:
@@ -111,19 +118,17 @@ class TaskStream:
         events and at most once a second in between, so an abandoned stream vanishes
         about one retention period after its last event while a token costs one XADD.
         """
-        data = event.model_dump_json(exclude={"type"})
-        fields = {"type": str(event.type), "data": data}
+        fields = {"type": str(event.type), "data": event.model_dump_json(exclude={"type"})}
         now = time.monotonic()
-        if now - self.expiry_pushed_at < EXPIRY_REFRESH_SECONDS and not event.type.terminal:
-            entry_id = await self.redis.xadd(
-                self.key, fields, maxlen=self.max_events, approximate=True
-            )
-            return text(entry_id)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xadd(self.key, fields, maxlen=self.max_events, approximate=True)
-            pipe.expire(self.key, self.retention_seconds)
-            entry_id, _ = await pipe.execute()
-        self.expiry_pushed_at = now
+        refresh = event.type.terminal or now - self.expiry_pushed_at >= EXPIRY_REFRESH_SECONDS
+        entry_id = await self.writer.append(
+            self.key,
+            fields,
+            max_events=self.max_events,
+            expire_seconds=self.retention_seconds if refresh else None,
+        )
+        if refresh:
+            self.expiry_pushed_at = now
         return text(entry_id)
 
     async def read_after(

@@ -67,7 +67,7 @@ async def generate_answer(ctx: dict[str, Any], task_id: str) -> str:
         return "skipped: task is not queued"
     try:
         request = await chat_request(task)
-        stream = TaskStream.for_task(redis, settings, task_id)
+        stream = TaskStream.for_task(redis, settings, task_id, ctx.get("event_writer"))
 
         async def send(text: str) -> None:
             await stream.append(TokenEvent(delta=text))
