@@ -104,6 +104,25 @@ async def test_insufficient_credits_is_402_and_records_nothing(
     assert await balance_of(account.id) == 100
 
 
+async def test_a_turn_that_fails_to_record_holds_no_credits(
+    client: QuartClient, account: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    session = await make_session(account)
+
+    async def broken_create(*args: object, **kwargs: object) -> Task:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(Task, "create", broken_create)
+    response = await post_task(client, account, {"session_id": session.id, "question": "Hi"})
+    assert response.status_code == 500
+    monkeypatch.undo()
+    # The hold, the ledger entry and the user's message went with the failed transaction.
+    assert await CreditReservation.filter(user_id=account.id).count() == 0
+    assert await Message.filter(session_id=session.id).count() == 0
+    assert await balance_of(account.id) == 100
+    await assert_ledger_balanced()
+
+
 async def test_image_to_a_text_only_model_is_400(client: QuartClient, account: Account) -> None:
     session = await make_session(account)
     body = {

@@ -16,11 +16,12 @@ from quart import Quart
 from tortoise import timezone
 
 from backend.constants import task_heartbeat_key
-from backend.models import ChatSession, Message, Task, User
+from backend.models import ChatSession, CreditEntry, CreditReservation, Message, Task, User
+from backend.models.credits import ReservationState
 from backend.models.tasks import TaskState
 from backend.providers.registry import close_registry, configure_registry, get_model
 from backend.providers.tokens import count_tokens
-from backend.services import task_recovery, tasks
+from backend.services import task_outcomes, task_recovery, tasks
 from backend.services.pricing import price
 from backend.services.uploads import save_upload
 from backend.settings import Settings
@@ -115,6 +116,36 @@ async def test_answer_is_streamed_stored_and_settled(ctx: dict[str, Any], accoun
     assert done["cost"] == task.cost == expected
     assert 0 < expected < held
     assert await balance_of(account.id) == 100 - expected
+    await assert_ledger_balanced()
+
+
+async def test_a_failed_settlement_leaves_the_task_running_and_its_hold_intact(
+    ctx: dict[str, Any], account: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    task = await start(ctx, account, CHEAP)
+    held = 100 - await balance_of(account.id)
+    original = CreditEntry.create
+
+    async def broken_create(*args: object, **kwargs: object) -> CreditEntry:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(CreditEntry, "create", broken_create)
+    with pytest.raises(RuntimeError):
+        await generate_answer(ctx, task.id)
+    monkeypatch.setattr(CreditEntry, "create", original)
+
+    # Transition, answer and settlement are one transaction: none of them happened, so
+    # the reaper can still end the task and release the hold, exactly once.
+    task = await Task.get(id=task.id)
+    assert task.state == TaskState.RUNNING and task.message_id is None
+    assert await Message.filter(task_id=task.id, role="assistant").count() == 0
+    reservation = await CreditReservation.get(id=task.reservation_id)
+    assert reservation.state == ReservationState.RESERVED
+    assert await balance_of(account.id) == 100 - held
+    assert await task_outcomes.fail(
+        task, "x", "x", expected=TaskState.RUNNING, redis=ctx["redis"], settings=ctx["settings"]
+    )
+    assert await balance_of(account.id) == 100
     await assert_ledger_balanced()
 
 

@@ -152,52 +152,58 @@ async def adjust(user_id: int, delta: int, note: str | None = None) -> int:
     return await atomically(run)
 
 
-async def reserve(user_id: int, amount: int, *, task_id: str | None = None) -> str:
-    """Hold `amount` credits for work about to run; 402 when the balance can't cover it."""
+async def hold(user_id: int, amount: int, *, task_id: str | None = None) -> str:
+    """Hold `amount` credits for work about to run; 402 when the balance can't cover it.
+
+    Must run inside a transaction (`atomically`), which may record the work too.
+    """
     if amount < 0:
         raise ValueError("a reservation amount cannot be negative")
-
-    async def run() -> str:
-        if await post_entry(user_id, -amount, CreditReason.RESERVE, task_id=task_id) is None:
-            have = await current_balance(user_id)
-            raise PaymentRequired(
-                f"Not enough credits: this request needs {amount} and your balance is "
-                f"{have}; redeem a code or ask an administrator for credits"
-            )
-        reservation = await CreditReservation.create(
-            id=uuid.uuid4().hex, user_id=user_id, amount=amount, task_id=task_id
+    if await post_entry(user_id, -amount, CreditReason.RESERVE, task_id=task_id) is None:
+        have = await current_balance(user_id)
+        raise PaymentRequired(
+            f"Not enough credits: this request needs {amount} and your balance is "
+            f"{have}; redeem a code or ask an administrator for credits"
         )
-        return reservation.id
+    reservation = await CreditReservation.create(
+        id=uuid.uuid4().hex, user_id=user_id, amount=amount, task_id=task_id
+    )
+    return reservation.id
 
-    return await atomically(run)
+
+async def reserve(user_id: int, amount: int, *, task_id: str | None = None) -> str:
+    """`hold` in a transaction of its own."""
+    return await atomically(lambda: hold(user_id, amount, task_id=task_id))
 
 
-async def finish(reservation_id: str, state: ReservationState, wanted: int) -> int:
+async def close_reservation(reservation_id: str, state: ReservationState, wanted: int) -> int:
     """Move a held reservation to `state` charging `wanted` (capped), exactly once.
 
     The loser of a race, or a repeat call, changes nothing and gets what was charged.
+    Must run inside a transaction (`atomically`), which may hold other writes too.
     """
+    reservation = await CreditReservation.get_or_none(id=reservation_id)
+    if reservation is None:
+        raise NotFound(f"Reservation {reservation_id} not found")
+    charged = min(wanted, reservation.amount)
+    won = await CreditReservation.filter(id=reservation_id, state=ReservationState.RESERVED).update(
+        state=state, charged=charged, finished_at=timezone.now()
+    )
+    if not won:
+        settled = await CreditReservation.get(id=reservation_id)
+        return settled.charged or 0
+    await post_entry(
+        reservation.user_id,
+        reservation.amount - charged,
+        CreditReason.RELEASE,
+        task_id=reservation.task_id,
+    )
+    return charged
 
-    async def run() -> int:
-        reservation = await CreditReservation.get_or_none(id=reservation_id)
-        if reservation is None:
-            raise NotFound(f"Reservation {reservation_id} not found")
-        charged = min(wanted, reservation.amount)
-        won = await CreditReservation.filter(
-            id=reservation_id, state=ReservationState.RESERVED
-        ).update(state=state, charged=charged, finished_at=timezone.now())
-        if not won:
-            settled = await CreditReservation.get(id=reservation_id)
-            return settled.charged or 0
-        await post_entry(
-            reservation.user_id,
-            reservation.amount - charged,
-            CreditReason.RELEASE,
-            task_id=reservation.task_id,
-        )
-        return charged
 
-    return await atomically(run)
+async def finish(reservation_id: str, state: ReservationState, wanted: int) -> int:
+    """`close_reservation` in a transaction of its own."""
+    return await atomically(lambda: close_reservation(reservation_id, state, wanted))
 
 
 async def settle(reservation_id: str, actual: int) -> int:

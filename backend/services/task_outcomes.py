@@ -1,9 +1,12 @@
-"""How a task ends: one conditional state transition, then credits, then the terminal event.
+"""How a task ends: one transaction (a conditional state transition, the answer, the
+credits), then the terminal event.
 
 The worker, `cancel` and the reaper can race to end the same task. Each ending is a
 conditional UPDATE from the state the caller saw (`running` or `queued`); exactly one
 caller wins, and only the winner touches credits and appends the terminal event, so
-credits are settled or released exactly once and a reader sees exactly one ending.
+credits are settled or released exactly once and a reader sees exactly one ending. The
+credits are settled in the transition's transaction: an ender that dies leaves both
+undone or both done.
 
 SQL is committed before the terminal event is appended: a reader that sees `done` can
 fetch the stored message at once.
@@ -11,14 +14,15 @@ fetch the stored message at once.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
 from tortoise import timezone
-from tortoise.transactions import in_transaction
 
 from backend.models import Message, Task
 from backend.models.chats import Role
+from backend.models.credits import ReservationState
 from backend.models.ids import new_id
 from backend.models.tasks import TaskState
 from backend.providers.base import ModelSpec
@@ -38,13 +42,24 @@ class Answer:
     completion_tokens: int
 
 
-async def _record(
+@dataclass(frozen=True)
+class Ended:
+    """What the winning ender stored: the answer's message (if any) and the charge."""
+
+    message_id: str | None
+    charged: int
+
+
+async def _end(
     task: Task, state: TaskState, expected: TaskState, spec: ModelSpec, answer: Answer
-) -> tuple[bool, str | None, int]:
-    """Transition the task and store the answer in one transaction; False if we lost the race."""
+) -> Ended | None:
+    """Transition the task, store the answer and settle its credits, in one transaction;
+    None if another ender won the race."""
     cost = price(spec, answer.prompt_tokens, answer.completion_tokens)
     message_id = new_id() if task.session_id is not None and answer.text else None
-    async with in_transaction():
+
+    async def run() -> Ended | None:
+        charged = cost
         won = await Task.filter(id=task.id, state=expected).update(
             state=state,
             finished_at=timezone.now(),
@@ -53,7 +68,16 @@ async def _record(
             cost=cost,
             message_id=message_id,
         )
-        if won and message_id:
+        if not won:
+            return None
+        if task.reservation_id is not None:
+            # The hold caps the charge; the rest is refunded.
+            charged = await credits.close_reservation(
+                task.reservation_id, ReservationState.SETTLED, cost
+            )
+            if charged != cost:
+                await Task.filter(id=task.id).update(cost=charged)
+        if message_id:
             await Message.create(
                 id=message_id,
                 session_id=task.session_id,
@@ -63,39 +87,33 @@ async def _record(
                 completion_tokens=answer.completion_tokens,
                 task_id=task.id,
             )
-    return bool(won), message_id, cost
+        return Ended(message_id, charged)
 
-
-async def _charge(task: Task, cost: int) -> int:
-    """Settle the reservation to `cost`; the hold caps the charge, the rest is refunded."""
-    if task.reservation_id is None:
-        return 0
-    charged = await credits.settle(task.reservation_id, cost)
-    if charged != cost:
-        await Task.filter(id=task.id).update(cost=charged)
-    return charged
+    return await credits.atomically(run)
 
 
 async def succeed(
     task: Task, spec: ModelSpec, answer: Answer, *, redis: Redis, settings: Settings
 ) -> bool:
-    won, message_id, cost = await _record(
-        task, TaskState.SUCCEEDED, TaskState.RUNNING, spec, answer
-    )
-    if not won:
+    ended = await _end(task, TaskState.SUCCEEDED, TaskState.RUNNING, spec, answer)
+    if ended is None:
         return False
-    charged = await _charge(task, cost)
     stream = TaskStream.for_task(redis, settings, task.id)
-    await stream.append(
-        UsageEvent(prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens)
-    )
-    await stream.append(
-        DoneEvent(
-            message_id=message_id,
-            prompt_tokens=answer.prompt_tokens,
-            completion_tokens=answer.completion_tokens,
-            cost=charged,
-        )
+    # Started together, the two appends share one round trip, in this order.
+    await asyncio.gather(
+        stream.append(
+            UsageEvent(
+                prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens
+            )
+        ),
+        stream.append(
+            DoneEvent(
+                message_id=ended.message_id,
+                prompt_tokens=answer.prompt_tokens,
+                completion_tokens=answer.completion_tokens,
+                cost=ended.charged,
+            )
+        ),
     )
     return True
 
@@ -110,16 +128,15 @@ async def cancel(
     settings: Settings,
 ) -> bool:
     """End a cancelled task, charging only the tokens produced before the cancel."""
-    won, message_id, cost = await _record(task, TaskState.CANCELLED, expected, spec, answer)
-    if not won:
+    ended = await _end(task, TaskState.CANCELLED, expected, spec, answer)
+    if ended is None:
         return False
-    charged = await _charge(task, cost)
     await TaskStream.for_task(redis, settings, task.id).append(
         CancelledEvent(
-            message_id=message_id,
+            message_id=ended.message_id,
             prompt_tokens=answer.prompt_tokens,
             completion_tokens=answer.completion_tokens,
-            cost=charged,
+            cost=ended.charged,
         )
     )
     return True
@@ -135,16 +152,20 @@ async def fail(
     settings: Settings,
 ) -> bool:
     """End a task as failed and release its whole reservation: failures are not charged."""
-    won = await Task.filter(id=task.id, state=expected).update(
-        state=TaskState.FAILED,
-        finished_at=timezone.now(),
-        error_code=code,
-        error_message=message,
-    )
-    if not won:
+
+    async def run() -> int:
+        won = await Task.filter(id=task.id, state=expected).update(
+            state=TaskState.FAILED,
+            finished_at=timezone.now(),
+            error_code=code,
+            error_message=message,
+        )
+        if won and task.reservation_id is not None:
+            await credits.close_reservation(task.reservation_id, ReservationState.RELEASED, 0)
+        return won
+
+    if not await credits.atomically(run):
         return False
-    if task.reservation_id is not None:
-        await credits.release(task.reservation_id)
     await TaskStream.for_task(redis, settings, task.id).append(
         ErrorEvent(code=code, message=message)
     )

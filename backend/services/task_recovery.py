@@ -20,10 +20,9 @@ from redis.asyncio import Redis
 from tortoise import timezone
 
 from backend.constants import task_heartbeat_key
-from backend.models import CreditReservation, Task
-from backend.models.credits import ReservationState
+from backend.models import Task
 from backend.models.tasks import TaskState
-from backend.services import credits, task_outcomes
+from backend.services import task_outcomes
 from backend.settings import Settings
 
 log = logging.getLogger("sluice.tasks.recovery")
@@ -34,7 +33,6 @@ WORKER_LOST_MESSAGE = (
 )
 NEVER_STARTED = "not_started"
 NEVER_STARTED_MESSAGE = "The task was never picked up by a chat worker; send the message again"
-SETTLE_GRACE = timedelta(seconds=60)
 # What ending a task needs; the stored request (the whole prompt) is not loaded.
 SLIM = ("id", "state", "reservation_id", "started_at", "created_at")
 
@@ -102,32 +100,9 @@ async def reap_unstarted(redis: Redis, settings: Settings) -> int:
     return reaped
 
 
-async def settle_outstanding() -> int:
-    """Finish the credits of ended tasks whose ender died between the transition and settle."""
-    cutoff = timezone.now() - SETTLE_GRACE
-    pending = await CreditReservation.filter(
-        state=ReservationState.RESERVED, created_at__lt=cutoff, task_id__isnull=False
-    ).values_list("id", "task_id")
-    if not pending:
-        return 0
-    by_task = dict(
-        await Task.filter(
-            id__in=[task_id for _, task_id in pending],
-            state__in=[TaskState.SUCCEEDED, TaskState.CANCELLED, TaskState.FAILED],
-        ).values_list("id", "cost")
-    )
-    finished = 0
-    for reservation_id, task_id in pending:
-        if task_id in by_task:
-            await credits.settle(reservation_id, by_task[task_id])
-            finished += 1
-    return finished
-
-
 async def reap_stale_tasks(redis: Redis, settings: Settings) -> int:
     grace = timezone.now() - timedelta(seconds=settings.task_heartbeat_ttl_seconds)
     running = await Task.filter(state=TaskState.RUNNING, started_at__lt=grace).only(*SLIM)
     reaped = await reap_running(redis, settings, list(running))
     reaped += await reap_unstarted(redis, settings)
-    await settle_outstanding()
     return reaped

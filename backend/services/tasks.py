@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from arq.connections import ArqRedis
-from tortoise.transactions import in_transaction
 
 from backend.constants import CHAT_QUEUE, queue_name, task_cancel_key
 from backend.errors import BadRequest, Conflict, NotFound, ServiceUnavailable
@@ -68,38 +67,38 @@ async def start(
     redis: ArqRedis,
     settings: Settings,
 ) -> Task:
-    """Price, reserve, record and enqueue; the reservation is released if recording fails."""
+    """Price, then reserve and record in one transaction (a refused reservation records
+    nothing; a failed record holds nothing), then enqueue."""
     prompt_tokens = count_message_tokens(messages)
     max_tokens = params.max_tokens or spec.max_output
     task_id = new_id()
-    reservation_id = await credits.reserve(
-        user.id, price(spec, prompt_tokens, max_tokens), task_id=task_id
-    )
     request = {
         "messages": [message_dict(m) for m in messages],
         "params": {k: v for k, v in vars(params).items() if v is not None},
         "prompt_tokens": prompt_tokens,
     }
-    try:
-        async with in_transaction():
-            user_message_id = None
-            if session is not None and user_parts is not None:
-                message = await Message.create(
-                    session_id=session.id, role=Role.USER, content=user_parts, task_id=task_id
-                )
-                user_message_id = message.id
-            task = await Task.create(
-                id=task_id,
-                user_id=user.id,
-                session_id=session.id if session else None,
-                model=spec.id,
-                request=request,
-                reservation_id=reservation_id,
-                user_message_id=user_message_id,
+
+    async def record() -> Task:
+        reservation_id = await credits.hold(
+            user.id, price(spec, prompt_tokens, max_tokens), task_id=task_id
+        )
+        user_message_id = None
+        if session is not None and user_parts is not None:
+            message = await Message.create(
+                session_id=session.id, role=Role.USER, content=user_parts, task_id=task_id
             )
-    except BaseException:
-        await credits.release(reservation_id)
-        raise
+            user_message_id = message.id
+        return await Task.create(
+            id=task_id,
+            user_id=user.id,
+            session_id=session.id if session else None,
+            model=spec.id,
+            request=request,
+            reservation_id=reservation_id,
+            user_message_id=user_message_id,
+        )
+
+    task = await credits.atomically(record)
     await enqueue(task, redis=redis, settings=settings)
     return task
 
