@@ -11,7 +11,8 @@ a Hypercorn web process and an arq chat worker, then measures:
 (c) RSS of the web process holding 5,000 idle open SSE streams.
 
 Usage: python -m bench.bench_streaming [--quick] [--database-url URL] [--chat-workers N]
-       [--web-workers N] [--tokens N] [--streams N] [--phases abc] [--profile DIR]
+       [--web-workers N] [--tokens N] [--rate TOKENS_PER_S] [--streams N]
+       [--ttft-streams 1,200] [--phases abc] [--profile DIR]
 Targets: added first-token p50 <= 15 ms and p99 <= 60 ms at 200 streams.
 """
 
@@ -441,18 +442,26 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def closed_loop(
-    streams: int, seconds: float, one: Callable[[int], Awaitable[StreamResult]]
+    streams: int, plan: Plan, one: Callable[[int], Awaitable[StreamResult]]
 ) -> tuple[list[StreamResult], float]:
     """`streams` clients, each starting its next stream as soon as the last one ended,
-    for `seconds`: a steady `streams` streams in flight, not a thundering herd."""
+    for `plan.seconds`: a steady `streams` streams in flight.
+
+    Client i first waits i/streams of an answer's duration. Started together, clients
+    whose answers all take as long stay in lock-step: every answer would begin in one
+    burst per answer duration, a thundering herd no population of independent users
+    makes. Staggered, answers begin at an even rate, as they do in a live service.
+    """
     results: list[StreamResult] = []
-    deadline = time.perf_counter() + seconds
+    answer_seconds = plan.tokens / plan.tokens_per_second
+    started = time.perf_counter()
+    deadline = started + plan.seconds
 
     async def client(index: int) -> None:
+        await asyncio.sleep(answer_seconds * index / streams)
         while time.perf_counter() < deadline:
             results.append(await one(index))
 
-    started = time.perf_counter()
     await asyncio.gather(*(client(i) for i in range(streams)))
     return results, time.perf_counter() - started
 
@@ -470,19 +479,20 @@ def cpu_split(running: Stack) -> dict[str, float]:
 
 
 async def first_token(running: Stack, token: str, sessions: list[str], plan: Plan) -> None:
-    print(f"\n(a) time to first token (ms), closed loop for {plan.seconds:g} s per level")
+    print(
+        f"\n(a) time to first token (ms), {plan.tokens} tokens per answer at "
+        f"{plan.tokens_per_second:g} tokens/s, closed loop for {plan.seconds:g} s per level"
+    )
     print(
         f"{'streams':>8} {'provider p50':>13} {'p99':>8} {'sluice p50':>11} {'p99':>8} "
         f"{'added p50':>10} {'p99':>8} {'turns':>6} {'failed':>7}"
     )
     for concurrency in plan.ttft_concurrency:
-        raw, _ = await closed_loop(
-            concurrency, plan.seconds, lambda i: provider_stream(running.fake_port)
-        )
+        raw, _ = await closed_loop(concurrency, plan, lambda i: provider_stream(running.fake_port))
         before = cpu_split(running)
         ours, seconds = await closed_loop(
             concurrency,
-            plan.seconds,
+            plan,
             lambda i: sluice_stream(running.web_port, token, sessions[i]),
         )
         after = cpu_split(running)
@@ -512,7 +522,7 @@ async def throughput(running: Stack, token: str, sessions: list[str], plan: Plan
     fake = [running.pid("fake")]
     before = cpu_seconds(fake)
     raw, raw_seconds = await closed_loop(
-        streams, plan.seconds, lambda i: provider_stream(running.fake_port)
+        streams, plan, lambda i: provider_stream(running.fake_port)
     )
     raw_cpu = cpu_seconds(fake) - before
     raw_tokens = sum(r.tokens for r in raw)
@@ -520,7 +530,7 @@ async def throughput(running: Stack, token: str, sessions: list[str], plan: Plan
     ours_names = [name for name in running.processes if name != "fake"]
     before_each = {name: cpu_seconds([running.pid(name)]) for name in ours_names}
     ours, seconds = await closed_loop(
-        streams, plan.seconds, lambda i: sluice_stream(running.web_port, token, sessions[i])
+        streams, plan, lambda i: sluice_stream(running.web_port, token, sessions[i])
     )
     spent = {name: cpu_seconds([running.pid(name)]) - before_each[name] for name in ours_names}
     cpu = sum(spent.values())
@@ -617,6 +627,14 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, help="tokens per answer (plan default otherwise)")
     parser.add_argument("--streams", type=int, help="concurrent streams for (b)")
     parser.add_argument(
+        "--ttft-streams",
+        type=lambda value: tuple(int(n) for n in value.split(",")),
+        help="concurrency levels for (a), e.g. 1,100,200 (plan default otherwise)",
+    )
+    parser.add_argument(
+        "--rate", type=float, help="the provider's tokens/s per stream (plan default: 50)"
+    )
+    parser.add_argument(
         "--phases", default="abc", help="which measurements to run, e.g. `ab` (default: abc)"
     )
     parser.add_argument(
@@ -629,6 +647,8 @@ def main() -> None:
     plan = dataclasses.replace(
         plan,
         tokens=args.tokens or plan.tokens,
+        tokens_per_second=args.rate or plan.tokens_per_second,
+        ttft_concurrency=args.ttft_streams or plan.ttft_concurrency,
         throughput_streams=args.streams or plan.throughput_streams,
         phases=args.phases,
     )
