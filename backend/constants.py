@@ -8,6 +8,11 @@ def queue_name(prefix: str, queue: str) -> str:
     return f"{prefix}:queue:{queue}"
 
 
+def queue_wake_key(queue: str) -> str:
+    """Stream a job's producer appends to after enqueueing it, waking the queue's workers."""
+    return f"{queue}:wake"
+
+
 def task_events_key(prefix: str, task_id: str) -> str:
     """Redis Stream of a task's events, appended by the worker."""
     return f"{prefix}:task:{task_id}:events"

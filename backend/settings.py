@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     task_queued_timeout_seconds: int = 600
     task_reap_interval_seconds: int = 2
     chat_job_timeout_seconds: int = 900
-    chat_worker_poll_delay_seconds: float = 0.005
+    chat_worker_poll_delay_seconds: float = 0.5
     chat_worker_max_jobs: int = 1000
 
     # Chats: assistants, sessions, messages, uploaded chat images.

@@ -69,7 +69,7 @@ class WorkerSettings:
     on_shutdown = shutdown
     max_jobs = _settings.chat_worker_max_jobs
     job_timeout = _settings.chat_job_timeout_seconds
-    # arq's 0.5 s default poll delay would add up to half a second to the first token.
+    # Enqueues wake the worker (backend.job_queue); this is only the idle poll.
     poll_delay = _settings.chat_worker_poll_delay_seconds
     keep_result = 60
     health_check_interval = 10

@@ -1,5 +1,5 @@
-"""arq's `Worker` on Sluice's Redis pool, without its per-poll re-check of jobs that are
-already running.
+"""arq's `Worker` on Sluice's Redis pool, woken by enqueues (`backend.job_queue`) rather
+than polling, and without its per-poll re-check of jobs that are already running.
 
 arq leaves a job in the queue's sorted set until it finishes and, on every poll, checks
 each listed job with WATCH/EXISTS/ZSCORE/UNWATCH to see whether someone runs it. With
@@ -21,6 +21,7 @@ from arq.constants import in_progress_key_prefix
 from arq.worker import Worker, check_health, get_kwargs
 
 from backend.connections import open_redis
+from backend.job_queue import WakeListener
 from backend.observability import configure_logging
 from backend.settings import get_settings
 
@@ -28,10 +29,25 @@ QUEUES = ("chat", "ingest")
 
 
 class QueueWorker(Worker):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # `poll_delay` becomes the longest wait for a wake-up (see backend.job_queue);
+        # arq's own loop then goes straight from one poll to the wait for the next.
+        self.idle_poll_seconds = self.poll_delay_s
+        self.poll_delay_s = 0
+        self.wakes: WakeListener | None = None
+
     async def main(self) -> None:
         if self._pool is None:
             self._pool = await open_redis(get_settings(), self.queue_name)
         await super().main()
+
+    async def _poll_iteration(self) -> None:
+        if self.wakes is None:
+            self.wakes = WakeListener(self.pool, self.queue_name)
+        else:
+            await self.wakes.wait(self.idle_poll_seconds)
+        await super()._poll_iteration()
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         others = [job_id for job_id in job_ids if job_id.decode() not in self.tasks]

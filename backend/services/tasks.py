@@ -12,6 +12,7 @@ from typing import Any
 
 from arq.connections import ArqRedis
 
+from backend import job_queue
 from backend.constants import CHAT_QUEUE, queue_name, task_cancel_key
 from backend.errors import BadRequest, Conflict, NotFound, ServiceUnavailable
 from backend.models import ChatSession, Message, Task, User
@@ -106,11 +107,12 @@ async def start(
 async def enqueue(task: Task, *, redis: ArqRedis, settings: Settings) -> None:
     """Queue the generation; the job id is the task id, so a task is queued at most once."""
     try:
-        await redis.enqueue_job(
+        await job_queue.enqueue(
+            redis,
+            queue_name(settings.redis_prefix, CHAT_QUEUE),
             GENERATE_ANSWER_JOB,
             task.id,
-            _job_id=task.id,
-            _queue_name=queue_name(settings.redis_prefix, CHAT_QUEUE),
+            job_id=task.id,
         )
     except Exception as error:
         await task_outcomes.fail(
