@@ -16,7 +16,8 @@ from backend.providers.registry import ModelRegistry
 from backend.providers.tokens import count_tokens
 from backend.services.pricing import price
 from backend.settings import Settings
-from tests.support.ledger import assert_ledger_balanced, balance_of, make_account
+from tests.support.accounts import create_account
+from tests.support.ledger import assert_ledger_balanced, balance_of
 from tests.support.sse_client import events
 from tests.support.task_models import SLOW
 from tests.support.task_stack import TaskStack
@@ -26,7 +27,7 @@ from tests.test_tasks import make_session
 async def test_cancel_mid_stream_stops_within_a_second_and_charges_produced_tokens(
     stack: TaskStack, settings: Settings
 ) -> None:
-    account = await make_account(settings, credits=1000)
+    account = await create_account(settings, credits=1000, password=False)
     session = await make_session(account, SLOW)
     async with stack.client(account) as client:
         created = await client.post(
@@ -70,7 +71,7 @@ async def test_cancel_mid_stream_stops_within_a_second_and_charges_produced_toke
 async def test_cancel_before_a_worker_starts_it_charges_nothing(
     stack: TaskStack, settings: Settings
 ) -> None:
-    account = await make_account(settings, credits=1000)
+    account = await create_account(settings, credits=1000, password=False)
     session = await make_session(account, SLOW)
     worker = stack.workers.pop()
     worker.stop()

@@ -11,8 +11,8 @@ from quart.testing import QuartClient
 from backend.models import RedeemCode
 from backend.services.codes import ALPHABET, generate_code
 from backend.settings import Settings
-from tests.support.accounts import Account
-from tests.support.ledger import assert_ledger_balanced, make_account
+from tests.support.accounts import Account, create_account
+from tests.support.ledger import assert_ledger_balanced
 
 CODES = "/api/v1/codes"
 REDEEM = "/api/v1/users/me/credits"
@@ -21,12 +21,12 @@ GENERATED = re.compile(rf"^[{ALPHABET}]{{4}}-[{ALPHABET}]{{4}}-[{ALPHABET}]{{4}}
 
 @pytest.fixture
 async def member(client: QuartClient, settings: Settings) -> Account:
-    return await make_account(settings)
+    return await create_account(settings, password=False)
 
 
 @pytest.fixture
 async def manager(client: QuartClient, settings: Settings) -> Account:
-    return await make_account(settings, admin=True)
+    return await create_account(settings, admin=True, password=False)
 
 
 def in_future(**delta: float) -> str:
@@ -124,7 +124,7 @@ async def test_get_shows_who_redeemed_and_when(
     client: QuartClient, manager: Account, settings: Settings
 ):
     data = await mint(client, manager, max_uses=5)
-    redeemers = [await make_account(settings) for _ in range(2)]
+    redeemers = [await create_account(settings, password=False) for _ in range(2)]
     for account in redeemers:
         response = await client.post(REDEEM, json={"code": data["code"]}, headers=account.headers)
         assert response.status_code == 200
@@ -185,7 +185,7 @@ async def test_delete_withdraws_the_code_but_keeps_granted_credits(
     assert response.status_code == 200
     assert (await response.get_json())["data"] == {"code": data["code"], "deleted": True}
     assert (await client.get(f"{CODES}/{data['code']}", headers=manager.headers)).status_code == 404
-    other = await make_account(client.app.config["SETTINGS"])
+    other = await create_account(client.app.config["SETTINGS"], password=False)
     again = await client.post(REDEEM, json={"code": data["code"]}, headers=other.headers)
     assert again.status_code == 404
     history = (await (await client.get(REDEEM, headers=member.headers)).get_json())["data"]

@@ -10,7 +10,8 @@ from backend.models.credits import CreditReason, ReservationState
 from backend.models.tasks import TaskState
 from backend.services.task_recovery import WORKER_LOST
 from backend.settings import Settings
-from tests.support.ledger import assert_ledger_balanced, balance_of, make_account
+from tests.support.accounts import create_account
+from tests.support.ledger import assert_ledger_balanced, balance_of
 from tests.support.sse_client import Frame, events
 from tests.support.task_models import SLOW
 from tests.support.task_stack import TaskStack
@@ -23,7 +24,7 @@ RECOVERY_BOUND_SECONDS = 15
 async def test_worker_killed_mid_stream_fails_the_task_and_releases_credits_once(
     stack: TaskStack, settings: Settings
 ) -> None:
-    account = await make_account(settings, credits=1000)
+    account = await create_account(settings, credits=1000, password=False)
     session = await make_session(account, SLOW)
     victim = stack.workers.pop()
     frames: list[Frame] = []
@@ -67,7 +68,7 @@ async def test_reaper_leaves_healthy_generations_alone(
     stack: TaskStack, settings: Settings
 ) -> None:
     """Tasks that run longer than the heartbeat TTL on a live worker are not reaped."""
-    account = await make_account(settings, credits=1000)
+    account = await create_account(settings, credits=1000, password=False)
     session = await make_session(account, SLOW)
     async with stack.client(account) as client:
         body = {"session_id": session.id, "question": "Go", "stream": True}

@@ -23,8 +23,8 @@ from backend.models import CodeRedemption, CreditEntry, CreditReservation, Redee
 from backend.models.credits import CreditReason, ReservationState
 from backend.services import codes, credits
 from backend.settings import Settings
-from tests.support.accounts import Account
-from tests.support.ledger import assert_ledger_balanced, balance_of, make_account
+from tests.support.accounts import Account, create_account
+from tests.support.ledger import assert_ledger_balanced, balance_of
 
 REDEEM = "/api/v1/users/me/credits"
 POSTGRES = os.environ.get("TEST_DATABASE", "sqlite") == "postgres"
@@ -32,12 +32,14 @@ POSTGRES = os.environ.get("TEST_DATABASE", "sqlite") == "postgres"
 
 @pytest.fixture
 async def manager(client: QuartClient, settings: Settings) -> Account:
-    return await make_account(settings, admin=True)
+    return await create_account(settings, admin=True, password=False)
 
 
 async def accounts(settings: Settings, count: int, *, credits: int | None = None) -> list[Account]:
     return list(
-        await asyncio.gather(*(make_account(settings, credits=credits) for _ in range(count)))
+        await asyncio.gather(
+            *(create_account(settings, credits=credits, password=False) for _ in range(count))
+        )
     )
 
 

@@ -14,20 +14,20 @@ from backend.providers.base import ModelSpec
 from backend.services import credits
 from backend.services.pricing import price
 from backend.settings import Settings
-from tests.support.accounts import Account
-from tests.support.ledger import assert_ledger_balanced, balance_of, make_account
+from tests.support.accounts import Account, create_account
+from tests.support.ledger import assert_ledger_balanced, balance_of
 
 ME = "/api/v1/users/me/credits"
 
 
 @pytest.fixture
 async def member(client: QuartClient, settings: Settings) -> Account:
-    return await make_account(settings)
+    return await create_account(settings, password=False)
 
 
 @pytest.fixture
 async def manager(client: QuartClient, settings: Settings) -> Account:
-    return await make_account(settings, admin=True)
+    return await create_account(settings, admin=True, password=False)
 
 
 async def new_code(code: str | None = None, **fields) -> RedeemCode:
@@ -169,7 +169,7 @@ async def test_redeem_twice_by_one_user_is_409(client: QuartClient, member: Acco
 
 async def test_redeem_used_up_code_is_409(client: QuartClient, member: Account, settings: Settings):
     code = await new_code(max_uses=1)
-    first = await make_account(settings)
+    first = await create_account(settings, password=False)
     assert (
         await client.post(ME, json={"code": code.code}, headers=first.headers)
     ).status_code == 200
@@ -232,7 +232,7 @@ async def test_admin_cannot_take_balance_below_zero(
 
 
 async def test_adjust_is_admin_only(client: QuartClient, member: Account, settings: Settings):
-    other = await make_account(settings)
+    other = await create_account(settings, password=False)
     response = await client.post(
         f"/api/v1/users/{other.id}/credits", json={"delta": 10}, headers=member.headers
     )
@@ -268,7 +268,7 @@ async def test_adjust_rejects_malformed_body(
 async def test_reserve_then_settle_charges_actual_and_refunds_rest(
     client: QuartClient, settings: Settings
 ):
-    account = await make_account(settings, credits=100)
+    account = await create_account(settings, credits=100, password=False)
     rid = await credits.reserve(account.id, 30, task_id="task-a")
     assert await balance_of(account.id) == 70
     assert await credits.settle(rid, 12) == 12
@@ -280,14 +280,14 @@ async def test_reserve_then_settle_charges_actual_and_refunds_rest(
 
 
 async def test_settle_caps_the_charge_at_the_hold(client: QuartClient, settings: Settings):
-    account = await make_account(settings, credits=100)
+    account = await create_account(settings, credits=100, password=False)
     rid = await credits.reserve(account.id, 30)
     assert await credits.settle(rid, 1000) == 30
     assert await balance_of(account.id) == 70
 
 
 async def test_settle_is_idempotent(client: QuartClient, settings: Settings):
-    account = await make_account(settings, credits=100)
+    account = await create_account(settings, credits=100, password=False)
     rid = await credits.reserve(account.id, 30)
     assert await credits.settle(rid, 10) == 10
     assert await credits.settle(rid, 25) == 10
@@ -297,7 +297,7 @@ async def test_settle_is_idempotent(client: QuartClient, settings: Settings):
 
 
 async def test_release_refunds_everything_once(client: QuartClient, settings: Settings):
-    account = await make_account(settings, credits=100)
+    account = await create_account(settings, credits=100, password=False)
     rid = await credits.reserve(account.id, 30)
     await credits.release(rid)
     await credits.release(rid)
@@ -310,7 +310,7 @@ async def test_release_refunds_everything_once(client: QuartClient, settings: Se
 async def test_reserve_more_than_balance_is_402_with_balance_and_need(
     client: QuartClient, settings: Settings
 ):
-    account = await make_account(settings, credits=5)
+    account = await create_account(settings, credits=5, password=False)
     with pytest.raises(PaymentRequired) as raised:
         await credits.reserve(account.id, 6)
     assert "needs 6" in raised.value.message and "balance is 5" in raised.value.message
@@ -320,7 +320,7 @@ async def test_reserve_more_than_balance_is_402_with_balance_and_need(
 
 
 async def test_reserve_zero_works_with_an_empty_balance(client: QuartClient, settings: Settings):
-    account = await make_account(settings, credits=0)
+    account = await create_account(settings, credits=0, password=False)
     rid = await credits.reserve(account.id, 0)
     assert await credits.settle(rid, 0) == 0
     assert await balance_of(account.id) == 0
@@ -328,7 +328,7 @@ async def test_reserve_zero_works_with_an_empty_balance(client: QuartClient, set
 
 
 async def test_reserve_exact_balance_leaves_zero(client: QuartClient, settings: Settings):
-    account = await make_account(settings, credits=9)
+    account = await create_account(settings, credits=9, password=False)
     await credits.reserve(account.id, 9)
     assert await balance_of(account.id) == 0
 
@@ -341,7 +341,7 @@ async def test_unknown_reservation_is_not_found(client: QuartClient):
 
 
 async def test_negative_amounts_are_refused(client: QuartClient, settings: Settings):
-    account = await make_account(settings, credits=10)
+    account = await create_account(settings, credits=10, password=False)
     with pytest.raises(ValueError):
         await credits.reserve(account.id, -1)
     rid = await credits.reserve(account.id, 1)
@@ -368,7 +368,7 @@ async def test_admin_sees_a_users_ledger(client: QuartClient, member: Account, m
 async def test_viewing_a_users_ledger_is_admin_only(
     client: QuartClient, member: Account, settings: Settings
 ):
-    other = await make_account(settings)
+    other = await create_account(settings, password=False)
     url = f"/api/v1/users/{other.id}/credits"
     assert (await client.get(url, headers=member.headers)).status_code == 403
     assert (await client.get(url)).status_code == 401

@@ -18,8 +18,8 @@ from backend.services import tasks
 from backend.settings import Settings
 from backend.streams.task_stream import TaskStream
 from schemas.events import EventType
-from tests.support.accounts import Account
-from tests.support.ledger import assert_ledger_balanced, balance_of, make_account
+from tests.support.accounts import Account, create_account
+from tests.support.ledger import assert_ledger_balanced, balance_of
 from tests.support.task_models import CHEAP, PRICEY, VISION, test_models  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("test_models")
@@ -37,12 +37,12 @@ async def make_session(account: Account, model: str = CHEAP, **llm) -> ChatSessi
 
 @pytest.fixture
 async def account(settings: Settings) -> Account:
-    return await make_account(settings, credits=100)
+    return await create_account(settings, credits=100, password=False)
 
 
 @pytest.fixture
 async def stranger(settings: Settings) -> Account:
-    return await make_account(settings, credits=100)
+    return await create_account(settings, credits=100, password=False)
 
 
 async def post_task(client: QuartClient, account: Account, body: dict):

@@ -10,7 +10,8 @@ from backend.models import CreditReservation, Message, Task
 from backend.models.credits import ReservationState
 from backend.models.tasks import TaskState
 from backend.settings import Settings
-from tests.support.ledger import assert_ledger_balanced, balance_of, make_account
+from tests.support.accounts import create_account
+from tests.support.ledger import assert_ledger_balanced, balance_of
 from tests.support.sse_client import Frame, events
 from tests.support.task_models import CHEAP
 from tests.support.task_stack import TaskStack
@@ -27,7 +28,7 @@ async def read_until_terminal(response: httpx.Response) -> list[Frame]:
 
 
 async def test_full_chat_turn_end_to_end(stack: TaskStack, settings: Settings) -> None:
-    account = await make_account(settings, credits=100)
+    account = await create_account(settings, credits=100, password=False)
     session = await make_session(account, CHEAP)
     body = {"session_id": session.id, "question": "Hello there", "stream": True}
     async with (
@@ -67,7 +68,7 @@ async def test_fifty_concurrent_tasks_never_overdraw_and_settle_exactly(
     """More tasks than the balance can hold at once: some get 402, none overdraws, and
     every accepted task is settled to exactly its cost."""
     start_balance = 13  # room for two holds at a time: most concurrent asks get 402
-    account = await make_account(settings, credits=start_balance)
+    account = await create_account(settings, credits=start_balance, password=False)
     sessions = [await make_session(account, CHEAP) for _ in range(50)]
     lowest = start_balance
     watching = True
@@ -113,7 +114,7 @@ async def test_fifty_concurrent_tasks_never_overdraw_and_settle_exactly(
 
 async def test_added_queue_latency_is_small(stack: TaskStack, settings: Settings) -> None:
     """The worker picks a task up within a few poll delays, not arq's default 0.5 s."""
-    account = await make_account(settings, credits=100)
+    account = await create_account(settings, credits=100, password=False)
     session = await make_session(account, CHEAP)
     queued = []
     async with stack.client(account) as client:

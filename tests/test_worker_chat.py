@@ -27,10 +27,10 @@ from backend.services.uploads import save_upload
 from backend.settings import Settings
 from backend.streams.task_stream import START, StreamEntry, TaskStream
 from schemas.events import EventType
-from tests.support.accounts import Account
+from tests.support.accounts import Account, create_account
 from tests.support.fake_openai import FakeOpenAIServer, fake_openai_server
 from tests.support.images import image_bytes
-from tests.support.ledger import assert_ledger_balanced, balance_of, make_account
+from tests.support.ledger import assert_ledger_balanced, balance_of
 from tests.support.task_models import BROKEN, CHEAP, DROPPING, SLOW, VISION, with_models
 from tests.test_tasks import make_session
 from workers.jobs.chat import generate_answer
@@ -67,7 +67,7 @@ def ctx(app: Quart, configured: Settings) -> dict[str, Any]:
 
 @pytest.fixture
 async def account(settings: Settings) -> Account:
-    return await make_account(settings, credits=100)
+    return await create_account(settings, credits=100, password=False)
 
 
 async def start(ctx: dict[str, Any], account: Account, model: str, question: str = "Hi") -> Task:

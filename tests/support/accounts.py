@@ -9,9 +9,12 @@ from dataclasses import dataclass
 from quart.testing import QuartClient
 
 from backend.models.users import Level
+from backend.services.credits import adjust
 from backend.services.tokens import issue_access_token
 from backend.services.users import create_user
 from backend.settings import Settings
+
+PASSWORD = "correct horse battery"
 
 
 @dataclass
@@ -43,17 +46,23 @@ async def login(client: QuartClient, username: str, password: str) -> Account:
 
 async def register(client: QuartClient, username: str | None = None) -> Account:
     username = username or f"u{uuid.uuid4().hex[:10]}"
-    password = "correct horse battery"
-    response = await client.post("/api/v1/users", json={"username": username, "password": password})
+    response = await client.post("/api/v1/users", json={"username": username, "password": PASSWORD})
     assert response.status_code == 201, await response.get_data(as_text=True)
-    return await login(client, username, password)
+    return await login(client, username, PASSWORD)
 
 
-async def create_account(settings: Settings, *, admin: bool = False) -> Account:
-    """An account made directly through the services, with an access token for `settings`."""
-    username = f"live{uuid.uuid4().hex[:10]}"
-    password = "correct horse battery"
-    user = await create_user(
-        settings, username, password, level=Level.ADMIN if admin else Level.USER
-    )
-    return Account(user.id, username, password, issue_access_token(user, settings), "")
+async def create_account(
+    settings: Settings, *, admin: bool = False, credits: int | None = None, password: bool = True
+) -> Account:
+    """An account made directly through the services, with an access token for `settings`.
+
+    `password=False` skips hashing one (argon2 is slow on purpose) for tests that never
+    log in. `credits` sets the starting balance by posting the difference to the ledger,
+    so the ledger still explains the balance.
+    """
+    username = f"u{uuid.uuid4().hex[:12]}"
+    secret = PASSWORD if password else None
+    user = await create_user(settings, username, secret, level=Level.ADMIN if admin else Level.USER)
+    if credits is not None and credits != user.credits:
+        await adjust(user.id, credits - user.credits, "test setup")
+    return Account(user.id, username, secret or "", issue_access_token(user, settings), "")

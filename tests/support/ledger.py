@@ -1,34 +1,11 @@
-"""Accounts with a known balance, and the ledger invariants every credit test asserts."""
+"""Balances and the ledger invariants every credit test asserts."""
 
 from __future__ import annotations
-
-import uuid
 
 from tortoise.functions import Count, Sum
 
 from backend.models import CodeRedemption, CreditEntry, CreditReservation, RedeemCode, User
 from backend.models.credits import ReservationState
-from backend.models.users import Level
-from backend.services.credits import adjust
-from backend.services.tokens import issue_access_token
-from backend.services.users import create_user
-from backend.settings import Settings
-from tests.support.accounts import Account
-
-
-async def make_account(
-    settings: Settings, *, admin: bool = False, credits: int | None = None
-) -> Account:
-    """A user made through the service (no password hashing, so fast), with a JWT.
-
-    `credits` sets the starting balance by posting the difference to the ledger, so the
-    ledger still explains the balance.
-    """
-    username = f"c{uuid.uuid4().hex[:12]}"
-    user = await create_user(settings, username, None, level=Level.ADMIN if admin else Level.USER)
-    if credits is not None and credits != user.credits:
-        await adjust(user.id, credits - user.credits, "test setup")
-    return Account(user.id, username, "", issue_access_token(user, settings), "")
 
 
 async def balance_of(user_id: int) -> int:
