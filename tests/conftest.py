@@ -73,6 +73,14 @@ async def redis_url() -> AsyncIterator[str]:
     await client.aclose()
 
 
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """A plain client of the test Redis (the app has its own)."""
+    client = aioredis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("data")

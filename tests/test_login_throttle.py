@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 import redis.asyncio as aioredis
 from quart import Quart
@@ -50,13 +48,6 @@ async def test_unknown_usernames_count_too(client: QuartClient, settings: Settin
     for _ in range(settings.login_max_failures):
         assert (await attempt(client, "nobody-at-all", "whatever123")).status_code == 401
     assert (await attempt(client, "nobody-at-all", "whatever123")).status_code == 429
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 async def test_one_address_trying_many_accounts_is_refused(

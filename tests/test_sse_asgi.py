@@ -74,13 +74,6 @@ async def account(app: Quart, settings: Settings) -> Account:
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
 def short_response_timeout(app: Quart) -> AsyncIterator[None]:
     previous = app.config["RESPONSE_TIMEOUT"]
     app.config["RESPONSE_TIMEOUT"] = 0.3

@@ -44,13 +44,6 @@ def fast(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
 async def hub(redis: aioredis.Redis, fast: Settings) -> AsyncIterator[StreamHub]:
     stream_hub = StreamHub(redis, fast.redis_prefix, block_ms=2000)
     yield stream_hub

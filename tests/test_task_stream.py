@@ -17,13 +17,6 @@ from schemas.events import DoneEvent, EventType, TokenEvent
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
 def stream(redis: aioredis.Redis) -> TaskStream:
     return TaskStream(redis, "ts-test", uuid.uuid4().hex, retention_seconds=120, max_events=1000)
 
