@@ -14,7 +14,13 @@ from backend.errors import PayloadTooLarge
 from backend.models import Assistant, ChatSession, Message, User
 from backend.providers.base import Capability, ChatMessage, ModelSpec
 from backend.providers.tokens import count_message_tokens
-from backend.services.context import build_context, output_tokens, prompt_budget
+from backend.services.context import (
+    build_context,
+    message_cost,
+    output_tokens,
+    prompt_budget,
+    recent_history,
+)
 from backend.services.uploads import MISSING_IMAGE, inline_uploads, save_upload
 from backend.settings import Settings
 from tests.support.chats import create_account
@@ -128,6 +134,38 @@ async def test_small_window_keeps_the_newest_history_that_fits(user: User) -> No
     dropped = turns[-len(kept) - 1]
     with_one_more = [context[0], ChatMessage(*dropped), *context[1:]]
     assert count_message_tokens(with_one_more) > budget
+
+
+async def test_a_long_session_reads_only_the_history_that_can_fit(user: User) -> None:
+    assistant = await make_assistant(user, llm={"max_tokens": 64})
+    session = await ChatSession.create(assistant_id=assistant.id, user_id=user.id)
+    turns = [f"turn {i} " + "word " * 8 for i in range(300)]
+    await Message.bulk_create(
+        [
+            Message(
+                session_id=session.id,
+                role="user" if i % 2 == 0 else "assistant",
+                content=[{"type": "text", "text": text}],
+                created_at=START + timedelta(seconds=i),
+            )
+            for i, text in enumerate(turns)
+        ]
+    )
+    model = spec(window=600, max_output=64)
+    budget = prompt_budget(model, 64)
+
+    read = await recent_history(session, False, budget)
+    # The newest messages up to the budget and one past it: not the 300 of the session.
+    assert [m.content for m in read] == turns[-len(read) :]
+    costs = [message_cost(m) for m in read]
+    assert sum(costs[1:]) <= budget < sum(costs)
+
+    context = await build_context(
+        session, assistant, model, new_parts=[{"type": "text", "text": "q"}]
+    )
+    kept = [m.content for m in context[1:-1]]
+    assert 0 < len(kept) < len(read)
+    assert kept == turns[-len(kept) :]
 
 
 async def test_an_old_long_message_is_dropped_whole_and_stops_the_history(user: User) -> None:

@@ -27,6 +27,8 @@ from backend.providers.tokens import count_message_tokens
 from backend.services.uploads import MISSING_IMAGE, upload_url
 
 IMAGE_PLACEHOLDER = "[image]"
+# History is read newest first in pages of this many messages, until the window is full.
+HISTORY_PAGE = 64
 KNOWLEDGE_VARIABLE = "{knowledge}"
 
 
@@ -136,6 +138,38 @@ async def to_chat_message(role: str, parts: list[dict[str, Any]], vision: bool) 
     return ChatMessage(role=role, content=await render(parts, vision))
 
 
+async def recent_history(session: ChatSession, vision: bool, budget: int) -> list[ChatMessage]:
+    """The session's newest messages, oldest first: enough to fill `budget` tokens, and
+    one more.
+
+    Read newest first a page at a time, so a turn in a session thousands of messages
+    long reads and counts only what could reach the model.
+    """
+    newest_first: list[ChatMessage] = []
+    spent = 0
+    offset = 0
+    while spent <= budget:
+        page = (
+            await Message.filter(session_id=session.id)
+            .order_by("-created_at", "-id")
+            .offset(offset)
+            .limit(HISTORY_PAGE)
+        )
+        for stored in page:
+            message = await to_chat_message(str(stored.role), stored.content, vision)
+            if not message.content:
+                continue
+            newest_first.append(message)
+            spent += message_cost(message)
+            if spent > budget:
+                break
+        if len(page) < HISTORY_PAGE:
+            break
+        offset += HISTORY_PAGE
+    newest_first.reverse()
+    return newest_first
+
+
 async def build_context(
     session: ChatSession,
     assistant: Assistant,
@@ -149,15 +183,10 @@ async def build_context(
     newest stored message is the one being answered.
     """
     vision = Capability.VISION in spec.capabilities
-    stored: list[Message] = await Message.filter(session_id=session.id).order_by("created_at", "id")
-    history = [
-        message
-        for message in [await to_chat_message(str(m.role), m.content, vision) for m in stored]
-        if message.content
-    ]
+    max_output = output_tokens(assistant.llm or {}, spec)
+    history = await recent_history(session, vision, prompt_budget(spec, max_output))
     if new_parts is not None:
         newest = [await to_chat_message("user", new_parts, vision)]
     else:
         newest, history = history[-1:], history[:-1]
-    max_output = output_tokens(assistant.llm or {}, spec)
     return fit(preamble(assistant), history, newest, spec, max_output)
