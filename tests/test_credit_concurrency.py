@@ -24,7 +24,7 @@ from backend.models.credits import CreditReason, ReservationState
 from backend.services import codes, credits
 from backend.settings import Settings
 from tests.support.accounts import Account, create_account
-from tests.support.ledger import assert_ledger_balanced, balance_of
+from tests.support.ledger import assert_ledger_balanced, balance_of, release, reserve, settle
 
 REDEEM = "/api/v1/users/me/credits"
 POSTGRES = os.environ.get("TEST_DATABASE", "sqlite") == "postgres"
@@ -152,7 +152,7 @@ async def test_redeems_racing_a_withdrawal_never_over_grant(
 
 async def test_50_reserves_against_one_balance(client: QuartClient, settings: Settings):
     [user] = await accounts(settings, 1, credits=100)
-    won, lost = split(await outcomes(*(credits.reserve(user.id, 7) for _ in range(50))))
+    won, lost = split(await outcomes(*(reserve(user.id, 7) for _ in range(50))))
     assert len(won) == 100 // 7 and len(set(won)) == len(won)
     assert all(isinstance(e, PaymentRequired) and e.status == 402 for e in lost)
     assert await balance_of(user.id) == 100 - 7 * len(won)
@@ -162,7 +162,7 @@ async def test_50_reserves_against_one_balance(client: QuartClient, settings: Se
 async def test_random_reserves_never_overdraw(client: QuartClient, settings: Settings):
     [user] = await accounts(settings, 1, credits=500)
     amounts = [random.randint(0, 60) for _ in range(80)]
-    results = await outcomes(*(credits.reserve(user.id, a) for a in amounts))
+    results = await outcomes(*(reserve(user.id, a) for a in amounts))
     won, lost = split(results)
     assert won and all(isinstance(e, PaymentRequired) for e in lost)
     held = sum(a for a, r in zip(amounts, results, strict=True) if not isinstance(r, ApiError))
@@ -181,7 +181,7 @@ async def test_reserves_racing_redeems_and_admin_deductions(
     code = await RedeemCode.create(code="RACE-MIX-1", credits=40, max_uses=1)
     deduct = f"/api/v1/users/{user.id}/credits"
     results = await asyncio.gather(
-        *(credits.reserve(user.id, 9) for _ in range(10)),
+        *(reserve(user.id, 9) for _ in range(10)),
         codes.redeem(user.id, code.code),
         *(client.post(deduct, json={"delta": -8}, headers=manager.headers) for _ in range(10)),
         return_exceptions=True,
@@ -215,9 +215,9 @@ async def test_settles_and_releases_racing_on_one_reservation(
     client: QuartClient, settings: Settings
 ):
     [user] = await accounts(settings, 1, credits=100)
-    rid = await credits.reserve(user.id, 40, task_id="race-task")
+    rid = await reserve(user.id, 40, task_id="race-task")
     actuals = [random.randint(0, 60) for _ in range(20)]
-    calls = [credits.settle(rid, a) for a in actuals] + [credits.release(rid) for _ in range(20)]
+    calls = [settle(rid, a) for a in actuals] + [release(rid) for _ in range(20)]
     random.shuffle(calls)
     results = await asyncio.gather(*calls)
     reservation = await CreditReservation.get(id=rid)
@@ -233,10 +233,10 @@ async def test_settles_and_releases_racing_on_one_reservation(
 
 async def test_many_reservations_each_raced(client: QuartClient, settings: Settings):
     [user] = await accounts(settings, 1, credits=1000)
-    rids = [await credits.reserve(user.id, 50) for _ in range(10)]
+    rids = [await reserve(user.id, 50) for _ in range(10)]
     calls = []
     for rid in rids:
-        calls += [credits.settle(rid, 30), credits.settle(rid, 10), credits.release(rid)]
+        calls += [settle(rid, 30), settle(rid, 10), release(rid)]
     random.shuffle(calls)
     await asyncio.gather(*calls)
     finished = await CreditReservation.filter(id__in=rids).values_list("charged", flat=True)
@@ -308,9 +308,7 @@ async def while_another_writer_holds_the_lock(
 async def test_reserve_waits_out_another_writer(client: QuartClient, settings: Settings):
     [user] = await accounts(settings, 1, credits=100)
     started = time.monotonic()
-    rid = await while_another_writer_holds_the_lock(
-        settings, user.id, lambda: credits.reserve(user.id, 30)
-    )
+    rid = await while_another_writer_holds_the_lock(settings, user.id, lambda: reserve(user.id, 30))
     assert time.monotonic() - started >= 0.3
     assert (await CreditReservation.get(id=rid)).amount == 30
     assert await balance_of(user.id) == 70
@@ -322,10 +320,8 @@ async def test_settle_after_reading_survives_another_writer(
 ):
     """Settle reads before it writes: SQLite must wait for the writer, not fail "locked"."""
     [user] = await accounts(settings, 1, credits=100)
-    rid = await credits.reserve(user.id, 30)
-    charged = await while_another_writer_holds_the_lock(
-        settings, user.id, lambda: credits.settle(rid, 12)
-    )
+    rid = await reserve(user.id, 30)
+    charged = await while_another_writer_holds_the_lock(settings, user.id, lambda: settle(rid, 12))
     assert charged == 12
     assert await balance_of(user.id) == 88
     await assert_ledger_balanced()

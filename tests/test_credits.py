@@ -15,7 +15,7 @@ from backend.services import credits
 from backend.services.pricing import price
 from backend.settings import Settings
 from tests.support.accounts import Account, create_account
-from tests.support.ledger import assert_ledger_balanced, balance_of
+from tests.support.ledger import assert_ledger_balanced, balance_of, release, reserve, settle
 
 ME = "/api/v1/users/me/credits"
 
@@ -90,7 +90,7 @@ async def test_new_user_starts_with_signup_credits(
 
 async def test_history_is_newest_first_and_paginated(client: QuartClient, member: Account):
     for _ in range(3):
-        await credits.release(await credits.reserve(member.id, 7, task_id="t1"))
+        await release(await reserve(member.id, 7, task_id="t1"))
     response = await client.get(f"{ME}?page=1&page_size=2", headers=member.headers)
     data = (await response.get_json())["data"]
     assert data["total"] == 7  # signup + 3 x (reserve, release)
@@ -269,9 +269,9 @@ async def test_reserve_then_settle_charges_actual_and_refunds_rest(
     client: QuartClient, settings: Settings
 ):
     account = await create_account(settings, credits=100, password=False)
-    rid = await credits.reserve(account.id, 30, task_id="task-a")
+    rid = await reserve(account.id, 30, task_id="task-a")
     assert await balance_of(account.id) == 70
-    assert await credits.settle(rid, 12) == 12
+    assert await settle(rid, 12) == 12
     assert await balance_of(account.id) == 88
     reservation = await CreditReservation.get(id=rid)
     assert (reservation.state, reservation.charged) == (ReservationState.SETTLED, 12)
@@ -281,27 +281,27 @@ async def test_reserve_then_settle_charges_actual_and_refunds_rest(
 
 async def test_settle_caps_the_charge_at_the_hold(client: QuartClient, settings: Settings):
     account = await create_account(settings, credits=100, password=False)
-    rid = await credits.reserve(account.id, 30)
-    assert await credits.settle(rid, 1000) == 30
+    rid = await reserve(account.id, 30)
+    assert await settle(rid, 1000) == 30
     assert await balance_of(account.id) == 70
 
 
 async def test_settle_is_idempotent(client: QuartClient, settings: Settings):
     account = await create_account(settings, credits=100, password=False)
-    rid = await credits.reserve(account.id, 30)
-    assert await credits.settle(rid, 10) == 10
-    assert await credits.settle(rid, 25) == 10
-    await credits.release(rid)
+    rid = await reserve(account.id, 30)
+    assert await settle(rid, 10) == 10
+    assert await settle(rid, 25) == 10
+    await release(rid)
     assert await balance_of(account.id) == 90
     await assert_ledger_balanced()
 
 
 async def test_release_refunds_everything_once(client: QuartClient, settings: Settings):
     account = await create_account(settings, credits=100, password=False)
-    rid = await credits.reserve(account.id, 30)
-    await credits.release(rid)
-    await credits.release(rid)
-    assert await credits.settle(rid, 30) == 0
+    rid = await reserve(account.id, 30)
+    await release(rid)
+    await release(rid)
+    assert await settle(rid, 30) == 0
     assert await balance_of(account.id) == 100
     assert (await CreditReservation.get(id=rid)).state == ReservationState.RELEASED
     await assert_ledger_balanced()
@@ -312,7 +312,7 @@ async def test_reserve_more_than_balance_is_402_with_balance_and_need(
 ):
     account = await create_account(settings, credits=5, password=False)
     with pytest.raises(PaymentRequired) as raised:
-        await credits.reserve(account.id, 6)
+        await reserve(account.id, 6)
     assert "needs 6" in raised.value.message and "balance is 5" in raised.value.message
     assert raised.value.status == 402
     assert await balance_of(account.id) == 5
@@ -321,32 +321,32 @@ async def test_reserve_more_than_balance_is_402_with_balance_and_need(
 
 async def test_reserve_zero_works_with_an_empty_balance(client: QuartClient, settings: Settings):
     account = await create_account(settings, credits=0, password=False)
-    rid = await credits.reserve(account.id, 0)
-    assert await credits.settle(rid, 0) == 0
+    rid = await reserve(account.id, 0)
+    assert await settle(rid, 0) == 0
     assert await balance_of(account.id) == 0
     await assert_ledger_balanced()
 
 
 async def test_reserve_exact_balance_leaves_zero(client: QuartClient, settings: Settings):
     account = await create_account(settings, credits=9, password=False)
-    await credits.reserve(account.id, 9)
+    await reserve(account.id, 9)
     assert await balance_of(account.id) == 0
 
 
 async def test_unknown_reservation_is_not_found(client: QuartClient):
     with pytest.raises(NotFound):
-        await credits.settle("0" * 32, 1)
+        await settle("0" * 32, 1)
     with pytest.raises(NotFound):
-        await credits.release("0" * 32)
+        await release("0" * 32)
 
 
 async def test_negative_amounts_are_refused(client: QuartClient, settings: Settings):
     account = await create_account(settings, credits=10, password=False)
     with pytest.raises(ValueError):
-        await credits.reserve(account.id, -1)
-    rid = await credits.reserve(account.id, 1)
+        await reserve(account.id, -1)
+    rid = await reserve(account.id, 1)
     with pytest.raises(ValueError):
-        await credits.settle(rid, -1)
+        await settle(rid, -1)
     assert await balance_of(account.id) == 9
 
 

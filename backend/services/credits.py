@@ -171,17 +171,14 @@ async def hold(user_id: int, amount: int, *, task_id: str | None = None) -> str:
     return reservation.id
 
 
-async def reserve(user_id: int, amount: int, *, task_id: str | None = None) -> str:
-    """`hold` in a transaction of its own."""
-    return await atomically(lambda: hold(user_id, amount, task_id=task_id))
-
-
 async def close_reservation(reservation_id: str, state: ReservationState, wanted: int) -> int:
     """Move a held reservation to `state` charging `wanted` (capped), exactly once.
 
     The loser of a race, or a repeat call, changes nothing and gets what was charged.
     Must run inside a transaction (`atomically`), which may hold other writes too.
     """
+    if wanted < 0:
+        raise ValueError("a charge cannot be negative")
     reservation = await CreditReservation.get_or_none(id=reservation_id)
     if reservation is None:
         raise NotFound(f"Reservation {reservation_id} not found")
@@ -199,20 +196,3 @@ async def close_reservation(reservation_id: str, state: ReservationState, wanted
         task_id=reservation.task_id,
     )
     return charged
-
-
-async def finish(reservation_id: str, state: ReservationState, wanted: int) -> int:
-    """`close_reservation` in a transaction of its own."""
-    return await atomically(lambda: close_reservation(reservation_id, state, wanted))
-
-
-async def settle(reservation_id: str, actual: int) -> int:
-    """Charge min(actual, held) and refund the rest; returns the amount charged."""
-    if actual < 0:
-        raise ValueError("an actual cost cannot be negative")
-    return await finish(reservation_id, ReservationState.SETTLED, actual)
-
-
-async def release(reservation_id: str) -> None:
-    """Refund the whole hold, if it is still held (work failed or never started)."""
-    await finish(reservation_id, ReservationState.RELEASED, 0)

@@ -1,4 +1,4 @@
-"""Balances and the ledger invariants every credit test asserts."""
+"""Holds, balances and the ledger invariants every credit test asserts."""
 
 from __future__ import annotations
 
@@ -6,6 +6,26 @@ from tortoise.functions import Count, Sum
 
 from backend.models import CodeRedemption, CreditEntry, CreditReservation, RedeemCode, User
 from backend.models.credits import ReservationState
+from backend.services import credits
+
+
+async def reserve(user_id: int, amount: int, *, task_id: str | None = None) -> str:
+    """A hold in a transaction of its own (the service records a task in the same one)."""
+    return await credits.atomically(lambda: credits.hold(user_id, amount, task_id=task_id))
+
+
+async def settle(reservation_id: str, actual: int) -> int:
+    """Charge min(actual, held) in a transaction of its own, as ending a task does."""
+    return await credits.atomically(
+        lambda: credits.close_reservation(reservation_id, ReservationState.SETTLED, actual)
+    )
+
+
+async def release(reservation_id: str) -> None:
+    """Refund the whole hold in a transaction of its own, as failing a task does."""
+    await credits.atomically(
+        lambda: credits.close_reservation(reservation_id, ReservationState.RELEASED, 0)
+    )
 
 
 async def balance_of(user_id: int) -> int:
