@@ -478,6 +478,38 @@ def cpu_split(running: Stack) -> dict[str, float]:
     }
 
 
+@dataclass(frozen=True)
+class Demand:
+    """What one first-token level asks of the machine, from CPU measured in the same run.
+
+    The raw run offers the load (answers/s the clients start when the provider alone
+    answers); Sluice's CPU per answer is what it spent during its own run at that level.
+    Together they say whether the level fits this machine at all, before latency.
+    """
+
+    offered_answers_per_s: float
+    harness_cores: float
+    sluice_ms_per_answer: float
+    redis_ms_per_answer: float
+
+    @property
+    def sluice_cores(self) -> float:
+        return self.offered_answers_per_s * self.sluice_ms_per_answer / 1000
+
+    @property
+    def redis_cores(self) -> float:
+        return self.offered_answers_per_s * self.redis_ms_per_answer / 1000
+
+    @property
+    def total_cores(self) -> float:
+        return self.harness_cores + self.sluice_cores + self.redis_cores
+
+
+def harness_cores(before: dict[str, float], after: dict[str, float], seconds: float) -> float:
+    """Cores the fake provider and the load generator kept busy."""
+    return sum(after[n] - before[n] for n in ("fake provider", "load generator")) / seconds
+
+
 async def first_token(running: Stack, token: str, sessions: list[str], plan: Plan) -> None:
     print(
         f"\n(a) time to first token (ms), {plan.tokens} tokens per answer at "
@@ -488,8 +520,11 @@ async def first_token(running: Stack, token: str, sessions: list[str], plan: Pla
         f"{'added p50':>10} {'p99':>8} {'turns':>6} {'failed':>7}"
     )
     for concurrency in plan.ttft_concurrency:
-        raw, _ = await closed_loop(concurrency, plan, lambda i: provider_stream(running.fake_port))
-        before = cpu_split(running)
+        raw_before = cpu_split(running)
+        raw, raw_seconds = await closed_loop(
+            concurrency, plan, lambda i: provider_stream(running.fake_port)
+        )
+        raw_after = before = cpu_split(running)
         ours, seconds = await closed_loop(
             concurrency,
             plan,
@@ -511,6 +546,20 @@ async def first_token(running: Stack, token: str, sessions: list[str], plan: Pla
         )
         cores = ", ".join(f"{name} {(after[name] - before[name]) / seconds:.2f}" for name in after)
         print(f"{'':>8} cores busy during the Sluice run: {cores}")
+        answers = max(len(ours), 1)
+        demand = Demand(
+            offered_answers_per_s=len(raw) / raw_seconds,
+            harness_cores=harness_cores(raw_before, raw_after, raw_seconds),
+            sluice_ms_per_answer=(after["sluice"] - before["sluice"]) * 1000 / answers,
+            redis_ms_per_answer=(after["redis"] - before["redis"]) * 1000 / answers,
+        )
+        print(
+            f"{'':>8} demand at this level: {demand.offered_answers_per_s:.0f} answers/s offered; "
+            f"harness {demand.harness_cores:.2f} cores (its raw run), Sluice "
+            f"{demand.sluice_cores:.2f} ({demand.sluice_ms_per_answer:.1f} ms CPU per answer), "
+            f"Redis {demand.redis_cores:.2f}: {demand.total_cores:.2f} of this machine's "
+            f"{os.cpu_count()} cores"
+        )
 
 
 async def throughput(running: Stack, token: str, sessions: list[str], plan: Plan) -> None:
