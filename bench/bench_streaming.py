@@ -5,7 +5,8 @@ a Hypercorn web process and an arq chat worker, then measures:
 
 (a) time to first token through Sluice (POST /api/v1/tasks with `stream: true` → first
     `token` event at the client) next to the provider's own first-token time, p50/p99,
-    at 1 and at 200 concurrent streams; the difference is what Sluice adds;
+    at 1 and at 200 concurrent streams; the difference is what Sluice adds. Each level
+    also prints its demand: the cores the harness and Sluice need for the load it offers;
 (b) delivered tokens/s and CPU seconds (web + worker processes) per 1k tokens at 500
     concurrent streams, next to the raw provider's tokens/s and CPU;
 (c) RSS of the web process holding 5,000 idle open SSE streams.
