@@ -103,11 +103,14 @@ def resident_bytes() -> int:
     raise RuntimeError("VmRSS not found in /proc/self/status")
 
 
-async def blocked_reads(redis: aioredis.Redis) -> int:
-    """Connections to this Redis DB whose last command was XREAD."""
-    db = str(redis.connection_pool.connection_kwargs.get("db", 0))
+async def reads_of(redis: aioredis.Redis, client_name: str) -> int:
+    """Connections named `client_name` whose last command was XREAD.
+
+    Counted by name, not over the whole DB: other tests' workers and hubs share this
+    Redis and issue XREADs of their own at any moment.
+    """
     clients = await redis.client_list()
-    return sum(1 for c in clients if c.get("db") == db and c.get("cmd") == "xread")
+    return sum(1 for c in clients if c.get("name") == client_name and c.get("cmd") == "xread")
 
 
 @pytest.fixture
@@ -169,34 +172,40 @@ async def test_hub_latency_from_append_to_subscriber(hub: StreamHub, stream: Tas
 
 
 async def test_hub_serves_thousands_of_idle_subscribers_on_few_reads(
-    hub: StreamHub, redis: aioredis.Redis
+    redis_url: str, redis: aioredis.Redis
 ) -> None:
+    client_name = f"hub-test-{uuid.uuid4().hex[:8]}"
+    hub_redis = aioredis.from_url(redis_url, client_name=client_name)
+    hub = StreamHub(hub_redis, "ts-test", block_ms=5000)
     count = 5000
-    reads_before = await blocked_reads(redis)
     before = resident_bytes()
     keys = [f"ts-test:idle:{uuid.uuid4().hex}" for _ in range(count)]
-    subscriptions = []
-    for batch in range(0, count, 500):
-        subscriptions += await asyncio.gather(
-            *(hub.subscribe(key, START) for key in keys[batch : batch + 500])
-        )
-    waiters = [asyncio.create_task(s.get(30)) for s in subscriptions]
-    await asyncio.sleep(0.2)
-    per_subscriber = (resident_bytes() - before) / count
-    # A few KB each (queue, waiter task); a connection per subscriber would cost far more.
-    assert per_subscriber < 16 * 1024, per_subscriber
-    assert len(hub.readers) == -(-count // hub.keys_per_reader)
-    assert await blocked_reads(redis) - reads_before <= len(hub.readers)
-    target = TaskStream(redis, "ts-test", "unused")
-    target.key = keys[count // 2]
-    started = time.perf_counter()
-    await target.append(TokenEvent(delta="wake"))
-    entry = await asyncio.wait_for(waiters[count // 2], 2)
-    assert entry is not None and time.perf_counter() - started < 0.5
-    for waiter in waiters:
-        waiter.cancel()
-    await asyncio.gather(*waiters, return_exceptions=True)
-    for subscription in subscriptions:
-        hub.unsubscribe(subscription)
-    await redis.delete(keys[count // 2])
-    assert hub.subscriber_count == 0
+    try:
+        subscriptions = []
+        for batch in range(0, count, 500):
+            subscriptions += await asyncio.gather(
+                *(hub.subscribe(key, START) for key in keys[batch : batch + 500])
+            )
+        waiters = [asyncio.create_task(s.get(30)) for s in subscriptions]
+        await asyncio.sleep(0.2)
+        per_subscriber = (resident_bytes() - before) / count
+        # A few KB each (queue, waiter task); a connection per subscriber would cost far more.
+        assert per_subscriber < 16 * 1024, per_subscriber
+        assert len(hub.readers) == -(-count // hub.keys_per_reader)
+        assert 0 < await reads_of(redis, client_name) <= len(hub.readers)
+        target = TaskStream(redis, "ts-test", "unused")
+        target.key = keys[count // 2]
+        started = time.perf_counter()
+        await target.append(TokenEvent(delta="wake"))
+        entry = await asyncio.wait_for(waiters[count // 2], 2)
+        assert entry is not None and time.perf_counter() - started < 0.5
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
+        for subscription in subscriptions:
+            hub.unsubscribe(subscription)
+        assert hub.subscriber_count == 0
+    finally:
+        await redis.delete(keys[count // 2])
+        await hub.stop()
+        await hub_redis.aclose()
