@@ -103,21 +103,25 @@ def resident_bytes() -> int:
     raise RuntimeError("VmRSS not found in /proc/self/status")
 
 
-async def reads_of(redis: aioredis.Redis, client_name: str) -> int:
-    """Connections named `client_name` whose last command was XREAD.
+async def reads_of(redis: aioredis.Redis, hub: StreamHub) -> int:
+    """The hub's connections whose last command was XREAD.
 
-    Counted by name, not over the whole DB: other tests' workers and hubs share this
-    Redis and issue XREADs of their own at any moment.
+    Counted by the hub's client name, not over the whole DB: other tests' workers and
+    hubs share this Redis and issue XREADs of their own at any moment.
     """
+    name = hub.redis.connection_pool.connection_kwargs["client_name"]
     clients = await redis.client_list()
-    return sum(1 for c in clients if c.get("name") == client_name and c.get("cmd") == "xread")
+    return sum(1 for c in clients if c.get("name") == name and c.get("cmd") == "xread")
 
 
 @pytest.fixture
-async def hub(redis: aioredis.Redis) -> AsyncIterator[StreamHub]:
-    stream_hub = StreamHub(redis, "ts-test", block_ms=5000)
+async def hub(redis_url: str) -> AsyncIterator[StreamHub]:
+    """A hub on a client of its own, named so `reads_of` can tell its reads apart."""
+    client = aioredis.from_url(redis_url, client_name=f"hub-test-{uuid.uuid4().hex[:8]}")
+    stream_hub = StreamHub(client, "ts-test", block_ms=5000)
     yield stream_hub
     await stream_hub.stop()
+    await client.aclose()
 
 
 async def test_hub_catches_up_then_follows(hub: StreamHub, stream: TaskStream) -> None:
@@ -172,40 +176,33 @@ async def test_hub_latency_from_append_to_subscriber(hub: StreamHub, stream: Tas
 
 
 async def test_hub_serves_thousands_of_idle_subscribers_on_few_reads(
-    redis_url: str, redis: aioredis.Redis
+    hub: StreamHub, redis: aioredis.Redis
 ) -> None:
-    client_name = f"hub-test-{uuid.uuid4().hex[:8]}"
-    hub_redis = aioredis.from_url(redis_url, client_name=client_name)
-    hub = StreamHub(hub_redis, "ts-test", block_ms=5000)
     count = 5000
     before = resident_bytes()
     keys = [f"ts-test:idle:{uuid.uuid4().hex}" for _ in range(count)]
-    try:
-        subscriptions = []
-        for batch in range(0, count, 500):
-            subscriptions += await asyncio.gather(
-                *(hub.subscribe(key, START) for key in keys[batch : batch + 500])
-            )
-        waiters = [asyncio.create_task(s.get(30)) for s in subscriptions]
-        await asyncio.sleep(0.2)
-        per_subscriber = (resident_bytes() - before) / count
-        # A few KB each (queue, waiter task); a connection per subscriber would cost far more.
-        assert per_subscriber < 16 * 1024, per_subscriber
-        assert len(hub.readers) == -(-count // hub.keys_per_reader)
-        assert 0 < await reads_of(redis, client_name) <= len(hub.readers)
-        target = TaskStream(redis, "ts-test", "unused")
-        target.key = keys[count // 2]
-        started = time.perf_counter()
-        await target.append(TokenEvent(delta="wake"))
-        entry = await asyncio.wait_for(waiters[count // 2], 2)
-        assert entry is not None and time.perf_counter() - started < 0.5
-        for waiter in waiters:
-            waiter.cancel()
-        await asyncio.gather(*waiters, return_exceptions=True)
-        for subscription in subscriptions:
-            hub.unsubscribe(subscription)
-        assert hub.subscriber_count == 0
-    finally:
-        await redis.delete(keys[count // 2])
-        await hub.stop()
-        await hub_redis.aclose()
+    subscriptions = []
+    for batch in range(0, count, 500):
+        subscriptions += await asyncio.gather(
+            *(hub.subscribe(key, START) for key in keys[batch : batch + 500])
+        )
+    waiters = [asyncio.create_task(s.get(30)) for s in subscriptions]
+    await asyncio.sleep(0.2)
+    per_subscriber = (resident_bytes() - before) / count
+    # A few KB each (queue, waiter task); a connection per subscriber would cost far more.
+    assert per_subscriber < 16 * 1024, per_subscriber
+    assert len(hub.readers) == -(-count // hub.keys_per_reader)
+    assert 0 < await reads_of(redis, hub) <= len(hub.readers)
+    target = TaskStream(redis, "ts-test", "unused")
+    target.key = keys[count // 2]
+    started = time.perf_counter()
+    await target.append(TokenEvent(delta="wake"))
+    entry = await asyncio.wait_for(waiters[count // 2], 2)
+    assert entry is not None and time.perf_counter() - started < 0.5
+    for waiter in waiters:
+        waiter.cancel()
+    await asyncio.gather(*waiters, return_exceptions=True)
+    for subscription in subscriptions:
+        hub.unsubscribe(subscription)
+    await redis.delete(keys[count // 2])
+    assert hub.subscriber_count == 0
