@@ -103,20 +103,22 @@ def resident_bytes() -> int:
     raise RuntimeError("VmRSS not found in /proc/self/status")
 
 
-async def reads_of(redis: aioredis.Redis, hub: StreamHub) -> int:
-    """The hub's connections whose last command was XREAD.
+async def blocked_reads(redis: aioredis.Redis, hub: StreamHub) -> int:
+    """The hub's connections blocked in a read right now (flag `b` in CLIENT LIST).
 
-    Counted by the hub's client name, not over the whole DB: other tests' workers and
-    hubs share this Redis and issue XREADs of their own at any moment.
+    Not "last command was XREAD": a reader lingering after a reply may take another
+    pooled connection for its next XREAD, leaving an idle one that still shows `xread`.
+    Counted by the hub's client name: other tests' workers and hubs share this Redis
+    and block on reads of their own.
     """
     name = hub.redis.connection_pool.connection_kwargs["client_name"]
     clients = await redis.client_list()
-    return sum(1 for c in clients if c.get("name") == name and c.get("cmd") == "xread")
+    return sum(1 for c in clients if c.get("name") == name and "b" in c.get("flags", ""))
 
 
 @pytest.fixture
 async def hub(redis_url: str) -> AsyncIterator[StreamHub]:
-    """A hub on a client of its own, named so `reads_of` can tell its reads apart."""
+    """A hub on a client of its own, named so `blocked_reads` can tell its reads apart."""
     client = aioredis.from_url(redis_url, client_name=f"hub-test-{uuid.uuid4().hex[:8]}")
     stream_hub = StreamHub(client, "ts-test", block_ms=5000)
     yield stream_hub
@@ -192,7 +194,7 @@ async def test_hub_serves_thousands_of_idle_subscribers_on_few_reads(
     # A few KB each (queue, waiter task); a connection per subscriber would cost far more.
     assert per_subscriber < 16 * 1024, per_subscriber
     assert len(hub.readers) == -(-count // hub.keys_per_reader)
-    assert 0 < await reads_of(redis, hub) <= len(hub.readers)
+    assert 0 < await blocked_reads(redis, hub) <= len(hub.readers)
     target = TaskStream(redis, "ts-test", "unused")
     target.key = keys[count // 2]
     started = time.perf_counter()
