@@ -1,16 +1,91 @@
-# Shared by scripts/run.sh and scripts/test.sh: the virtualenv and a reachable Redis.
+# Shared by scripts/run.sh and scripts/test.sh: system packages, the virtualenv, clean-up
+# at exit, free ports and the unprivileged user that servers run as.
 # shellcheck shell=bash
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
+SLUICE_CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/sluice"
+# PostgreSQL and Elasticsearch refuse to run as root: as root, servers run as this user.
+SERVICE_USER="${SLUICE_SERVICE_USER:-sluice}"
+
+# --- clean-up: every started server registers how to stop it; one EXIT trap runs them all.
+CLEANUPS=()
+on_exit() {
+    local i
+    for ((i = ${#CLEANUPS[@]} - 1; i >= 0; i--)); do eval "${CLEANUPS[$i]}" || true; done
+}
+trap on_exit EXIT
+add_cleanup() { CLEANUPS+=("$1"); }
+
+is_root() { [ "$(id -u)" = 0 ]; }
+
+now() { date +%s.%N; }
+# Seconds since a `now` reading, one decimal.
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+# Installs Debian packages when we are root on a machine with apt-get (a bare CI box);
+# refreshes the package lists once if the first try cannot find them. Returns 1 otherwise.
+apt_install() {
+    is_root && command -v apt-get >/dev/null || return 1
+    echo "==> apt-get install $*"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq "$@" >/dev/null 2>&1 \
+        || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq "$@" >/dev/null 2>&1; }
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+ensure_service_user() {
+    id -u "$SERVICE_USER" >/dev/null 2>&1 \
+        || useradd --system --no-create-home --shell /usr/sbin/nologin "$SERVICE_USER"
+}
+
+# Runs a command as SERVICE_USER when we are root, else as ourselves.
+as_service_user() {
+    if ! is_root; then
+        "$@"
+        return
+    fi
+    ensure_service_user
+    (cd / && runuser -u "$SERVICE_USER" -- "$@")
+}
+
+# A private directory for one server's data, owned by the user the server runs as and
+# removed at exit.
+service_dir() {
+    local dir
+    dir="$(mktemp -d "${TMPDIR:-/tmp}/sluice-$1.XXXXXX")"
+    chmod 755 "$dir"
+    if is_root; then
+        ensure_service_user
+        chown "$SERVICE_USER" "$dir"
+    fi
+    add_cleanup "rm -rf '$dir'"
+    echo "$dir"
+}
+
+ensure_build_tools() {
+    local missing=()
+    command -v cc >/dev/null || missing+=(build-essential)
+    command -v cmake >/dev/null || missing+=(cmake)
+    python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv python3-dev)
+    [ ${#missing[@]} -eq 0 ] && return
+    apt_install "${missing[@]}" && return
+    echo "Missing ${missing[*]}: sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+}
 
 ensure_venv() {
     local extras="$1"
     if ! command -v python3 >/dev/null; then
-        echo "python3 (3.11+) is required: sudo apt-get install -y python3 python3-venv python3-dev build-essential cmake" >&2
-        exit 1
+        apt_install python3 python3-venv python3-dev || {
+            echo "python3 (3.11+) is required: sudo apt-get install -y python3 python3-venv python3-dev build-essential cmake" >&2
+            exit 1
+        }
     fi
-    [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+    [ -x "$VENV/bin/python" ] || { ensure_build_tools && python3 -m venv "$VENV"; }
     # shellcheck disable=SC1091
     . "$VENV/bin/activate"
     local stamp="$VENV/.installed-$extras"
@@ -38,57 +113,15 @@ ensure_venv() {
 LLAMA_VERSION="$(sed -n 's/.*"llama-cpp-python==\([^"]*\)".*/\1/p' "$ROOT/pyproject.toml")"
 LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
 [ "$(uname -m)" = x86_64 ] || LLAMA_CMAKE_ARGS="-DGGML_NATIVE=ON"
-LLAMA_WHEELHOUSE="${XDG_CACHE_HOME:-$HOME/.cache}/sluice/llama-$LLAMA_VERSION-$(echo "$LLAMA_CMAKE_ARGS" | cksum | cut -d' ' -f1)"
+LLAMA_WHEELHOUSE="$SLUICE_CACHE/llama-$LLAMA_VERSION-$(echo "$LLAMA_CMAKE_ARGS" | cksum | cut -d' ' -f1)"
 
 build_llama_wheel() {
     if ls "$LLAMA_WHEELHOUSE"/llama_cpp_python-*.whl >/dev/null 2>&1; then
         return
     fi
+    ensure_build_tools
     echo "==> compiling llama.cpp $LLAMA_VERSION once into $LLAMA_WHEELHOUSE (~6 min)"
     mkdir -p "$LLAMA_WHEELHOUSE"
     CMAKE_ARGS="$LLAMA_CMAKE_ARGS" python -m pip wheel --quiet --no-cache-dir --no-deps \
         --wheel-dir "$LLAMA_WHEELHOUSE" "llama-cpp-python==$LLAMA_VERSION"
-}
-
-redis_answers() {
-    python - "$1" <<'PY'
-import sys, redis
-try:
-    redis.Redis.from_url(sys.argv[1], socket_connect_timeout=1).ping()
-except Exception:
-    sys.exit(1)
-PY
-}
-
-free_port() {
-    python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-# Sets REDIS_URL to a Redis that answers: the configured one, the local default,
-# or a private redis-server started on a free port (stopped when the script exits).
-ensure_redis() {
-    if [ -n "${REDIS_URL:-}" ]; then
-        redis_answers "$REDIS_URL" && return
-        echo "REDIS_URL=$REDIS_URL does not answer" >&2
-        exit 1
-    fi
-    if redis_answers "redis://127.0.0.1:6379/0"; then
-        export REDIS_URL="redis://127.0.0.1:6379/0"
-        return
-    fi
-    if ! command -v redis-server >/dev/null; then
-        echo "No Redis answers on 127.0.0.1:6379 and redis-server is not installed." >&2
-        echo "Install it with: sudo apt-get install -y redis-server   (or set REDIS_URL)" >&2
-        exit 1
-    fi
-    local port dir
-    port="$(free_port)"
-    dir="$(mktemp -d)"
-    redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" \
-        --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log"
-    PRIVATE_REDIS_PIDFILE="$dir/redis.pid"
-    trap 'kill "$(cat "$PRIVATE_REDIS_PIDFILE")" 2>/dev/null' EXIT
-    export REDIS_URL="redis://127.0.0.1:$port/0"
-    for _ in $(seq 50); do redis_answers "$REDIS_URL" && break; sleep 0.1; done
-    echo "==> started a private redis-server on port $port"
 }

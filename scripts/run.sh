@@ -3,6 +3,8 @@
 set -euo pipefail
 # shellcheck source=scripts/common.sh
 . "$(dirname "$0")/common.sh"
+# shellcheck source=scripts/services.sh
+. "$ROOT/scripts/services.sh"
 cd "$ROOT"
 ensure_venv "local,postgres"
 ensure_redis

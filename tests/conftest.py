@@ -5,6 +5,8 @@ Environment knobs:
 - TEST_DATABASE: `sqlite` (default) or `postgres`.
 - TEST_POSTGRES_URL: admin DSN used to create a throwaway database (default local `test`).
 - TEST_REDIS_URL: Redis server/DB reserved for tests (default redis://127.0.0.1:6379/13).
+- ELASTICSEARCH_URL: the Elasticsearch node for the search-store tests (`make test` starts a
+  private one); without it they are skipped, with SLUICE_ES_UNAVAILABLE as the reason.
 """
 
 from __future__ import annotations
@@ -79,6 +81,15 @@ async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.from_url(redis_url)
     yield client
     await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def elasticsearch_url() -> str:
+    url = os.environ.get("ELASTICSEARCH_URL")
+    if not url:
+        reason = os.environ.get("SLUICE_ES_UNAVAILABLE", "ELASTICSEARCH_URL is not set")
+        pytest.skip(f"no Elasticsearch node: {reason}")
+    return url
 
 
 @pytest.fixture(scope="session")
