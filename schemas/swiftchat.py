@@ -30,12 +30,22 @@ class DocumentBlock(BaseModel):
     source: Base64Source
 
 
+class VideoBlock(BaseModel):
+    format: str
+    source: Base64Source
+
+
 class ContentBlock(BaseModel):
-    """One Bedrock converse content block: `text`, `image` or `document`."""
+    """One Bedrock converse content block: `text`, `image`, `document` or `video`.
+
+    SwiftChat's app sends `video` for an attached clip; no model served here reads video,
+    so it is refused (415) rather than silently dropped.
+    """
 
     text: str | None = None
     image: ImageBlock | None = None
     document: DocumentBlock | None = None
+    video: VideoBlock | None = None
 
 
 class ConverseMessage(BaseModel):
@@ -52,7 +62,62 @@ class ConverseRequest(BaseModel):
     modelId: str | None = Field(None, description="A model id from /api/models; default model")
     system: list[SystemBlock] | None = None
     region: str | None = Field(None, description="Accepted for compatibility, ignored")
-    enableThinking: bool | None = Field(None, description="Accepted for compatibility, ignored")
+    enableThinking: bool | None = Field(
+        None,
+        description="Accepted for compatibility, ignored: no reasoning deltas are streamed",
+    )
+
+
+class TokenUsage(BaseModel):
+    inputTokens: int
+    outputTokens: int
+    totalTokens: int
+
+
+class StreamMetrics(BaseModel):
+    latencyMs: int = Field(description="From the request to the end of the answer")
+
+
+class MessageStart(BaseModel):
+    role: Literal["assistant"] = "assistant"
+
+
+class TextDelta(BaseModel):
+    text: str
+
+
+class ContentBlockDelta(BaseModel):
+    delta: TextDelta
+    contentBlockIndex: int = 0
+
+
+class ContentBlockStop(BaseModel):
+    contentBlockIndex: int = 0
+
+
+class MessageStop(BaseModel):
+    stopReason: Literal["end_turn"] = "end_turn"
+
+
+class StreamMetadata(BaseModel):
+    usage: TokenUsage
+    metrics: StreamMetrics
+
+
+class ConverseStreamEvent(BaseModel):
+    """One item of Bedrock's ConverseStream output, as `/api/converse/v2` sends it: an
+    object with exactly one of these keys, e.g. `{"contentBlockDelta": {"delta":
+    {"text": "Hi"}, "contentBlockIndex": 0}}`."""
+
+    messageStart: MessageStart | None = None
+    contentBlockDelta: ContentBlockDelta | None = None
+    contentBlockStop: ContentBlockStop | None = None
+    messageStop: MessageStop | None = None
+    metadata: StreamMetadata | None = None
+
+    def encode(self) -> bytes:
+        """The JSON object and a blank line: SwiftChat splits the body on `\\n\\n`."""
+        return self.model_dump_json(exclude_none=True).encode() + b"\n\n"
 
 
 class ModelsRequest(BaseModel):

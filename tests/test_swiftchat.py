@@ -95,24 +95,124 @@ async def test_live_converse_streams_the_model_answer(live_chat: LiveServer) -> 
     assert usage["totalTokens"] == usage["inputTokens"] + usage["outputTokens"]
 
 
-async def test_live_converse_disconnect_cancels_the_answer(live_chat: LiveServer) -> None:
+@pytest.mark.parametrize("path", ["/api/converse", "/api/converse/v2"])
+async def test_live_converse_disconnect_cancels_the_answer(
+    live_chat: LiveServer, path: str
+) -> None:
     """SwiftChat's stop button closes the connection: the rest is not generated or charged."""
     account = await create_account(live_chat.settings)
     words = [f"w{i}" for i in range(500)]
     body = {"messages": [user_turn({"text": " ".join(words)})], "modelId": "echo-live"}
     async with (
         httpx.AsyncClient(base_url=live_chat.base_url, timeout=30) as http,
-        http.stream("POST", "/api/converse", json=body, headers=account.headers) as response,
+        http.stream("POST", path, json=body, headers=account.headers) as response,
     ):
         assert response.status_code == 200
         task_id = response.headers["X-Task-Id"]
-        first = await anext(response.aiter_bytes())
-        assert first.decode().startswith("w0")
+        received = ""
+        async for chunk in response.aiter_text():
+            received += chunk
+            if "w0" in received:
+                break
     deadline = asyncio.get_running_loop().time() + 10
     while (task := await Task.get(id=task_id)).state is not TaskState.CANCELLED:
         assert asyncio.get_running_loop().time() < deadline, task.state
         await asyncio.sleep(0.1)
     assert 0 < task.completion_tokens < len(words)
+
+
+def bedrock_events(body: str) -> list[dict]:
+    """The body split and parsed as SwiftChat's app does (`\\n\\n`, then JSON.parse)."""
+    assert body.endswith("\n\n"), body[-40:]
+    return [json.loads(part) for part in body.split("\n\n") if part]
+
+
+@pytest.mark.parametrize("path", ["/api/converse/v2", "/api/converse/v3"])
+async def test_live_converse_v2_streams_bedrock_events(live_chat: LiveServer, path: str) -> None:
+    """The request SwiftChat's app sends, answered with ConverseStream events over a socket."""
+    account = await create_account(live_chat.settings)
+    body = {
+        "messages": [
+            user_turn({"text": "Hi"}),
+            {"role": "assistant", "content": [{"text": "Hello"}]},
+            user_turn({"text": "echo these words"}),
+        ],
+        "modelId": "echo-live",
+        "region": "us-west-2",
+        "enableThinking": False,
+        "system": [{"text": "Be brief."}],
+    }
+    reads: list[str] = []
+    async with (
+        httpx.AsyncClient(base_url=live_chat.base_url, timeout=30) as http,
+        http.stream("POST", path, json=body, headers=account.headers) as response,
+    ):
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        task_id = response.headers["X-Task-Id"]
+        reads = [chunk async for chunk in response.aiter_text()]
+    events = bedrock_events("".join(reads))
+    assert all(len(event) == 1 for event in events), events
+    assert events[0] == {"messageStart": {"role": "assistant"}}
+    deltas = [e["contentBlockDelta"] for e in events if "contentBlockDelta" in e]
+    assert all(d["contentBlockIndex"] == 0 for d in deltas)
+    assert "".join(d["delta"]["text"] for d in deltas) == "echo these words"
+    tail = [next(iter(event)) for event in events[1 + len(deltas) :]]
+    assert tail == ["contentBlockStop", "messageStop", "metadata"]
+    assert events[-2] == {"messageStop": {"stopReason": "end_turn"}}
+    metadata = events[-1]["metadata"]
+    usage = metadata["usage"]
+    assert set(usage) == {"inputTokens", "outputTokens", "totalTokens"}
+    assert usage["outputTokens"] > 0 and usage["inputTokens"] > 0
+    assert usage["totalTokens"] == usage["inputTokens"] + usage["outputTokens"]
+    assert metadata["metrics"]["latencyMs"] >= 0
+
+    task = await Task.get(id=task_id)
+    assert task.state is TaskState.SUCCEEDED and task.session_id is None
+    assert (task.prompt_tokens, task.completion_tokens) == (
+        usage["inputTokens"],
+        usage["outputTokens"],
+    )
+    assert task.request["messages"][0] == {"role": "system", "content": "Be brief."}
+
+
+async def test_converse_v2_reports_a_failure_as_an_error_part(
+    app: Quart, client: QuartClient, owner: Account
+) -> None:
+    request = asyncio.create_task(
+        client.post(
+            "/api/converse/v2",
+            json={"messages": [user_turn({"text": "Hi"})]},
+            headers=owner.headers,
+        )
+    )
+    task = await next_task(owner.id)
+    stream = TaskStream.for_task(app.config["REDIS"], app.config["SETTINGS"], task.id)
+    await stream.append(TokenEvent(delta="Part"))
+    await stream.append(ErrorEvent(code="provider_timeout", message="The model timed out"))
+    response = await asyncio.wait_for(request, 10)
+    *events, error = (await response.get_data(as_text=True)).split("\n\n")
+    assert [json.loads(e) for e in events] == [
+        {"messageStart": {"role": "assistant"}},
+        {"contentBlockDelta": {"delta": {"text": "Part"}, "contentBlockIndex": 0}},
+    ]
+    assert error == "Error: The model timed out"
+
+
+async def test_converse_v2_refuses_bad_input_like_v1(client: QuartClient, owner: Account) -> None:
+    video = {"format": "mp4", "source": {"bytes": "AAAA"}}
+    for body, status in (
+        ({"messages": []}, 422),
+        ({"messages": [{"role": "assistant", "content": [{"text": "x"}]}]}, 400),
+        ({"messages": [user_turn({"text": "what is this"}, {"video": video})]}, 415),
+        ({"messages": [user_turn({"text": "x"})], "modelId": "no-such-model"}, 400),
+    ):
+        response = await client.post("/api/converse/v2", json=body, headers=owner.headers)
+        assert response.status_code == status, body
+        error = await response.get_json()
+        assert error["code"] == status and error["message"], error
+    assert (await client.post("/api/converse/v2", json={"messages": []})).status_code == 401
+    assert not await Task.filter(user_id=owner.id).exists()
 
 
 async def test_converse_reports_a_failure_as_an_error_line(
@@ -334,7 +434,14 @@ async def test_upgrade_compares_versions(
 
 async def test_routes_are_documented(client: QuartClient) -> None:
     paths = (await (await client.get("/openapi.json")).get_json())["paths"]
-    for path in ("/api/converse", "/api/models", "/api/image", "/api/upgrade"):
+    for path in (
+        "/api/converse",
+        "/api/converse/v2",
+        "/api/converse/v3",
+        "/api/models",
+        "/api/image",
+        "/api/upgrade",
+    ):
         assert "post" in paths[path], path
     assert "get" in paths["/api/v1/app-versions"]
     assert "put" in paths["/api/v1/app-versions/{platform}"]

@@ -3,8 +3,9 @@
 The client sends the whole conversation each time; nothing is stored in a session, so
 an answer whose client disconnects is cancelled (only produced tokens are charged).
 Content blocks map to provider parts: `text` as text, `image` as a data URL (vision
-models only), `document` inlined as text when it is a text format. The conversation is
-fitted to the model's window like a session's (oldest turns dropped first).
+models only), `document` inlined as text when it is a text format; `video` is refused
+(415). The conversation is fitted to the model's window like a session's (oldest turns
+dropped first).
 """
 
 from __future__ import annotations
@@ -52,6 +53,11 @@ def to_part(block: ContentBlock) -> dict:
             "utf-8", errors="replace"
         )
         return {"type": "text", "text": f"Document '{document.name}':\n{text}"}
+    if block.video is not None:
+        raise UnsupportedMediaType(
+            f"A {block.video.format} video was sent: no model served here reads video; "
+            "send text, images or text documents"
+        )
     raise BadRequest("Each content block needs one of 'text', 'image' or 'document'")
 
 
