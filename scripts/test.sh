@@ -10,10 +10,10 @@ set -euo pipefail
 cd "$ROOT"
 suite_started="$(now)"
 
+ensure_venv "dev,local,postgres"
 # Elasticsearch boots in the background (~20 s) while the rest is prepared.
 ES_UNAVAILABLE=""
 start_elasticsearch || true
-ensure_venv "dev,local,postgres"
 command -v nginx >/dev/null || apt_install nginx-light \
     || echo "==> nginx could not be installed; the nginx proxy test will be skipped"
 ensure_redis
