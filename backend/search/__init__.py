@@ -1,0 +1,1 @@
+"""Search over chunks: the text analyzer, the store interface and its implementations."""

@@ -1,0 +1,84 @@
+"""The one text analyzer behind keyword search, used at index time and at query time.
+
+Both stores (SQLite FTS5 here, Elasticsearch with issue 10) index the analyzer's output
+as space-separated terms and only split on spaces, so a term means the same in both and
+BM25 counts the same tokens. Rules:
+
+- Text is NFKC-normalised first, so full-width letters and digits (common in Chinese
+  text) match their ASCII forms, then case-folded.
+- Runs of Han characters and Japanese kana are segmented into words by jieba (accurate
+  mode, the same mode the evaluation's BM25 anchor used). Whole runs go to jieba, so a
+  word is never cut by where a Latin word happens to sit next to it. jieba knows no
+  Japanese words, so kana come out as single characters: unigram matching, which still
+  finds them.
+- Every other script is split into words of letters, digits and combining marks
+  (`\\p{M}` keeps Devanagari or Arabic words whole; a plain `\\w` would cut them at
+  their vowel signs). Digits are kept: "COVID-19" gives "covid", "19".
+- Punctuation, symbols, spaces and underscores separate words and are dropped.
+
+jieba's dictionary (about a second to load) is loaded once per process, on first use,
+so importing this module stays cheap for processes that never analyze Chinese.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import unicodedata
+
+import regex
+
+# A run of CJK (segmented by jieba), or a word of any other script. `(?V1)` enables set
+# difference so a "word" never swallows Han characters glued to it ("abc中文").
+TOKEN_RUNS = regex.compile(
+    r"(?V1)(?P<cjk>[\p{Han}\p{Hiragana}\p{Katakana}\u30fc]+)"
+    r"|(?P<word>[[\p{L}\p{N}\p{M}]--[\p{Han}\p{Hiragana}\p{Katakana}]]+)"
+)
+# What jieba may hand back inside a CJK run that is not a word (it keeps odd symbols).
+WORDLIKE = regex.compile(r"[\p{L}\p{N}]")
+
+_segmenter_lock = threading.Lock()
+_segmenter = None
+
+
+def segmenter():  # -> jieba.Tokenizer
+    """jieba's tokenizer with its dictionary loaded; built once, on first CJK text."""
+    global _segmenter
+    if _segmenter is None:
+        with _segmenter_lock:
+            if _segmenter is None:
+                import jieba
+
+                # jieba announces its dictionary loading at DEBUG/INFO on its own logger.
+                jieba.setLogLevel(logging.WARNING)
+                tokenizer = jieba.Tokenizer()
+                tokenizer.initialize()
+                _segmenter = tokenizer
+    return _segmenter
+
+
+def analyze(text: str) -> list[str]:
+    """The terms of `text`, in order, duplicates kept (term frequency matters to BM25)."""
+    normalised = unicodedata.normalize("NFKC", text).casefold()
+    terms: list[str] = []
+    for match in TOKEN_RUNS.finditer(normalised):
+        run = match.group("cjk")
+        if run is None:
+            terms.append(match.group("word"))
+            continue
+        for word in segmenter().cut(run, cut_all=False, HMM=True):
+            word = word.strip()
+            if word and WORDLIKE.search(word):
+                terms.append(word)
+    return terms
+
+
+def analyzed_text(text: str) -> str:
+    """`analyze(text)` joined by spaces: what a store indexes in its keyword field."""
+    return " ".join(analyze(text))
+
+
+def query_terms(text: str) -> list[str]:
+    """The distinct terms of a query, in first-seen order (a repeated word in a question
+    should not count twice in an OR query)."""
+    return list(dict.fromkeys(analyze(text)))
