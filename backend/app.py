@@ -15,6 +15,7 @@ from backend.connections import open_redis
 from backend.database import close_database, migrate_database, open_database
 from backend.http.error_handlers import register_error_handlers
 from backend.http.openapi import SluiceOpenAPIProvider
+from backend.http.path_ids import register_path_ids
 from backend.http.routes import admin_users, api_keys, health, session, users
 from backend.http.routes import app_versions as app_versions_routes
 from backend.http.routes import chat_sessions as chat_sessions_routes
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None) -> Quart:
             app.asgi_app, mode="legacy", trusted_hops=settings.trusted_proxy_hops
         )
     register_error_handlers(app)
+    register_path_ids(app)
     register_request_logging(app)
     for blueprint in blueprints():
         app.register_blueprint(blueprint)

@@ -12,6 +12,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, StringConstraints, model_validator
 
+from schemas.common import Pagination
+from schemas.ids import PublicId
+
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
 
 DEFAULT_PROMPT = (
@@ -27,19 +30,18 @@ class OrderBy(StrEnum):
     UPDATE_TIME = "update_time"
 
 
-class ListQuery(BaseModel):
+class ListQuery(Pagination):
     """RAGFlow's list filters: page, page_size, orderby, desc, name, id."""
 
-    page: int = Field(1, ge=1)
     page_size: int = Field(30, ge=1, le=1024)
     orderby: OrderBy = OrderBy.CREATE_TIME
     desc: bool = True
     name: str | None = None
-    id: str | None = None
+    id: PublicId | None = None
 
 
 class DeleteIds(BaseModel):
-    ids: list[str] = Field(min_length=1, description="IDs to delete")
+    ids: list[PublicId] = Field(min_length=1, description="IDs to delete")
 
 
 class LlmSettings(BaseModel):
@@ -153,7 +155,7 @@ class ImagePart(BaseModel):
 
     type: Literal["image"] = "image"
     url: str | None = None
-    upload_id: str | None = None
+    upload_id: PublicId | None = None
 
     @model_validator(mode="after")
     def one_source(self) -> ImagePart:
@@ -210,8 +212,7 @@ class MessageOut(BaseModel):
     created_at: datetime
 
 
-class MessageListQuery(BaseModel):
-    page: int = Field(1, ge=1)
+class MessageListQuery(Pagination):
     page_size: int = Field(50, ge=1, le=1000)
     include_hidden: bool = False
 
@@ -245,7 +246,7 @@ class CompletionRequest(BaseModel):
 
     question: str = Field(min_length=1)
     stream: bool = True
-    session_id: str | None = None
+    session_id: PublicId | None = None
 
 
 class CompletionAnswer(BaseModel):

@@ -8,12 +8,13 @@ from pydantic import BaseModel, Field, model_validator
 
 from backend.models.tasks import TaskState
 from schemas.chats import ContentPart
+from schemas.ids import PublicId
 
 
 class TaskCreate(BaseModel):
     """Ask a question in a session: `question` (plain text) or `content` (parts)."""
 
-    session_id: str = Field(min_length=1, max_length=32)
+    session_id: PublicId
     question: str | None = Field(None, min_length=1, max_length=200_000)
     content: list[ContentPart] | None = Field(None, min_length=1, max_length=32)
     stream: bool = False

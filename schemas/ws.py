@@ -13,9 +13,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from schemas.ids import PublicId
 from schemas.tasks import ContentPart
 
-TaskId = Annotated[str, Field(min_length=1, max_length=64)]
+TaskId = PublicId
 Ref = Annotated[str | None, Field(max_length=128)]
 
 
@@ -54,7 +55,7 @@ class SendMessage(BaseModel):
     """Ask in a session (text or content parts): starts a task and subscribes to it."""
 
     type: Literal["send"]
-    session_id: str = Field(min_length=1, max_length=32)
+    session_id: PublicId
     content: str | list[ContentPart] = Field(min_length=1)
     ref: Ref = None
 

@@ -62,7 +62,7 @@ async def test_other_users_private_chat_is_not_found(
     for method, kwargs in (
         ("post", {"json": {"name": "x"}}),
         ("get", {}),
-        ("delete", {"json": {"ids": ["x"]}}),
+        ("delete", {"json": {"ids": ["0123456789abcdef0123456789abcdef"]}}),
     ):
         response = await getattr(client, method)(
             sessions_url(chat["id"]), headers=stranger.headers, **kwargs
@@ -78,9 +78,12 @@ async def test_requires_auth(client: QuartClient, owner: Account) -> None:
     chat = await create_chat(client, owner)
     assert (await client.post(sessions_url(chat["id"]), json={})).status_code == 401
     assert (await client.get(sessions_url(chat["id"]))).status_code == 401
-    assert (await client.delete(sessions_url(chat["id"]), json={"ids": ["x"]})).status_code == 401
+    unknown = "0123456789abcdef0123456789abcdef"
     assert (
-        await client.put(f"{sessions_url(chat['id'])}/x", json={"name": "y"})
+        await client.delete(sessions_url(chat["id"]), json={"ids": [unknown]})
+    ).status_code == 401
+    assert (
+        await client.put(f"{sessions_url(chat['id'])}/{unknown}", json={"name": "y"})
     ).status_code == 401
 
 
@@ -140,11 +143,11 @@ async def test_delete_by_ids_all_or_nothing(client: QuartClient, owner: Account)
     second = await create_session(client, owner, chat["id"])
     partial = await client.delete(
         sessions_url(chat["id"]),
-        json={"ids": [first["id"], "0123456789abcdef"]},
+        json={"ids": [first["id"], "0123456789abcdef0123456789abcdef"]},
         headers=owner.headers,
     )
     assert partial.status_code == 404
-    assert "0123456789abcdef" in (await partial.get_json())["message"]
+    assert "0123456789abcdef0123456789abcdef" in (await partial.get_json())["message"]
     empty = await client.delete(sessions_url(chat["id"]), json={"ids": []}, headers=owner.headers)
     assert empty.status_code == 422
     deleted = await client.delete(

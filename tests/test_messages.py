@@ -168,7 +168,7 @@ async def test_other_users_session_is_not_found(
 async def test_requires_auth(client: QuartClient, session_url: str) -> None:
     assert (await client.get(session_url)).status_code == 401
     assert (await client.post(session_url, json={"content": "x"})).status_code == 401
-    assert (await client.delete(f"{session_url}/abc")).status_code == 401
+    assert (await client.delete(f"{session_url}/{'0' * 32}")).status_code == 401
 
 
 async def test_unknown_session_is_not_found(

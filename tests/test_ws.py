@@ -23,6 +23,9 @@ from tests.support.live_server import LiveServer
 from tests.support.sse_client import bearer, events
 
 RECEIVE_TIMEOUT = 10
+# Well formed (32 hex characters) but naming nothing; malformed ids are tested in
+# test_hostile_ids.py.
+UNKNOWN_ID = "0123456789abcdef0123456789abcdef"
 
 
 @pytest.fixture
@@ -231,7 +234,7 @@ async def test_another_users_task_and_missing_task_are_404(
 ) -> None:
     task = await new_task(live_other_user)
     await stream_of(redis, live_settings, task).append(TokenEvent(delta="secret"))
-    for task_id in (task.id, "no-such-task"):
+    for task_id in (task.id, UNKNOWN_ID):
         reply = await request(ws, type="subscribe", task_id=task_id)
         assert reply["type"] == "error" and reply["code"] == 404 and reply["task_id"] == task_id
     assert (await request(ws, type="unsubscribe", task_id=task.id))["code"] == 404
@@ -321,18 +324,18 @@ async def test_silence_is_closed_4401_after_the_auth_timeout(
 
 
 async def test_cancel_of_unknown_task_is_an_error_reply(ws: ClientConnection) -> None:
-    reply = await request(ws, type="cancel", task_id="no-such-task", ref="c")
+    reply = await request(ws, type="cancel", task_id=UNKNOWN_ID, ref="c")
     assert reply == {
         "type": "error",
         "code": 404,
         "message": reply["message"],
-        "task_id": "no-such-task",
+        "task_id": UNKNOWN_ID,
         "ref": "c",
     }
 
 
 async def test_send_to_unknown_session_is_an_error_reply(ws: ClientConnection) -> None:
-    reply = await request(ws, type="send", session_id="no-such-session", content="hi")
+    reply = await request(ws, type="send", session_id=UNKNOWN_ID, content="hi")
     assert reply["type"] == "error" and reply["code"] == 404
 
 

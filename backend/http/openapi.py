@@ -34,6 +34,14 @@ class EventStream(RawBody):
 
 
 class SluiceOpenAPIProvider(OpenAPIProvider):
+    def build_path_parameter(self, name: str, converter: Any) -> dict[str, Any]:
+        """Path ids document their format (the converters of backend/http/path_ids.py)."""
+        parameter = super().build_path_parameter(name, converter)
+        schema = getattr(converter, "openapi_schema", None)
+        if schema is not None:
+            parameter["schema"] = dict(schema)
+        return parameter
+
     def build_response_object(
         self, model: type, headers_model: type | None
     ) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -123,7 +123,7 @@ async def ragflow_page(filters: QuerySet[M], query: ListQuery, kind: str) -> lis
     field = ORDER_FIELDS[query.orderby]
     items = (
         await filters.order_by(f"-{field}" if query.desc else field, "id")
-        .offset((query.page - 1) * query.page_size)
+        .offset(query.offset)
         .limit(query.page_size)
     )
     if not items and (query.id is not None or query.name is not None):

@@ -29,7 +29,7 @@ async def list_messages(
     total = await filters.count()
     items = (
         await filters.order_by("created_at", "id")
-        .offset((query.page - 1) * query.page_size)
+        .offset(query.offset)
         .limit(query.page_size)
     )
     return items, total

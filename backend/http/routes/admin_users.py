@@ -34,7 +34,7 @@ async def list_users(query_args: UserQuery):
     )
 
 
-@blueprint.get("/<int:user_id>")
+@blueprint.get("/<user_id:user_id>")
 @authenticated(admin=True)
 @validate_response(Envelope[UserOut])
 async def get_user(user_id: int):
@@ -42,7 +42,7 @@ async def get_user(user_id: int):
     return ok(user_out(await users.get_user(user_id)))
 
 
-@blueprint.patch("/<int:user_id>")
+@blueprint.patch("/<user_id:user_id>")
 @authenticated(admin=True)
 @validate_request(AdminUserUpdate)
 @validate_response(Envelope[UserOut])
@@ -51,7 +51,7 @@ async def update_user(user_id: int, data: AdminUserUpdate):
     return ok(user_out(await users.update_user(current_user(), user_id, data)))
 
 
-@blueprint.post("/<int:user_id>/disable")
+@blueprint.post("/<user_id:user_id>/disable")
 @authenticated(admin=True)
 @validate_response(Envelope[UserOut])
 async def disable_user(user_id: int):

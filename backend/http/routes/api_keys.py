@@ -53,7 +53,7 @@ async def list_keys():
     return ok([key_out(key) for key in await api_keys.list_active(current_user())])
 
 
-@blueprint.delete("/<string:key_id>")
+@blueprint.delete("/<id:key_id>")
 @authenticated
 @validate_response(Envelope[ApiKeyRevoked])
 async def revoke_key(key_id: str):

@@ -14,7 +14,7 @@ from backend.services import chat_sessions
 from schemas.chats import DeleteIds, ListQuery, SessionCreate, SessionOut, SessionUpdate
 from schemas.envelope import Envelope
 
-blueprint = Blueprint("chat_sessions", __name__, url_prefix="/api/v1/chats/<chat_id>/sessions")
+blueprint = Blueprint("chat_sessions", __name__, url_prefix="/api/v1/chats/<id:chat_id>/sessions")
 
 
 def session_out(session: ChatSession, messages: list[Message]) -> SessionOut:
@@ -53,7 +53,7 @@ async def list_sessions(chat_id: str, query_args: ListQuery):
     return ok(await sessions_out(sessions))
 
 
-@blueprint.put("/<session_id>")
+@blueprint.put("/<id:session_id>")
 @authenticated
 @validate_request(SessionUpdate)
 @validate_response(Envelope[SessionOut])

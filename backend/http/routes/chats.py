@@ -60,7 +60,7 @@ async def list_chats(query_args: ListQuery):
     return ok([assistant_out(item) for item in items])
 
 
-@blueprint.get("/<chat_id>")
+@blueprint.get("/<id:chat_id>")
 @authenticated
 @validate_response(Envelope[AssistantOut])
 async def get_chat(chat_id: str):
@@ -68,7 +68,7 @@ async def get_chat(chat_id: str):
     return ok(assistant_out(await assistants.get_visible_assistant(current_user(), chat_id)))
 
 
-@blueprint.put("/<chat_id>")
+@blueprint.put("/<id:chat_id>")
 @authenticated
 @validate_request(AssistantUpdate)
 @validate_response(Envelope[AssistantOut])

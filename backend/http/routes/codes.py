@@ -67,7 +67,7 @@ async def list_codes(query_args: Pagination):
     )
 
 
-@blueprint.get("/<code>")
+@blueprint.get("/<code:code>")
 @authenticated(admin=True)
 @validate_response(Envelope[CodeDetailOut])
 async def get_code(code: str):
@@ -84,7 +84,7 @@ async def get_code(code: str):
     )
 
 
-@blueprint.delete("/<code>")
+@blueprint.delete("/<code:code>")
 @authenticated(admin=True)
 @validate_response(Envelope[CodeDeleted])
 async def delete_code(code: str):

@@ -22,7 +22,7 @@ from backend.services import completions
 from schemas.chats import CompletionAnswer, CompletionRequest
 from schemas.envelope import Envelope
 
-blueprint = Blueprint("completions", __name__, url_prefix="/api/v1/chats/<chat_id>/completions")
+blueprint = Blueprint("completions", __name__, url_prefix="/api/v1/chats/<id:chat_id>/completions")
 
 
 def data_line(payload: dict[str, Any]) -> bytes:

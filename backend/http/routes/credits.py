@@ -68,7 +68,7 @@ async def redeem_code(data: RedeemIn):
     )
 
 
-@blueprint.get("/<int:user_id>/credits")
+@blueprint.get("/<user_id:user_id>/credits")
 @authenticated(admin=True)
 @validate_querystring(Pagination)
 @validate_response(Envelope[CreditsOut])
@@ -77,7 +77,7 @@ async def user_credits(user_id: int, query_args: Pagination):
     return ok(await credits_out(user_id, query_args))
 
 
-@blueprint.post("/<int:user_id>/credits")
+@blueprint.post("/<user_id:user_id>/credits")
 @authenticated(admin=True)
 @validate_request(AdjustIn)
 @validate_response(Envelope[AdjustOut])

@@ -14,7 +14,7 @@ from schemas.chats import MessageCreate, MessageListQuery, MessageOut, MessagePa
 from schemas.envelope import Envelope
 
 blueprint = Blueprint(
-    "messages", __name__, url_prefix="/api/v1/chats/<chat_id>/sessions/<session_id>/messages"
+    "messages", __name__, url_prefix="/api/v1/chats/<id:chat_id>/sessions/<id:session_id>/messages"
 )
 
 
@@ -76,7 +76,7 @@ async def create_message(chat_id: str, session_id: str, data: MessageCreate):
     return ok(message_out(message), 201)
 
 
-@blueprint.delete("/<message_id>")
+@blueprint.delete("/<id:message_id>")
 @authenticated
 @validate_response(Envelope[None])
 async def delete_message(chat_id: str, session_id: str, message_id: str):

@@ -61,7 +61,7 @@ async def new_task_sse_response(task: Task) -> Response:
     return event_stream(frames(await new_task_reader(task)))
 
 
-@blueprint.get("/<task_id>/stream")
+@blueprint.get("/<id:task_id>/stream")
 @authenticated(query_token=True)
 @validate_querystring(StreamQuery)
 @document_headers(StreamHeaders)

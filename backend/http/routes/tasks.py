@@ -80,7 +80,7 @@ async def create_task(data: TaskCreate):
     return ok(task_out(task), 201)
 
 
-@blueprint.get("/<task_id>")
+@blueprint.get("/<id:task_id>")
 @authenticated
 @validate_response(Envelope[TaskOut])
 async def get_task(task_id: str):
@@ -88,7 +88,7 @@ async def get_task(task_id: str):
     return ok(task_out(await tasks.get_task(current_user(), task_id)))
 
 
-@blueprint.post("/<task_id>/cancel")
+@blueprint.post("/<id:task_id>/cancel")
 @authenticated
 @validate_response(Envelope[TaskOut])
 async def cancel_task(task_id: str):

@@ -34,7 +34,7 @@ async def create_upload(data: UploadForm):
     return ok(out, 201)
 
 
-@blueprint.get("/<upload_id>")
+@blueprint.get("/<id:upload_id>")
 @authenticated
 async def get_upload(upload_id: str) -> Response:
     """The uploaded image's bytes, for its owner only."""
