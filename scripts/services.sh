@@ -187,8 +187,7 @@ start_elasticsearch() {
     cp -r "$home/config" "$dir/config"
     mkdir -p "$dir/data" "$dir/logs"
     is_root && chown -R "$SERVICE_USER" "$dir"
-    # By its command line, which names its private config directory (no pid file yet early on).
-    add_cleanup "pkill -f -- '$dir/config' && sleep 1"
+    add_cleanup "stop_elasticsearch '$dir'"
     ES_PATH_CONF="$dir/config" ES_JAVA_HOME="$java" ES_JAVA_OPTS="-Xms512m -Xmx512m" \
         as_service_user "$home/bin/elasticsearch" -d -p "$dir/es.pid" \
         -E discovery.type=single-node -E xpack.security.enabled=false \
@@ -200,6 +199,24 @@ start_elasticsearch() {
     ES_LOG="$dir/start.log"
     ES_PIDFILE="$dir/es.pid"
     export ELASTICSEARCH_URL="http://127.0.0.1:$port"
+}
+
+# Stops the node started with its files in $1: by the pid file it writes once running, and
+# by its environment (ES_PATH_CONF names its private directory) if it is still booting.
+stop_elasticsearch() {
+    local pids
+    pids="$(cat "$1/es.pid" 2>/dev/null || true) $(grep -ls "ES_PATH_CONF=$1/config" \
+        /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3 | tr '\n' ' ')"
+    [ -n "${pids// /}" ] || return 0
+    # shellcheck disable=SC2086
+    kill $pids 2>/dev/null || true
+    for _ in $(seq 30); do
+        # shellcheck disable=SC2086
+        kill -0 $pids 2>/dev/null || return 0
+        sleep 0.5
+    done
+    # shellcheck disable=SC2086
+    kill -9 $pids 2>/dev/null || true
 }
 
 http_answers() {
