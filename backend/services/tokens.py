@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -14,8 +15,11 @@ from backend.errors import Unauthorized
 from backend.models import RefreshToken, User
 from backend.models.users import LoginKind
 from backend.settings import Settings
+from schemas.ids import is_user_id
 
 ALGORITHM = "HS256"
+# As `issue_access_token` writes it: no sign, no leading zeros, at most ten digits.
+USER_ID_SUBJECT = re.compile(r"[1-9][0-9]{0,9}")
 
 
 @dataclass(frozen=True)
@@ -43,16 +47,30 @@ def issue_access_token(user: User, settings: Settings) -> str:
 
 
 def decode_access_token(token: str, settings: Settings) -> int:
-    """Return the user id the token was issued to, or raise Unauthorized."""
+    """Return the user id the token was issued to, or raise Unauthorized.
+
+    A token must expire (one without `exp` would be valid forever, even signed by us),
+    and its subject must be a user id as issued: plain ASCII digits within the id
+    column's range (`str.isdigit` also accepts "²" and "٣", which `int` rejects or
+    reads as another number).
+    """
     try:
-        claims = jwt.decode(token, settings.secret_key, algorithms=[ALGORITHM])
+        claims = jwt.decode(
+            token,
+            settings.secret_key,
+            algorithms=[ALGORITHM],
+            options={"require": ["exp", "sub"]},
+        )
     except jwt.ExpiredSignatureError as exc:
         raise Unauthorized("Access token expired: refresh it or log in again") from exc
     except jwt.InvalidTokenError as exc:
         raise Unauthorized("Invalid access token") from exc
-    if claims.get("typ") != "access" or not str(claims.get("sub", "")).isdigit():
+    subject = claims["sub"]
+    if claims.get("typ") != "access" or not isinstance(subject, str):
         raise Unauthorized("Invalid access token")
-    return int(claims["sub"])
+    if USER_ID_SUBJECT.fullmatch(subject) is None or not is_user_id(int(subject)):
+        raise Unauthorized("Invalid access token")
+    return int(subject)
 
 
 async def issue_token_pair(user: User, settings: Settings, kind: LoginKind) -> TokenPair:
