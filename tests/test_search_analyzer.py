@@ -6,8 +6,14 @@ from backend.search.analyzer import analyze, analyzed_text, query_terms
 
 
 def test_chinese_is_segmented_into_words_not_characters() -> None:
-    assert analyze("我爱北京天安门") == ["我", "爱", "北京", "天安门"]
-    assert "中华人民共和国" in analyze("中华人民共和国成立于1949年")
+    assert analyze("我爱北京天安门") == ["我", "爱", "北京", "天安", "天安门"]
+
+
+def test_a_compound_also_gives_the_words_inside_it() -> None:
+    terms = analyze("中华人民共和国成立于1949年")
+    assert {"中华人民共和国", "人民", "共和国", "成立", "1949", "年"} <= set(terms)
+    # A query naming the dictionary compound "首都北京" still finds "北京".
+    assert "北京" in analyze("首都北京")
 
 
 def test_mixed_chinese_and_english_split_at_script_boundaries() -> None:

@@ -6,11 +6,16 @@ BM25 counts the same tokens. Rules:
 
 - Text is NFKC-normalised first, so full-width letters and digits (common in Chinese
   text) match their ASCII forms, then case-folded.
-- Runs of Han characters and Japanese kana are segmented into words by jieba (accurate
-  mode, the same mode the evaluation's BM25 anchor used). Whole runs go to jieba, so a
-  word is never cut by where a Latin word happens to sit next to it. jieba knows no
-  Japanese words, so kana come out as single characters: unigram matching, which still
-  finds them.
+- Runs of Han characters and Japanese kana are segmented into words by jieba's search
+  mode without its HMM: dictionary words, plus the dictionary words inside a long one
+  ("中华人民共和国" also gives "人民", "共和国"), so a query naming part of a compound
+  still matches it. The HMM guesses words the dictionary lacks, and guesses differently
+  in a short query than in a long passage; without it an unknown name is single
+  characters on both sides. Measured with BM25 on the CMRC trial set (nDCG@10):
+  accurate mode with HMM 0.978, without 0.985, search mode without HMM 0.986.
+  Whole runs go to jieba, so a word is never cut by where a Latin word happens to sit
+  next to it. jieba knows no Japanese words: kana come out as single characters
+  (unigram matching, which still finds them).
 - Every other script is split into words of letters, digits and combining marks
   (`\\p{M}` keeps Devanagari or Arabic words whole; a plain `\\w` would cut them at
   their vowel signs). Digits are kept: "COVID-19" gives "covid", "19".
@@ -66,7 +71,7 @@ def analyze(text: str) -> list[str]:
         if run is None:
             terms.append(match.group("word"))
             continue
-        for word in segmenter().cut(run, cut_all=False, HMM=True):
+        for word in segmenter().cut_for_search(run, HMM=False):
             word = word.strip()
             if word and WORDLIKE.search(word):
                 terms.append(word)
