@@ -23,6 +23,8 @@ from backend.http.routes import chats as chats_routes
 from backend.http.routes import codes as codes_routes
 from backend.http.routes import completions as completions_routes
 from backend.http.routes import credits as credits_routes
+from backend.http.routes import datasets as datasets_routes
+from backend.http.routes import documents as documents_routes
 from backend.http.routes import messages as messages_routes
 from backend.http.routes import swiftchat as swiftchat_routes
 from backend.http.routes import task_streams as task_streams_routes
@@ -30,7 +32,9 @@ from backend.http.routes import tasks as tasks_routes
 from backend.http.routes import uploads as uploads_routes
 from backend.http.routes import ws as ws_routes
 from backend.observability import configure_logging, request_id_var
+from backend.providers.embedding_registry import close_embeddings, configure_embeddings
 from backend.providers.registry import close_registry
+from backend.search.stores import close_search_store, configure_search_store
 from backend.services.users import ensure_admin
 from backend.settings import Settings, get_settings
 
@@ -87,11 +91,16 @@ def create_app(settings: Settings | None = None) -> Quart:
             await migrate_database(settings)
         await open_database(settings)
         await ensure_admin(settings)
+        # Datasets name embedding models of this registry; deletes remove indexed chunks.
+        configure_embeddings(settings)
+        configure_search_store(settings)
 
     @app.after_serving
     async def shutdown() -> None:
         await app.config["REDIS"].aclose()
         await close_registry()
+        await close_search_store()
+        await close_embeddings()
         await close_database()
 
     return app
@@ -109,6 +118,8 @@ def blueprints() -> list:
         task_streams_routes.blueprint,
         chats_routes.blueprint,
         chat_sessions_routes.blueprint,
+        datasets_routes.blueprint,
+        documents_routes.blueprint,
         messages_routes.blueprint,
         completions_routes.blueprint,
         uploads_routes.blueprint,

@@ -85,6 +85,11 @@ class Settings(BaseSettings):
     image_api_key: str = ""
     image_model: str = "dall-e-3"
 
+    # Knowledge: datasets and their documents (files under DATA_DIR/documents).
+    document_max_bytes: int = 16 * 1024 * 1024
+    document_upload_max_bytes: int = 32 * 1024 * 1024
+    default_embedding_model: str = "multilingual-e5-small@local"
+
     @model_validator(mode="after")
     def check_models(self) -> Settings:
         """A bad MODELS entry or DEFAULT_MODEL stops the process at start, naming it."""
@@ -103,6 +108,10 @@ class Settings(BaseSettings):
     @property
     def uploads_dir(self) -> Path:
         return self.data_dir / "uploads"
+
+    @property
+    def documents_dir(self) -> Path:
+        return self.data_dir / "documents"
 
 
 @lru_cache

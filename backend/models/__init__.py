@@ -3,6 +3,7 @@
 from backend.models.app_versions import AppVersion
 from backend.models.chats import Assistant, ChatSession, Message, Upload
 from backend.models.credits import CodeRedemption, CreditEntry, CreditReservation, RedeemCode
+from backend.models.knowledge import Dataset, Document
 from backend.models.tasks import Task
 from backend.models.users import ApiKey, RefreshToken, User
 
@@ -14,6 +15,8 @@ __all__ = [
     "CodeRedemption",
     "CreditEntry",
     "CreditReservation",
+    "Dataset",
+    "Document",
     "Message",
     "RedeemCode",
     "RefreshToken",

@@ -1,0 +1,1 @@
+"""Knowledge bases: datasets, their documents and files, and the rules around them."""

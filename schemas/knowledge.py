@@ -1,0 +1,233 @@
+"""Knowledge bases: datasets and the shapes their documents share, on the wire.
+
+Field names, defaults and rules follow RAGFlow's current HTTP API (the datasets of
+`/api/v1/datasets`), so RAGFlow's Python SDK and clients work against Sluice unchanged.
+Request bodies refuse unknown fields, as RAGFlow's do. Documents are in
+schemas/documents.py.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from schemas.chats import ListQuery
+from schemas.ids import PublicId
+
+NAME_MAX_CHARS = 128
+TEXT_MAX_CHARS = 65535
+AVATAR_TYPES = ("image/jpeg", "image/png")
+MAX_DELETE_IDS = 1000
+
+
+class ChunkMethod(StrEnum):
+    """How documents are cut into chunks: `naive` (general), `qa` (question/answer
+    files), `manual` (sections by headings), `one` (the whole document, one chunk)."""
+
+    NAIVE = "naive"
+    QA = "qa"
+    MANUAL = "manual"
+    ONE = "one"
+
+
+class Permission(StrEnum):
+    ME = "me"
+    TEAM = "team"
+
+
+def basic_multilingual_plane(text: str) -> str:
+    if any(ord(char) > 0xFFFF for char in text):
+        raise ValueError("must use Basic Multilingual Plane characters only (no emoji)")
+    return text
+
+
+def data_url_image(value: str | None) -> str | None:
+    """RAGFlow's avatar rule: empty, or `data:image/png|jpeg;base64,<data>`."""
+    if not value:
+        return value
+    prefix, comma, _ = value.partition(",")
+    if not comma:
+        raise ValueError("missing MIME prefix: expected data:<mime>;base64,<data>")
+    if not prefix.startswith("data:"):
+        raise ValueError("invalid MIME prefix: it must start with 'data:'")
+    if prefix[5:].split(";")[0] not in AVATAR_TYPES:
+        raise ValueError(f"unsupported image type: send one of {', '.join(AVATAR_TYPES)}")
+    return value
+
+
+DatasetName = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX_CHARS),
+    AfterValidator(basic_multilingual_plane),
+]
+Avatar = Annotated[
+    str | None,
+    Field(max_length=TEXT_MAX_CHARS, description="Base64 data URL of a PNG or JPEG image"),
+    AfterValidator(data_url_image),
+]
+Description = Annotated[str | None, Field(max_length=TEXT_MAX_CHARS)]
+EmbeddingModel = Annotated[
+    str | None,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=255),
+    Field(
+        description="An embedding model this server serves (RAGFlow's <model_name>@<factory>)",
+        examples=["multilingual-e5-small@local"],
+    ),
+]
+Ratio = Annotated[float, Field(ge=0, le=1)]
+
+
+class ParserConfig(BaseModel):
+    """Parser settings. The fields below are checked; any other RAGFlow field (raptor,
+    graphrag, pages, ...) is accepted and stored as sent. Omitted fields take the chunk
+    method's defaults."""
+
+    model_config = ConfigDict(extra="allow")
+
+    chunk_token_num: int | None = Field(None, ge=1, le=2048)
+    delimiter: str | None = Field(None, min_length=1, max_length=256)
+    html4excel: bool | None = None
+    layout_recognize: str | bool | None = None
+    auto_keywords: int | None = Field(None, ge=0, le=32)
+    auto_questions: int | None = Field(None, ge=0, le=10)
+    task_page_size: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def bounded(self) -> ParserConfig:
+        if len(self.model_dump_json()) > TEXT_MAX_CHARS:
+            raise ValueError(f"parser_config must be at most {TEXT_MAX_CHARS} characters of JSON")
+        return self
+
+    def given(self) -> dict[str, Any]:
+        """The fields the client sent, as JSON values."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+def empty_as_none(value: Any) -> Any:
+    """RAGFlow treats `parser_config: {}` as not given."""
+    return None if value == {} else value
+
+
+class DatasetFields(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    @field_validator("parser_config", mode="before", check_fields=False)
+    @classmethod
+    def parser_config_empty(cls, value: Any) -> Any:
+        return empty_as_none(value)
+
+
+class DatasetCreate(DatasetFields):
+    name: DatasetName
+    avatar: Avatar = None
+    description: Description = None
+    embedding_model: EmbeddingModel = Field(
+        None, description="Omitted: the server's default embedding model"
+    )
+    permission: Permission = Permission.ME
+    chunk_method: ChunkMethod = ChunkMethod.NAIVE
+    parser_config: ParserConfig | None = None
+    similarity_threshold: Ratio = 0.2
+    vector_similarity_weight: Ratio = 0.3
+
+
+class DatasetUpdate(DatasetFields):
+    """The fields sent change; `parser_config` is merged into the stored one. Changing
+    `chunk_method` without a `parser_config` resets it to the method's defaults."""
+
+    name: DatasetName | None = None
+    avatar: Avatar = None
+    description: Description = None
+    embedding_model: EmbeddingModel = Field(
+        None, description="Only while the dataset has no chunks (chunk_count 0)"
+    )
+    permission: Permission | None = None
+    chunk_method: ChunkMethod | None = None
+    parser_config: ParserConfig | None = None
+    pagerank: int | None = Field(None, ge=0, le=100)
+    similarity_threshold: Ratio | None = None
+    vector_similarity_weight: Ratio | None = None
+
+
+class DatasetListQuery(ListQuery):
+    """RAGFlow's list filters; the parsing-status counts are always included."""
+
+    include_parsing_status: bool = False
+
+
+class DeleteSelection(BaseModel):
+    """RAGFlow's batch delete: `ids` deletes those (all or nothing, unknown ids are 404);
+    `delete_all: true` deletes everything; `ids: null` deletes everything too unless
+    `delete_all` is sent as false (RAGFlow's older and current clients); `[]` deletes
+    nothing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[PublicId] | None = Field(None, max_length=MAX_DELETE_IDS)
+    delete_all: bool | None = None
+
+    @field_validator("ids")
+    @classmethod
+    def no_duplicates(cls, ids: list[str] | None) -> list[str] | None:
+        duplicates = [item for item, count in Counter(ids or []).items() if count > 1]
+        if duplicates:
+            raise ValueError(f"Duplicate ids: {', '.join(duplicates)}")
+        return ids
+
+    @property
+    def everything(self) -> bool:
+        if self.delete_all:
+            return True
+        return self.ids is None and self.delete_all is None
+
+
+class ParsingStatusCounts(BaseModel):
+    unstart_count: int = 0
+    running_count: int = 0
+    cancel_count: int = 0
+    done_count: int = 0
+    fail_count: int = 0
+
+
+class DatasetOut(ParsingStatusCounts):
+    id: str
+    name: str
+    avatar: str | None
+    description: str | None
+    embedding_model: str
+    permission: Permission
+    chunk_method: str
+    parser_config: dict[str, Any]
+    language: str
+    pagerank: int
+    similarity_threshold: float
+    vector_similarity_weight: float
+    document_count: int
+    chunk_count: int
+    token_num: int
+    status: str = Field("1", description="RAGFlow's validity flag; always '1'")
+    tenant_id: str = Field(description="The owner's user id")
+    created_by: str = Field(description="The owner's user id")
+    create_time: int = Field(description="Milliseconds since the epoch")
+    create_date: str = Field(description="RFC 1123 date, as RAGFlow")
+    update_time: int
+    update_date: str
+
+
+class DatasetList(BaseModel):
+    """RAGFlow's list envelope: the page in `data`, the match count beside it."""
+
+    code: int = 0
+    data: list[DatasetOut]
+    total_datasets: int
