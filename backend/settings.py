@@ -90,12 +90,27 @@ class Settings(BaseSettings):
     document_upload_max_bytes: int = 32 * 1024 * 1024
     default_embedding_model: str = "multilingual-e5-small@local"
 
+    # Knowledge: embedding models (backend/providers/embeddings.py) and the search store.
+    embedding_models: str = ""
+    embedding_batch_size: int = Field(16, ge=1, le=2048)
+    local_embedding_threads: int = Field(0, ge=0)
+    search_db_path: str = ""
+    search_vector_cache_mb: int = Field(512, ge=0)
+
     @model_validator(mode="after")
     def check_models(self) -> Settings:
         """A bad MODELS entry or DEFAULT_MODEL stops the process at start, naming it."""
         from backend.providers.catalog import default_id_of, parse_entries
 
         default_id_of(parse_entries(self.models), self.default_model)
+        return self
+
+    @model_validator(mode="after")
+    def check_embedding_models(self) -> Settings:
+        """A bad EMBEDDING_MODELS entry or DEFAULT_EMBEDDING_MODEL stops the process."""
+        from backend.providers.embeddings import check_default, parse_embedding_entries
+
+        check_default(parse_embedding_entries(self.embedding_models), self.default_embedding_model)
         return self
 
     @property
@@ -112,6 +127,13 @@ class Settings(BaseSettings):
     @property
     def documents_dir(self) -> Path:
         return self.data_dir / "documents"
+
+    @property
+    def search_db_file(self) -> Path:
+        """The embedded search store's SQLite file: SEARCH_DB_PATH, or under DATA_DIR."""
+        if self.search_db_path:
+            return Path(self.search_db_path)
+        return self.data_dir / "search.sqlite3"
 
 
 @lru_cache

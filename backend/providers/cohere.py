@@ -70,6 +70,21 @@ def usage_of(event: Any) -> Usage | None:
     return None
 
 
+def translate(exc: Exception, label: str, timeout: float, key_setting: str) -> ProviderError:
+    """A Cohere SDK failure (or one it let through) as a ProviderError; shared with the
+    Cohere embedding provider."""
+    if isinstance(exc, ApiError) and exc.status_code is not None:
+        body = exc.body if isinstance(exc.body, dict) else {}
+        detail = str(body.get("message") or f"HTTP {exc.status_code}")
+        return failures.from_status(label, key_setting, exc.status_code, detail, exc.headers)
+    translated = failures.from_transport(label, exc, timeout)
+    if translated is not None:
+        return translated
+    if isinstance(exc, ValueError | KeyError | TypeError | AttributeError):
+        return failures.malformed(label, exc.__class__.__name__)
+    return failures.unavailable(label, exc.__class__.__name__)
+
+
 class CohereProvider:
     def __init__(
         self,
@@ -122,18 +137,7 @@ class CohereProvider:
         yield usage or Usage(count_message_tokens(request.messages), count_tokens("".join(texts)))
 
     def translate(self, exc: Exception, label: str) -> ProviderError:
-        if isinstance(exc, ApiError) and exc.status_code is not None:
-            body = exc.body if isinstance(exc.body, dict) else {}
-            detail = str(body.get("message") or f"HTTP {exc.status_code}")
-            return failures.from_status(
-                label, self.key_setting, exc.status_code, detail, exc.headers
-            )
-        translated = failures.from_transport(label, exc, self.timeout)
-        if translated is not None:
-            return translated
-        if isinstance(exc, ValueError | KeyError | TypeError | AttributeError):
-            return failures.malformed(label, exc.__class__.__name__)
-        return failures.unavailable(label, exc.__class__.__name__)
+        return translate(exc, label, self.timeout, self.key_setting)
 
     async def aclose(self) -> None:
         await self.http.aclose()

@@ -1,0 +1,207 @@
+"""The embedded store's SQLite schema, and chunk rows to and from `ChunkRecord`s.
+
+One database file holds everything, so one transaction covers a chunk's metadata, its
+keyword index entry and its vector:
+
+- `chunks`: one row per chunk. Small filter columns come first and the content and
+  vector last, so checking a row against a filter never reads its overflow pages.
+- `chunk_terms`: an FTS5 table of the analyzer's output, rowid = `chunks.id`. Its
+  tokenizer is `ascii`: the text is already analyzed into space-separated terms made
+  only of letters, digits and marks, and `ascii` splits on ASCII non-alphanumerics
+  (spaces, here) while treating every non-ASCII character as part of a term. So FTS5
+  counts exactly the analyzer's terms; `unicode61` would re-split them by its own rules
+  and strip diacritics, and BM25 would count different tokens than Elasticsearch's
+  whitespace analyzer over the same terms.
+- `search_datasets`: per dataset, its tenant (a dataset has one owner; the store
+  refuses a second), the dimension of its vectors, and a version bumped by every write
+  that touches its chunks, so each process's in-memory vector matrix knows when it is
+  stale.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from backend.search.analyzer import analyzed_text
+from backend.search.store import ChunkRecord
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS chunks (
+    id INTEGER PRIMARY KEY,
+    chunk_id TEXT NOT NULL UNIQUE,
+    tenant_id TEXT NOT NULL,
+    dataset_id TEXT NOT NULL,
+    document_id TEXT NOT NULL,
+    available INTEGER NOT NULL,
+    token_count INTEGER NOT NULL,
+    create_time REAL NOT NULL,
+    document_name TEXT NOT NULL,
+    important_keywords TEXT NOT NULL,
+    questions TEXT NOT NULL,
+    positions TEXT NOT NULL,
+    content TEXT NOT NULL,
+    vector BLOB
+);
+CREATE INDEX IF NOT EXISTS chunks_by_document ON chunks (document_id);
+CREATE INDEX IF NOT EXISTS chunks_by_dataset ON chunks (dataset_id);
+CREATE VIRTUAL TABLE IF NOT EXISTS chunk_terms USING fts5 (terms, tokenize = 'ascii');
+CREATE TABLE IF NOT EXISTS search_datasets (
+    dataset_id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    dimension INTEGER,
+    version INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+COLUMNS = (
+    "chunk_id, tenant_id, dataset_id, document_id, available, token_count, create_time, "
+    "document_name, important_keywords, questions, positions, content, vector"
+)
+# Ids per `IN (...)` list, well under SQLite's limit on bound parameters.
+BATCH = 500
+INSERT = f"INSERT INTO chunks ({COLUMNS}) VALUES ({', '.join('?' * 13)})"
+
+
+def keyword_text(content: str, keywords: Sequence[str], questions: Sequence[str]) -> str:
+    """What the keyword leg indexes for a chunk: its content, important keywords and
+    questions (an FAQ chunk is found by its question), analyzed."""
+    return analyzed_text("\n".join([content, *keywords, *questions]))
+
+
+def vector_blob(vector: np.ndarray | None) -> bytes | None:
+    if vector is None:
+        return None
+    array = np.asarray(vector, dtype=np.float32)
+    if array.ndim != 1 or array.size == 0 or not np.all(np.isfinite(array)):
+        raise ValueError("A chunk vector must be a non-empty 1-D array of finite floats")
+    return array.tobytes()
+
+
+def row_values(record: ChunkRecord) -> tuple[Any, ...]:
+    return (
+        record.chunk_id,
+        record.tenant_id,
+        record.dataset_id,
+        record.document_id,
+        int(record.available),
+        int(record.token_count),
+        float(record.create_time),
+        record.document_name,
+        json.dumps(list(record.important_keywords), ensure_ascii=False),
+        json.dumps(list(record.questions), ensure_ascii=False),
+        json.dumps([list(box) for box in record.positions]),
+        record.content,
+        vector_blob(record.vector),
+    )
+
+
+def record_of(row: Sequence[Any]) -> ChunkRecord:
+    """A `SELECT {COLUMNS}` row as a record."""
+    vector = np.frombuffer(row[12], dtype=np.float32) if row[12] is not None else None
+    return ChunkRecord(
+        chunk_id=row[0],
+        tenant_id=row[1],
+        dataset_id=row[2],
+        document_id=row[3],
+        available=bool(row[4]),
+        token_count=row[5],
+        create_time=row[6],
+        document_name=row[7],
+        important_keywords=tuple(json.loads(row[8])),
+        questions=tuple(json.loads(row[9])),
+        positions=tuple(tuple(box) for box in json.loads(row[10])),
+        content=row[11],
+        vector=vector,
+    )
+
+
+def match_any(terms: Iterable[str]) -> str:
+    """An FTS5 query matching rows with any of `terms`. Each term is quoted, so words
+    like OR/NOT/NEAR are terms, not operators; the analyzer never emits a quote."""
+    return " OR ".join(f'"{term}"' for term in dict.fromkeys(terms) if term)
+
+
+def match_all(terms: Iterable[str]) -> str:
+    return " AND ".join(f'"{term}"' for term in dict.fromkeys(terms) if term)
+
+
+def placeholders(values: Sequence[Any]) -> str:
+    return ", ".join("?" * len(values))
+
+
+def register_datasets(conn: sqlite3.Connection, records: Sequence[ChunkRecord]) -> None:
+    """Record each dataset's tenant and vector dimension; refuse a record whose tenant or
+    dimension disagrees with its dataset's (one owner; one embedding model)."""
+    seen: dict[str, tuple[str, int | None]] = {}
+    for record in records:
+        dimension = None if record.vector is None else int(np.asarray(record.vector).size)
+        known = seen.get(record.dataset_id)
+        if known is None:
+            row = conn.execute(
+                "SELECT tenant_id, dimension FROM search_datasets WHERE dataset_id = ?",
+                (record.dataset_id,),
+            ).fetchone()
+            known = (row[0], row[1]) if row else (record.tenant_id, None)
+        tenant, known_dimension = known
+        if tenant != record.tenant_id:
+            raise ValueError(
+                f"Dataset {record.dataset_id} belongs to tenant {tenant}, not {record.tenant_id}"
+            )
+        if dimension is not None and known_dimension not in (None, dimension):
+            raise ValueError(
+                f"Dataset {record.dataset_id} holds {known_dimension}-dimensional vectors; "
+                f"chunk {record.chunk_id} has {dimension}"
+            )
+        seen[record.dataset_id] = (tenant, known_dimension or dimension)
+    for dataset_id, (tenant, dimension) in seen.items():
+        conn.execute(
+            "INSERT INTO search_datasets (dataset_id, tenant_id, dimension) VALUES (?, ?, ?) "
+            "ON CONFLICT (dataset_id) DO UPDATE SET dimension = excluded.dimension",
+            (dataset_id, tenant, dimension),
+        )
+
+
+def bump_versions(conn: sqlite3.Connection, dataset_ids: Iterable[str]) -> None:
+    """Mark datasets changed (their cached vector matrices are stale); a dataset left
+    without chunks forgets its dimension, so it may be re-embedded with another model."""
+    for dataset_id in set(dataset_ids):
+        conn.execute(
+            "UPDATE search_datasets SET version = version + 1, dimension = CASE WHEN EXISTS "
+            "(SELECT 1 FROM chunks WHERE dataset_id = ?1 AND vector IS NOT NULL) "
+            "THEN dimension END WHERE dataset_id = ?1",
+            (dataset_id,),
+        )
+
+
+def insert_records(conn: sqlite3.Connection, records: Sequence[ChunkRecord]) -> None:
+    """Insert (or replace, by chunk id) chunks and their keyword index entries."""
+    for start in range(0, len(records), BATCH):
+        ids = [record.chunk_id for record in records[start : start + BATCH]]
+        delete_where(conn, f"chunk_id IN ({placeholders(ids)})", ids)
+    for record in records:
+        cursor = conn.execute(INSERT, row_values(record))
+        terms = keyword_text(record.content, record.important_keywords, record.questions)
+        conn.execute(
+            "INSERT INTO chunk_terms (rowid, terms) VALUES (?, ?)", (cursor.lastrowid, terms)
+        )
+
+
+def delete_where(
+    conn: sqlite3.Connection, condition: str, args: Sequence[Any]
+) -> tuple[int, set[str]]:
+    """Delete the chunks matching `condition` with their index entries: how many, and the
+    datasets they were in."""
+    rows = conn.execute(f"SELECT id, dataset_id FROM chunks WHERE {condition}", args).fetchall()
+    if not rows:
+        return 0, set()
+    ids = [row[0] for row in rows]
+    for start in range(0, len(ids), BATCH):
+        batch = ids[start : start + BATCH]
+        conn.execute(f"DELETE FROM chunk_terms WHERE rowid IN ({placeholders(batch)})", batch)
+        conn.execute(f"DELETE FROM chunks WHERE id IN ({placeholders(batch)})", batch)
+    return len(rows), {row[1] for row in rows}
