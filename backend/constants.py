@@ -46,3 +46,9 @@ def login_failures_key(prefix: str, scope: str) -> str:
 def stream_hub_wake_key(prefix: str, hub_id: str) -> str:
     """Per-process stream in the hub's blocking XREAD, written to wake it on new subscriptions."""
     return f"{prefix}:hub:{hub_id}:wake"
+
+
+def stream_takeover_channel(prefix: str) -> str:
+    """Pub/sub channel announcing "<task id> <lease>" when a resuming reader takes a stream
+    over: every web process ends its deliveries of that task that hold another lease."""
+    return f"{prefix}:stream-takeovers"

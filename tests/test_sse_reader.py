@@ -115,11 +115,12 @@ async def test_reader_that_lost_its_lease_stops_without_consuming(
     stream = TaskStream.for_task(redis, fast, task.id)
     await stream.append(TokenEvent(delta="a"))
     reader = await open_task_reader(user, task.id, None, redis=redis, hub=hub, settings=fast)
-    await redis.set(stream.lease_key, "someone-else", px=5000)
     received = []
     async with aclosing(reader.events()) as events:
         async for entry in events:
             received.append(entry)
+            if len(received) == 1:
+                await redis.set(stream.lease_key, "someone-else", px=5000)
             if len(received) > 50:
                 break
     assert [e.type for e in received if e is not None] == ["token"]
@@ -232,3 +233,38 @@ async def test_a_failed_worker_check_does_not_end_the_delivery(
                 received.append(entry.type)
     assert heartbeats >= 3
     assert received == ["cancelled"]
+
+
+async def test_a_delivery_stuck_writing_is_cancelled_when_another_reader_resumes(
+    account: Account,
+    redis: aioredis.Redis,
+    hub: StreamHub,
+    fast: Settings,
+    running_task: RunningTask,
+) -> None:
+    """The old delivery holds an entry it cannot write (a half-open connection whose
+    buffers are full): the resuming reader's takeover cancels it and frees the hub."""
+    slow_lease = fast.model_copy(update={"stream_lease_seconds": 30.0})
+    task = await running_task()
+    user = await task.user
+    stream = TaskStream.for_task(redis, slow_lease, task.id)
+    first = await stream.append(TokenEvent(delta="a"))
+    old = await open_task_reader(user, task.id, None, redis=redis, hub=hub, settings=slow_lease)
+    holding = asyncio.Event()
+
+    async def stuck_writer() -> None:
+        async with aclosing(old.events()) as events:
+            async for entry in events:
+                if entry is not None:
+                    holding.set()
+                    await asyncio.Event().wait()
+
+    writer = asyncio.create_task(stuck_writer())
+    await asyncio.wait_for(holding.wait(), 2)
+    new = await open_task_reader(user, task.id, first, redis=redis, hub=hub, settings=slow_lease)
+    await asyncio.wait([writer], timeout=2)
+    assert writer.cancelled()
+    assert old.superseded
+    assert await redis.get(stream.lease_key) == new.lease.encode()
+    assert hub.subscriber_count == 0
+    await new.close()

@@ -5,7 +5,9 @@ task's stream now (404 / 409 / 410 otherwise) and takes the stream's lease.
 `TaskReader.events` then yields entries until the terminal one. It only reads: the
 generation runs on a worker, so a client disconnect (which cancels the generator)
 stops nothing but this delivery, and the lease is released in `finally` so the client
-can resume with its last event id.
+can resume with its last event id. A client whose old connection went half-open (no
+disconnect is ever seen) resumes with an entry id of the stream and takes the lease
+over at once; the old delivery ends (`backend/streams/takeover.py`).
 """
 
 from __future__ import annotations
@@ -22,10 +24,9 @@ from backend.errors import BadRequest, Conflict, Gone, NotFound
 from backend.models import Task, User
 from backend.services.task_recovery import reap_if_dead
 from backend.settings import Settings
-from backend.streams.hub import StreamHub
+from backend.streams.hub import StreamHub, Subscription
+from backend.streams.takeover import take_lease
 from backend.streams.task_stream import START, StreamEntry, TaskStream, entry_id_key, is_entry_id
-
-LEASE_POLL_SECONDS = 0.05
 
 log = logging.getLogger("sluice.streams")
 
@@ -64,6 +65,12 @@ class TaskReader:
         self.settings = settings
         self.lease_seconds = settings.stream_lease_seconds
         self.heartbeat_seconds = settings.sse_heartbeat_seconds
+        # Set when a resuming reader took the lease; `events` then ends without consuming.
+        self.superseded = False
+        self.owner: asyncio.Task | None = None
+        self.subscription: Subscription | None = None
+        # True while the caller holds an entry: it is writing it to the client.
+        self.delivering = False
 
     @property
     def task_id(self) -> str:
@@ -73,19 +80,27 @@ class TaskReader:
         """Entries in order up to the terminal one; None marks an idle heartbeat interval.
 
         The stream is marked consumed only after the terminal entry was taken by the
-        caller. Ends early, without consuming, if the lease was lost. On each idle
-        heartbeat it checks the task's worker is alive and fails the task otherwise,
-        which appends the terminal `error` this loop then delivers.
+        caller. Ends early, without consuming, if the lease was lost or taken over. On
+        each idle heartbeat it checks the task's worker is alive and fails the task
+        otherwise, which appends the terminal `error` this loop then delivers.
         """
+        self.owner = asyncio.current_task()
         subscription = None
         try:
+            await self.hub.takeovers.watch(self)
+            # A takeover announced before `watch` went unheard: the lease tells.
+            if not await self.stream.refresh_lease(self.lease, self.lease_seconds):
+                return
             subscription = await self.hub.subscribe(self.stream.key, self.last_id)
+            self.subscription = subscription
             now = time.monotonic()
             next_heartbeat = now + self.heartbeat_seconds
             next_refresh = now + self.lease_seconds / 3
-            while True:
+            while not self.superseded:
                 wait = max(0.0, min(next_heartbeat, next_refresh) - time.monotonic())
                 entry = await subscription.get(wait)
+                if self.superseded:
+                    return
                 now = time.monotonic()
                 if now >= next_refresh:
                     if not await self.stream.refresh_lease(self.lease, self.lease_seconds):
@@ -94,19 +109,38 @@ class TaskReader:
                 if entry is None:
                     if now >= next_heartbeat:
                         next_heartbeat = now + self.heartbeat_seconds
+                        self.delivering = True
                         yield None
+                        self.delivering = False
                         await self.check_worker()
                     continue
                 self.last_id = entry.id
                 next_heartbeat = now + self.heartbeat_seconds
+                self.delivering = True
                 yield entry
+                self.delivering = False
                 if entry.terminal:
                     await self.stream.mark_consumed()
                     return
         finally:
+            self.hub.takeovers.unwatch(self)
             if subscription is not None:
                 self.hub.unsubscribe(subscription)
             await self.close()
+
+    def supersede(self) -> None:
+        """Another reader resumed this stream and holds the lease now: stop delivering.
+
+        A waiting delivery is woken and ends. One that is writing an entry is cancelled:
+        it is most likely stuck on the half-open connection the client left behind.
+        """
+        if self.superseded:
+            return
+        self.superseded = True
+        if self.delivering and self.owner is not None:
+            self.owner.cancel()
+        elif self.subscription is not None:
+            self.subscription.wake()
 
     async def check_worker(self) -> None:
         """The workers' reaper normally ends a task whose worker died; if no chat worker
@@ -125,16 +159,6 @@ class TaskReader:
 def stream_expired(task: Task, settings: Settings) -> bool:
     age = datetime.now(UTC) - task.created_at
     return task.state.terminal or age > timedelta(seconds=settings.stream_retention_seconds)
-
-
-async def wait_for_lease(stream: TaskStream, settings: Settings) -> str | None:
-    """Take the lease, waiting briefly for a reader that just dropped to let go of it."""
-    deadline = time.monotonic() + settings.stream_lease_wait_seconds
-    while True:
-        lease = await stream.acquire_lease(settings.stream_lease_seconds)
-        if lease is not None or time.monotonic() >= deadline:
-            return lease
-        await asyncio.sleep(LEASE_POLL_SECONDS)
 
 
 async def open_task_reader(
@@ -157,7 +181,7 @@ async def open_task_reader(
         raise NotFound(f"Task '{task_id}' not found")
     stream = TaskStream.for_task(redis, settings, task_id)
     await ensure_readable(stream, task, last_event_id, settings)
-    lease = await wait_for_lease(stream, settings)
+    lease = await take_lease(stream, last_event_id, hub, settings)
     if lease is None:
         raise Conflict(busy_message())
     if await refuses_consumed(stream, last_event_id):

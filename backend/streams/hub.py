@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from redis.asyncio import Redis
 
 from backend.constants import stream_hub_wake_key
+from backend.streams.takeover import Takeovers
 from backend.streams.task_stream import StreamEntry, entry_id_key, text
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ class Subscription:
     def __init__(self, key: str, last_id: str) -> None:
         self.key = key
         self.cursor = entry_id_key(last_id)
-        self.queue: asyncio.Queue[StreamEntry] = asyncio.Queue()
+        self.queue: asyncio.Queue[StreamEntry | None] = asyncio.Queue()
         self.pending: list[StreamEntry] | None = []
 
     def offer(self, entries: Iterable[StreamEntry]) -> None:
@@ -70,8 +71,12 @@ class Subscription:
         self.deliver(entries)
         self.deliver(held)
 
+    def wake(self) -> None:
+        """Make a waiting `get` return None now, as if its time had run out."""
+        self.queue.put_nowait(None)
+
     async def get(self, within: float) -> StreamEntry | None:
-        """The next entry, or None if none arrived within `within` seconds."""
+        """The next entry, or None if none arrived within `within` seconds (or on `wake`)."""
         if not self.queue.empty():
             return self.queue.get_nowait()
         try:
@@ -189,6 +194,7 @@ class StreamHub:
         self.keys_per_reader = keys_per_reader
         self.readers: list[StreamReader] = []
         self.owners: dict[str, StreamReader] = {}
+        self.takeovers = Takeovers(redis, prefix)
 
     def reader_with_room(self) -> StreamReader:
         for reader in self.readers:
@@ -222,6 +228,7 @@ class StreamHub:
         return sum(len(s) for r in self.readers for s in r.subscribers.values())
 
     async def stop(self) -> None:
+        await self.takeovers.stop()
         for reader in self.readers:
             await reader.stop()
         self.readers.clear()

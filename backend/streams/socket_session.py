@@ -168,6 +168,15 @@ class SocketSession:
                 async for entry in events:
                     if entry is not None:
                         await self.send(event_message(entry, reader.task_id))
+            if reader.superseded:
+                await self.reply(
+                    ErrorReply(
+                        code=409,
+                        message="Another connection resumed this task's stream; "
+                        "this subscription has ended",
+                        task_id=reader.task_id,
+                    )
+                )
         except asyncio.CancelledError:
             raise
         except Exception:

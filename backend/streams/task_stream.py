@@ -158,6 +158,12 @@ class TaskStream:
         acquired = await self.redis.set(self.lease_key, token, nx=True, px=int(ttl_seconds * 1000))
         return token if acquired else None
 
+    async def seize_lease(self, ttl_seconds: float) -> tuple[str, bool]:
+        """Take the lease whoever holds it; returns the new token and whether it was held."""
+        token = secrets.token_hex(16)
+        previous = await self.redis.set(self.lease_key, token, px=int(ttl_seconds * 1000), get=True)
+        return token, previous is not None
+
     async def refresh_lease(self, token: str, ttl_seconds: float) -> bool:
         """Extend our lease; False means it expired and may belong to another reader now."""
         return bool(

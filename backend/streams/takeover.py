@@ -1,0 +1,149 @@
+"""Ending a delivery whose client came back on another connection ("takeover").
+
+A phone that changes network leaves a half-open connection: the server keeps writing
+into it and keeps the stream's lease, so the client's reconnect would be refused (409)
+until the answer ends. A reader that resumes with an entry id of the stream proves it
+is the client that was reading, so it takes the lease at once (`TaskStream.seize_lease`)
+and announces the new lease on one Redis pub/sub channel. Every web process listens on
+that channel and ends its own deliveries of the task that no longer hold the lease.
+If an announcement is lost (Redis reconnecting), the replaced delivery still ends at
+its next lease refresh, a third of `STREAM_LEASE_SECONDS` later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Protocol
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+
+from backend.constants import stream_takeover_channel
+from backend.settings import Settings
+from backend.streams.task_stream import TaskStream, text
+
+if TYPE_CHECKING:
+    from backend.streams.hub import StreamHub
+
+log = logging.getLogger("sluice.streams")
+
+LEASE_POLL_SECONDS = 0.05
+SUBSCRIBE_TIMEOUT_SECONDS = 2.0
+MAX_BACKOFF_SECONDS = 2.0
+
+
+class Replaceable(Protocol):
+    """A delivery of one task's stream, holding the lease `lease`."""
+
+    @property
+    def task_id(self) -> str: ...
+
+    @property
+    def lease(self) -> str: ...
+
+    def supersede(self) -> None: ...
+
+
+class Takeovers:
+    """This process's deliveries by task, ended when another reader takes their lease."""
+
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self.redis = redis
+        self.channel = stream_takeover_channel(prefix)
+        self.deliveries: dict[str, set[Replaceable]] = {}
+        self.listener: asyncio.Task[None] | None = None
+        self.started: asyncio.Future[None] | None = None
+
+    async def watch(self, delivery: Replaceable) -> None:
+        """Follow announcements for `delivery`'s task; the first call subscribes and
+        waits for Redis to confirm, so no announcement made after it can be missed."""
+        if self.started is None:
+            self.started = asyncio.get_running_loop().create_future()
+            self.listener = asyncio.create_task(self.listen(), name="stream-takeovers")
+        self.deliveries.setdefault(delivery.task_id, set()).add(delivery)
+        try:
+            async with asyncio.timeout(SUBSCRIBE_TIMEOUT_SECONDS):
+                await asyncio.shield(self.started)
+        except TimeoutError:
+            log.warning("takeover channel not subscribed yet; relying on lease refresh")
+
+    def unwatch(self, delivery: Replaceable) -> None:
+        deliveries = self.deliveries.get(delivery.task_id)
+        if deliveries is not None:
+            deliveries.discard(delivery)
+            if not deliveries:
+                del self.deliveries[delivery.task_id]
+
+    async def announce(self, task_id: str, lease: str) -> None:
+        """Tell every process that `lease` now holds `task_id`'s stream."""
+        await self.redis.publish(self.channel, f"{task_id} {lease}")
+
+    def dispatch(self, data: bytes | str) -> None:
+        task_id, _, lease = text(data).partition(" ")
+        for delivery in list(self.deliveries.get(task_id, ())):
+            if delivery.lease != lease:
+                delivery.supersede()
+
+    async def listen(self) -> None:
+        backoff = 0.05
+        pubsub: PubSub = self.redis.pubsub()
+        try:
+            while True:
+                try:
+                    if not pubsub.subscribed:
+                        await pubsub.subscribe(self.channel)
+                    message = await pubsub.get_message(timeout=None)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("takeover channel failed; retrying in %.2fs", backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                    continue
+                backoff = 0.05
+                if message is None:
+                    continue
+                if message["type"] == "subscribe" and self.started and not self.started.done():
+                    self.started.set_result(None)
+                elif message["type"] == "message":
+                    self.dispatch(message["data"])
+        finally:
+            await asyncio.shield(pubsub.aclose())
+
+    async def stop(self) -> None:
+        if self.listener is not None:
+            self.listener.cancel()
+            await asyncio.gather(self.listener, return_exceptions=True)
+            self.listener = None
+        self.started = None
+        self.deliveries.clear()
+
+
+async def wait_for_lease(stream: TaskStream, settings: Settings) -> str | None:
+    """Take the lease, waiting briefly for a reader that just dropped to let go of it."""
+    deadline = time.monotonic() + settings.stream_lease_wait_seconds
+    while True:
+        lease = await stream.acquire_lease(settings.stream_lease_seconds)
+        if lease is not None or time.monotonic() >= deadline:
+            return lease
+        await asyncio.sleep(LEASE_POLL_SECONDS)
+
+
+async def take_lease(
+    stream: TaskStream, last_event_id: str | None, hub: StreamHub, settings: Settings
+) -> str | None:
+    """The stream's lease for this reader, or None if another reader holds it.
+
+    A resume from an entry of this very stream, by its owner, is the client coming back
+    (often from a connection that went half-open without a disconnect): it takes the
+    lease over at once and the delivery holding it ends. Any other reader waits briefly
+    for a reader that just dropped, then is refused.
+    """
+    if last_event_id is not None and await stream.has_entry(last_event_id):
+        lease, replaced = await stream.seize_lease(settings.stream_lease_seconds)
+        if replaced:
+            await hub.takeovers.announce(stream.task_id, lease)
+        return lease
+    return await wait_for_lease(stream, settings)
