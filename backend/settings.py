@@ -68,6 +68,9 @@ class Settings(BaseSettings):
 
     # Chats: assistants, sessions, messages, uploaded chat images.
     upload_image_max_bytes: int = 10 * 1024 * 1024
+    # Images (avatars and chat uploads): checked from the header before decoding.
+    image_max_pixels: int = Field(4096 * 4096, ge=1)
+    image_decode_concurrency: int = Field(1, ge=1)
 
     # Models and providers: the model registry and upstream LLM endpoints.
     models: str = ""

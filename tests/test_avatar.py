@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 
@@ -17,6 +15,7 @@ from quart.testing import QuartClient
 from backend.errors import PayloadTooLarge
 from backend.services import avatars
 from tests.support.accounts import Account
+from tests.support.images import png_header_only
 
 AVATAR = "/api/v1/users/me/avatar"
 RED, BLUE = (255, 0, 0), (0, 0, 255)
@@ -33,19 +32,6 @@ def halves(size: tuple[int, int], first: tuple, second: tuple, mode: str = "RGB"
     image = Image.new(mode, size, second)
     image.paste(first, (0, 0, size[0] // 2, size[1]))
     return image
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG that claims huge dimensions in a few bytes, as a decompression bomb does."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    idat = zlib.compress(b"\0" * 1024)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def near(pixel: tuple, color: tuple, tolerance: int = 40) -> bool:

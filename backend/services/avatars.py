@@ -1,4 +1,10 @@
-"""Avatars: any common image in, a 128x128 JPEG out, hostile files refused with a 4xx."""
+"""Avatars: any common image in, a 128x128 JPEG out, hostile files refused with a 4xx.
+
+The image checks (formats, IMAGE_MAX_PIXELS from the header, truncation) and the decode
+pool are `image_validation`'s, shared with chat uploads. Rendering keeps memory near the
+decoded pixels: a JPEG is decoded at reduced scale, and anything larger than needed is
+shrunk before the full-size conversions.
+"""
 
 from __future__ import annotations
 
@@ -9,20 +15,19 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 from quart import Request
 
-from backend.errors import BadRequest, NotFound, PayloadTooLarge, UnsupportedMediaType
+from backend.errors import BadRequest, NotFound, PayloadTooLarge
 from backend.models import User
+from backend.services.image_validation import CORRUPT, decode, decode_pool, open_image
 from backend.settings import Settings
 
 SIZE = (128, 128)
-FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
-# 40 megapixels covers any phone photo; beyond that a small file is a decompression bomb.
-MAX_PIXELS = 40_000_000
 JPEG_QUALITY = 85
 BACKGROUND = (255, 255, 255)
-CORRUPT = "The image is truncated or corrupt: upload the file again"
+# Modes Image.reduce cannot take; they are shrunk by sampling instead.
+UNREDUCIBLE = ("1", "P", "I;16")
 
 
 def avatars_dir(settings: Settings) -> Path:
@@ -77,26 +82,27 @@ def flatten(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def render(data: bytes) -> bytes:
-    """Decode, orient by EXIF, center-crop and scale to 128x128, encode as JPEG."""
-    try:
-        image = Image.open(io.BytesIO(data), formats=FORMATS)
-    except UnidentifiedImageError as exc:
-        raise UnsupportedMediaType("Not a supported image: send a JPEG, PNG, WebP or GIF") from exc
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise PayloadTooLarge(f"Image too large: at most {MAX_PIXELS} pixels") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise BadRequest(CORRUPT) from exc
-    with image:
-        width, height = image.size
-        if width * height > MAX_PIXELS:
-            raise PayloadTooLarge(f"Image too large: {width}x{height} is over {MAX_PIXELS} pixels")
-        if image.format == "JPEG":
+def shrink(image: Image.Image) -> Image.Image:
+    """The image at no less than twice the avatar's size on its short side: an integer
+    reduction, so the conversions that follow copy a small image, not the full one."""
+    factor = min(image.size) // (2 * SIZE[0])
+    if factor < 2:
+        return image
+    if image.mode in UNREDUCIBLE:
+        size = (max(1, image.width // factor), max(1, image.height // factor))
+        return image.resize(size, Image.Resampling.NEAREST)
+    return image.reduce(factor)
+
+
+def render(data: bytes, max_pixels: int) -> bytes:
+    """Check and decode, orient by EXIF, center-crop and scale to 128x128, encode as JPEG."""
+    with open_image(data, max_pixels) as image:
+        if image.format in ("JPEG", "MPO"):
             image.draft("RGB", (SIZE[0] * 2, SIZE[1] * 2))
+        decode(image)
         try:
-            image.load()
-            oriented = ImageOps.exif_transpose(image)
-            square = ImageOps.fit(flatten(oriented), SIZE, Image.Resampling.LANCZOS)
+            ImageOps.exif_transpose(image, in_place=True)
+            square = ImageOps.fit(flatten(shrink(image)), SIZE, Image.Resampling.LANCZOS)
         except (OSError, SyntaxError, ValueError) as exc:
             raise BadRequest(CORRUPT) from exc
     out = io.BytesIO()
@@ -112,8 +118,8 @@ def write_atomically(path: Path, content: bytes) -> None:
 
 
 async def set_avatar(user: User, data: bytes, settings: Settings) -> User:
-    """Store the rendered avatar; decoding runs in a thread so the event loop stays free."""
-    jpeg = await asyncio.to_thread(render, data)
+    """Store the rendered avatar; decoding runs in the shared decode pool, off the event loop."""
+    jpeg = await decode_pool.run(settings, render, data, settings.image_max_pixels)
     await asyncio.to_thread(write_atomically, avatar_path(user, settings), jpeg)
     user.avatar_updated_at = datetime.now(UTC)
     await user.save(update_fields=["avatar_updated_at"])

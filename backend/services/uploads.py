@@ -1,60 +1,25 @@
 """Chat image uploads: validated with Pillow, stored under DATA_DIR/uploads.
 
-Only real images of a known format are kept (the bytes are decoded, not trusted by
-name or header), so a stored upload can always be sent to a vision model.
+Only whole images of a served format within the size limits are kept: every upload is
+decoded (`image_validation`, the same checks and decode pool as avatars), not trusted by
+name or header, so a stored upload can always be sent to a vision model.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import io
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
-
-from backend.errors import BadRequest, NotFound, PayloadTooLarge, UnsupportedMediaType
+from backend.errors import BadRequest, NotFound, PayloadTooLarge
 from backend.models import Upload, User
 from backend.models.ids import new_id
+from backend.services.image_validation import ImageInfo, decode_pool, verify
 from backend.settings import Settings
 
-FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "GIF": "image/gif", "WEBP": "image/webp"}
-MAX_PIXELS = 50_000_000
 UPLOAD_URL_PREFIX = "upload:"
 MISSING_IMAGE = "[image no longer available]"
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    format: str
-    width: int
-    height: int
-
-    @property
-    def content_type(self) -> str:
-        return FORMATS[self.format]
-
-
-def inspect_image(data: bytes) -> ImageInfo:
-    """Decode enough of the image to be sure it is one; raise 415 otherwise."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.verify()
-            info = ImageInfo(image.format or "", image.width, image.height)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise UnsupportedMediaType(
-            "The file is not a readable image: upload a PNG, JPEG, GIF or WebP file"
-        ) from error
-    if info.format not in FORMATS:
-        raise UnsupportedMediaType(
-            f"Image format {info.format or 'unknown'} is not supported: "
-            "upload a PNG, JPEG, GIF or WebP file"
-        )
-    if info.width * info.height > MAX_PIXELS:
-        raise PayloadTooLarge(f"Image is too large: at most {MAX_PIXELS} pixels")
-    return info
 
 
 async def save_upload(user: User, data: bytes, settings: Settings) -> tuple[Upload, ImageInfo]:
@@ -65,10 +30,10 @@ async def save_upload(user: User, data: bytes, settings: Settings) -> tuple[Uplo
             f"Image too large: the limit is {settings.upload_image_max_bytes} bytes, "
             "send a smaller or more compressed image"
         )
-    info = inspect_image(data)
+    info = await decode_pool.run(settings, verify, data, settings.image_max_pixels)
     upload_id = new_id()
     directory = settings.uploads_dir.resolve()
-    path = directory / f"{upload_id}.{info.format.lower()}"
+    path = directory / f"{upload_id}.{info.extension}"
     await asyncio.to_thread(write_file, path, data)
     upload = await Upload.create(
         id=upload_id,
