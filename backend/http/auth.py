@@ -10,6 +10,7 @@ from quart import current_app, g, request
 from quart_schema import security_scheme
 
 from backend.errors import Forbidden, Unauthorized
+from backend.http.documented_errors import document_errors
 from backend.models import User
 from backend.services.authentication import authenticate
 
@@ -48,6 +49,8 @@ def authenticated(func: F | None = None, *, admin: bool = False, query_token: bo
                 raise Forbidden("Administrator permission (level 2) required")
             return await view(*args, **kwargs)
 
+        if admin:
+            document_errors(403)(wrapper)
         return security_scheme(SECURITY)(wrapper)  # type: ignore[return-value]
 
     return decorate(func) if func is not None else decorate

@@ -1,23 +1,79 @@
-"""OpenAPI for responses that are not JSON: images, Server-Sent Events.
+"""The OpenAPI document's provider: non-JSON responses, path id formats, error responses.
 
 quart-schema documents every response as `application/json`. A route that answers with
 bytes of another media type documents itself with a `RawBody` subclass, which this
-provider renders with that media type.
+provider renders with that media type (and, for a status that answers JSON or a stream
+depending on the request, with both). Every operation also lists its error responses
+(backend/http/documented_errors.py).
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import Any, ClassVar
+from typing import Any, ClassVar, get_args
 
 from quart_schema.openapi import OpenAPIProvider
+from werkzeug.routing import Rule
+
+from backend.http.documented_errors import add_error_responses, error_components
+from schemas.events import TaskEvent
+
+JSON = "application/json"
+
+
+def sse_frame_schema(events: dict[str, dict[str, Any]], *, with_id: bool) -> dict[str, Any]:
+    """One Server-Sent Events frame, as OpenAPI 3.2 and schemathesis read a stream: an
+    object of `event`, `data`, `id` and `retry`, whose `data` is JSON with a schema per
+    event name."""
+    variants = [
+        {
+            "properties": {
+                "event": {"const": name},
+                "data": {"contentMediaType": JSON, "contentSchema": schema},
+            }
+        }
+        for name, schema in events.items()
+    ]
+    return {
+        "type": "object",
+        "required": ["event", "data", *(["id"] if with_id else [])],
+        "properties": {
+            "event": {"enum": list(events)},
+            "data": {"type": "string"},
+            "id": {"type": "string"},
+            "retry": {"type": "integer", "minimum": 0},
+        },
+        "oneOf": variants,
+    }
+
+
+def task_event_schemas() -> dict[str, dict[str, Any]]:
+    """Each task event's `data` by its `event` name: the event's model without `type`."""
+    union = get_args(TaskEvent)[0]
+    schemas = {}
+    for model in get_args(union):
+        schema = model.model_json_schema()
+        if "$defs" in schema:
+            raise TypeError(f"{model.__name__}: nested models cannot be inlined in an SSE frame")
+        schema["properties"].pop("type", None)
+        schema["required"] = [name for name in schema.get("required", []) if name != "type"]
+        schemas[model.model_fields["type"].default.value] = schema
+    return schemas
 
 
 class RawBody:
-    """A non-JSON response body, for `document_response` only (it is never validated)."""
+    """A non-JSON response body, for `document_response` only (it is never validated).
+
+    `other_media_types` are further media types the same body may come as; `headers`
+    names response headers (with what they carry); `json_alternative` is the model of the
+    JSON body the same status answers otherwise (e.g. without `stream`).
+    """
 
     media_type: ClassVar[str]
+    other_media_types: ClassVar[tuple[str, ...]] = ()
     schema: ClassVar[dict[str, Any]] = {"type": "string", "format": "binary"}
+    headers: ClassVar[dict[str, str]] = {}
+    json_alternative: ClassVar[type | None] = None
 
 
 class JpegImage(RawBody):
@@ -26,11 +82,26 @@ class JpegImage(RawBody):
     media_type = "image/jpeg"
 
 
+class UploadedImage(RawBody):
+    """The image as it was uploaded: PNG, JPEG, GIF or WebP."""
+
+    media_type = "image/png"
+    other_media_types = ("image/jpeg", "image/gif", "image/webp")
+
+
 class EventStream(RawBody):
-    """A text/event-stream of `token`, `reference`, `usage` and one terminal event."""
+    """A text/event-stream of `token`, `reference`, `usage` and one terminal event
+    (`done`, `error` or `cancelled`), each frame with an `id:`; the schema is one frame's."""
 
     media_type = "text/event-stream"
-    schema = {"type": "string"}
+    schema = sse_frame_schema(task_event_schemas(), with_id=True)
+
+
+class NewTaskEventStream(EventStream):
+    """With `stream: true`: the new task's text/event-stream of `token`, `reference`,
+    `usage` and one terminal event, resumable at GET /api/v1/tasks/{task_id}/stream."""
+
+    headers = {"X-Task-ID": "The new task's id, to cancel it or resume its stream"}
 
 
 class SluiceOpenAPIProvider(OpenAPIProvider):
@@ -46,9 +117,33 @@ class SluiceOpenAPIProvider(OpenAPIProvider):
         self, model: type, headers_model: type | None
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         if isinstance(model, type) and issubclass(model, RawBody):
-            response = {
-                "content": {model.media_type: {"schema": dict(model.schema)}},
-                "description": inspect.getdoc(model) or "",
-            }
-            return response, {}
+            return self.build_raw_response_object(model)
         return super().build_response_object(model, headers_model)
+
+    def build_raw_response_object(
+        self, model: type[RawBody]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        response: dict[str, Any] = {"content": {}, "description": inspect.getdoc(model) or ""}
+        components: dict[str, Any] = {}
+        if model.json_alternative is not None:
+            response, components = super().build_response_object(model.json_alternative, None)
+            response["description"] = inspect.getdoc(model) or ""
+        for media_type in (model.media_type, *model.other_media_types):
+            response["content"][media_type] = {"schema": dict(model.schema)}
+        if model.headers:
+            response["headers"] = {
+                name: {"description": meaning, "schema": {"type": "string"}}
+                for name, meaning in model.headers.items()
+            }
+        return response, components
+
+    def build_paths(self, rule: Rule) -> tuple[dict, dict]:
+        """Quart-schema's operations, each with the error responses it can give."""
+        paths, components = super().build_paths(rule)
+        view = self._app.view_functions[rule.endpoint]
+        add_error_responses(
+            (operation for operations in paths.values() for operation in operations.values()),
+            view,
+        )
+        components.update(error_components())
+        return paths, components
