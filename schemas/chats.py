@@ -151,7 +151,9 @@ class TextPart(BaseModel):
 
 
 class ImagePart(BaseModel):
-    """An image by URL (http(s) or data URL) or by an uploaded image's id."""
+    """An image by URL (http(s) or data URL) or by an uploaded image's id: `upload_id`,
+    or the URL `upload:<id>`. Either must be the sender's own upload, and is stored as
+    `upload_id` (backend/services/upload_access.py)."""
 
     type: Literal["image"] = "image"
     url: str | None = None

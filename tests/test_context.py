@@ -21,7 +21,8 @@ from backend.services.context import (
     prompt_budget,
     recent_history,
 )
-from backend.services.uploads import MISSING_IMAGE, inline_uploads, save_upload
+from backend.services.upload_access import MISSING_IMAGE, inline_uploads
+from backend.services.uploads import save_upload
 from backend.settings import Settings
 from tests.support.chats import create_account
 from tests.support.images import image_bytes
@@ -219,7 +220,7 @@ async def test_images_become_image_parts_only_for_vision_models(
     ]
     # ... and is inlined as a data URL when the worker sends the turn.
     encoded = base64.b64encode(png).decode()
-    assert await inline_uploads(vision[-1].content) == [
+    assert await inline_uploads(vision[-1].content, user.id) == [
         {"type": "text", "text": "What colour?"},
         {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{encoded}"}},
         {"type": "image_url", "image_url": {"url": "https://example.com/x.png"}},
@@ -234,6 +235,6 @@ async def test_an_image_deleted_before_the_turn_is_sent_becomes_a_note(
     upload, _ = await save_upload(user, image_bytes(), settings)
     queued = [{"type": "image_url", "image_url": {"url": f"upload:{upload.id}"}}]
     await asyncio.to_thread(Path(upload.path).unlink)
-    assert await inline_uploads(queued) == [{"type": "text", "text": MISSING_IMAGE}]
+    assert await inline_uploads(queued, user.id) == [{"type": "text", "text": MISSING_IMAGE}]
     await upload.delete()
-    assert await inline_uploads(queued) == [{"type": "text", "text": MISSING_IMAGE}]
+    assert await inline_uploads(queued, user.id) == [{"type": "text", "text": MISSING_IMAGE}]

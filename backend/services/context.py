@@ -14,6 +14,8 @@ would reject for length or silently answering a truncated question.
 Images become image parts only for vision models; for text-only models earlier images
 are replaced by a short placeholder. An upload goes in as a reference (`upload_url`), so
 the task row stays small; the worker inlines it as a data URL when it sends the turn.
+Only the session owner's uploads are referenced (`upload_access`): a stored part naming
+anyone else's upload, or one since deleted, becomes a short note.
 """
 
 from __future__ import annotations
@@ -21,10 +23,15 @@ from __future__ import annotations
 from typing import Any
 
 from backend.errors import PayloadTooLarge
-from backend.models import Assistant, ChatSession, Message, Upload
+from backend.models import Assistant, ChatSession, Message
 from backend.providers.base import Capability, ChatMessage, ModelSpec
 from backend.providers.tokens import count_message_tokens
-from backend.services.uploads import MISSING_IMAGE, upload_url
+from backend.services.upload_access import (
+    MISSING_IMAGE,
+    owned_upload,
+    referenced_upload,
+    upload_url,
+)
 
 IMAGE_PLACEHOLDER = "[image]"
 # History is read newest first in pages of this many messages, until the window is full.
@@ -109,22 +116,26 @@ def preamble(assistant: Assistant) -> list[ChatMessage]:
     return head
 
 
-async def image_part(part: dict[str, Any]) -> dict[str, Any]:
-    url = part.get("url")
-    if url is None and part.get("upload_id") and await Upload.exists(id=part["upload_id"]):
-        url = upload_url(part["upload_id"])
-    if url is None:
+async def image_part(part: dict[str, Any], owner_id: int) -> dict[str, Any]:
+    upload_id = referenced_upload(part)
+    if upload_id is not None:
+        url = upload_url(upload_id) if await owned_upload(owner_id, upload_id) else None
+    else:
+        url = part.get("url")
+    if not url:
         return {"type": "text", "text": MISSING_IMAGE}
     return {"type": "image_url", "image_url": {"url": url}}
 
 
-async def render(parts: list[dict[str, Any]], vision: bool) -> str | list[dict[str, Any]]:
+async def render(
+    parts: list[dict[str, Any]], vision: bool, owner_id: int
+) -> str | list[dict[str, Any]]:
     """Stored content parts as provider content: a string unless images go along."""
     if vision and any(part.get("type") == "image" for part in parts):
         rendered = []
         for part in parts:
             if part.get("type") == "image":
-                rendered.append(await image_part(part))
+                rendered.append(await image_part(part, owner_id))
             else:
                 rendered.append({"type": "text", "text": part.get("text", "")})
         return rendered
@@ -134,8 +145,10 @@ async def render(parts: list[dict[str, Any]], vision: bool) -> str | list[dict[s
     return "\n".join(text for text in texts if text)
 
 
-async def to_chat_message(role: str, parts: list[dict[str, Any]], vision: bool) -> ChatMessage:
-    return ChatMessage(role=role, content=await render(parts, vision))
+async def to_chat_message(
+    role: str, parts: list[dict[str, Any]], vision: bool, owner_id: int
+) -> ChatMessage:
+    return ChatMessage(role=role, content=await render(parts, vision, owner_id))
 
 
 async def recent_history(session: ChatSession, vision: bool, budget: int) -> list[ChatMessage]:
@@ -156,7 +169,9 @@ async def recent_history(session: ChatSession, vision: bool, budget: int) -> lis
             .limit(HISTORY_PAGE)
         )
         for stored in page:
-            message = await to_chat_message(str(stored.role), stored.content, vision)
+            message = await to_chat_message(
+                str(stored.role), stored.content, vision, session.user_id
+            )
             if not message.content:
                 continue
             newest_first.append(message)
@@ -186,7 +201,7 @@ async def build_context(
     max_output = output_tokens(assistant.llm or {}, spec)
     history = await recent_history(session, vision, prompt_budget(spec, max_output))
     if new_parts is not None:
-        newest = [await to_chat_message("user", new_parts, vision)]
+        newest = [await to_chat_message("user", new_parts, vision, session.user_id)]
     else:
         newest, history = history[-1:], history[:-1]
     return fit(preamble(assistant), history, newest, spec, max_output)

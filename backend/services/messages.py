@@ -13,7 +13,7 @@ from backend.errors import BadRequest, NotFound
 from backend.models import Message, Task, User
 from backend.services import tasks
 from backend.services.chat_sessions import get_session
-from backend.services.uploads import check_owned, upload_ids
+from backend.services.upload_access import authorize_parts
 from backend.settings import Settings
 from schemas.chats import MessageCreate, MessageListQuery, MessageRole
 
@@ -39,8 +39,7 @@ async def record_message(
     user: User, assistant_id: str, session_id: str, data: MessageCreate
 ) -> Message:
     session = await get_session(user, assistant_id, session_id)
-    parts = data.parts()
-    await check_owned(user, upload_ids(parts))
+    parts = await authorize_parts(user, data.parts())
     message = await Message.create(
         session_id=session.id, role=data.role, content=parts, visible=data.visible
     )

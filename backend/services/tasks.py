@@ -26,7 +26,7 @@ from backend.services import credits, task_outcomes
 from backend.services.assistants import can_chat_with
 from backend.services.context import build_context, output_tokens
 from backend.services.pricing import price
-from backend.services.uploads import check_owned, upload_ids
+from backend.services.upload_access import authorize_parts, require_owned
 from backend.settings import Settings
 
 GENERATE_ANSWER_JOB = "generate_answer"
@@ -150,7 +150,7 @@ async def create_task(
     spec = get_model(llm["model_name"]) if llm.get("model_name") else default_model()
     if has_images(parts):
         require_vision(spec)
-        await check_owned(user, upload_ids(parts))
+    parts = await authorize_parts(user, parts)
     messages = await build_context(session, assistant, spec, new_parts=parts)
     return await start(
         user,
@@ -179,6 +179,11 @@ async def create_stateless_task(
         raise BadRequest("messages is empty: send at least one user message")
     if any(isinstance(m.content, list) and has_images(m.content) for m in messages):
         require_vision(spec)
+    # Façades build data URLs, never upload references; should one ever pass one on, it
+    # must be the caller's own.
+    await require_owned(
+        user, [p for m in messages if isinstance(m.content, list) for p in m.content]
+    )
     return await start(
         user,
         spec=spec,

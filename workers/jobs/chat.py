@@ -15,7 +15,7 @@ from backend.providers.registry import get_model, provider_for
 from backend.providers.tokens import count_tokens
 from backend.services import task_outcomes
 from backend.services.task_outcomes import Answer
-from backend.services.uploads import inline_uploads
+from backend.services.upload_access import inline_uploads
 from backend.settings import Settings
 from backend.streams.task_stream import TaskStream
 from schemas.events import TokenEvent
@@ -47,12 +47,13 @@ async def claim(task_id: str) -> Task | None:
 
 
 async def chat_request(task: Task) -> ChatRequest:
-    """The turn as it was priced, with uploaded images inlined for the provider."""
+    """The turn as it was priced, with uploaded images inlined for the provider: only the
+    task's own user's uploads, whatever the stored row names."""
     request = task.request
     return ChatRequest(
         model=get_model(task.model),
         messages=[
-            ChatMessage(role=m["role"], content=await inline_uploads(m["content"]))
+            ChatMessage(role=m["role"], content=await inline_uploads(m["content"], task.user_id))
             for m in request["messages"]
         ],
         params=SamplingParams(**request.get("params", {})),
