@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import unicodedata
-from contextlib import AsyncExitStack
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 from tortoise.transactions import in_transaction
@@ -61,6 +61,10 @@ def hidden_control(char: str) -> bool:
     return unicodedata.category(char) == "Cc" or char in BIDI_CONTROLS
 
 
+class UploadAborted(Exception):
+    """Ends a file's write without keeping it (the request failed)."""
+
+
 @dataclass
 class StoredFile:
     document_id: str
@@ -83,7 +87,7 @@ class DocumentUpload:
         self.current: StoredFile | None = None
         self.writer: StorageWriter | None = None
         self.head = bytearray()
-        self.exits = AsyncExitStack()
+        self.writing: AbstractAsyncContextManager[StorageWriter] | None = None
 
     async def start(self, part: FilePart) -> None:
         if part.field not in FILE_FIELDS:
@@ -99,8 +103,8 @@ class DocumentUpload:
             document_id, name, fmt, document_key(self.dataset.id, document_id, fmt.value)
         )
         self.head.clear()
-        self.exits = AsyncExitStack()
-        self.writer = await self.exits.enter_async_context(self.storage.writing(self.current.key))
+        self.writing = self.storage.writing(self.current.key)
+        self.writer = await self.writing.__aenter__()
 
     async def write(self, data: bytes) -> None:
         assert self.current is not None and self.writer is not None
@@ -123,18 +127,23 @@ class DocumentUpload:
     async def finish(self) -> None:
         assert self.current is not None
         stored, self.current = self.current, None
-        await self.exits.aclose()  # the file is complete and in place
+        await self.close_writing(None)  # the file is complete: moved into place
         self.stored.append(stored)
         async with self.storage.local_copy(stored.key) as path:
             await asyncio.to_thread(
                 formats.check_content, stored.name, stored.fmt, bytes(self.head), path
             )
 
+    async def close_writing(self, error: BaseException | None) -> None:
+        """End the current file's write: kept when `error` is None, removed otherwise."""
+        writing, self.writing, self.writer = self.writing, None, None
+        if writing is not None:
+            await writing.__aexit__(type(error) if error else None, error, None)
+
     async def discard(self) -> None:
         """Remove everything this request stored (the request failed)."""
-        if self.current is not None:
-            self.current = None
-            await self.exits.aclose()
+        self.current = None
+        await self.close_writing(UploadAborted())
         for stored in self.stored:
             await self.storage.delete(stored.key)
 

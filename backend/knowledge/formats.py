@@ -132,8 +132,8 @@ def office_kind(path: Path) -> DocumentFormat | Literal["broken", "zip"]:
 
 def refuse(name: str, fmt: DocumentFormat, actual: str) -> UnsupportedMediaType:
     return UnsupportedMediaType(
-        f"File '{name}': its content is {actual}, not {fmt.value.upper()} as its name says; "
-        "upload the file in the format its extension names"
+        f"File '{name}': its content is not {fmt.value.upper()} as its name says (it looks "
+        f"like {actual}); upload the file in the format its extension names"
     )
 
 
@@ -157,6 +157,6 @@ def check_content(name: str, fmt: DocumentFormat, head: bytes, path: Path) -> No
         raise refuse(name, fmt, what_it_is(head))
     kind = office_kind(path)
     if kind == "zip":
-        raise refuse(name, fmt, "a ZIP archive")
+        raise refuse(name, fmt, "a ZIP archive that is no Office document")
     if kind != "broken" and kind is not fmt:
         raise refuse(name, fmt, OFFICE_NAMES[DocumentFormat(kind)])

@@ -57,9 +57,10 @@ def multipart(
             + b"\r\n"
         )
     for filename, content in files:
+        quoted = filename.replace("\\", "\\\\").replace('"', '\\"')
         header = (
             f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{field}"; '
-            f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+            f'filename="{quoted}"\r\nContent-Type: application/octet-stream\r\n\r\n'
         )
         parts.append(header.encode() + content + b"\r\n")
     return b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()

@@ -6,6 +6,7 @@ from quart import Blueprint
 from quart_schema import validate_querystring, validate_request, validate_response
 
 from backend.http.auth import authenticated, current_user
+from backend.http.documented_errors import document_errors
 from backend.http.responses import ok
 from backend.http.routes.users import user_out
 from backend.services import users
@@ -52,6 +53,7 @@ async def update_user(user_id: int, data: AdminUserUpdate):
 
 
 @blueprint.post("/<user_id:user_id>/disable")
+@document_errors(400)
 @authenticated(admin=True)
 @validate_response(Envelope[UserOut])
 async def disable_user(user_id: int):

@@ -8,6 +8,7 @@ from quart import Blueprint
 from quart_schema import validate_querystring, validate_request, validate_response
 
 from backend.http.auth import authenticated, current_user
+from backend.http.documented_errors import document_errors
 from backend.http.responses import ok
 from backend.models import Assistant
 from backend.services import assistants
@@ -39,6 +40,7 @@ def assistant_out(assistant: Assistant) -> AssistantOut:
 
 
 @blueprint.post("")
+@document_errors(403, 409)
 @authenticated
 @validate_request(AssistantCreate)
 @validate_response(Envelope[AssistantOut], 201)
@@ -51,6 +53,7 @@ async def create_chat(data: AssistantCreate):
 
 
 @blueprint.get("")
+@document_errors(404)
 @authenticated
 @validate_querystring(ListQuery)
 @validate_response(Envelope[list[AssistantOut]])
@@ -69,6 +72,7 @@ async def get_chat(chat_id: str):
 
 
 @blueprint.put("/<id:chat_id>")
+@document_errors(403, 409)
 @authenticated
 @validate_request(AssistantUpdate)
 @validate_response(Envelope[AssistantOut])
@@ -78,6 +82,7 @@ async def update_chat(chat_id: str, data: AssistantUpdate):
 
 
 @blueprint.delete("")
+@document_errors(404)
 @authenticated
 @validate_request(DeleteIds)
 @validate_response(Envelope[None])

@@ -6,6 +6,7 @@ from quart import Blueprint
 from quart_schema import validate_querystring, validate_request, validate_response
 
 from backend.http.auth import authenticated, current_user
+from backend.http.documented_errors import document_errors
 from backend.http.responses import ok
 from backend.models import RedeemCode
 from backend.services import codes
@@ -35,6 +36,7 @@ def code_out(code: RedeemCode) -> CodeOut:
 
 
 @blueprint.post("")
+@document_errors(409)
 @authenticated(admin=True)
 @validate_request(CodeCreate)
 @validate_response(Envelope[CodeOut], 201)

@@ -16,6 +16,8 @@ from quart import Blueprint, current_app
 from quart_schema import document_response, validate_request
 
 from backend.http.auth import authenticated, current_user
+from backend.http.documented_errors import document_errors
+from backend.http.openapi import RawBody, sse_frame_schema
 from backend.http.responses import ok
 from backend.http.routes.task_streams import event_stream, new_task_reader
 from backend.services import completions
@@ -23,6 +25,44 @@ from schemas.chats import CompletionAnswer, CompletionRequest
 from schemas.envelope import Envelope
 
 blueprint = Blueprint("completions", __name__, url_prefix="/api/v1/chats/<id:chat_id>/completions")
+
+
+# One `data:` line of the stream: the answer so far (code 0), a failure (code 500 and
+# "**ERROR**: ..." as the answer), or the end (`"data": true`).
+RAGFLOW_LINE = {
+    "type": "object",
+    "required": ["code", "message", "data"],
+    "properties": {
+        "code": {"type": "integer"},
+        "message": {"type": "string"},
+        "data": {
+            "oneOf": [
+                {"const": True},
+                {
+                    "type": "object",
+                    "required": ["answer", "reference"],
+                    "properties": {
+                        "answer": {"type": "string"},
+                        "reference": {"type": ["object", "array"]},
+                        "audio_binary": {"type": "null"},
+                        "id": {"type": "string"},
+                        "session_id": {"type": "string"},
+                    },
+                },
+            ]
+        },
+    },
+}
+
+
+class CompletionReply(RawBody):
+    """With `stream` (the default): RAGFlow's text/event-stream of `data:` lines, the
+    answer so far in each, ending with `"data": true`. With `stream: false`: the whole
+    answer as JSON once generated."""
+
+    media_type = "text/event-stream"
+    schema = sse_frame_schema({"message": RAGFLOW_LINE}, with_id=False)
+    json_alternative = Envelope[CompletionAnswer]
 
 
 def data_line(payload: dict[str, Any]) -> bytes:
@@ -51,9 +91,10 @@ async def ragflow_lines(
 
 
 @blueprint.post("")
+@document_errors(402, 502, 503)
 @authenticated
 @validate_request(CompletionRequest)
-@document_response(Envelope[CompletionAnswer])
+@document_response(CompletionReply)
 async def create_completion(chat_id: str, data: CompletionRequest):
     """Ask the assistant (RAGFlow-compatible); `stream` defaults to true.
 

@@ -6,6 +6,7 @@ from quart import Blueprint
 from quart_schema import validate_querystring, validate_request, validate_response
 
 from backend.http.auth import authenticated, current_user
+from backend.http.documented_errors import document_errors
 from backend.http.responses import ok
 from backend.models import CreditEntry
 from backend.services import codes, credits
@@ -57,6 +58,7 @@ async def my_credits(query_args: Pagination):
 
 
 @blueprint.post("/me/credits")
+@document_errors(404, 409, 410)
 @authenticated
 @validate_request(RedeemIn)
 @validate_response(Envelope[RedeemOut])
@@ -78,6 +80,7 @@ async def user_credits(user_id: int, query_args: Pagination):
 
 
 @blueprint.post("/<user_id:user_id>/credits")
+@document_errors(409)
 @authenticated(admin=True)
 @validate_request(AdjustIn)
 @validate_response(Envelope[AdjustOut])

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 from quart import Blueprint, current_app
-from quart_schema import validate_querystring, validate_request, validate_response
+from quart_schema import (
+    document_response,
+    validate_querystring,
+    validate_request,
+    validate_response,
+)
 
 from backend.http.auth import authenticated, current_user
+from backend.http.documented_errors import document_errors
+from backend.http.openapi import EventStream
 from backend.http.responses import ok
 from backend.http.routes.task_streams import new_task_sse_response
 from backend.models import Message
@@ -49,9 +56,11 @@ async def list_messages(chat_id: str, session_id: str, query_args: MessageListQu
 
 
 @blueprint.post("")
+@document_errors(402, 503)
 @authenticated
 @validate_request(MessageCreate)
 @validate_response(Envelope[MessageOut], 201)
+@document_response(EventStream, 200)
 async def create_message(chat_id: str, session_id: str, data: MessageCreate):
     """Record a message (201), or with `stream: true` ask and stream the answer as SSE.
 

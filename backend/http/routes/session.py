@@ -6,6 +6,7 @@ from quart import Blueprint, current_app, request
 from quart_schema import DataSource, validate_request, validate_response
 
 from backend.errors import Unauthorized
+from backend.http.documented_errors import document_errors
 from backend.http.responses import ok
 from backend.models.users import LoginKind
 from backend.services import login_throttle, tokens, wechat
@@ -38,6 +39,7 @@ def token_out(pair: TokenPair) -> TokenOut:
 
 
 @blueprint.post("/oauth2/token")
+@document_errors(429)
 @validate_request(PasswordGrant, source=DataSource.FORM)
 @validate_response(TokenOut, 200)
 @validate_response(OAuthErrorOut, 401)
@@ -69,6 +71,7 @@ async def password_token(data: PasswordGrant):
 
 
 @blueprint.post("/refresh")
+@document_errors(401)
 @validate_request(RefreshIn)
 @validate_response(Envelope[TokenOut])
 async def refresh(data: RefreshIn):
@@ -77,6 +80,7 @@ async def refresh(data: RefreshIn):
 
 
 @blueprint.post("/logout")
+@document_errors(401)
 @validate_request(RefreshIn)
 @validate_response(Envelope[LoggedOut])
 async def logout(data: RefreshIn):
@@ -86,6 +90,7 @@ async def logout(data: RefreshIn):
 
 
 @blueprint.post("/wechat/token")
+@document_errors(401, 403, 429, 502, 503)
 @validate_request(WechatLoginIn)
 @validate_response(Envelope[TokenOut])
 async def wechat_token(data: WechatLoginIn):
@@ -95,6 +100,7 @@ async def wechat_token(data: WechatLoginIn):
 
 
 @blueprint.post("/wechat/refresh")
+@document_errors(401)
 @validate_request(RefreshIn)
 @validate_response(Envelope[TokenOut])
 async def wechat_refresh(data: RefreshIn):

@@ -24,6 +24,7 @@ from quart import Blueprint, Response, current_app
 from quart_schema import document_response, validate_request, validate_response
 
 from backend.http.auth import authenticated, current_user
+from backend.http.documented_errors import document_errors
 from backend.http.openapi import RawBody
 from backend.http.routes.task_streams import event_stream, new_task_reader
 from backend.services import app_versions, converse, swiftchat_models
@@ -141,6 +142,15 @@ async def start_answer(data: ConverseRequest) -> tuple[str, TaskReader, Callable
     return task.id, reader, stop
 
 
+class ConverseTextStream(RawBody):
+    """The answer's text as it is generated, then a line with the token usage (labelled
+    text/event-stream, as SwiftChat's app reads it)."""
+
+    media_type = "text/event-stream"
+    schema = {"type": "string"}
+    headers = {"X-Task-Id": "The answer's task id"}
+
+
 class ConverseEventStream(RawBody):
     """Bedrock ConverseStream events as JSON objects, each followed by a blank line."""
 
@@ -149,8 +159,10 @@ class ConverseEventStream(RawBody):
 
 
 @blueprint.post("/converse")
+@document_errors(402, 415, 503)
 @authenticated
 @validate_request(ConverseRequest)
+@document_response(ConverseTextStream)
 async def converse_stream(data: ConverseRequest) -> Response:
     """Stream an answer to a Bedrock-converse `messages` list as plain text, then usage.
 
@@ -173,6 +185,7 @@ async def bedrock_event_response(data: ConverseRequest) -> Response:
 
 
 @blueprint.post("/converse/v2")
+@document_errors(402, 415, 503)
 @authenticated
 @validate_request(ConverseRequest)
 @document_response(ConverseEventStream)
@@ -190,6 +203,7 @@ async def converse_events(data: ConverseRequest) -> Response:
 
 
 @blueprint.post("/converse/v3")
+@document_errors(402, 415, 503)
 @authenticated
 @validate_request(ConverseRequest)
 @document_response(ConverseEventStream)
@@ -208,6 +222,7 @@ async def models(data: ModelsRequest) -> ModelsResponse:
 
 
 @blueprint.post("/image")
+@document_errors(502, 503)
 @authenticated
 @validate_request(ImageRequest)
 @validate_response(ImageResponse)

@@ -8,6 +8,7 @@ from quart import Blueprint, Response, current_app, request
 from quart_schema import document_headers, document_response, validate_querystring
 
 from backend.http.auth import authenticated, current_user
+from backend.http.documented_errors import document_errors
 from backend.http.openapi import EventStream
 from backend.models import Task, User
 from backend.streams.delivery import TaskReader, open_new_task_reader, open_task_reader
@@ -62,6 +63,7 @@ async def new_task_sse_response(task: Task) -> Response:
 
 
 @blueprint.get("/<id:task_id>/stream")
+@document_errors(400, 409, 410)
 @authenticated(query_token=True)
 @validate_querystring(StreamQuery)
 @document_headers(StreamHeaders)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 
 from quart import Blueprint, current_app
-from quart_schema import validate_request, validate_response
+from quart_schema import document_response, validate_request, validate_response
 
 from backend.http.auth import authenticated, current_user
+from backend.http.documented_errors import document_errors
+from backend.http.openapi import NewTaskEventStream
 from backend.http.responses import ok
 from backend.http.routes.task_streams import new_task_sse_response
 from backend.models import Task
@@ -57,9 +59,11 @@ def task_out(task: Task) -> TaskOut:
 
 
 @blueprint.post("")
+@document_errors(402, 404, 503)
 @authenticated
 @validate_request(TaskCreate)
 @validate_response(Envelope[TaskOut], 201)
+@document_response(NewTaskEventStream, 200)
 async def create_task(data: TaskCreate):
     """Ask a question in a session; with `stream: true` the reply is the SSE stream itself.
 
@@ -89,6 +93,7 @@ async def get_task(task_id: str):
 
 
 @blueprint.post("/<id:task_id>/cancel")
+@document_errors(409)
 @authenticated
 @validate_response(Envelope[TaskOut])
 async def cancel_task(task_id: str):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from quart import Blueprint, Response, current_app
-from quart_schema import DataSource, validate_request, validate_response
+from quart_schema import DataSource, document_response, validate_request, validate_response
 
 from backend.http.auth import authenticated, current_user
+from backend.http.documented_errors import document_errors
+from backend.http.openapi import UploadedImage
 from backend.http.responses import ok
 from backend.services import uploads
 from schemas.envelope import Envelope
@@ -15,6 +17,7 @@ blueprint = Blueprint("uploads", __name__, url_prefix="/api/v1/uploads")
 
 
 @blueprint.post("")
+@document_errors(415)
 @authenticated
 @validate_request(UploadForm, source=DataSource.FORM_MULTIPART)
 @validate_response(Envelope[UploadOut], 201)
@@ -36,6 +39,7 @@ async def create_upload(data: UploadForm):
 
 @blueprint.get("/<id:upload_id>")
 @authenticated
+@document_response(UploadedImage)
 async def get_upload(upload_id: str) -> Response:
     """The uploaded image's bytes, for its owner only."""
     upload = await uploads.get_upload(current_user(), upload_id)

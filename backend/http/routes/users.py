@@ -12,6 +12,7 @@ from quart_schema import (
 )
 
 from backend.http.auth import authenticated, current_user
+from backend.http.documented_errors import document_errors
 from backend.http.openapi import JpegImage
 from backend.http.responses import ok
 from backend.models import User
@@ -42,6 +43,7 @@ def user_out(user: User) -> UserOut:
 
 
 @blueprint.post("")
+@document_errors(409)
 @validate_request(UserCreate)
 @validate_response(Envelope[UserOut], 201)
 async def register(data: UserCreate):
@@ -68,6 +70,7 @@ async def update_me(data: ProfileUpdate):
 
 
 @blueprint.put("/me/avatar")
+@document_errors(415)
 @authenticated
 @document_request(AvatarUpload, source=DataSource.FORM_MULTIPART)
 @validate_response(Envelope[UserOut])
@@ -79,6 +82,7 @@ async def put_avatar():
 
 
 @blueprint.get("/me/avatar")
+@document_errors(404)
 @authenticated
 @document_response(JpegImage)
 async def get_avatar():
