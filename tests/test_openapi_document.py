@@ -1,0 +1,98 @@
+"""The OpenAPI document describes every response a route gives: its errors in the
+envelope, its streams, its raw bodies. (tests/test_openapi_conformance.py checks the
+document against the running server.)"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from quart.testing import QuartClient
+
+pytestmark = pytest.mark.sqlite_only
+
+METHODS = {"get", "post", "put", "patch", "delete"}
+ERROR_REF = "#/components/schemas/ErrorBody"
+# The WebSocket's HTTP face answers 101 or 426 only.
+NOT_HTTP = {("get", "/api/v1/ws")}
+
+
+async def document(client: QuartClient) -> dict[str, Any]:
+    return await (await client.get("/openapi.json")).get_json()
+
+
+def operations(doc: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (method, path, operation)
+        for path, item in doc["paths"].items()
+        for method, operation in item.items()
+        if method in METHODS and (method, path) not in NOT_HTTP
+    ]
+
+
+async def test_every_operation_documents_a_success_and_its_errors_in_the_envelope(
+    client: QuartClient,
+) -> None:
+    doc = await document(client)
+    assert set(doc["components"]["schemas"]["ErrorBody"]["required"]) == {"code", "message"}
+    for method, path, operation in operations(doc):
+        responses = operation["responses"]
+        assert any(status.startswith("2") for status in responses), (method, path)
+        expected = set()
+        if operation.get("security"):
+            expected.add("401")
+        if any(parameter["in"] == "path" for parameter in operation["parameters"]):
+            expected.add("404")
+        if "requestBody" in operation:
+            expected |= {"400", "413", "422"}
+        assert expected <= set(responses), (method, path, sorted(responses))
+        for status, response in responses.items():
+            if status.startswith(("4", "5")) and path != "/api/v1/session/oauth2/token":
+                schema = response["content"]["application/json"]["schema"]
+                assert schema == {"$ref": ERROR_REF}, (method, path, status)
+            assert status != "500", (method, path)
+
+
+async def test_administrator_routes_document_403_and_rules_their_own_statuses(
+    client: QuartClient,
+) -> None:
+    paths = (await document(client))["paths"]
+    assert "403" in paths["/api/v1/users"]["get"]["responses"]
+    assert "403" in paths["/api/v1/codes"]["post"]["responses"]
+    assert "403" not in paths["/api/v1/users/me"]["get"]["responses"]
+    assert {"402", "404", "503"} <= set(paths["/api/v1/tasks"]["post"]["responses"])
+    assert {"400", "409", "410"} <= set(paths["/api/v1/tasks/{task_id}/stream"]["get"]["responses"])
+    assert {"404", "409", "410"} <= set(paths["/api/v1/users/me/credits"]["post"]["responses"])
+    login = paths["/api/v1/session/oauth2/token"]["post"]["responses"]
+    assert "error" in login["401"]["content"]["application/json"]["schema"]["properties"]
+    assert "Retry-After" in login["429"]["headers"]
+
+
+async def test_streams_and_raw_bodies_are_documented(client: QuartClient) -> None:
+    paths = (await document(client))["paths"]
+    task = paths["/api/v1/tasks"]["post"]["responses"]
+    assert list(task["200"]["content"]) == ["text/event-stream"]
+    assert "X-Task-ID" in task["200"]["headers"]
+    assert list(task["201"]["content"]) == ["application/json"]
+    messages = paths["/api/v1/chats/{chat_id}/sessions/{session_id}/messages"]["post"]
+    assert list(messages["responses"]["200"]["content"]) == ["text/event-stream"]
+    completion = paths["/api/v1/chats/{chat_id}/completions"]["post"]["responses"]["200"]
+    assert set(completion["content"]) == {"application/json", "text/event-stream"}
+    converse = paths["/api/converse"]["post"]["responses"]["200"]
+    assert list(converse["content"]) == ["text/event-stream"]
+    upload = paths["/api/v1/uploads/{upload_id}"]["get"]["responses"]["200"]
+    assert set(upload["content"]) == {"image/png", "image/jpeg", "image/gif", "image/webp"}
+
+
+async def test_a_task_stream_documents_each_event_and_its_data(client: QuartClient) -> None:
+    paths = (await document(client))["paths"]
+    stream = paths["/api/v1/tasks/{task_id}/stream"]["get"]["responses"]["200"]
+    frame = stream["content"]["text/event-stream"]["schema"]
+    assert {"event", "data", "id"} <= set(frame["required"])
+    events = {
+        variant["properties"]["event"]["const"]: variant["properties"]["data"]["contentSchema"]
+        for variant in frame["oneOf"]
+    }
+    assert {"token", "usage", "done", "error", "cancelled"} <= set(events)
+    assert events["token"]["required"] == ["delta"]
+    assert "type" not in events["done"]["properties"]
