@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 from quart_schema.pydantic import File
 
-from schemas.common import MAX_PAGE
+from schemas.common import Pagination
 from schemas.ids import PublicId
 from schemas.knowledge import ChunkMethod, ParserConfig, empty_as_none
 
@@ -67,8 +67,7 @@ class DocumentOrder(StrEnum):
 Suffix = Annotated[str, Field(max_length=16)]
 
 
-class DocumentListQuery(BaseModel):
-    page: int = Field(1, ge=1, le=MAX_PAGE)
+class DocumentListQuery(Pagination):
     page_size: int = Field(30, ge=1, le=1024)
     orderby: DocumentOrder = DocumentOrder.CREATE_TIME
     desc: bool = True
@@ -81,10 +80,6 @@ class DocumentListQuery(BaseModel):
     suffix: Annotated[list[Suffix] | None, BeforeValidator(as_list)] = None
     create_time_from: int = Field(0, ge=0, description="Milliseconds; 0: no bound")
     create_time_to: int = Field(0, ge=0, description="Milliseconds; 0: no bound")
-
-    @property
-    def offset(self) -> int:
-        return (self.page - 1) * self.page_size
 
 
 MetaValue = str | int | float | list[str | int | float]

@@ -59,6 +59,13 @@ BODIES: dict[tuple[str, str], Any] = {
     ("PATCH", "/api/v1/users/<user_id:user_id>"): {"level": 0},
     ("POST", "/api/v1/users/<user_id:user_id>/credits"): {"delta": 1, "reason": "test"},
     ("PUT", "/api/v1/app-versions/<platform>"): {"version": "1.0.0"},
+    ("PUT", "/api/v1/datasets/<id:dataset_id>"): {"description": "x"},
+    # Multipart, read only after the dataset is found.
+    ("POST", "/api/v1/datasets/<id:dataset_id>/documents"): None,
+    ("PUT", "/api/v1/datasets/<id:dataset_id>/documents/<id:document_id>"): {"name": "x.txt"},
+    ("PATCH", "/api/v1/datasets/<id:dataset_id>/documents/<id:document_id>"): {"name": "x.txt"},
+    ("DELETE", "/api/v1/datasets/<id:dataset_id>/documents"): {"ids": [uuid.uuid4().hex]},
+    ("POST", "/api/v1/datasets/<id:dataset_id>/documents/status"): {"ids": [uuid.uuid4().hex]},
 }
 
 
