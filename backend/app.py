@@ -14,6 +14,7 @@ from quart_schema import HttpSecurityScheme, Info, OAuth2SecurityScheme, QuartSc
 from backend.connections import open_redis
 from backend.database import close_database, migrate_database, open_database
 from backend.http.error_handlers import register_error_handlers
+from backend.http.flow_control import FlowControlledConnection
 from backend.http.openapi import SluiceOpenAPIProvider
 from backend.http.path_ids import register_path_ids
 from backend.http.routes import admin_users, api_keys, health, session, users
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None) -> Quart:
     configure_logging(settings.log_level, settings.log_json)
 
     app = Quart("sluice")
+    app.asgi_http_class = FlowControlledConnection
     app.config.update(
         SETTINGS=settings,
         MAX_CONTENT_LENGTH=settings.max_body_bytes,

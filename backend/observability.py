@@ -4,11 +4,24 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
+import uuid
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+# What a client-chosen X-Request-ID may be: short and printable, so it can be echoed in
+# a header and written to a log line as it is (no control characters, no 60 KB values).
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def accepted_request_id(header: str | None) -> str:
+    """The client's X-Request-ID when it is a short printable token, else a new one."""
+    if header is not None and REQUEST_ID.fullmatch(header):
+        return header
+    return uuid.uuid4().hex
 
 
 class JsonFormatter(logging.Formatter):

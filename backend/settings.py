@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list)
     trusted_proxy_hops: int = 0
     max_body_bytes: int = 32 * 1024 * 1024
+    # Body limits per route (backend/http/body_limits.py), all capped by max_body_bytes.
+    json_body_max_bytes: int = 1024 * 1024
+    json_media_body_max_bytes: int = 16 * 1024 * 1024
     log_level: str = "INFO"
     log_json: bool = True
 

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from backend.errors import ApiError
 from backend.http.error_handlers import describe_validation_error
+from backend.http.json_bodies import decode_json
 from backend.models import User
 from backend.services import tasks
 from backend.settings import Settings
@@ -56,9 +57,11 @@ def event_message(entry: StreamEntry, task_id: str) -> str:
 def parse_message(raw: str | bytes) -> ClientMessage:
     """Raises ApiError(400) with a message saying what is wrong with `raw`."""
     try:
-        payload = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise ApiError("Messages must be JSON objects with a 'type'", status=400) from error
+        payload = decode_json(raw)
+    except ApiError as error:
+        raise ApiError(
+            f"Messages must be JSON objects with a 'type': {error.message}", status=error.status
+        ) from error
     if not isinstance(payload, dict):
         raise ApiError("Messages must be JSON objects with a 'type'", status=400)
     try:

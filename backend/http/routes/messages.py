@@ -11,6 +11,7 @@ from quart_schema import (
 )
 
 from backend.http.auth import authenticated, current_user
+from backend.http.body_limits import body_limit, media_json
 from backend.http.documented_errors import document_errors
 from backend.http.openapi import EventStream
 from backend.http.responses import ok
@@ -57,6 +58,7 @@ async def list_messages(chat_id: str, session_id: str, query_args: MessageListQu
 
 @blueprint.post("")
 @document_errors(402, 503)
+@body_limit(media_json)
 @authenticated
 @validate_request(MessageCreate)
 @validate_response(Envelope[MessageOut], 201)

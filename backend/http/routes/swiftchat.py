@@ -24,6 +24,7 @@ from quart import Blueprint, Response, current_app
 from quart_schema import document_response, validate_request, validate_response
 
 from backend.http.auth import authenticated, current_user
+from backend.http.body_limits import body_limit, media_json
 from backend.http.documented_errors import document_errors
 from backend.http.openapi import RawBody
 from backend.http.routes.task_streams import event_stream, new_task_reader
@@ -160,6 +161,7 @@ class ConverseEventStream(RawBody):
 
 @blueprint.post("/converse")
 @document_errors(402, 415, 503)
+@body_limit(media_json)
 @authenticated
 @validate_request(ConverseRequest)
 @document_response(ConverseTextStream)
@@ -186,6 +188,7 @@ async def bedrock_event_response(data: ConverseRequest) -> Response:
 
 @blueprint.post("/converse/v2")
 @document_errors(402, 415, 503)
+@body_limit(media_json)
 @authenticated
 @validate_request(ConverseRequest)
 @document_response(ConverseEventStream)
@@ -204,6 +207,7 @@ async def converse_events(data: ConverseRequest) -> Response:
 
 @blueprint.post("/converse/v3")
 @document_errors(402, 415, 503)
+@body_limit(media_json)
 @authenticated
 @validate_request(ConverseRequest)
 @document_response(ConverseEventStream)

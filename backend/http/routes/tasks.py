@@ -8,6 +8,7 @@ from quart import Blueprint, current_app
 from quart_schema import document_response, validate_request, validate_response
 
 from backend.http.auth import authenticated, current_user
+from backend.http.body_limits import body_limit, media_json
 from backend.http.documented_errors import document_errors
 from backend.http.openapi import NewTaskEventStream
 from backend.http.responses import ok
@@ -60,6 +61,7 @@ def task_out(task: Task) -> TaskOut:
 
 @blueprint.post("")
 @document_errors(402, 404, 503)
+@body_limit(media_json)
 @authenticated
 @validate_request(TaskCreate)
 @validate_response(Envelope[TaskOut], 201)

@@ -6,6 +6,7 @@ from quart import Blueprint, Response, current_app
 from quart_schema import DataSource, document_response, validate_request, validate_response
 
 from backend.http.auth import authenticated, current_user
+from backend.http.body_limits import body_limit, upload_file
 from backend.http.documented_errors import document_errors
 from backend.http.openapi import UploadedImage
 from backend.http.responses import ok
@@ -18,6 +19,7 @@ blueprint = Blueprint("uploads", __name__, url_prefix="/api/v1/uploads")
 
 @blueprint.post("")
 @document_errors(415)
+@body_limit(upload_file)
 @authenticated
 @validate_request(UploadForm, source=DataSource.FORM_MULTIPART)
 @validate_response(Envelope[UploadOut], 201)

@@ -12,6 +12,7 @@ from quart_schema import (
 )
 
 from backend.http.auth import authenticated, current_user
+from backend.http.body_limits import avatar_file, body_limit
 from backend.http.documented_errors import document_errors
 from backend.http.openapi import JpegImage
 from backend.http.responses import ok
@@ -71,6 +72,7 @@ async def update_me(data: ProfileUpdate):
 
 @blueprint.put("/me/avatar")
 @document_errors(415)
+@body_limit(avatar_file)
 @authenticated
 @document_request(AvatarUpload, source=DataSource.FORM_MULTIPART)
 @validate_response(Envelope[UserOut])
