@@ -24,6 +24,7 @@ from backend.errors import (
     Unprocessable,
     UnsupportedMediaType,
 )
+from backend.http.flow_control import FlowControlledBody
 from backend.http.json_bodies import NUL_MESSAGE, decode_json
 
 # A login form has four fields; nothing the API takes as a form needs a hundred.
@@ -83,6 +84,8 @@ class SluiceFormParser(FormDataParser):
 
 class SluiceRequest(Request):
     form_data_parser_class = SluiceFormParser
+    # Streamed bodies (document uploads) are read only as fast as the route takes them.
+    body_class = FlowControlledBody
 
     async def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
         """The body as JSON through the bounded decoder; None if it is not JSON."""
