@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 
 from hypercorn.middleware import ProxyFixMiddleware
 from quart import Quart, g, request
@@ -13,10 +12,12 @@ from quart_schema import HttpSecurityScheme, Info, OAuth2SecurityScheme, QuartSc
 
 from backend.connections import open_redis
 from backend.database import close_database, migrate_database, open_database
+from backend.http.body_limits import BodyLimits
 from backend.http.error_handlers import register_error_handlers
 from backend.http.flow_control import FlowControlledConnection
 from backend.http.openapi import SluiceOpenAPIProvider
 from backend.http.path_ids import register_path_ids
+from backend.http.requests import FORM_MAX_FIELDS, SluiceRequest
 from backend.http.routes import admin_users, api_keys, health, session, users
 from backend.http.routes import app_versions as app_versions_routes
 from backend.http.routes import chat_sessions as chat_sessions_routes
@@ -32,7 +33,7 @@ from backend.http.routes import task_streams as task_streams_routes
 from backend.http.routes import tasks as tasks_routes
 from backend.http.routes import uploads as uploads_routes
 from backend.http.routes import ws as ws_routes
-from backend.observability import configure_logging, request_id_var
+from backend.observability import accepted_request_id, configure_logging, request_id_var
 from backend.providers.embedding_registry import close_embeddings, configure_embeddings
 from backend.providers.registry import close_registry
 from backend.search.stores import close_search_store, configure_search_store
@@ -49,10 +50,13 @@ def create_app(settings: Settings | None = None) -> Quart:
     configure_logging(settings.log_level, settings.log_json)
 
     app = Quart("sluice")
+    # Bodies are bounded per route by BodyLimits and decoded by SluiceRequest.
+    app.request_class = SluiceRequest
     app.asgi_http_class = FlowControlledConnection
     app.config.update(
         SETTINGS=settings,
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        MAX_FORM_PARTS=FORM_MAX_FIELDS,
         # Streams outlive Quart's 60 s default; they end when the task ends.
         RESPONSE_TIMEOUT=None,
         BODY_TIMEOUT=120,
@@ -79,6 +83,7 @@ def create_app(settings: Settings | None = None) -> Quart:
         app.asgi_app = ProxyFixMiddleware(  # type: ignore[method-assign]
             app.asgi_app, mode="legacy", trusted_hops=settings.trusted_proxy_hops
         )
+    app.asgi_app = BodyLimits(app, app.asgi_app)  # type: ignore[method-assign]
     register_error_handlers(app)
     register_path_ids(app)
     register_request_logging(app)
@@ -135,7 +140,7 @@ def blueprints() -> list:
 def register_request_logging(app: Quart) -> None:
     @app.before_request
     async def start_request() -> None:
-        g.request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+        g.request_id = accepted_request_id(request.headers.get("X-Request-ID"))
         g.started = time.perf_counter()
         request_id_var.set(g.request_id)
 
