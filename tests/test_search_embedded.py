@@ -143,3 +143,28 @@ async def test_the_store_file_defaults_under_data_dir_and_follows_search_db_path
     await store.open()
     await store.close()
     assert (tmp_path / "x" / "s.db").exists()
+
+
+async def test_terms_in_half_the_chunks_are_not_matched_beside_rarer_ones(
+    tmp_path: Path,
+) -> None:
+    # FTS5 gives such a term an IDF of ~0, so matching it only costs time (at 100k chunks,
+    # most of a query's) and adds zero-score chunks; alone, it still ranks by frequency.
+    store = EmbeddedSearchStore(tmp_path / "search.sqlite3")
+    try:
+        await store.add_chunks(
+            [
+                chunk("rare", "the cat"),
+                chunk("common-1", "the the the dog"),
+                chunk("common-2", "the bird"),
+                chunk("other", "a fish"),
+            ]
+        )
+        hits = await store.keyword_search(query_terms("the cat"), ALICE, 10)
+        assert [h.record.chunk_id for h in hits] == ["rare"]
+        hits = await store.keyword_search(query_terms("the"), ALICE, 10)
+        assert hits[0].record.chunk_id == "common-1"
+        assert {h.record.chunk_id for h in hits} == {"rare", "common-1", "common-2"}
+        assert await store.keyword_search(query_terms("the unknownword"), ALICE, 10)
+    finally:
+        await store.close()

@@ -33,12 +33,10 @@ import unicodedata
 
 import regex
 
-# A run of CJK (segmented by jieba), or a word of any other script. `(?V1)` enables set
-# difference so a "word" never swallows Han characters glued to it ("abc中文").
-TOKEN_RUNS = regex.compile(
-    r"(?V1)(?P<cjk>[\p{Han}\p{Hiragana}\p{Katakana}\u30fc]+)"
-    r"|(?P<word>[[\p{L}\p{N}\p{M}]--[\p{Han}\p{Hiragana}\p{Katakana}]]+)"
-)
+# Runs of CJK (segmented by jieba), captured so `split` keeps them between the rest.
+CJK_RUNS = regex.compile(r"([\p{Han}\p{Hiragana}\p{Katakana}\u30fc]+)")
+# A word of any other script (applied only to text between CJK runs).
+WORDS = regex.compile(r"[\p{L}\p{N}\p{M}]+")
 # What jieba may hand back inside a CJK run that is not a word (it keeps odd symbols).
 WORDLIKE = regex.compile(r"[\p{L}\p{N}]")
 
@@ -65,16 +63,14 @@ def segmenter():  # -> jieba.Tokenizer
 def analyze(text: str) -> list[str]:
     """The terms of `text`, in order, duplicates kept (term frequency matters to BM25)."""
     normalised = unicodedata.normalize("NFKC", text).casefold()
-    terms: list[str] = []
-    for match in TOKEN_RUNS.finditer(normalised):
-        run = match.group("cjk")
-        if run is None:
-            terms.append(match.group("word"))
-            continue
-        for word in segmenter().cut_for_search(run, HMM=False):
-            word = word.strip()
-            if word and WORDLIKE.search(word):
+    # split() with a captured pattern alternates: other text, CJK run, other text, ...
+    pieces = CJK_RUNS.split(normalised)
+    terms: list[str] = WORDS.findall(pieces[0])
+    for index in range(1, len(pieces), 2):
+        for word in segmenter().cut_for_search(pieces[index], HMM=False):
+            if WORDLIKE.search(word):
                 terms.append(word)
+        terms += WORDS.findall(pieces[index + 1])
     return terms
 
 

@@ -38,15 +38,34 @@ def filter_conditions(filter: SearchFilter) -> tuple[list[str], list[Any]] | Non
     return conditions, args
 
 
+def informative_terms(conn: sqlite3.Connection, terms: Sequence[str]) -> list[str]:
+    """The query terms worth matching. FTS5's IDF, log((N - n + 0.5) / (n + 0.5)), is
+    floored at 1e-6 for a term in half the chunks or more, so such a term ("the", "的")
+    adds nothing to any score, yet matching it walks most of the index: at 100k chunks
+    that is most of a query's time. Terms in no chunk match nothing. Both are dropped,
+    unless nothing else is left (then the common terms still rank by frequency)."""
+    distinct = list(dict.fromkeys(term for term in terms if term))
+    if len(distinct) <= 1:
+        return distinct
+    total = conn.execute("SELECT coalesce(sum(chunk_count), 0) FROM search_datasets")
+    chunks = total.fetchone()[0]
+    sql = "SELECT term, doc FROM chunk_terms_vocab WHERE term IN ({})"
+    counts = dict(conn.execute(sql.format(schema.placeholders(distinct)), distinct).fetchall())
+    rare = [term for term in distinct if counts.get(term, 0) > 0 and 2 * counts[term] < chunks]
+    return rare or [term for term in distinct if counts.get(term, 0)]
+
+
 def keyword_hits(
     conn: sqlite3.Connection, terms: Sequence[str], filter: SearchFilter, top_k: int
 ) -> list[ScoredChunk]:
     """Chunks matching any term, by BM25 (FTS5 ranks by ascending `bm25()`; negated here
     so a higher score is better). The CTE ranks row ids only, so the sort never carries
     the content and vectors of every matching chunk; ties break by row id."""
-    match = schema.match_any(terms)
     where = filter_conditions(filter)
-    if not match or where is None or top_k <= 0:
+    if where is None or top_k <= 0:
+        return []
+    match = schema.match_any(informative_terms(conn, terms))
+    if not match:
         return []
     conditions, args = where
     rows = conn.execute(

@@ -12,10 +12,11 @@ keyword index entry and its vector:
   counts exactly the analyzer's terms; `unicode61` would re-split them by its own rules
   and strip diacritics, and BM25 would count different tokens than Elasticsearch's
   whitespace analyzer over the same terms.
+- `chunk_terms_vocab`: FTS5's own vocabulary view, giving each term's document count.
 - `search_datasets`: per dataset, its tenant (a dataset has one owner; the store
-  refuses a second), the dimension of its vectors, and a version bumped by every write
-  that touches its chunks, so each process's in-memory vector matrix knows when it is
-  stale.
+  refuses a second), the dimension of its vectors, its chunk count, and a version
+  bumped by every write that touches its chunks, so each process's in-memory vector
+  matrix knows when it is stale.
 """
 
 from __future__ import annotations
@@ -54,8 +55,10 @@ CREATE TABLE IF NOT EXISTS search_datasets (
     dataset_id TEXT PRIMARY KEY,
     tenant_id TEXT NOT NULL,
     dimension INTEGER,
-    version INTEGER NOT NULL DEFAULT 0
+    version INTEGER NOT NULL DEFAULT 0,
+    chunk_count INTEGER NOT NULL DEFAULT 0
 );
+CREATE VIRTUAL TABLE IF NOT EXISTS chunk_terms_vocab USING fts5vocab (chunk_terms, 'row');
 """
 
 COLUMNS = (
@@ -64,7 +67,7 @@ COLUMNS = (
 )
 # Ids per `IN (...)` list, well under SQLite's limit on bound parameters.
 BATCH = 500
-INSERT = f"INSERT INTO chunks ({COLUMNS}) VALUES ({', '.join('?' * 13)})"
+INSERT_WITH_ID = f"INSERT INTO chunks (id, {COLUMNS}) VALUES ({', '.join('?' * 14)})"
 
 
 def keyword_text(content: str, keywords: Sequence[str], questions: Sequence[str]) -> str:
@@ -173,22 +176,28 @@ def bump_versions(conn: sqlite3.Connection, dataset_ids: Iterable[str]) -> None:
         conn.execute(
             "UPDATE search_datasets SET version = version + 1, dimension = CASE WHEN EXISTS "
             "(SELECT 1 FROM chunks WHERE dataset_id = ?1 AND vector IS NOT NULL) "
-            "THEN dimension END WHERE dataset_id = ?1",
+            "THEN dimension END, chunk_count = (SELECT count(*) FROM chunks "
+            "WHERE dataset_id = ?1) WHERE dataset_id = ?1",
             (dataset_id,),
         )
 
 
 def insert_records(conn: sqlite3.Connection, records: Sequence[ChunkRecord]) -> None:
-    """Insert (or replace, by chunk id) chunks and their keyword index entries."""
+    """Insert (or replace, by chunk id) chunks and their keyword index entries. Row ids
+    are assigned here (the write lock is held, so max(id) is stable), which lets both
+    tables be filled with one executemany each."""
     for start in range(0, len(records), BATCH):
         ids = [record.chunk_id for record in records[start : start + BATCH]]
         delete_where(conn, f"chunk_id IN ({placeholders(ids)})", ids)
-    for record in records:
-        cursor = conn.execute(INSERT, row_values(record))
-        terms = keyword_text(record.content, record.important_keywords, record.questions)
-        conn.execute(
-            "INSERT INTO chunk_terms (rowid, terms) VALUES (?, ?)", (cursor.lastrowid, terms)
-        )
+    first = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM chunks").fetchone()[0]
+    conn.executemany(INSERT_WITH_ID, ((first + i, *row_values(r)) for i, r in enumerate(records)))
+    conn.executemany(
+        "INSERT INTO chunk_terms (rowid, terms) VALUES (?, ?)",
+        (
+            (first + i, keyword_text(r.content, r.important_keywords, r.questions))
+            for i, r in enumerate(records)
+        ),
+    )
 
 
 def delete_where(
