@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from tortoise.transactions import in_transaction
 
-from backend.errors import BadRequest, PayloadTooLarge
+from backend.errors import BadRequest, NotFound, PayloadTooLarge
 from backend.http.multipart_files import FilePart
 from backend.knowledge import formats
 from backend.knowledge.document_runs import now
@@ -154,20 +154,26 @@ class DocumentUpload:
             raise BadRequest("No file part: send the files as 'file' parts of the form")
         created: list[Document] = []
         skipped: list[SkippedFile] = []
-        async with in_transaction():
-            # Taking the dataset's row first makes concurrent uploads take turns.
-            await Dataset.filter(id=self.dataset.id).update(updated_at=now())
-            names = set(
-                await Document.filter(
-                    dataset_id=self.dataset.id, name__in=[s.name for s in self.stored]
-                ).values_list("name", flat=True)
-            )
-            for stored in self.stored:
-                if mode is DuplicateMode.SOFT and stored.name in names:
-                    skipped.append(SkippedFile(name=stored.name, reason=duplicate_reason(stored)))
-                    continue
-                names.add(stored.name)
-                created.append(await self.record(stored))
+        try:
+            async with in_transaction():
+                # Taking the dataset's row first makes concurrent uploads take turns.
+                if not await Dataset.filter(id=self.dataset.id).update(updated_at=now()):
+                    raise NotFound(f"Dataset '{self.dataset.id}' was deleted during the upload")
+                names = set(
+                    await Document.filter(
+                        dataset_id=self.dataset.id, name__in=[s.name for s in self.stored]
+                    ).values_list("name", flat=True)
+                )
+                for stored in self.stored:
+                    if mode is DuplicateMode.SOFT and stored.name in names:
+                        reason = duplicate_reason(stored)
+                        skipped.append(SkippedFile(name=stored.name, reason=reason))
+                        continue
+                    names.add(stored.name)
+                    created.append(await self.record(stored))
+        except BaseException:
+            await self.discard()
+            raise
         for stored in self.stored:
             if stored.document_id not in {document.id for document in created}:
                 await self.storage.delete(stored.key)

@@ -3,6 +3,7 @@ update, delete; and a batch status call shaped as QAnything's `get_files_statu`.
 
 from __future__ import annotations
 
+import asyncio
 import unicodedata
 from urllib.parse import quote
 
@@ -129,9 +130,12 @@ async def upload_documents(dataset_id: str, query_args: UploadQuery):
         fields = await read_multipart(request.body, request.headers.get("Content-Type"), upload)
         mode = duplicate_mode(fields, query_args)
     except BaseException:
-        await upload.discard()
+        # Shielded: a client that hung up cancels this request, maybe more than once,
+        # and the files it sent must go all the same.
+        await asyncio.shield(upload.discard())
         raise
-    created, skipped = await upload.commit(mode)
+    # Shielded too: once the body is in, the upload completes even if the client leaves.
+    created, skipped = await asyncio.shield(upload.commit(mode))
     return UploadResult(data=[document_out(item) for item in created], skipped=skipped), 201
 
 
