@@ -84,15 +84,27 @@ async def test_streams_and_raw_bodies_are_documented(client: QuartClient) -> Non
     assert set(upload["content"]) == {"image/png", "image/jpeg", "image/gif", "image/webp"}
 
 
+def frame_variants(response: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each documented SSE event of a response by name."""
+    frame = response["content"]["text/event-stream"]["schema"]
+    assert {"event", "data"} <= set(frame["required"])
+    return {variant["properties"]["event"]["const"]: variant for variant in frame["oneOf"]}
+
+
 async def test_a_task_stream_documents_each_event_and_its_data(client: QuartClient) -> None:
     paths = (await document(client))["paths"]
-    stream = paths["/api/v1/tasks/{task_id}/stream"]["get"]["responses"]["200"]
-    frame = stream["content"]["text/event-stream"]["schema"]
-    assert {"event", "data", "id"} <= set(frame["required"])
-    events = {
-        variant["properties"]["event"]["const"]: variant["properties"]["data"]["contentSchema"]
-        for variant in frame["oneOf"]
-    }
+    events = frame_variants(paths["/api/v1/tasks/{task_id}/stream"]["get"]["responses"]["200"])
     assert {"token", "usage", "done", "error", "cancelled"} <= set(events)
-    assert events["token"]["required"] == ["delta"]
-    assert "type" not in events["done"]["properties"]
+    assert "task" not in events
+    token = events["token"]["properties"]["data"]["contentSchema"]
+    assert token["required"] == ["delta"]
+    assert "type" not in events["done"]["properties"]["data"]["contentSchema"]["properties"]
+    assert all(variant["required"] == ["id"] for variant in events.values())
+
+
+async def test_a_new_task_stream_opens_with_the_task_id(client: QuartClient) -> None:
+    paths = (await document(client))["paths"]
+    events = frame_variants(paths["/api/v1/tasks"]["post"]["responses"]["200"])
+    assert "id" not in events["task"].get("required", [])
+    assert events["task"]["properties"]["data"]["contentSchema"]["required"] == ["task_id"]
+    assert events["done"]["required"] == ["id"]

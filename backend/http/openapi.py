@@ -21,24 +21,33 @@ from schemas.events import TaskEvent
 JSON = "application/json"
 
 
-def sse_frame_schema(events: dict[str, dict[str, Any]], *, with_id: bool) -> dict[str, Any]:
+def sse_frame_schema(
+    events: dict[str, dict[str, Any]],
+    *,
+    with_id: bool,
+    unnumbered: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """One Server-Sent Events frame, as OpenAPI 3.2 and schemathesis read a stream: an
     object of `event`, `data`, `id` and `retry`, whose `data` is JSON with a schema per
-    event name."""
-    variants = [
-        {
+    event name. `events` carry an `id:` when `with_id`; `unnumbered` ones never do."""
+
+    def variant(name: str, schema: dict[str, Any], numbered: bool) -> dict[str, Any]:
+        return {
             "properties": {
                 "event": {"const": name},
                 "data": {"contentMediaType": JSON, "contentSchema": schema},
-            }
+            },
+            **({"required": ["id"]} if numbered else {}),
         }
-        for name, schema in events.items()
-    ]
+
+    unnumbered = unnumbered or {}
+    variants = [variant(name, schema, with_id) for name, schema in events.items()]
+    variants += [variant(name, schema, False) for name, schema in unnumbered.items()]
     return {
         "type": "object",
-        "required": ["event", "data", *(["id"] if with_id else [])],
+        "required": ["event", "data"],
         "properties": {
-            "event": {"enum": list(events)},
+            "event": {"enum": [*events, *unnumbered]},
             "data": {"type": "string"},
             "id": {"type": "string"},
             "retry": {"type": "integer", "minimum": 0},
@@ -98,9 +107,22 @@ class EventStream(RawBody):
 
 
 class NewTaskEventStream(EventStream):
-    """With `stream: true`: the new task's text/event-stream of `token`, `reference`,
-    `usage` and one terminal event, resumable at GET /api/v1/tasks/{task_id}/stream."""
+    """With `stream: true`: the new task's text/event-stream, opening with `event: task`
+    (`{"task_id"}`, no `id:`), then the task's events as on GET
+    /api/v1/tasks/{task_id}/stream, where it can be resumed."""
 
+    # The opening frame of backend/streams/sse.py.
+    schema = sse_frame_schema(
+        task_event_schemas(),
+        with_id=True,
+        unnumbered={
+            "task": {
+                "type": "object",
+                "required": ["task_id"],
+                "properties": {"task_id": {"type": "string"}},
+            }
+        },
+    )
     headers = {"X-Task-ID": "The new task's id, to cancel it or resume its stream"}
 
 

@@ -13,7 +13,7 @@ from quart_schema import (
 from backend.http.auth import authenticated, current_user
 from backend.http.body_limits import body_limit, media_json
 from backend.http.documented_errors import document_errors
-from backend.http.openapi import EventStream
+from backend.http.openapi import NewTaskEventStream
 from backend.http.responses import ok
 from backend.http.routes.task_streams import new_task_sse_response
 from backend.models import Message
@@ -62,7 +62,7 @@ async def list_messages(chat_id: str, session_id: str, query_args: MessageListQu
 @authenticated
 @validate_request(MessageCreate)
 @validate_response(Envelope[MessageOut], 201)
-@document_response(EventStream, 200)
+@document_response(NewTaskEventStream, 200)
 async def create_message(chat_id: str, session_id: str, data: MessageCreate):
     """Record a message (201), or with `stream: true` ask and stream the answer as SSE.
 
