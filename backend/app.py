@@ -43,6 +43,7 @@ from backend.settings import Settings, get_settings
 log = logging.getLogger("sluice.http")
 
 MIGRATION_LOCK = "migrate-lock"
+EXPOSED_HEADERS = ["X-Task-ID", "X-Request-ID"]
 
 
 def create_app(settings: Settings | None = None) -> Quart:
@@ -77,7 +78,15 @@ def create_app(settings: Settings | None = None) -> Quart:
         },
     )
     if settings.cors_origins:
-        app = cors(app, allow_origin=settings.cors_origins, allow_credentials=True)
+        # Pages read the task id of a stream they started, and the request id to report.
+        # The WebSocket checks origins itself (backend/http/routes/ws.py). Credentials
+        # cannot be allowed for "*" (browsers refuse it); tokens travel in a header anyway.
+        app = cors(
+            app,
+            allow_origin=settings.cors_origins,
+            allow_credentials="*" not in settings.cors_origins,
+            expose_headers=EXPOSED_HEADERS,
+        )
 
     if settings.trusted_proxy_hops:
         app.asgi_app = ProxyFixMiddleware(  # type: ignore[method-assign]

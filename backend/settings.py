@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     stream_lease_seconds: float = 30.0
     stream_lease_wait_seconds: float = 1.0
     sse_heartbeat_seconds: float = 15.0
+    sse_retry_seconds: float = 2.0
     ws_auth_timeout_seconds: float = 5.0
 
     # Chat tasks: generation on the chat worker, cancel, crash recovery.

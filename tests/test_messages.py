@@ -227,11 +227,14 @@ async def test_stream_records_the_question_and_streams_the_answer(
     body = await response.get_data(as_text=True)
     frames = [block for block in body.split("\n\n") if block.strip()]
     assert [line for f in frames for line in f.split("\n") if line.startswith("event:")] == [
+        "event: task",
         "event: token",
         "event: token",
         "event: done",
     ]
-    assert '"delta": "Hi"' in frames[0] or '"delta":"Hi"' in frames[0]
+    assert f'data: {{"task_id":"{task.id}"}}' in frames[0]
+    assert response.headers["X-Task-ID"] == task.id
+    assert '"delta": "Hi"' in frames[1] or '"delta":"Hi"' in frames[1]
 
     history = await client.get(session_url, headers=owner.headers)
     last = (await history.get_json())["data"]["items"][-1]

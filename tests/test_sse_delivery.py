@@ -119,7 +119,8 @@ async def test_frames_are_newline_separated_lines(
     async with http.stream("GET", url(task), headers=bearer(live_user.access_token)) as response:
         raw = (await response.aread()).decode()
     assert "\r" not in raw
-    first = raw.split("\n\n")[0]
+    opening, first = raw.split("\n\n")[:2]
+    assert opening == f"retry: {round(live_settings.sse_retry_seconds * 1000)}"
     assert first == f'id: {ids[0]}\nevent: token\ndata: {{"delta":"a\\nb"}}'
     assert raw.endswith("\n\n")
 
@@ -133,9 +134,10 @@ async def test_heartbeat_comments_on_an_idle_stream(
     async with http.stream("GET", url(task), headers=bearer(live_user.access_token)) as response:
         async for frame in frames(response):
             seen.append(frame)
-            if len(seen) == 1:
+            if len(seen) == 2:
                 await append_answer(stream, ["late"])
-    assert seen[0].comment == "heartbeat"
+    assert seen[0].retry is not None  # the opening frame
+    assert seen[1].comment == "heartbeat"
     assert [f.event for f in seen if f.event] == ["token", "done"]
 
 

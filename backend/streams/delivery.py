@@ -71,6 +71,7 @@ class TaskReader:
         self.subscription: Subscription | None = None
         # True while the caller holds an entry: it is writing it to the client.
         self.delivering = False
+        self.closed = False
 
     @property
     def task_id(self) -> str:
@@ -152,7 +153,11 @@ class TaskReader:
             log.warning("checking the worker of task %s failed", self.task_id, exc_info=True)
 
     async def close(self) -> None:
-        """Give up the lease; shielded so a cancelled delivery still lets the client resume."""
+        """Give up the lease (once); shielded so a cancelled delivery still lets the client
+        resume."""
+        if self.closed:
+            return
+        self.closed = True
         await asyncio.shield(self.stream.release_lease(self.lease))
 
 

@@ -18,6 +18,7 @@ class Frame:
     event: str | None = None
     data_lines: list[str] = field(default_factory=list)
     comment: str | None = None
+    retry: int | None = None
 
     @property
     def data(self) -> Any:
@@ -41,6 +42,8 @@ def parse_frame(block: str) -> Frame:
             frame.event = value
         elif name == "data":
             frame.data_lines.append(value)
+        elif name == "retry":
+            frame.retry = int(value)
     return frame
 
 
@@ -55,9 +58,10 @@ async def frames(response: httpx.Response) -> AsyncIterator[Frame]:
 
 
 async def events(response: httpx.Response) -> AsyncIterator[Frame]:
-    """Only the event frames, heartbeat comments skipped."""
+    """Only the task's stream events (each has an `id:`): heartbeat comments and the
+    opening frame (`retry:`, and `event: task` on streams a POST started) are skipped."""
     async for frame in frames(response):
-        if frame.event is not None:
+        if frame.id is not None:
             yield frame
 
 

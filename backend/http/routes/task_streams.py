@@ -58,8 +58,11 @@ async def sse_response(user: User, task_id: str, last_event_id: str | None = Non
 
 
 async def new_task_sse_response(task: Task) -> Response:
-    """The SSE stream of a task this request just created (POST with `stream: true`)."""
-    return event_stream(frames(await new_task_reader(task)))
+    """The SSE stream of a task this request just created (POST with `stream: true`); it
+    opens with `event: task` carrying the task id, and the `X-Task-ID` header has it too."""
+    response = event_stream(frames(await new_task_reader(task), announce_task=True))
+    response.headers["X-Task-ID"] = task.id
+    return response
 
 
 @blueprint.get("/<id:task_id>/stream")

@@ -69,7 +69,8 @@ def task_out(task: Task) -> TaskOut:
 async def create_task(data: TaskCreate):
     """Ask a question in a session; with `stream: true` the reply is the SSE stream itself.
 
-    A streamed reply carries the task id in the `X-Task-ID` header.
+    A streamed reply opens with `event: task` `{"task_id": …}` and carries the task id in
+    the `X-Task-ID` header (exposed to cross-origin pages).
     """
     task = await tasks.create_task(
         current_user(),
@@ -79,10 +80,9 @@ async def create_task(data: TaskCreate):
         settings=current_app.config["SETTINGS"],
     )
     if data.stream:
-        response = await new_task_sse_response(task)
-        # Fetch-style clients read the id here, to cancel or to resume on GET .../stream.
-        response.headers["X-Task-ID"] = task.id
-        return response
+        # Fetch-style clients read the id from the opening `task` event or the X-Task-ID
+        # header, to cancel or to resume on GET .../stream.
+        return await new_task_sse_response(task)
     return ok(task_out(task), 201)
 
 

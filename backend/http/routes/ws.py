@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from quart import Blueprint, current_app, websocket
+from quart import Blueprint, Response, current_app, websocket
+from quart_cors import cors_exempt
 from quart_schema import document_response
 
 from backend.errors import ApiError, Unauthorized
+from backend.http.browser_origins import browser_origin_allowed
 from backend.http.responses import error_response
 from backend.models import User
 from backend.services.authentication import authenticate
@@ -58,10 +60,16 @@ async def authenticate_socket(settings: Settings) -> tuple[User, str | None] | N
 
 
 @blueprint.websocket(PATH)
-async def socket() -> None:
-    await websocket.accept()
+@cors_exempt  # quart-cors would refuse every client without an Origin (apps, mini-programs)
+async def socket() -> Response | None:
     app = current_app._get_current_object()
     settings: Settings = app.config["SETTINGS"]
+    origin = websocket.headers.get("Origin")
+    if not browser_origin_allowed(origin, websocket.headers.get("Host"), settings.cors_origins):
+        return error_response(
+            403, f"Origin '{origin[:100]}' may not open this WebSocket: add it to CORS_ORIGINS"
+        )
+    await websocket.accept()
     authenticated = await authenticate_socket(settings)
     if authenticated is None:
         return
