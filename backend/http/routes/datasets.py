@@ -88,6 +88,7 @@ async def create_dataset(data: DatasetCreate):
 
 
 @blueprint.get("")
+@document_errors(404)
 @authenticated
 @validate_querystring(DatasetListQuery)
 @validate_response(DatasetList)
@@ -114,6 +115,7 @@ async def update_dataset(dataset_id: str, data: DatasetUpdate):
 
 
 @blueprint.delete("")
+@document_errors(404)
 @authenticated
 @validate_request(DeleteSelection)
 @validate_response(Envelope[None])
