@@ -17,7 +17,8 @@ from schemas.ids import PublicId
 from schemas.tasks import ContentPart
 
 TaskId = PublicId
-Ref = Annotated[str | None, Field(max_length=128)]
+REF_MAX_LENGTH = 128
+Ref = Annotated[str | None, Field(max_length=REF_MAX_LENGTH)]
 
 
 class AuthMessage(BaseModel):

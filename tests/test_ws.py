@@ -265,6 +265,28 @@ async def test_malformed_messages_get_an_error_and_the_socket_stays_open(
     assert await request(ws, type="ping", ref="p") == {"type": "pong", "ref": "p"}
 
 
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"type": "subscribe"},
+        {"type": "dance"},
+        {},
+        {"type": "send", "session_id": "s"},
+        {"type": "subscribe", "task_id": 5},
+        {"type": "cancel", "task_id": "t", "extra": {"deep": [1, 2, 3]}, "last_event_id": 1},
+    ],
+)
+async def test_an_invalid_message_still_gets_its_ref_back(
+    ws: ClientConnection, message: dict[str, Any]
+) -> None:
+    reply = await request(ws, **message, ref="my-ref")
+    assert reply["type"] == "error" and reply["code"] == 400
+    assert reply["ref"] == "my-ref"
+    # A ref that is itself invalid cannot be echoed faithfully.
+    assert (await request(ws, type="subscribe", ref=7))["ref"] is None
+    assert (await request(ws, type="subscribe", ref="x" * 129))["ref"] is None
+
+
 async def test_binary_frames_are_parsed_like_text(ws: ClientConnection) -> None:
     await ws.send(json.dumps({"type": "ping"}).encode())
     assert (await receive(ws))["type"] == "pong"

@@ -12,6 +12,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing, suppress
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from redis.asyncio import Redis
@@ -26,6 +27,7 @@ from backend.streams.delivery import TaskReader, open_task_reader
 from backend.streams.hub import StreamHub
 from backend.streams.task_stream import StreamEntry
 from schemas.ws import (
+    REF_MAX_LENGTH,
     AuthMessage,
     CancellingReply,
     CancelMessage,
@@ -67,7 +69,21 @@ def parse_message(raw: str | bytes) -> ClientMessage:
     try:
         return client_message_adapter.validate_python(payload)
     except ValidationError as error:
-        raise ApiError(describe_validation_error(error), status=400) from error
+        raise InvalidMessage(describe_validation_error(error), carried_ref(payload)) from error
+
+
+class InvalidMessage(ApiError):
+    """A JSON object that is not a valid message; `ref` is the one it carried, if valid,
+    so the client can still match the `error` reply to what it sent."""
+
+    def __init__(self, message: str, ref: str | None) -> None:
+        super().__init__(message, status=400)
+        self.ref = ref
+
+
+def carried_ref(payload: dict[str, Any]) -> str | None:
+    ref = payload.get("ref")
+    return ref if isinstance(ref, str) and len(ref) <= REF_MAX_LENGTH else None
 
 
 class SocketSession:
@@ -104,6 +120,8 @@ class SocketSession:
             task_id = getattr(message, "task_id", None)
             await self.dispatch(message)
         except ApiError as error:
+            if isinstance(error, InvalidMessage):
+                ref = error.ref
             await self.reply(
                 ErrorReply(code=error.status, message=error.message, task_id=task_id, ref=ref)
             )
