@@ -1,0 +1,147 @@
+"""Parsing in a child process, stopped for certain when it runs too long or too big.
+
+Parsers are C and Python libraries reading untrusted files: a crafted PDF can make one
+loop, an odd spreadsheet can make one allocate without end, a damaged file can crash
+one. A thread cannot be stopped and a crash takes the whole worker down, so each
+document is parsed in a child process that the worker kills at the deadline. The child
+also limits itself: its data segment (RLIMIT_DATA: heap and anonymous mappings, which
+is what parsing grows; shared libraries don't count) and its CPU seconds (RLIMIT_CPU,
+so even an orphaned child dies if its worker was killed first).
+
+Children come from a forkserver that has already imported the parsers: each document
+costs a fork (milliseconds), not a Python start-up and imports (about a second), and a
+child never inherits the worker's threads, event loop or sockets.
+
+Chunking runs in the worker on the returned sections: it is linear in the text and
+needs the tokenizer and jieba loaded once per worker rather than once per document.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import resource
+import threading
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from backend.knowledge.parsing.document import ParsedDocument, ParseFailure
+from backend.knowledge.parsing.parse import parse_document
+
+DEFAULT_TIMEOUT_S = 120.0
+DEFAULT_MEMORY_LIMIT = 1024 * 1024 * 1024
+PRELOAD = ["backend.knowledge.parsing"]
+MB = 1024 * 1024
+
+Parser = Callable[[Path, Any, str], ParsedDocument]
+
+_context_lock = threading.Lock()
+_context: Any = None
+
+
+def parse_context() -> Any:
+    """The forkserver context, with the parsers preloaded into the server once."""
+    global _context
+    with _context_lock:
+        if _context is None:
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(PRELOAD)
+            _context = context
+    return _context
+
+
+def memory_message(memory_limit: int | None) -> str:
+    limit = f"the {memory_limit // MB} MB allowed" if memory_limit else "is available"
+    return f"Parsing needed more memory than {limit}: the file is too large or damaged"
+
+
+def limit_self(memory_limit: int | None, timeout_s: float) -> None:
+    if memory_limit:
+        resource.setrlimit(resource.RLIMIT_DATA, (memory_limit, memory_limit))
+    cpu_seconds = int(timeout_s) + 2
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 2))
+
+
+def parse_in_child(
+    sender: Connection,
+    target: Parser,
+    path: str,
+    fmt: str,
+    chunk_method: str,
+    memory_limit: int | None,
+    timeout_s: float,
+) -> None:
+    """The child's work: parse under limits and send back ("ok", parsed) or
+    ("failed", reason). Never raises: whatever happens is the document's failure."""
+    outcome: tuple[str, Any]
+    try:
+        limit_self(memory_limit, timeout_s)
+        outcome = ("ok", target(Path(path), fmt, chunk_method))
+    except ParseFailure as exc:
+        outcome = ("failed", exc.reason)
+    except MemoryError:
+        outcome = ("failed", memory_message(memory_limit))
+    except BaseException as exc:  # a parser bug: fail this document, not the worker
+        outcome = ("failed", f"The parser failed on this file ({type(exc).__name__}: {exc})")
+    try:
+        sender.send(outcome)
+    except MemoryError:
+        sender.send(("failed", memory_message(memory_limit)))
+    finally:
+        sender.close()
+
+
+def crash_message(exit_code: int | None, memory_limit: int | None) -> str:
+    how = f"signal {-exit_code}" if exit_code is not None and exit_code < 0 else f"{exit_code}"
+    return (
+        f"The parser crashed on this file (exit {how}): the file is damaged, or parsing "
+        f"it needs more memory than {memory_limit // MB if memory_limit else '?'} MB"
+    )
+
+
+def run_parse_with_limits(
+    path: Path,
+    fmt: str,
+    chunk_method: str = "naive",
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    memory_limit: int | None = DEFAULT_MEMORY_LIMIT,
+    *,
+    target: Parser = parse_document,
+) -> ParsedDocument:
+    """`target(path, fmt, chunk_method)` (parse_document) in a child process, killed
+    after `timeout_s` seconds, its data segment limited to `memory_limit` bytes (None:
+    unlimited). Returns the parsed document or raises ParseFailure: for the file's own
+    faults, for the time or memory limit, and for a crash of the parser. Blocking:
+    call it in a thread from async code. `target` must be importable by name (a
+    module-level function) so the child can unpickle it."""
+    context = parse_context()
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(
+        target=parse_in_child,
+        args=(sender, target, str(path), str(fmt), chunk_method, memory_limit, timeout_s),
+        name="sluice-parse",
+        daemon=True,
+    )
+    process.start()
+    sender.close()
+    try:
+        if not receiver.poll(timeout_s):
+            raise ParseFailure(
+                f"Parsing took longer than {timeout_s:g} s and was stopped: the file is "
+                "damaged, or too large to parse in time"
+            )
+        try:
+            status, value = receiver.recv()
+        except (EOFError, OSError):
+            process.join(timeout=5)
+            raise ParseFailure(crash_message(process.exitcode, memory_limit)) from None
+    finally:
+        receiver.close()
+        if process.is_alive():
+            process.kill()
+        process.join()
+        process.close()
+    if status != "ok":
+        raise ParseFailure(value)
+    return value
