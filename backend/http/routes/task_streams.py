@@ -74,11 +74,13 @@ async def new_task_sse_response(task: Task) -> Response:
 async def stream_task(task_id: str, query_args: StreamQuery) -> Response:
     """Stream a task's events as Server-Sent Events (text/event-stream).
 
-    Frames: `token` {delta}, `reference`, `usage`, then one terminal `done` | `error` |
-    `cancelled`; each has an `id:`. Resume after a drop with the `Last-Event-ID` header
-    (EventSource sends it) or `?last_event_id=`. One reader at a time (409); once the
-    terminal event is delivered the stream is consumed (410). `?access_token=` is
-    accepted here for clients that cannot set headers.
+    Frames: an opening `retry:`, then `token` {delta}, `reference`, `usage`, then one
+    terminal `done` | `error` | `cancelled`; each event has an `id:`. Resume after a drop
+    with the `Last-Event-ID` header (EventSource sends it) or `?last_event_id=`. One
+    reader at a time (409), but a resume from an id of this stream takes it over at once
+    (the old connection may be half-open); once the terminal event is delivered the
+    stream is consumed (410). `?access_token=` is accepted for clients that cannot set
+    headers.
     """
     last_event_id = request.headers.get("Last-Event-ID") or query_args.last_event_id
     return await sse_response(current_user(), task_id, last_event_id)
