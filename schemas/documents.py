@@ -11,7 +11,7 @@ from quart_schema.pydantic import File
 
 from schemas.common import Pagination
 from schemas.ids import PublicId
-from schemas.knowledge import ChunkMethod, ParserConfig, empty_as_none
+from schemas.knowledge import ChunkMethod, IdList, ParserConfig, as_list, empty_as_none
 
 FILE_NAME_MAX_BYTES = 255
 MAX_STATUS_IDS = 1000
@@ -33,10 +33,6 @@ def run_names(value: Any) -> Any:
     """`run=DONE`, `run=3`, repeated or `run[]=`: RAGFlow's accepted spellings."""
     values = value if isinstance(value, list) else [value]
     return [RUN_NUMBERS.get(str(item).strip(), str(item).strip().upper()) for item in values]
-
-
-def as_list(value: Any) -> Any:
-    return value if isinstance(value, list) else [value]
 
 
 class DuplicateMode(StrEnum):
@@ -74,6 +70,7 @@ class DocumentListQuery(Pagination):
     keywords: str | None = Field(None, max_length=255, description="Part of the name")
     name: str | None = Field(None, max_length=255)
     id: PublicId | None = None
+    ids: IdList = None
     run: Annotated[list[Run] | None, BeforeValidator(run_names)] = Field(
         None, description="Run states (names or RAGFlow's numbers 0-4); repeat for several"
     )

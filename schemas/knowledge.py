@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -160,9 +161,22 @@ class DatasetUpdate(DatasetFields):
     vector_similarity_weight: Ratio | None = None
 
 
+def as_list(value: Any) -> Any:
+    """A query parameter given once arrives as a string; repeated, as a list."""
+    return value if isinstance(value, list) else [value]
+
+
+IdList = Annotated[
+    list[PublicId] | None,
+    BeforeValidator(as_list),
+    Field(max_length=MAX_DELETE_IDS, description="Several ids: repeat the parameter"),
+]
+
+
 class DatasetListQuery(ListQuery):
     """RAGFlow's list filters; the parsing-status counts are always included."""
 
+    ids: IdList = None
     include_parsing_status: bool = False
 
 

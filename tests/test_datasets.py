@@ -162,6 +162,10 @@ async def test_list_pages_orders_and_filters_the_callers_datasets(
         await client.get(f"{URL}?id={created[0]['id']}", headers=owner.headers)
     ).get_json()
     assert [d["id"] for d in by_id["data"]] == [created[0]["id"]]
+    several = f"{URL}?ids={created[0]['id']}&ids={created[2]['id']}"
+    by_ids = await (await client.get(several, headers=owner.headers)).get_json()
+    assert {d["id"] for d in by_ids["data"]} == {created[0]["id"], created[2]["id"]}
+    assert by_ids["total_datasets"] == 2
     await error(await client.get(f"{URL}?name=missing", headers=owner.headers), 404)
     await error(await client.get(f"{URL}?orderby=name", headers=owner.headers), 422)
 

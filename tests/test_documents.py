@@ -300,6 +300,10 @@ async def test_list_filters_pages_and_orders(client: QuartClient, owner: Account
     assert {d["name"] for d in (await listed("?keywords=TA"))["docs"]} == {"beta.md", "delta.pdf"}
     assert [d["id"] for d in (await listed(f"?id={ids[3]}"))["docs"]] == [ids[3]]
     assert [d["id"] for d in (await listed("?name=beta.md"))["docs"]] == [ids[1]]
+    assert {d["id"] for d in (await listed(f"?ids={ids[0]}&ids={ids[2]}"))["docs"]} == {
+        ids[0],
+        ids[2],
+    }
     assert {d["id"] for d in (await listed("?run=DONE&run=4"))["docs"]} == {ids[1], ids[2]}
     assert {d["id"] for d in (await listed("?run=UNSTART"))["docs"]} == {ids[0], ids[3]}
     assert {d["id"] for d in (await listed("?suffix=pdf"))["docs"]} == {ids[2]}

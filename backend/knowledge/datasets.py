@@ -155,6 +155,8 @@ async def list_datasets(user: User, query: DatasetListQuery) -> tuple[list[Datas
         owned = owned.filter(id=query.id)
     if query.name is not None:
         owned = owned.filter(name=query.name)
+    if query.ids:
+        owned = owned.filter(id__in=query.ids)
     items = await ragflow_page(owned, query, "dataset")
     return items, await owned.count()
 

@@ -65,6 +65,8 @@ async def list_documents(
         documents = documents.filter(id=query.id)
     if query.name is not None:
         documents = documents.filter(name=query.name)
+    if query.ids:
+        documents = documents.filter(id__in=query.ids)
     if query.keywords:
         documents = documents.filter(name__icontains=query.keywords)
     if query.run:
