@@ -23,6 +23,7 @@ cached matrix (`backend/search/vector_cache.py`).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
@@ -133,20 +134,18 @@ class EmbeddedSearchStore:
             if row is None:
                 return None
             old = schema.record_of(row[1:])
-            changed = ChunkRecord(
-                **{
-                    **old.__dict__,
-                    "content": old.content if update.content is None else update.content,
-                    "important_keywords": old.important_keywords
-                    if update.important_keywords is None
-                    else tuple(update.important_keywords),
-                    "questions": old.questions
-                    if update.questions is None
-                    else tuple(update.questions),
-                    "available": old.available if update.available is None else update.available,
-                    "vector": old.vector if update.vector is None else update.vector,
-                }
-            )
+            fields = {
+                "content": update.content,
+                "important_keywords": update.important_keywords,
+                "questions": update.questions,
+                "available": update.available,
+                "vector": update.vector,
+            }
+            given = {name: value for name, value in fields.items() if value is not None}
+            for name in ("important_keywords", "questions"):
+                if name in given:
+                    given[name] = tuple(given[name])
+            changed = dataclasses.replace(old, **given)
             schema.register_datasets(conn, [changed])
             conn.execute(
                 f"UPDATE chunks SET ({schema.COLUMNS}) = ({', '.join('?' * 13)}) WHERE id = ?",
