@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from quart.testing import QuartClient
 
 from backend.http.body_limits import MULTIPART_OVERHEAD
 from backend.http.requests import FORM_MAX_FIELDS
@@ -255,3 +256,17 @@ async def test_peak_memory_under_hostile_bodies_stays_under_300_mb(
     assert all(400 <= response.status < 500 for response in responses), [
         (r.status, r.body[:100]) for r in responses
     ]
+
+
+async def test_routes_that_carry_images_take_a_bigger_json_body(
+    client: QuartClient, owner: Account, settings: Settings
+) -> None:
+    """A 2 MB inline image is over the default limit but within JSON_MEDIA_BODY_MAX_BYTES:
+    the task route reads it (and finds no such session); registration refuses 2 MB."""
+    image = {"type": "image", "url": "data:image/png;base64," + "A" * (2 * MB)}
+    body = {"session_id": "0" * 32, "content": [{"type": "text", "text": "what?"}, image]}
+    assert settings.json_body_max_bytes < 2 * MB < settings.json_media_body_max_bytes
+    task = await client.post("/api/v1/tasks", json=body, headers=owner.headers)
+    assert task.status_code == 404, await task.get_json()
+    users = await client.post("/api/v1/users", json={"username": "q" * (2 * MB)})
+    assert users.status_code == 413
