@@ -60,8 +60,11 @@ def json_sections(value: Any) -> list[Section]:
 
 
 def parse_json(path: Path) -> ParsedDocument:
+    text = read_text(path, "The JSON file")
+    if not text.strip():
+        raise ParseFailure("The JSON file contains no text: nothing to index")
     try:
-        value = orjson.loads(read_text(path, "The JSON file"))
+        value = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raise ParseFailure(f"The JSON file is not valid JSON: {exc}") from exc
     return require_text(json_sections(value), "The JSON file")
