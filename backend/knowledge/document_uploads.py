@@ -127,8 +127,9 @@ class DocumentUpload:
     async def finish(self) -> None:
         assert self.current is not None
         stored, self.current = self.current, None
-        await self.close_writing(None)  # the file is complete: moved into place
+        # Listed before it is moved into place, so a cleanup never misses it.
         self.stored.append(stored)
+        await self.close_writing(None)
         async with self.storage.local_copy(stored.key) as path:
             await asyncio.to_thread(
                 formats.check_content, stored.name, stored.fmt, bytes(self.head), path

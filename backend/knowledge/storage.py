@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import shutil
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from typing import Any, Protocol
 
 import aiofiles
 import aiofiles.os
+import aiofiles.threadpool
 
 from backend.settings import Settings
 
@@ -84,16 +86,22 @@ class LocalFileStorage:
 
     @asynccontextmanager
     async def writing(self, key: str) -> AsyncIterator[LocalWriter]:
+        """Chunks are written in a thread; creating, renaming and removing the file are
+        done here, not in a thread: a thread finishes its call even after this task is
+        cancelled (a client hanging up), behind the back of the cleanup that follows."""
         path = self.path_of(key)
         partial = path.with_name(path.name + PARTIAL_SUFFIX)
-        await aiofiles.os.makedirs(path.parent, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        raw = partial.open("wb")
+        handle = aiofiles.threadpool.wrap(raw)
         try:
-            async with aiofiles.open(partial, "wb") as handle:
-                yield LocalWriter(handle)
-            await aiofiles.os.replace(partial, path)
+            yield LocalWriter(handle)
+            await handle.close()
+            os.replace(partial, path)
         except BaseException:
+            raw.close()
             with contextlib.suppress(FileNotFoundError):
-                await aiofiles.os.remove(partial)
+                os.remove(partial)
             raise
 
     async def read_chunks(self, key: str) -> AsyncIterator[bytes]:
