@@ -13,6 +13,9 @@ from backend.knowledge.parsing import ParsedDocument, QAPair, Section
 from backend.providers.tokens import count_tokens
 from backend.search.analyzer import segmenter
 
+# Library code: nothing here touches the SQL database.
+pytestmark = pytest.mark.sqlite_only
+
 PHRASE = (
     "retrieval augmented generation splits documents into chunks that fit the embedding "
     "model and the prompt while keeping sentences and words whole for readers and search"

@@ -32,6 +32,9 @@ from tests.support.hostile_parsers import (
 )
 from tests.support.knowledge import COMPOUND_FILE
 
+# Library code: nothing here touches the SQL database.
+pytestmark = pytest.mark.sqlite_only
+
 MB = 1024 * 1024
 
 

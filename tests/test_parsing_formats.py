@@ -18,6 +18,9 @@ from tests.support.document_files import (
     xlsx_file,
 )
 
+# Library code: nothing here touches the SQL database.
+pytestmark = pytest.mark.sqlite_only
+
 
 def texts(parsed) -> list[str]:
     return [section.text for section in parsed.sections]
@@ -31,6 +34,7 @@ def test_pdf_text_layer_with_page_numbers(tmp_path: Path) -> None:
     parsed = parse_document(path, "pdf", "naive")
     assert parsed.page_count == 3
     assert [section.page for section in parsed.sections] == [1, 2]  # the blank page 3 dropped
+    assert parsed.warnings == ("1 of 3 pages have no text layer (images only?) and were skipped",)
     assert texts(parsed) == [
         "Quarterly report\nRevenue grew by 12 percent.",
         "Second page: outlook",
@@ -256,3 +260,25 @@ def test_qa_refuses_formats_without_pairs_and_files_without_any(tmp_path: Path) 
     (tmp_path / "none.txt").write_text("no tabs here\nat all\n", encoding="utf-8")
     with pytest.raises(ParseFailure, match="No question/answer pairs found"):
         parse_document(tmp_path / "none.txt", "txt", "qa")
+
+
+def test_pptx_tables_and_grouped_shapes(tmp_path: Path) -> None:
+    import pptx
+    from pptx.util import Inches
+
+    deck = pptx.Presentation()
+    slide = deck.slides.add_slide(deck.slide_layouts[5])  # title only
+    slide.shapes.title.text = "Numbers"
+    table = slide.shapes.add_table(3, 2, Inches(1), Inches(2), Inches(4), Inches(2)).table
+    for r, row in enumerate([["City", "Pop"], ["Paris", "2M"], ["Rome", "3M"]]):
+        for c, value in enumerate(row):
+            table.cell(r, c).text = value
+    group = slide.shapes.add_group_shape()
+    box = group.shapes.add_textbox(Inches(1), Inches(5), Inches(2), Inches(1))
+    box.text_frame.text = "grouped note"
+    deck.save(str(tmp_path / "t.pptx"))
+    parsed = parse_document(tmp_path / "t.pptx", "pptx")
+    assert [(s.text, s.page) for s in parsed.sections] == [
+        ("Numbers", 1),
+        ("City: Paris; Pop: 2M\nCity: Rome; Pop: 3M\ngrouped note", 1),
+    ]

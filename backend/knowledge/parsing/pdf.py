@@ -86,6 +86,12 @@ def parse_pdf(path: Path) -> ParsedDocument:
                     "not run OCR; upload a PDF with selectable text"
                 )
             raise ParseFailure("The PDF contains no text: nothing to index")
-        return ParsedDocument(sections=tuple(sections), page_count=pages)
+        blank = pages - len(sections)
+        warnings = (
+            (f"{blank} of {pages} pages have no text layer (images only?) and were skipped",)
+            if blank
+            else ()
+        )
+        return ParsedDocument(sections=tuple(sections), page_count=pages, warnings=warnings)
     finally:
         document.close()
