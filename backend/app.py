@@ -22,12 +22,15 @@ from backend.http.routes import admin_users, api_keys, health, session, users
 from backend.http.routes import app_versions as app_versions_routes
 from backend.http.routes import chat_sessions as chat_sessions_routes
 from backend.http.routes import chats as chats_routes
+from backend.http.routes import chunks as chunks_routes
 from backend.http.routes import codes as codes_routes
 from backend.http.routes import completions as completions_routes
 from backend.http.routes import credits as credits_routes
 from backend.http.routes import datasets as datasets_routes
 from backend.http.routes import documents as documents_routes
+from backend.http.routes import events as events_routes
 from backend.http.routes import messages as messages_routes
+from backend.http.routes import parsing as parsing_routes
 from backend.http.routes import swiftchat as swiftchat_routes
 from backend.http.routes import task_streams as task_streams_routes
 from backend.http.routes import tasks as tasks_routes
@@ -137,6 +140,9 @@ def blueprints() -> list:
         datasets_routes.blueprint,
         documents_routes.blueprint,
         messages_routes.blueprint,
+        parsing_routes.blueprint,
+        chunks_routes.blueprint,
+        events_routes.blueprint,
         completions_routes.blueprint,
         uploads_routes.blueprint,
         app_versions_routes.blueprint,

@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     local_model_path: str = ""
     local_model_threads: int = 2
     local_model_context: int = 2048
+    # Local generations run at once per chat worker process (one llama.cpp context each).
+    local_model_parallel: int = Field(2, ge=1, le=64)
     image_base_url: str = ""
     image_api_key: str = ""
     image_model: str = "dall-e-3"
@@ -103,6 +105,21 @@ class Settings(BaseSettings):
     local_embedding_threads: int = Field(0, ge=0)
     search_db_path: str = ""
     search_vector_cache_mb: int = Field(512, ge=0)
+
+    # Knowledge: the ingest worker (backend/knowledge/ingestion.py) and the status feed.
+    ingest_worker_max_jobs: int = Field(2, ge=1)
+    ingest_document_timeout_seconds: float = Field(1800.0, gt=0)
+    ingest_parse_timeout_seconds: float = Field(120.0, gt=0)
+    ingest_parse_memory_mb: int = Field(1024, ge=0)
+    ingest_lease_seconds: float = Field(10.0, gt=0)
+    ingest_cancel_poll_seconds: float = Field(0.5, gt=0)
+    ingest_max_restarts: int = Field(2, ge=0)
+    ingest_sweep_interval_seconds: int = Field(5, ge=1, le=59)
+    ingest_queued_timeout_seconds: float = Field(60.0, gt=0)
+    chunk_embed_wait_seconds: float = Field(10.0, ge=0)
+    feed_retention_seconds: int = Field(3600, ge=1)
+    feed_max_events: int = Field(1000, ge=1)
+    feed_progress_interval_seconds: float = Field(0.5, ge=0)
 
     @model_validator(mode="after")
     def check_models(self) -> Settings:

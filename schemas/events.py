@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field, TypeAdapter
 
 
 class EventType(StrEnum):
+    QUEUED = "queued"
     TOKEN = "token"
     REFERENCE = "reference"
     USAGE = "usage"
@@ -24,6 +25,15 @@ class EventType(StrEnum):
     @property
     def terminal(self) -> bool:
         return self in (EventType.DONE, EventType.ERROR, EventType.CANCELLED)
+
+
+class QueuedEvent(BaseModel):
+    """The answer waits behind other users' for the model (the local model generates a
+    few answers at once): sent on joining the line and on each move up; `position` 0
+    when generation starts. Answers that start at once send none."""
+
+    type: Literal[EventType.QUEUED] = EventType.QUEUED
+    position: int = Field(description="Place in line, 1 = next to start; 0 = started")
 
 
 class TokenEvent(BaseModel):
@@ -65,7 +75,13 @@ class CancelledEvent(BaseModel):
 
 
 TaskEvent = Annotated[
-    TokenEvent | ReferenceEvent | UsageEvent | DoneEvent | ErrorEvent | CancelledEvent,
+    QueuedEvent
+    | TokenEvent
+    | ReferenceEvent
+    | UsageEvent
+    | DoneEvent
+    | ErrorEvent
+    | CancelledEvent,
     Field(discriminator="type"),
 ]
 task_event_adapter: TypeAdapter[TaskEvent] = TypeAdapter(TaskEvent)

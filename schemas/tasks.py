@@ -56,3 +56,8 @@ class TaskOut(BaseModel):
     finished_at: datetime | None
     queued_ms: float | None = Field(None, description="Time from creation to start.")
     duration_ms: float | None = Field(None, description="Time from start to finish.")
+    queue_position: int | None = Field(
+        None,
+        description="While the answer waits behind other users' for the model (status "
+        "`running`, no token yet): its place in line, 1 = next to start. Else null.",
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,7 +17,9 @@ from backend.providers.base import (
     ModelSpec,
     ProviderError,
     ProviderErrorCode,
+    Queued,
     SamplingParams,
+    StreamEvent,
     Usage,
 )
 from backend.providers.local_llama import LocalLlamaProvider, bundled_model_path, llama_message
@@ -81,6 +84,72 @@ async def test_cancelling_the_stream_stops_the_generation_thread(
     generation.thread.join(timeout=5)
     assert not generation.thread.is_alive()
     assert provider.generations == set()
+
+
+STORY = "Write a long story about a dragon."
+
+
+async def timed(stream: AsyncIterator[StreamEvent]) -> tuple[float, float, list[StreamEvent]]:
+    """When the first token came, when the stream ended, and its events."""
+    first = None
+    events = []
+    async for event in stream:
+        events.append(event)
+        if first is None and isinstance(event, Delta):
+            first = time.monotonic()
+    assert first is not None, events
+    return first, time.monotonic(), events
+
+
+async def test_two_generations_run_at_once(provider: LocalLlamaProvider) -> None:
+    """Two users' answers both start before either ends: one is not held behind the other."""
+    assert provider.pool.size == 2
+    stdout, stderr = os.fstat(1), os.fstat(2)
+    # Load both contexts first, so the measured pair shows generation, not loading.
+    await asyncio.gather(*(timed(provider.stream(request_for("Hi", 1))) for _ in range(2)))
+    assert provider.pool.created == 2
+    # Concurrent loads left the process's output where it was (not on /dev/null).
+    for before, fd in ((stdout, 1), (stderr, 2)):
+        assert (os.fstat(fd).st_dev, os.fstat(fd).st_ino) == (before.st_dev, before.st_ino)
+
+    runs = await asyncio.gather(
+        *(timed(provider.stream(request_for(STORY, max_tokens=32))) for _ in range(2))
+    )
+    for _, _, events in runs:
+        assert not any(isinstance(e, Queued) for e in events)
+        usage = events[-1]
+        assert isinstance(usage, Usage) and usage.completion_tokens == 32
+    first_tokens = [first for first, _, _ in runs]
+    ends = [end for _, end, _ in runs]
+    assert max(first_tokens) < min(ends)
+
+
+async def test_a_generation_beyond_the_pool_waits_in_line_and_is_told_its_place() -> None:
+    path = bundled_model_path()
+    assert path is not None
+    single = LocalLlamaProvider(path, threads=1, context=2048, parallel=1)
+    try:
+        first = single.stream(request_for(STORY, max_tokens=8))
+        assert isinstance(await anext(first), Delta)
+
+        second = single.stream(request_for("Say hello.", max_tokens=4))
+        third = single.stream(request_for("Say hello.", max_tokens=4))
+        assert await anext(second) == Queued(1)
+        assert await anext(third) == Queued(2)
+        # The second gives up while waiting: the third moves up.
+        await second.aclose()
+        assert await anext(third) == Queued(1)
+        assert single.pool.waiting == 1
+
+        # The third starts only once the first has finished and given its context back.
+        rest_of_first = [e async for e in first]
+        assert isinstance(rest_of_first[-1], Usage)
+        assert await anext(third) == Queued(0)
+        rest = [e async for e in third]
+        assert isinstance(rest[0], Delta) and isinstance(rest[-1], Usage)
+        assert single.pool.waiting == 0 and single.pool.created == 1
+    finally:
+        await single.aclose()
 
 
 async def test_missing_weights_are_reported_to_the_operator(tmp_path: Path) -> None:

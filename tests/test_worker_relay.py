@@ -9,7 +9,14 @@ from collections.abc import AsyncIterator
 import redis.asyncio as aioredis
 
 from backend.constants import task_cancel_key, task_heartbeat_key
-from backend.providers.base import Delta, ProviderError, ProviderErrorCode, StreamEvent, Usage
+from backend.providers.base import (
+    Delta,
+    ProviderError,
+    ProviderErrorCode,
+    Queued,
+    StreamEvent,
+    Usage,
+)
 from backend.settings import Settings
 from workers.jobs.relay import Ending, Relay
 from workers.jobs.watch import Watch
@@ -46,6 +53,28 @@ class Sink:
 
     async def __call__(self, text: str) -> None:
         self.events.append(text)
+
+
+async def test_queued_notices_are_passed_on_at_once_and_the_answer_follows() -> None:
+    notices: list[int] = []
+    sink = Sink()
+
+    async def waiting() -> AsyncIterator[StreamEvent]:
+        for position in (2, 1, 0):
+            yield Queued(position)
+            await asyncio.sleep(0.01)
+        yield Delta("hello")
+        yield Usage(prompt_tokens=3, completion_tokens=1)
+
+    async def queued(position: int) -> None:
+        notices.append(position)
+        assert sink.events == []  # each notice goes out before any token
+
+    result = await Relay(waiting(), sink, window=0.004, on_queued=queued).run()
+    assert notices == [2, 1, 0]
+    assert result.ending is Ending.COMPLETED
+    assert sink.events == ["hello"] and result.answer == "hello"
+    assert result.usage == Usage(prompt_tokens=3, completion_tokens=1)
 
 
 async def test_burst_of_deltas_is_coalesced() -> None:

@@ -1,7 +1,9 @@
 """The one streaming interface every chat provider implements.
 
 A provider turns a `ChatRequest` into an async stream of `Delta`s followed by exactly
-one `Usage`; failures raise `ProviderError` with a message the user can act on.
+one `Usage`; failures raise `ProviderError` with a message the user can act on. A
+provider that serves a bounded number of generations at once (the local model) may
+first yield `Queued` notices while the request waits for its turn.
 """
 
 from __future__ import annotations
@@ -94,12 +96,21 @@ class ProviderError(Exception):
         self.retry_after = retry_after
 
 
-StreamEvent = Delta | Usage
+@dataclass(frozen=True)
+class Queued:
+    """The request waits behind others for the model: `position` is its place in line
+    (1 = next to start), sent on joining and on each move; 0 once generation starts."""
+
+    position: int
+
+
+StreamEvent = Delta | Usage | Queued
 
 
 class ChatProvider(Protocol):
     def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
-        """Yield deltas in order, then one Usage. Raise ProviderError on failure."""
+        """Yield deltas in order, then one Usage (after Queued notices, if it had to wait).
+        Raise ProviderError on failure."""
         ...
 
     async def aclose(self) -> None: ...

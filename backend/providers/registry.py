@@ -96,7 +96,10 @@ class ModelRegistry:
             )
         path = Path(endpoint.base_url) if endpoint.base_url else bundled_model_path()
         return LocalLlamaProvider(
-            path, threads=settings.local_model_threads, context=settings.local_model_context
+            path,
+            threads=settings.local_model_threads,
+            context=settings.local_model_context,
+            parallel=settings.local_model_parallel,
         )
 
     async def aclose(self) -> None:

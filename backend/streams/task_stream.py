@@ -146,6 +146,15 @@ class TaskStream:
         rows = await self.redis.xrevrange(self.key, count=1)
         return StreamEntry.from_redis(*rows[0]) if rows else None
 
+    async def queue_position(self) -> int | None:
+        """The answer's place in line for the model while it waits behind others, else
+        None: only a `queued` event can be last while it waits (it is followed by one
+        with position 0 when generation starts)."""
+        last = await self.last_entry()
+        if last is None or last.type is not EventType.QUEUED:
+            return None
+        return last.payload()["position"] or None
+
     async def has_entry(self, entry_id: str) -> bool:
         return bool(await self.redis.xrange(self.key, min=entry_id, max=entry_id, count=1))
 

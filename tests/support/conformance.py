@@ -252,6 +252,9 @@ def schemathesis_run(
     workdir = stack.root / name
     workdir.mkdir(exist_ok=True)
     config = config_file(stack, caller, run, workdir / "schemathesis.toml")
+    # The document status feed streams until the client leaves: schemathesis reads it
+    # until the request timeout, so it gets a short one (tests/test_feed_live.py checks it).
+    lines += ["[[operations]]", 'include-path = "/api/v1/events"', "request-timeout = 3"]
     command = [
         sys.executable,
         "-m",

@@ -18,7 +18,7 @@ from backend.services.task_outcomes import Answer
 from backend.services.upload_access import inline_uploads
 from backend.settings import Settings
 from backend.streams.task_stream import TaskStream
-from schemas.events import TokenEvent
+from schemas.events import QueuedEvent, TokenEvent
 from workers.jobs.relay import Ending, Relay
 from workers.jobs.watch import Watch
 
@@ -73,10 +73,14 @@ async def generate_answer(ctx: dict[str, Any], task_id: str) -> str:
         async def send(text: str) -> None:
             await stream.append(TokenEvent(delta=text))
 
+        async def queued(position: int) -> None:
+            await stream.append(QueuedEvent(position=position))
+
         relay = Relay(
             provider_for(request.model).stream(request),
             send,
             window=settings.task_coalesce_ms / 1000,
+            on_queued=queued,
         )
         async with watch_of(ctx).track(task_id, relay.cancel):
             relayed = await relay.run()

@@ -6,7 +6,8 @@ per token. The first token is sent at once (it is what the user waits for); afte
 the relay waits `window` seconds before draining, to gather the deltas that arrive
 within a few milliseconds of each other. A cancel puts a marker in the same queue, so
 it interrupts the relay even while the provider is silent; the pump is then cancelled,
-which closes the upstream connection.
+which closes the upstream connection. A provider's `Queued` notice (the request waits
+for the model behind others) is passed to `on_queued` as soon as it arrives.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from backend.providers.base import Delta, StreamEvent, Usage
+from backend.providers.base import Delta, Queued, StreamEvent, Usage
 
 
 class Ending(StrEnum):
@@ -50,10 +51,12 @@ class Relay:
         send: Callable[[str], Awaitable[object]],
         *,
         window: float,
+        on_queued: Callable[[int], Awaitable[object]] | None = None,
     ) -> None:
         self.upstream = upstream
         self.send = send
         self.window = window
+        self.on_queued = on_queued
         self.queue: asyncio.Queue[StreamEvent | Exception | _Marker] = asyncio.Queue()
         self.result = Relayed()
 
@@ -89,7 +92,12 @@ class Relay:
         first = True
         while True:
             burst: list[str] = []
-            ended = self.take(await self.queue.get(), burst)
+            item = await self.queue.get()
+            if isinstance(item, Queued):
+                if self.on_queued is not None:
+                    await self.on_queued(item.position)
+                continue
+            ended = self.take(item, burst)
             if not ended and not first and self.window > 0:
                 await asyncio.sleep(self.window)
             while not ended and not self.queue.empty():
@@ -109,6 +117,8 @@ class Relay:
             return False
         if isinstance(item, Usage):
             self.result.usage = item
+            return False
+        if isinstance(item, Queued):  # only ever before the first token; nothing to add
             return False
         if item is _Marker.CANCEL:
             self.result.ending = Ending.CANCELLED

@@ -14,8 +14,10 @@ from backend.http.openapi import NewTaskEventStream
 from backend.http.responses import ok
 from backend.http.routes.task_streams import new_task_sse_response
 from backend.models import Task
+from backend.models.tasks import TaskState
 from backend.providers.tokens import count_tokens
 from backend.services import tasks
+from backend.streams.task_stream import TaskStream
 from schemas.envelope import Envelope
 from schemas.tasks import TaskCreate, TaskError, TaskOut, TaskUsage
 
@@ -90,8 +92,15 @@ async def create_task(data: TaskCreate):
 @authenticated
 @validate_response(Envelope[TaskOut])
 async def get_task(task_id: str):
-    """Status, timings, usage, cost and the answer's message id, for polling clients."""
-    return ok(task_out(await tasks.get_task(current_user(), task_id)))
+    """Status, timings, usage, cost and the answer's message id, for polling clients;
+    `queue_position` while the answer waits behind other users' for the model."""
+    task = await tasks.get_task(current_user(), task_id)
+    out = task_out(task)
+    if task.state is TaskState.RUNNING:
+        app = current_app._get_current_object()
+        stream = TaskStream.for_task(app.config["REDIS"], app.config["SETTINGS"], task.id)
+        out.queue_position = await stream.queue_position()
+    return ok(out)
 
 
 @blueprint.post("/<id:task_id>/cancel")
