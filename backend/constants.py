@@ -52,3 +52,21 @@ def stream_takeover_channel(prefix: str) -> str:
     """Pub/sub channel announcing "<task id> <lease>" when a resuming reader takes a stream
     over: every web process ends its deliveries of that task that hold another lease."""
     return f"{prefix}:stream-takeovers"
+
+
+def document_feed_key(prefix: str, user_id: int) -> str:
+    """Redis Stream of a user's document status events (capped in length and age); read,
+    never consumed, by any number of the user's SSE and WebSocket connections."""
+    return f"{prefix}:feed:{user_id}"
+
+
+def ingest_lease_key(prefix: str, document_id: str) -> str:
+    """Held and refreshed by the ingest job parsing a document; its expiry while the
+    document is RUNNING means that worker died (backend/knowledge/ingest_recovery.py)."""
+    return f"{prefix}:ingest:{document_id}:lease"
+
+
+def ingest_restarts_key(prefix: str, document_id: str) -> str:
+    """How many times a document was re-queued after its worker died, so a document that
+    kills every worker that parses it ends FAIL instead of looping."""
+    return f"{prefix}:ingest:{document_id}:restarts"

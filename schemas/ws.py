@@ -71,8 +71,29 @@ class PingMessage(BaseModel):
     ref: Ref = None
 
 
+class SubscribeFeedMessage(BaseModel):
+    """Follow your document status feed (as GET /api/v1/events) on this socket, beside
+    any task streams; `last_event_id` resumes after a feed event already received."""
+
+    type: Literal["subscribe_feed"]
+    last_event_id: str | None = Field(None, max_length=64)
+    ref: Ref = None
+
+
+class UnsubscribeFeedMessage(BaseModel):
+    type: Literal["unsubscribe_feed"]
+    ref: Ref = None
+
+
 ClientMessage = Annotated[
-    AuthMessage | SubscribeMessage | UnsubscribeMessage | CancelMessage | SendMessage | PingMessage,
+    AuthMessage
+    | SubscribeMessage
+    | UnsubscribeMessage
+    | CancelMessage
+    | SendMessage
+    | PingMessage
+    | SubscribeFeedMessage
+    | UnsubscribeFeedMessage,
     Field(discriminator="type"),
 ]
 client_message_adapter: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
@@ -135,6 +156,30 @@ class TaskEventMessage(BaseModel):
     task_id: str
 
 
+class FeedSubscribedReply(BaseModel):
+    """The socket follows your document status feed; its events follow."""
+
+    type: Literal["feed_subscribed"] = "feed_subscribed"
+    ref: str | None = None
+
+
+class FeedUnsubscribedReply(BaseModel):
+    type: Literal["feed_unsubscribed"] = "feed_unsubscribed"
+    ref: str | None = None
+
+
+class FeedEventMessage(BaseModel):
+    """A document status event (`document.progress`, `document.done`, `document.failed`,
+    `document.cancelled`) with its feed id; the other fields are those of the SSE
+    event's data on GET /api/v1/events. A `feed.reset` (no id) says events after your
+    `last_event_id` may be lost: re-read your documents' state."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    id: str | None = None
+
+
 ServerMessage = (
     ReadyReply
     | SubscribedReply
@@ -143,6 +188,9 @@ ServerMessage = (
     | PongReply
     | ErrorReply
     | TaskEventMessage
+    | FeedSubscribedReply
+    | FeedUnsubscribedReply
+    | FeedEventMessage
 )
 
 

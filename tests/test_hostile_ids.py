@@ -66,6 +66,22 @@ BODIES: dict[tuple[str, str], Any] = {
     ("PATCH", "/api/v1/datasets/<id:dataset_id>/documents/<id:document_id>"): {"name": "x.txt"},
     ("DELETE", "/api/v1/datasets/<id:dataset_id>/documents"): {"ids": [uuid.uuid4().hex]},
     ("POST", "/api/v1/datasets/<id:dataset_id>/documents/status"): {"ids": [uuid.uuid4().hex]},
+    ("POST", "/api/v1/datasets/<id:dataset_id>/chunks"): {"document_ids": [uuid.uuid4().hex]},
+    ("DELETE", "/api/v1/datasets/<id:dataset_id>/chunks"): {"document_ids": [uuid.uuid4().hex]},
+    ("POST", "/api/v1/datasets/<id:dataset_id>/faqs"): {"faqs": [{"question": "q", "answer": "a"}]},
+    ("POST", "/api/v1/datasets/<id:dataset_id>/documents/<id:document_id>/chunks"): {
+        "content": "x"
+    },
+    ("DELETE", "/api/v1/datasets/<id:dataset_id>/documents/<id:document_id>/chunks"): {
+        "chunk_ids": [uuid.uuid4().hex]
+    },
+    ("PUT", "/api/v1/datasets/<id:dataset_id>/documents/<id:document_id>/chunks/<id:chunk_id>"): {
+        "content": "x"
+    },
+    (
+        "PATCH",
+        "/api/v1/datasets/<id:dataset_id>/documents/<id:document_id>/chunks/<id:chunk_id>",
+    ): {"content": "x"},
 }
 
 

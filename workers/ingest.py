@@ -5,20 +5,71 @@ Run with `python -m workers ingest`; `python -m workers ingest --check` is its h
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
+from arq import cron, func
+
 from backend.connections import redis_settings
 from backend.constants import INGEST_QUEUE, queue_name
+from backend.knowledge.parse_queue import EMBED_CHUNKS_JOB, PARSE_DOCUMENT_JOB
+from backend.knowledge.storage import document_storage
+from backend.providers.embedding_registry import close_embeddings, configure_embeddings
+from backend.providers.tokens import count_tokens
+from backend.search.stores import close_search_store, configure_search_store
 from backend.settings import get_settings
-from workers.lifecycle import ping, shutdown, startup
+from workers import lifecycle
+from workers.jobs.ingest import embed_chunks, parse_document, sweep
 
 _settings = get_settings()
 
 
+async def startup(ctx: dict[str, Any]) -> None:
+    await lifecycle.startup(ctx)
+    settings = ctx["settings"]
+    configure_embeddings(settings)
+    ctx["store"] = configure_search_store(settings)
+    ctx["files"] = document_storage(settings)
+    # The tokenizer takes about a second to load; not on the first document's clock.
+    await asyncio.to_thread(count_tokens, "warm-up")
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    await close_search_store()
+    await close_embeddings()
+    await lifecycle.shutdown(ctx)
+
+
 class WorkerSettings:
-    functions: list = [ping]
+    functions: list = [
+        lifecycle.ping,
+        # One try: a run whose worker died is re-queued (or failed) by the sweep, as a
+        # new run; arq re-running the old one would only find it stale.
+        func(
+            parse_document,
+            name=PARSE_DOCUMENT_JOB,
+            max_tries=1,
+            timeout=_settings.ingest_document_timeout_seconds + 60,
+            keep_result=0,
+        ),
+        # The web process waits for this one's result (CHUNK_EMBED_WAIT_SECONDS).
+        func(embed_chunks, name=EMBED_CHUNKS_JOB, max_tries=1, timeout=600, keep_result=60),
+    ]
+    cron_jobs = [
+        cron(
+            sweep,
+            second=set(range(0, 60, _settings.ingest_sweep_interval_seconds)),
+            run_at_startup=True,
+            timeout=60,
+        )
+    ]
     queue_name = queue_name(_settings.redis_prefix, INGEST_QUEUE)
     health_check_key = f"{queue_name}:health-check"
     redis_settings = redis_settings(_settings)
     on_startup = startup
     on_shutdown = shutdown
-    max_jobs = 2
+    max_jobs = _settings.ingest_worker_max_jobs
+    job_timeout = _settings.ingest_document_timeout_seconds + 60
+    # Enqueues wake the worker (backend.job_queue); this is only the idle poll.
+    poll_delay = 0.5
     health_check_interval = 10

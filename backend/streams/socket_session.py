@@ -25,6 +25,7 @@ from backend.services import tasks
 from backend.settings import Settings
 from backend.streams.delivery import TaskReader, open_task_reader
 from backend.streams.hub import StreamHub
+from backend.streams.socket_feed import SocketFeed
 from backend.streams.task_stream import StreamEntry
 from schemas.ws import (
     REF_MAX_LENGTH,
@@ -37,8 +38,10 @@ from schemas.ws import (
     PongReply,
     SendMessage,
     SubscribedReply,
+    SubscribeFeedMessage,
     SubscribeMessage,
     UnsubscribedReply,
+    UnsubscribeFeedMessage,
     UnsubscribeMessage,
     client_message_adapter,
 )
@@ -103,6 +106,8 @@ class SocketSession:
         self.settings = settings
         self.write_lock = asyncio.Lock()
         self.subscriptions: dict[str, asyncio.Task[None]] = {}
+        # The user's document status feed, multiplexed with the task streams.
+        self.feed = SocketFeed(self.send)
 
     async def send(self, text: str) -> None:
         async with self.write_lock:
@@ -155,6 +160,17 @@ class SocketSession:
                     settings=self.settings,
                 )
                 await self.subscribe(task.id, None, message.ref)
+            case SubscribeFeedMessage():
+                await self.feed.subscribe(
+                    self.user,
+                    message.last_event_id,
+                    message.ref,
+                    redis=self.redis,
+                    hub=self.hub,
+                    settings=self.settings,
+                )
+            case UnsubscribeFeedMessage():
+                await self.feed.unsubscribe(message.ref)
             case AuthMessage():
                 raise ApiError("Already authenticated", status=400)
 
@@ -229,3 +245,4 @@ class SocketSession:
         for pump in pumps:
             pump.cancel()
         await asyncio.gather(*pumps, return_exceptions=True)
+        await self.feed.stop()

@@ -1,0 +1,127 @@
+"""Crash recovery for parsing: no document stays RUNNING because its worker died.
+
+Each ingest worker sweeps at start-up and every INGEST_SWEEP_INTERVAL_SECONDS (one
+sweeper at a time, by a short Redis lock):
+
+- A document that a job started (`process_begin_at` set) whose lease has expired lost
+  its worker (kill -9, OOM, a lost host): it is queued again as a new run, whose job
+  starts from scratch (the dead run left no chunks: they are written only at its end,
+  and stable ids make a late write harmless). After INGEST_MAX_RESTARTS such restarts it
+  ends FAIL instead, since the document itself may be what kills the worker.
+- A document queued for longer than INGEST_QUEUED_TIMEOUT_SECONDS whose job is not in
+  Redis (an enqueue lost with Redis, a flushed queue) gets its job enqueued again.
+
+A worker stopped gracefully (SIGTERM) leaves its documents RUNNING with their leases
+released, so the next sweep re-queues them at once. Every transition is conditional on
+the run id the sweep saw, so concurrent sweeps, and a job that was only slow, agree.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+from arq.connections import ArqRedis
+from arq.constants import job_key_prefix
+
+from backend.constants import ingest_lease_key, ingest_restarts_key
+from backend.knowledge import document_runs
+from backend.knowledge.parse_queue import enqueue_parse, parse_job_id
+from backend.knowledge.status_feed import publish_documents
+from backend.models import Document
+from backend.models.ids import new_id
+from backend.models.knowledge import DocumentRun
+from backend.settings import Settings
+
+log = logging.getLogger("sluice.ingest.recovery")
+
+SWEEP_LOCK_SECONDS = 60
+RESTARTS_TTL_SECONDS = 24 * 3600
+SLIM = ("id", "run_id", "owner_id", "progress_msg", "process_begin_at", "updated_at")
+
+
+def restart_line(restart: int, limit: int) -> str:
+    return (
+        "The worker parsing this document stopped unexpectedly; parsing it again "
+        f"(restart {restart} of {limit})."
+    )
+
+
+def given_up_line(restarts: int) -> str:
+    times = "once" if restarts == 1 else f"{restarts} times"
+    return (
+        f"The worker parsing this document stopped unexpectedly {times}: the file may be "
+        "too large or damaged for this server. Try again, or split it"
+    )
+
+
+async def restart(redis: ArqRedis, settings: Settings, document: Document) -> bool:
+    """Queue a dead run again as a new run, or fail it after too many restarts."""
+    restarts = ingest_restarts_key(settings.redis_prefix, document.id)
+    count = await redis.incr(restarts)
+    await redis.expire(restarts, RESTARTS_TTL_SECONDS)
+    if count > settings.ingest_max_restarts:
+        failed = await document_runs.finish(
+            document.id, document.run_id, DocumentRun.FAIL, given_up_line(count - 1)
+        )
+        if failed:
+            log.warning("document %s failed: its worker died %d times", document.id, count)
+        return failed
+    run_id = new_id()
+    moment = document_runs.now()
+    line = document_runs.log_line(restart_line(count, settings.ingest_max_restarts), moment)
+    updated = await document_runs.current(document.id, document.run_id).update(
+        run_id=run_id,
+        progress=0.0,
+        progress_msg=document_runs.append(document.progress_msg, line),
+        process_begin_at=None,
+        updated_at=moment,
+    )
+    if updated:
+        log.warning("re-queued document %s after its worker died", document.id)
+        await enqueue_parse(redis, settings, document.id, run_id)
+    return bool(updated)
+
+
+async def lease_held(redis: ArqRedis, settings: Settings, documents: list[Document]) -> list[bool]:
+    async with redis.pipeline(transaction=False) as pipe:
+        for document in documents:
+            pipe.exists(ingest_lease_key(settings.redis_prefix, document.id))
+        return [bool(found) for found in await pipe.execute()]
+
+
+async def sweep_documents(redis: ArqRedis, settings: Settings) -> int:
+    """One sweep (if no other worker is sweeping); how many documents it acted on."""
+    lock = redis.lock(f"{settings.redis_prefix}:ingest:sweep-lock", timeout=SWEEP_LOCK_SECONDS)
+    if not await lock.acquire(blocking=False):
+        return 0
+    try:
+        return await sweep(redis, settings)
+    finally:
+        await lock.release()
+
+
+async def sweep(redis: ArqRedis, settings: Settings) -> int:
+    now = datetime.now(UTC)
+    running = await Document.filter(run=DocumentRun.RUNNING, run_id__isnull=False).only(*SLIM)
+    started = [d for d in running if d.process_begin_at is not None]
+    acted: list[Document] = []
+    if started:
+        for document, held in zip(started, await lease_held(redis, settings, started), strict=True):
+            # The lease is taken before a run starts, so a started run without one is dead.
+            if not held and await restart(redis, settings, document):
+                acted.append(document)
+    queued_before = now - timedelta(seconds=settings.ingest_queued_timeout_seconds)
+    for document in running:
+        if document.process_begin_at is not None or document.updated_at > queued_before:
+            continue
+        if await redis.exists(job_key_prefix + parse_job_id(document.run_id)):
+            continue
+        if await document_runs.current(document.id, document.run_id).exists():
+            log.warning("enqueued document %s again: its job was lost", document.id)
+            await enqueue_parse(redis, settings, document.id, document.run_id)
+            acted.append(document)
+    if acted:
+        fresh = await Document.filter(id__in=[document.id for document in acted])
+        await publish_documents(redis, settings, fresh)
+    return len(acted)

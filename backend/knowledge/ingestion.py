@@ -1,0 +1,225 @@
+"""The ingest worker's pipeline for one document run: parse -> chunk -> embed -> index.
+
+    lease -> start (RUNNING, "Task has been received.")
+          -> parse in a child process under time and memory limits (parsing/runner.py)
+          -> chunk by tokens (chunking.py)
+          -> embed in batches (EMBEDDING_BATCH_SIZE; progress per batch: the slow part)
+          -> replace the document's chunks in the search store, in one step
+          -> DONE with chunk_count, token_count, content_length, process_duration
+
+Every failure a user can cause or suffer (a broken, encrypted, empty or image-only file,
+a parser that loops or balloons, an embedding provider that is down, a document over
+INGEST_DOCUMENT_TIMEOUT_SECONDS) ends the run FAIL with a reason in `progress_msg`; an
+unexpected error too, logged. Nothing escapes to arq but a shutdown's cancellation, so
+the worker keeps serving the queue and no document is left RUNNING by this job.
+
+The run's watch (`run_watch.py`) stops the work the moment the run goes stale
+(cancelled, deleted, re-queued by the sweeper). Chunks are written only at the end, in
+one `replace_document` whose chunk ids are stable: a stale job that got that far
+removes them again if the document is gone or cancelled, and a job delivered twice
+leaves one copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from redis.asyncio import Redis
+
+from backend.errors import ApiError
+from backend.knowledge import document_runs
+from backend.knowledge.chunk_records import embed_in_batches, embedding_text, parsed_records
+from backend.knowledge.chunking import Chunk, chunk_document
+from backend.knowledge.parsing.document import ParsedDocument, ParseFailure
+from backend.knowledge.parsing.runner import run_parse_with_limits
+from backend.knowledge.run_report import RunReport
+from backend.knowledge.run_watch import RunStopped, RunWatch
+from backend.knowledge.storage import FileStorage
+from backend.models import Dataset, Document
+from backend.models.knowledge import DocumentRun
+from backend.providers.base import ProviderError
+from backend.providers.embedding_registry import embedding_provider
+from backend.search.store import SearchStore
+from backend.settings import Settings
+
+log = logging.getLogger("sluice.ingest")
+
+PARSED, CHUNKED, EMBEDDED = 0.1, 0.15, 0.95
+MB = 1024 * 1024
+
+
+@dataclass
+class IngestContext:
+    """What a job needs, from the worker's context."""
+
+    redis: Redis
+    settings: Settings
+    store: SearchStore
+    files: FileStorage
+
+
+@dataclass
+class Prepared:
+    chunks: list[Chunk]
+    vectors: np.ndarray
+    content_length: int
+    token_count: int
+
+
+def parse_summary(parsed: ParsedDocument, seconds: float) -> str:
+    if parsed.qa_pairs:
+        return f"Read {len(parsed.qa_pairs)} question/answer pairs in {seconds:.2f}s."
+    if parsed.page_count:
+        return f"Parsed {parsed.page_count} pages in {seconds:.2f}s."
+    return f"Parsed {len(parsed.sections)} sections in {seconds:.2f}s."
+
+
+async def parse(context: IngestContext, document: Document) -> ParsedDocument:
+    settings = context.settings
+    async with context.files.local_copy(document.location) as path:
+        return await asyncio.to_thread(
+            run_parse_with_limits,
+            path,
+            document.suffix,
+            document.chunk_method,
+            settings.ingest_parse_timeout_seconds,
+            settings.ingest_parse_memory_mb * MB or None,
+        )
+
+
+async def prepare(context: IngestContext, document: Document, report: RunReport) -> Prepared:
+    """Everything before indexing; raises ParseFailure, ProviderError or ApiError with
+    a reason for the user."""
+    begun = time.monotonic()
+    parsed = await parse(context, document)
+    await report.step(PARSED, parse_summary(parsed, time.monotonic() - begun))
+    for warning in parsed.warnings:
+        await report.step(PARSED, f"Warning: {warning}")
+
+    begun = time.monotonic()
+    chunks = await asyncio.to_thread(
+        chunk_document, parsed, document.chunk_method, document.parser_config
+    )
+    if not chunks:
+        raise ParseFailure("The document has no text to index once parsed")
+    tokens = sum(chunk.token_count for chunk in chunks)
+    seconds = time.monotonic() - begun
+    await report.step(
+        CHUNKED, f"Cut into {len(chunks)} chunks ({tokens} tokens) in {seconds:.2f}s."
+    )
+
+    dataset = await Dataset.get_or_none(id=document.dataset_id)
+    if dataset is None:
+        raise RunStopped
+    provider = embedding_provider(dataset.embedding_model)
+    if dataset.embedding_dimension not in (None, provider.dimension):
+        raise ParseFailure(
+            f"The dataset's vectors have {dataset.embedding_dimension} dimensions but its "
+            f"embedding model '{provider.name}' now gives {provider.dimension}: an operator "
+            "must restore the model's configuration"
+        )
+    size = context.settings.embedding_batch_size
+    await report.step(
+        CHUNKED, f"Embedding {len(chunks)} chunks with {provider.name}, {size} at a time."
+    )
+    begun = time.monotonic()
+
+    async def batch_done(done: int, total: int) -> None:
+        progress = CHUNKED + (EMBEDDED - CHUNKED) * done / total
+        await report.live(
+            progress, f"Embedded {done}/{total} chunks ({time.monotonic() - begun:.1f}s)."
+        )
+
+    texts = [embedding_text(chunk.content, chunk.questions) for chunk in chunks]
+    vectors = await embed_in_batches(provider, texts, size, batch_done)
+    seconds = time.monotonic() - begun
+    rate = len(chunks) / seconds if seconds > 0 else float(len(chunks))
+    await report.step(EMBEDDED, f"Embedded {len(chunks)} chunks in {seconds:.1f}s ({rate:.1f}/s).")
+    return Prepared(chunks, vectors, parsed.char_count, tokens)
+
+
+async def clean_up_stale(context: IngestContext, document_id: str) -> None:
+    """After a stale run may have indexed: remove its chunks if the document is gone or
+    cancelled. A re-queued document's next run replaces them; a finished one is left."""
+    document = await Document.get_or_none(id=document_id).only("id", "run")
+    if document is None or document.run is DocumentRun.CANCEL:
+        await context.store.delete_document(document_id)
+
+
+async def index(context: IngestContext, document: Document, prepared: Prepared) -> str:
+    """Write the chunks and end the run DONE; undo the write if the run went stale."""
+    begun = time.monotonic()
+    records = parsed_records(document, prepared.chunks, prepared.vectors)
+    if not await document_runs.current(document.id, document.run_id).exists():
+        return "stopped"
+    try:
+        await context.store.replace_document(document.id, records)
+    finally:
+        # Even cancelled, the write may have happened (it runs on the store's thread).
+        if not await document_runs.current(document.id, document.run_id).exists():
+            await asyncio.shield(clean_up_stale(context, document.id))
+    message = (
+        f"Indexed {len(records)} chunks in {time.monotonic() - begun:.2f}s. Task done "
+        f"({len(records)} chunks, {prepared.token_count} tokens)."
+    )
+    finished = await document_runs.finish(
+        document.id,
+        document.run_id,
+        DocumentRun.DONE,
+        message,
+        chunk_count=len(records),
+        token_count=prepared.token_count,
+        content_length=prepared.content_length,
+    )
+    if not finished:
+        await clean_up_stale(context, document.id)
+        return "stopped"
+    return "done"
+
+
+async def ingest_document(context: IngestContext, document_id: str, run_id: str) -> str:
+    """Run one document's parse; returns what happened (done, failed, stopped, skipped)."""
+    settings = context.settings
+    watch = RunWatch(context.redis, settings, document_id, run_id)
+    if not await watch.acquire():
+        return "skipped: another job is working on this document"
+    try:
+        document = await document_runs.start(document_id, run_id)
+        if document is None:
+            return "skipped: the run is no longer live"
+        report = RunReport(context.redis, settings, document, run_id)
+        await report.started()
+        watch.on_poll = report.flush
+        try:
+            async with watch:
+                prepared = await asyncio.wait_for(
+                    watch.guard(prepare(context, document, report)),
+                    settings.ingest_document_timeout_seconds,
+                )
+            outcome = await index(context, document, prepared)
+        except RunStopped:
+            return "stopped"
+        except ParseFailure as failure:
+            return await report.fail(failure.reason)
+        except TimeoutError:
+            return await report.fail(
+                f"Parsing took longer than {settings.ingest_document_timeout_seconds:g} s and "
+                "was stopped: split the document, or ask an operator to raise "
+                "INGEST_DOCUMENT_TIMEOUT_SECONDS"
+            )
+        except ProviderError as error:
+            return await report.fail(f"Embedding failed: {error.message}")
+        except ApiError as error:
+            return await report.fail(error.message)
+        except Exception:
+            log.exception("ingesting document %s failed", document_id)
+            return await report.fail("Parsing failed because of an internal error; try again")
+        if outcome == "done":
+            await report.ended()
+        return outcome
+    finally:
+        await watch.release()

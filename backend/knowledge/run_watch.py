@@ -1,0 +1,133 @@
+"""What keeps an ingest job honest while it works on a document's run.
+
+- A **lease** in Redis (`ingest_lease_key`), taken before the job starts the run and
+  refreshed every third of INGEST_LEASE_SECONDS: a second delivery of the same job finds
+  it held and does nothing, and when a worker dies (kill -9, OOM) the lease expires and
+  the sweeper (`ingest_recovery.py`) re-queues the document.
+- A **liveness check** every INGEST_CANCEL_POLL_SECONDS: the run must still be the
+  document's live one (`document_runs.current`). A cancel, a delete or a re-queue makes
+  it stale, and the watch cancels the job's work at once, even mid-parse or mid-batch,
+  instead of at its next write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from redis.asyncio import Redis
+
+from backend.constants import ingest_lease_key
+from backend.knowledge import document_runs
+from backend.settings import Settings
+
+log = logging.getLogger("sluice.ingest")
+
+T = TypeVar("T")
+
+REFRESH_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+RELEASE_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class RunStopped(Exception):
+    """The run is no longer the document's live one: cancelled, deleted or re-queued."""
+
+
+class RunWatch:
+    def __init__(self, redis: Redis, settings: Settings, document_id: str, run_id: str) -> None:
+        self.redis = redis
+        self.document_id = document_id
+        self.run_id = run_id
+        self.key = ingest_lease_key(settings.redis_prefix, document_id)
+        self.token = f"{run_id}:{secrets.token_hex(8)}"
+        self.lease_ms = int(settings.ingest_lease_seconds * 1000)
+        self.poll_seconds = settings.ingest_cancel_poll_seconds
+        self.stale = False
+        self.work: asyncio.Task | None = None
+        self.loop_task: asyncio.Task[None] | None = None
+        # Called on every poll (the ingestion flushes throttled progress through it).
+        self.on_poll: Callable[[], Awaitable[None]] | None = None
+
+    async def acquire(self) -> bool:
+        """Take the document's lease; False when another job holds it."""
+        return bool(await self.redis.set(self.key, self.token, nx=True, px=self.lease_ms))
+
+    async def release(self) -> None:
+        await asyncio.shield(self.redis.eval(RELEASE_LEASE, 1, self.key, self.token))
+
+    async def __aenter__(self) -> RunWatch:
+        self.loop_task = asyncio.create_task(self.loop(), name=f"run-watch-{self.document_id}")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self.loop_task is not None:
+            self.loop_task.cancel()
+            await asyncio.gather(self.loop_task, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self.release()
+
+    async def guard(self, work: Awaitable[T]) -> T:
+        """Run `work`; RunStopped as soon as the run goes stale, whatever it was doing."""
+        if self.stale:
+            raise RunStopped
+        self.work = asyncio.ensure_future(work)
+        try:
+            return await self.work
+        except asyncio.CancelledError:
+            if self.stale and not self.cancelling():
+                raise RunStopped from None
+            raise
+        finally:
+            if not self.work.done():
+                self.work.cancel()
+                await asyncio.gather(self.work, return_exceptions=True)
+            self.work = None
+
+    @staticmethod
+    def cancelling() -> bool:
+        """Whether this task itself is being cancelled (a worker shutting down)."""
+        task = asyncio.current_task()
+        return task is not None and task.cancelling() > 0
+
+    def stop(self) -> None:
+        """The run went stale: stop the guarded work."""
+        self.stale = True
+        if self.work is not None and not self.work.done():
+            self.work.cancel()
+
+    async def loop(self) -> None:
+        next_refresh = time.monotonic() + self.lease_ms / 3000
+        while True:
+            await asyncio.sleep(self.poll_seconds)
+            try:
+                if not await document_runs.current(self.document_id, self.run_id).exists():
+                    self.stop()
+                    return
+                if time.monotonic() >= next_refresh:
+                    refreshed = await self.redis.eval(
+                        REFRESH_LEASE, 1, self.key, self.token, self.lease_ms
+                    )
+                    if not refreshed:
+                        log.warning("lost the lease on document %s", self.document_id)
+                        self.stop()
+                        return
+                    next_refresh = time.monotonic() + self.lease_ms / 3000
+                if self.on_poll is not None:
+                    await self.on_poll()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A database or Redis blip: try again at the next poll; the lease's TTL
+                # leaves a few polls to spare before the sweeper would step in.
+                log.warning("watching document %s failed", self.document_id, exc_info=True)

@@ -1,0 +1,186 @@
+"""A private live stack for the knowledge tests: Hypercorn + arq ingest workers + a fake
+OpenAI-compatible embedding upstream.
+
+Private (own Redis prefix, DATA_DIR, search store and workers), so a test may SIGKILL
+its ingest worker without disturbing anyone. The embedding model is the fake's
+(`fake-embed@openai`, 8 dimensions, a hashed bag of words: texts sharing words are
+close), so tests do not wait on the local model; `stack.embeddings.delay` slows each
+embedding request down, for tests that stop or kill a worker mid-document.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis.asyncio as aioredis
+
+from backend.search.embedded import EmbeddedSearchStore
+from backend.settings import Settings
+from tests.support.accounts import Account
+from tests.support.fake_embeddings import FakeEmbeddings, FakeEmbeddingServer
+from tests.support.live_server import (
+    START_TIMEOUT_SECONDS,
+    LiveServer,
+    ServerProcess,
+    delete_prefix,
+    spawn,
+    start_hypercorn,
+)
+
+FAKE_MODEL = "fake-embed@openai"
+TERMINAL_RUNS = ("DONE", "FAIL", "CANCEL")
+
+
+class SlowEmbeddings(FakeEmbeddings):
+    """The fake embeddings, each request answered after `delay` seconds."""
+
+    delay: float = 0.0
+
+    async def __call__(self, request: Any, exchange: Any) -> None:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        await super().__call__(request, exchange)
+
+
+async def start_ingest_worker(settings: Settings, log_dir: Path) -> ServerProcess:
+    """An arq ingest worker; ready once its health-check key appears in Redis."""
+    worker = spawn(
+        f"ingest-worker-{uuid.uuid4().hex[:6]}",
+        [sys.executable, "-m", "workers", "ingest"],
+        settings,
+        log_dir,
+    )
+    health_key = f"{settings.redis_prefix}:queue:ingest:health-check"
+    redis = aioredis.from_url(settings.redis_url)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while not await redis.exists(health_key):
+            if worker.process.poll() is not None:
+                raise RuntimeError(f"ingest worker exited early:\n{worker.log_tail()}")
+            if time.monotonic() > deadline:
+                worker.stop()
+                raise RuntimeError(f"ingest worker not ready:\n{worker.log_tail()}")
+            await asyncio.sleep(0.1)
+    finally:
+        await redis.aclose()
+    return worker
+
+
+@dataclass
+class IngestStack:
+    settings: Settings
+    server: LiveServer
+    log_dir: Path
+    embeddings: SlowEmbeddings
+    workers: list[ServerProcess] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        return self.server.base_url
+
+    def client(self, account: Account) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.base_url, headers=account.headers, timeout=30)
+
+    async def start_worker(self) -> ServerProcess:
+        worker = await start_ingest_worker(self.settings, self.log_dir)
+        self.workers.append(worker)
+        return worker
+
+    def kill(self, worker: ServerProcess) -> None:
+        """SIGKILL the worker's whole process group (its parser children too), as an OOM
+        killer or a lost host would: no cleanup runs."""
+        worker.signal(signal.SIGKILL)
+        worker.process.wait(10)
+
+    def store(self) -> EmbeddedSearchStore:
+        """The search store the stack's processes share (close it after use)."""
+        return EmbeddedSearchStore(self.settings.search_db_file)
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        self.server.server.stop()
+
+
+def embedding_settings(base_url: str) -> dict[str, Any]:
+    entry = {
+        "id": FAKE_MODEL,
+        "provider": "openai",
+        "upstream": "fake-embed",
+        "dimension": 8,
+        "base_url": base_url,
+        "api_key": "sk-fake",
+    }
+    return {"embedding_models": json.dumps([entry]), "default_embedding_model": FAKE_MODEL}
+
+
+@asynccontextmanager
+async def ingest_stack(
+    base: Settings, log_dir: Path, *, workers: int = 1, **overrides: Any
+) -> AsyncIterator[IngestStack]:
+    embeddings = SlowEmbeddings()
+    upstream = FakeEmbeddingServer(embeddings)
+    await upstream.start()
+    settings = base.model_copy(
+        update={
+            "redis_prefix": f"ingest-{uuid.uuid4().hex[:8]}",
+            "data_dir": log_dir,
+            "admin_username": "",
+            "admin_password": "",
+            "log_level": "WARNING",
+            "sse_heartbeat_seconds": 1.0,
+            "embedding_batch_size": 4,
+            "ingest_cancel_poll_seconds": 0.2,
+            "feed_progress_interval_seconds": 0.2,
+            **embedding_settings(upstream.openai_base_url),
+            **overrides,
+        }
+    )
+    server = await start_hypercorn(settings, log_dir)
+    stack = IngestStack(settings, server, log_dir, embeddings)
+    try:
+        for _ in range(workers):
+            await stack.start_worker()
+        yield stack
+    finally:
+        stack.stop()
+        await upstream.close()
+        await delete_prefix(settings.redis_url, settings.redis_prefix)
+
+
+async def wait_for_run(
+    client: httpx.AsyncClient,
+    dataset_id: str,
+    document_id: str,
+    runs: tuple[str, ...] = TERMINAL_RUNS,
+    within: float = 60.0,
+    progress_above: float | None = None,
+) -> dict[str, Any]:
+    """Poll the document (REST) until its run is one of `runs` (and, if given, its
+    progress is above `progress_above`), for at most `within` seconds; the document as
+    listed."""
+    deadline = time.monotonic() + within
+    while True:
+        response = await client.get(
+            f"/api/v1/datasets/{dataset_id}/documents", params={"id": document_id}
+        )
+        assert response.status_code == 200, response.text
+        document = response.json()["data"]["docs"][0]
+        if document["run"] in runs and (
+            progress_above is None or document["progress"] > progress_above
+        ):
+            return document
+        if time.monotonic() > deadline:
+            raise AssertionError(f"document still {document['run']}: {document}")
+        await asyncio.sleep(0.1)

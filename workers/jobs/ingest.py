@@ -1,0 +1,28 @@
+"""The ingest queue's jobs: parse a document run, embed chunks written by hand, and the
+sweep that recovers documents whose worker died (backend/knowledge/ingest_recovery.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from backend.knowledge.chunk_embedding import embed_stored_chunks
+from backend.knowledge.ingest_recovery import sweep_documents
+from backend.knowledge.ingestion import IngestContext, ingest_document
+
+
+def ingest_context(ctx: dict[str, Any]) -> IngestContext:
+    return IngestContext(
+        redis=ctx["redis"], settings=ctx["settings"], store=ctx["store"], files=ctx["files"]
+    )
+
+
+async def parse_document(ctx: dict[str, Any], document_id: str, run_id: str) -> str:
+    return await ingest_document(ingest_context(ctx), document_id, run_id)
+
+
+async def embed_chunks(ctx: dict[str, Any], document_id: str, chunk_ids: list[str]) -> int:
+    return await embed_stored_chunks(ctx["store"], document_id, chunk_ids)
+
+
+async def sweep(ctx: dict[str, Any]) -> int:
+    return await sweep_documents(ctx["redis"], ctx["settings"])
