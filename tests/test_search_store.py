@@ -19,7 +19,8 @@ from tests.support.search_stores import STORE_KINDS, chunk, open_store, unit
 async def search_store(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[SearchStore]:
-    async with open_store(request.param, tmp_path) as store:
+    url = request.getfixturevalue("elasticsearch_url") if request.param == "elasticsearch" else None
+    async with open_store(request.param, tmp_path, url) as store:
         yield store
 
 
