@@ -152,6 +152,21 @@ def test_xml_entity_bombs_are_refused(tmp_path: Path, fmt: str, part: str) -> No
     assert time.monotonic() - started < 5
 
 
+def test_a_dtd_pushed_past_the_sniffed_prolog_is_refused(tmp_path: Path) -> None:
+    plain = docx_file(tmp_path / "plain.docx", [("paragraph", "text")])
+    padded = tmp_path / "padded.docx"
+    with zipfile.ZipFile(plain) as source, zipfile.ZipFile(padded, "w") as out:
+        for info in source.infolist():
+            body = source.read(info)
+            if info.filename == "word/document.xml":
+                declaration, _, rest = body.partition(b"?>")
+                padding = b"<!--" + b"x" * 8000 + b"-->"
+                dtd = b'<!DOCTYPE d [<!ENTITY a "aaaaaaaa">]>'
+                body = declaration + b"?>" + padding + dtd + rest
+            out.writestr(info, body)
+    assert "XML bomb" in failure(padded, "docx")
+
+
 # -- the runner ---------------------------------------------------------------------------
 
 

