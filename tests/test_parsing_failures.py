@@ -212,3 +212,14 @@ def test_runner_survives_a_crashing_or_buggy_parser(tmp_path: Path) -> None:
         run_parse_with_limits(path, "txt", "naive", timeout_s=30, target=buggy_parser)
     # and the next document parses as usual
     assert run_parse_with_limits(path, "txt", "naive", timeout_s=30).text == "x"
+
+
+async def test_runner_from_worker_threads_concurrently(tmp_path: Path) -> None:
+    """How the ingest worker calls it: off the event loop, several documents at once."""
+    import asyncio
+
+    paths = [pdf_file(tmp_path / f"d{n}.pdf", [[f"document {n}"]]) for n in range(3)]
+    parsed = await asyncio.gather(
+        *(asyncio.to_thread(run_parse_with_limits, p, "pdf", "naive", 30) for p in paths)
+    )
+    assert [doc.text for doc in parsed] == ["document 0", "document 1", "document 2"]
