@@ -25,7 +25,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pypdfium2
-from fpdf import FPDF
 
 from backend.knowledge.chunking import chunk_document
 from backend.knowledge.parsing import parse_document, run_parse_with_limits
@@ -44,6 +43,10 @@ TARGET_PAGES_PER_S = 50.0
 def generate_pdf(path: Path, pages: int, seed: int = 1) -> Path:
     """`pages` pages of prose (about 500 words each, as a dense report page), one
     paragraph of 60-100 words after another, wrapped into lines."""
+    # Imported here: multiprocessing re-imports this module (as __mp_main__) in each
+    # parse child, and the worker's own entry point carries no PDF writer.
+    from fpdf import FPDF
+
     rng = random.Random(seed)
     pdf = FPDF()
     pdf.set_font("Helvetica", size=10)
