@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -103,8 +104,11 @@ class Settings(BaseSettings):
     embedding_models: str = ""
     embedding_batch_size: int = Field(16, ge=1, le=2048)
     local_embedding_threads: int = Field(0, ge=0)
+    search_store: Literal["embedded", "elasticsearch"] = "embedded"
     search_db_path: str = ""
     search_vector_cache_mb: int = Field(512, ge=0)
+    elasticsearch_url: str = "http://127.0.0.1:9200"
+    elasticsearch_index_prefix: str = "sluice"
 
     # Knowledge: the ingest worker (backend/knowledge/ingestion.py) and the status feed.
     ingest_worker_max_jobs: int = Field(2, ge=1)

@@ -31,22 +31,37 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import time
 import uuid
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 from elasticsearch import AsyncElasticsearch, BadRequestError, ConflictError, NotFoundError
 from elasticsearch.helpers import async_bulk
 
 from backend.search import elasticsearch_queries as q
-from backend.search.analyzer import analyze, analyzed_text
+from backend.search.analyzer import analyze
+from backend.search.elasticsearch_records import record_of, source_of, unit_query
 from backend.search.store import ChunkPage, ChunkRecord, ChunkUpdate, ScoredChunk, SearchFilter
 
+T = TypeVar("T")
 SEARCH_OPTIONS = {"ignore_unavailable": True, "allow_no_indices": True}
 MIXED_READ_RETRIES = 5
 DELETE_PAGE = 1000
+
+
+def opened(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """Open the store (create the live index) on first use, as the embedded store does."""
+
+    @functools.wraps(method)
+    async def wrapper(self: ElasticsearchSearchStore, *args: Any, **kwargs: Any) -> T:
+        if not self.opened:
+            await self.open()
+        return await method(self, *args, **kwargs)
+
+    return wrapper
 
 
 class ElasticsearchSearchStore:
@@ -56,6 +71,7 @@ class ElasticsearchSearchStore:
         self.live_index = f"{prefix}-live"
         self.pattern = f"{prefix}-chunks-*"
         self.ready: set[str] = set()
+        self.opened = False
 
     def index_for(self, dimension: int) -> str:
         return f"{self.prefix}-chunks-d{dimension}"
@@ -74,6 +90,7 @@ class ElasticsearchSearchStore:
     async def open(self) -> None:
         await self.create_index(self.live_index, mappings=q.live_mapping())
         await self.set_hidden([], [])
+        self.opened = True
 
     async def close(self) -> None:
         await self.client.close()
@@ -114,62 +131,13 @@ class ElasticsearchSearchStore:
             except ConflictError:
                 continue
 
-    # -- records <-> sources -------------------------------------------------------------
-    def source_of(self, record: ChunkRecord, generation: str, seq: int) -> dict[str, Any]:
-        source: dict[str, Any] = {
-            "chunk_id": record.chunk_id,
-            "tenant_id": record.tenant_id,
-            "dataset_id": record.dataset_id,
-            "document_id": record.document_id,
-            "generation": generation,
-            "document_name": record.document_name,
-            "content": record.content,
-            "search_terms": analyzed_text(
-                "\n".join([record.content, *record.important_keywords, *record.questions])
-            ),
-            "important_keywords": list(record.important_keywords),
-            "questions": list(record.questions),
-            "positions": [list(box) for box in record.positions],
-            "available": record.available,
-            "token_count": record.token_count,
-            "create_time": record.create_time,
-            "seq": seq,
-            "dimension": 0,
-        }
-        if record.vector is not None:
-            vector = np.asarray(record.vector, dtype=np.float32)
-            if vector.ndim != 1 or vector.size == 0 or not np.all(np.isfinite(vector)):
-                raise ValueError("A chunk vector must be a non-empty 1-D array of finite floats")
-            source["vector"] = vector.tolist()
-            source["dimension"] = int(vector.size)
-        return source
-
-    @staticmethod
-    def record_of(source: dict[str, Any]) -> ChunkRecord:
-        vector = source.get("vector")
-        return ChunkRecord(
-            chunk_id=source["chunk_id"],
-            tenant_id=source["tenant_id"],
-            dataset_id=source["dataset_id"],
-            document_id=source["document_id"],
-            document_name=source["document_name"],
-            content=source["content"],
-            important_keywords=tuple(source["important_keywords"]),
-            questions=tuple(source["questions"]),
-            positions=tuple(tuple(box) for box in source["positions"]),
-            available=source["available"],
-            token_count=source["token_count"],
-            vector=None if vector is None else np.asarray(vector, dtype=np.float32),
-            create_time=source["create_time"],
-        )
-
     async def index_records(self, records: Sequence[ChunkRecord], generations: dict[str, str]):
         """Bulk-index `records`, each under its document's generation, refreshed."""
         base = time.time_ns()
         actions = []
         for offset, record in enumerate(records):
             generation = generations[record.document_id]
-            source = self.source_of(record, generation, base + offset)
+            source = source_of(record, generation, base + offset)
             actions.append(
                 {
                     "_index": await self.ensure_chunk_index(source["dimension"]),
@@ -201,6 +169,7 @@ class ElasticsearchSearchStore:
         return int(visible["count"])
 
     # -- writes --------------------------------------------------------------------------
+    @opened
     async def replace_document(self, document_id: str, records: Sequence[ChunkRecord]) -> None:
         strangers = {r.document_id for r in records} - {document_id}
         if strangers:
@@ -242,6 +211,7 @@ class ElasticsearchSearchStore:
         }
         return {doc: found.get(doc, "0") for doc in document_ids}
 
+    @opened
     async def add_chunks(self, records: Sequence[ChunkRecord]) -> None:
         if not records:
             return
@@ -266,13 +236,14 @@ class ElasticsearchSearchStore:
         hits = response["hits"]["hits"]
         return hits[0] if hits else None
 
+    @opened
     async def update_chunk(
         self, document_id: str, chunk_id: str, update: ChunkUpdate
     ) -> ChunkRecord | None:
         hit = await self.find_hit(document_id, chunk_id)
         if hit is None:
             return None
-        old = self.record_of(hit["_source"])
+        old = record_of(hit["_source"])
         given = {
             "content": update.content,
             "important_keywords": None
@@ -285,13 +256,14 @@ class ElasticsearchSearchStore:
         changed = dataclasses.replace(
             old, **{name: value for name, value in given.items() if value is not None}
         )
-        source = self.source_of(changed, hit["_source"]["generation"], hit["_source"]["seq"])
+        source = source_of(changed, hit["_source"]["generation"], hit["_source"]["seq"])
         index = await self.ensure_chunk_index(source["dimension"])
         if index != hit["_index"]:
             await self.client.delete(index=hit["_index"], id=hit["_id"])
         await self.client.index(index=index, id=hit["_id"], document=source, refresh=True)
         return changed
 
+    @opened
     async def delete_chunks(self, document_id: str, chunk_ids: Sequence[str]) -> int:
         if not chunk_ids:
             return 0
@@ -299,17 +271,21 @@ class ElasticsearchSearchStore:
             [{"term": {"document_id": document_id}}, {"terms": {"chunk_id": list(chunk_ids)}}]
         )
 
+    @opened
     async def delete_document(self, document_id: str) -> int:
         return await self.delete_where([{"term": {"document_id": document_id}}])
 
+    @opened
     async def delete_dataset(self, dataset_id: str) -> int:
         return await self.delete_where([{"term": {"dataset_id": dataset_id}}])
 
     # -- reads ---------------------------------------------------------------------------
+    @opened
     async def get_chunk(self, chunk_id: str, document_id: str | None = None) -> ChunkRecord | None:
         hit = await self.find_hit(document_id, chunk_id)
-        return None if hit is None else self.record_of(hit["_source"])
+        return None if hit is None else record_of(hit["_source"])
 
+    @opened
     async def list_chunks(
         self,
         document_id: str,
@@ -329,10 +305,9 @@ class ElasticsearchSearchStore:
         )
         response = await self.client.search(index=self.pattern, **body, **SEARCH_OPTIONS)
         hits = response["hits"]
-        return ChunkPage(
-            hits["total"]["value"], [self.record_of(h["_source"]) for h in hits["hits"]]
-        )
+        return ChunkPage(hits["total"]["value"], [record_of(h["_source"]) for h in hits["hits"]])
 
+    @opened
     async def count_chunks(self, document_id: str) -> int:
         query = q.scoped([{"term": {"document_id": document_id}}], self.live_index)
         response = await self.client.count(index=self.pattern, query=query, **SEARCH_OPTIONS)
@@ -350,6 +325,7 @@ class ElasticsearchSearchStore:
         _, by_vector = await self.search_legs([], vector, filter, top_k)
         return by_vector
 
+    @opened
     async def search_legs(
         self, terms: Sequence[str], vector: np.ndarray | None, filter: SearchFilter, top_k: int
     ) -> tuple[list[ScoredChunk], list[ScoredChunk]]:
@@ -391,7 +367,7 @@ class ElasticsearchSearchStore:
         everything: list[dict[str, Any]] = []
         if with_terms:
             hits = checked(next(responses))["hits"]["hits"]
-            keyword = [ScoredChunk(self.record_of(h["_source"]), float(h["_score"])) for h in hits]
+            keyword = [ScoredChunk(record_of(h["_source"]), float(h["_score"])) for h in hits]
             everything += hits
         if query is not None:
             knn = checked(next(responses))
@@ -403,7 +379,7 @@ class ElasticsearchSearchStore:
                     f"hold {other[0]}-dimensional vectors"
                 )
             by_vector = [
-                ScoredChunk(self.record_of(h["_source"]), 2.0 * float(h["_score"]) - 1.0)
+                ScoredChunk(record_of(h["_source"]), 2.0 * float(h["_score"]) - 1.0)
                 for h in knn["hits"]["hits"]
             ]
             everything += knn["hits"]["hits"]
@@ -418,11 +394,3 @@ def checked(response: dict[str, Any]) -> dict[str, Any]:
     if "error" in response:
         raise RuntimeError(f"Elasticsearch search failed: {response['error']}")
     return response
-
-
-def unit_query(vector: np.ndarray) -> np.ndarray:
-    query = np.asarray(vector, dtype=np.float32).ravel()
-    norm = float(np.linalg.norm(query))
-    if not np.isfinite(norm) or norm == 0.0:
-        raise ValueError("The query vector must be finite and not all zeros")
-    return query / norm
