@@ -178,6 +178,21 @@ def test_manual_starts_a_chunk_at_every_heading() -> None:
     ]
 
 
+def test_manual_keeps_a_heading_whole_and_stacked_headings_together() -> None:
+    sections = (
+        Section("Part one! The start", heading=True),
+        Section("Chapter 1", heading=True),
+        Section("body one"),
+        Section("Part two", heading=True),
+        Section("body two"),
+    )
+    chunks = chunk_document(ParsedDocument(sections=sections), "manual", {"delimiter": "\n!"})
+    assert [c.content for c in chunks] == [
+        "Part one! The start\nChapter 1\nbody one",
+        "Part two\nbody two",
+    ]
+
+
 def test_one_is_the_whole_document() -> None:
     parsed = document(prose(600), "second page", pages=[1, 2])
     (chunk,) = chunk_document(parsed, "one", {"chunk_token_num": 16})

@@ -64,12 +64,14 @@ class ChunkSettings:
 
 @dataclass(frozen=True, slots=True)
 class Piece:
-    """A stretch of text no chunk boundary may fall inside."""
+    """A stretch of text no chunk boundary may fall inside; `opens` marks the first piece
+    of its section."""
 
     text: str
     tokens: int
     page: int | None
     heading: bool
+    opens: bool
 
 
 def pieces(sections: Iterable[Section], settings: ChunkSettings) -> Iterator[Piece]:
@@ -80,12 +82,12 @@ def pieces(sections: Iterable[Section], settings: ChunkSettings) -> Iterator[Pie
     for section in sections:
         text = section.text if section.text.endswith("\n") else section.text + "\n"
         parts = cut_after(text, pattern)
+        opens = True
         for part, tokens in zip(parts, token_counts(parts), strict=True):
-            if tokens <= budget:
-                yield Piece(part, tokens, section.page, section.heading)
-            else:
-                for small, small_tokens in fit(part, budget):
-                    yield Piece(small, small_tokens, section.page, section.heading)
+            smalls = [(part, tokens)] if tokens <= budget else fit(part, budget)
+            for small, small_tokens in smalls:
+                yield Piece(small, small_tokens, section.page, section.heading, opens)
+                opens = False
 
 
 def pages_of(group: list[Piece]) -> tuple[int, ...]:
@@ -100,13 +102,19 @@ def trailing_headings(group: list[Piece]) -> list[Piece]:
 
 
 def packed(stream: Iterable[Piece], budget: int, break_at_headings: bool) -> Iterator[list[Piece]]:
-    """Pieces grouped greedily into runs of at most `budget` counted tokens. A group is
-    closed before a heading when `break_at_headings`; headings that would close a group
-    move to the next one when they fit there with what follows them."""
+    """Pieces grouped greedily into runs of at most `budget` counted tokens. With
+    `break_at_headings` a heading closes the group before it (unless the group holds
+    only headings: a chapter title right above a section title stays with it); headings
+    that would end a group move to the next one when they fit there with what follows."""
     group: list[Piece] = []
     tokens = 0
     for piece in stream:
-        heading_break = break_at_headings and piece.heading
+        heading_break = (
+            break_at_headings
+            and piece.heading
+            and piece.opens
+            and not all(member.heading for member in group)
+        )
         if group and (heading_break or tokens + piece.tokens > budget):
             carried = [] if heading_break else trailing_headings(group)
             carried_tokens = sum(p.tokens for p in carried)
