@@ -50,6 +50,8 @@ KNOWN_PARAMETERS = {
     "path.key_id": "key_id",
     "path.code": "code",
     "path.user_id": "user_id",
+    "path.dataset_id": "dataset_id",
+    "path.document_id": "document_id",
     "body.session_id": "session_id",
     "body.code": "code",
 }
@@ -131,7 +133,8 @@ async def created(http: httpx.AsyncClient, token: str, path: str, **kwargs) -> d
 
 
 async def things_of(http: httpx.AsyncClient, token: str) -> dict[str, list[str | int]]:
-    """An assistant, a session with a message, a finished task, an upload and an API key."""
+    """An assistant, a session with a message, a finished task, an upload, an API key, and
+    a dataset with a document."""
     chat = await created(http, token, "/api/v1/chats", json={"name": "conformance"})
     sessions = f"/api/v1/chats/{chat['id']}/sessions"
     session = await created(http, token, sessions, json={"name": "conformance"})
@@ -145,6 +148,13 @@ async def things_of(http: httpx.AsyncClient, token: str) -> dict[str, list[str |
         http, token, "/api/v1/uploads", files={"file": ("a.png", image_bytes(), "image/png")}
     )
     key = await created(http, token, "/api/v1/users/me/api-keys", json={"name": "conformance"})
+    dataset = await created(http, token, "/api/v1/datasets", json={"name": "conformance"})
+    documents = await created(
+        http,
+        token,
+        f"/api/v1/datasets/{dataset['id']}/documents",
+        files={"file": ("notes.txt", b"Sluice streams answers.", "text/plain")},
+    )
     me = await http.get("/api/v1/users/me", headers={"Authorization": f"Bearer {token}"})
     return {
         "chat_id": [chat["id"]],
@@ -153,6 +163,8 @@ async def things_of(http: httpx.AsyncClient, token: str) -> dict[str, list[str |
         "task_id": [task["task_id"]],
         "upload_id": [upload["id"]],
         "key_id": [key["id"]],
+        "dataset_id": [dataset["id"]],
+        "document_id": [documents[0]["id"]],
         "user_id": [me.json()["data"]["id"]],
     }
 
@@ -240,6 +252,9 @@ def config_file(stack: ConformanceStack, caller: Caller, run: RunSettings, path:
         if name in caller.known_ids:
             binding = f"{{ dictionary = {toml_value(name)}, probability = {KNOWN_ID_PROBABILITY} }}"
             lines.append(f"{toml_value(key)} = {binding}")
+    # The document status feed streams until the client leaves: schemathesis reads it
+    # until the request timeout, so it gets a short one (tests/test_feed_live.py checks it).
+    lines += ["[[operations]]", 'include-path = "/api/v1/events"', "request-timeout = 3"]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -252,9 +267,6 @@ def schemathesis_run(
     workdir = stack.root / name
     workdir.mkdir(exist_ok=True)
     config = config_file(stack, caller, run, workdir / "schemathesis.toml")
-    # The document status feed streams until the client leaves: schemathesis reads it
-    # until the request timeout, so it gets a short one (tests/test_feed_live.py checks it).
-    lines += ["[[operations]]", 'include-path = "/api/v1/events"', "request-timeout = 3"]
     command = [
         sys.executable,
         "-m",
