@@ -47,8 +47,8 @@ def restart_line(restart: int, limit: int) -> str:
     )
 
 
-def given_up_line(restarts: int) -> str:
-    times = "once" if restarts == 1 else f"{restarts} times"
+def given_up_line(deaths: int) -> str:
+    times = {1: "once", 2: "twice"}.get(deaths, f"{deaths} times")
     return (
         f"The worker parsing this document stopped unexpectedly {times}: the file may be "
         "too large or damaged for this server. Try again, or split it"
@@ -62,7 +62,7 @@ async def restart(redis: ArqRedis, settings: Settings, document: Document) -> bo
     await redis.expire(restarts, RESTARTS_TTL_SECONDS)
     if count > settings.ingest_max_restarts:
         failed = await document_runs.finish(
-            document.id, document.run_id, DocumentRun.FAIL, given_up_line(count - 1)
+            document.id, document.run_id, DocumentRun.FAIL, given_up_line(count)
         )
         if failed:
             log.warning("document %s failed: its worker died %d times", document.id, count)
