@@ -28,7 +28,7 @@ from tests.support.document_files import (
     pdf_file,
     zip_bomb_docx,
 )
-from tests.support.ingest_stack import IngestStack, ingest_stack, wait_for_run
+from tests.support.ingest_stack import BROKEN_MODEL, IngestStack, ingest_stack, wait_for_run
 from tests.support.knowledge import MULTIPART, multipart
 
 
@@ -186,6 +186,16 @@ async def test_every_kind_of_bad_file_ends_fail_with_its_reason(
     # The worker kept serving the queue.
     fine = await wait_for_run(client, dataset_id, good[0]["id"])
     assert fine["run"] == "DONE" and fine["chunk_count"] == 1
+
+
+async def test_an_embedding_provider_failure_ends_fail_with_its_reason(
+    client: httpx.AsyncClient,
+) -> None:
+    dataset_id = await new_dataset(client, embedding_model=BROKEN_MODEL)
+    [document] = await parsed(client, dataset_id, [("a.txt", b"Some text to embed.")])
+    assert document["run"] == "FAIL" and document["chunk_count"] == 0
+    reason = document["progress_msg"].rsplit("\n", 1)[-1]
+    assert "Embedding failed:" in reason and BROKEN_MODEL in reason, reason
 
 
 async def test_parse_requests_are_checked(stack: IngestStack, client: httpx.AsyncClient) -> None:

@@ -39,6 +39,8 @@ from tests.support.live_server import (
 )
 
 FAKE_MODEL = "fake-embed@openai"
+# A model whose upstream always answers 500.
+BROKEN_MODEL = "broken-embed@openai"
 TERMINAL_RUNS = ("DONE", "FAIL", "CANCEL")
 
 
@@ -114,15 +116,18 @@ class IngestStack:
 
 
 def embedding_settings(base_url: str) -> dict[str, Any]:
-    entry = {
-        "id": FAKE_MODEL,
-        "provider": "openai",
-        "upstream": "fake-embed",
-        "dimension": 8,
-        "base_url": base_url,
-        "api_key": "sk-fake",
-    }
-    return {"embedding_models": json.dumps([entry]), "default_embedding_model": FAKE_MODEL}
+    entries = [
+        {
+            "id": model,
+            "provider": "openai",
+            "upstream": upstream,
+            "dimension": 8,
+            "base_url": base_url,
+            "api_key": "sk-fake",
+        }
+        for model, upstream in ((FAKE_MODEL, "fake-embed"), (BROKEN_MODEL, "fail-500"))
+    ]
+    return {"embedding_models": json.dumps(entries), "default_embedding_model": FAKE_MODEL}
 
 
 @asynccontextmanager
