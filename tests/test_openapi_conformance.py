@@ -124,6 +124,8 @@ def assert_no_failures(name: str, stack: ConformanceStack) -> None:
     caller = stack.admin if name == "admin" else stack.user
     run = schemathesis_run(stack, caller, RUN, name)
     assert run.returncode == 0, f"schemathesis as {name}:\n{run.stdout}\n{run.stderr}"
+    # The phases, case counts and time, shown with pytest -rP.
+    print(run.stdout[run.stdout.find("Examples (") :])
 
 
 @pytest.mark.timeout(RUN.run_timeout_seconds + 60)
