@@ -240,12 +240,12 @@ async def test_stopping_mid_parse_cancels_at_once_and_leaves_no_chunks(
         assert response.status_code == 200, response.text
         stopped = await wait_for_run(client, dataset_id, document_id, runs=("CANCEL",), within=1)
         assert stopped["progress_msg"].endswith("Parsing was cancelled.")
-        # The job noticed: the worker is free for the next document within a second or so.
-        stack.embeddings.delay = 0
-        [quick] = await upload(client, dataset_id, [("quick.txt", b"Quick one.")])
-        assert (await parse(client, dataset_id, [quick["id"]])).status_code == 200
-        assert (await wait_for_run(client, dataset_id, quick["id"], within=5))["run"] == "DONE"
-        await asyncio.sleep(1)
+        # The job noticed within its poll (0.2 s) and stopped embedding: no more requests
+        # reach the upstream, though dozens of batches (0.5 s each) were left.
+        await asyncio.sleep(1.0)
+        requests = stack.embedding_requests
+        await asyncio.sleep(1.5)
+        assert stack.embedding_requests == requests
         after = await wait_for_run(client, dataset_id, document_id, runs=("CANCEL",))
         assert after["chunk_count"] == 0
         assert (await chunks_of(client, dataset_id, document_id))["total"] == 0

@@ -85,7 +85,13 @@ class IngestStack:
     server: LiveServer
     log_dir: Path
     embeddings: SlowEmbeddings
+    upstream: FakeEmbeddingServer
     workers: list[ServerProcess] = field(default_factory=list)
+
+    @property
+    def embedding_requests(self) -> int:
+        """Requests the fake embedding upstream has received so far."""
+        return len(self.upstream.stats.requests)
 
     @property
     def base_url(self) -> str:
@@ -153,7 +159,7 @@ async def ingest_stack(
         }
     )
     server = await start_hypercorn(settings, log_dir)
-    stack = IngestStack(settings, server, log_dir, embeddings)
+    stack = IngestStack(settings, server, log_dir, embeddings, upstream)
     try:
         for _ in range(workers):
             await stack.start_worker()
