@@ -9,6 +9,7 @@ test:  ## run the test suite (SQLite, and PostgreSQL when it answers)
 lint:
 	.venv/bin/ruff check . && .venv/bin/ruff format --check .
 
-bench:  ## print the benchmark figures quoted in the README (about 2 minutes)
+bench:  ## print the benchmark figures quoted in the README (about 3 minutes)
 	.venv/bin/python -m bench.bench_auth
 	.venv/bin/python -m bench.bench_streaming
+	.venv/bin/python -m bench.bench_ingest
