@@ -198,6 +198,12 @@ async def test_a_lost_resume_point_gets_a_reset_and_bad_requests_are_refused(
             "/api/v1/events", params={"access_token": account.access_token, "last_event_id": "x"}
         )
         assert bad.status_code == 400 and "last event id" in bad.json()["message"]
+        huge = await http.get(
+            "/api/v1/events",
+            params={"access_token": account.access_token},
+            headers={"Last-Event-ID": f"{2**64}-0"},
+        )
+        assert huge.status_code == 400
         assert (await http.get("/api/v1/events")).status_code == 401
         forged = await http.get("/api/v1/events", params={"access_token": "forged"})
         assert forged.status_code == 401

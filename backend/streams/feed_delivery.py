@@ -51,6 +51,12 @@ def reset_entry() -> FeedEntry:
     return FeedEntry(id="", type=FeedEventType.RESET.value, data=data)
 
 
+def feed_entry_id(value: str) -> bool:
+    """A stream entry id Redis accepts: `ms-seq`, each part below 2**64 (a longer one
+    would be refused by every XRANGE and XREAD of the hub's shared reader)."""
+    return is_entry_id(value) and all(int(part) < 2**64 for part in value.split("-"))
+
+
 async def current_end(redis: Redis, key: str) -> str:
     rows = await redis.xrevrange(key, count=1)
     return text(rows[0][0]) if rows else START
@@ -101,7 +107,7 @@ async def open_feed_reader(
 ) -> FeedReader:
     """The caller's own feed, after `last_event_id` (its current end when None); 400 for
     an id that is not a feed entry id."""
-    if last_event_id is not None and not is_entry_id(last_event_id):
+    if last_event_id is not None and not feed_entry_id(last_event_id):
         raise BadRequest(
             "Invalid last event id: send the `id` of the last event you received, "
             "e.g. 1700000000000-0"
