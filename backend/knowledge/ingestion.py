@@ -70,12 +70,17 @@ class Prepared:
     token_count: int
 
 
+def counted(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def parse_summary(parsed: ParsedDocument, seconds: float) -> str:
     if parsed.qa_pairs:
-        return f"Read {len(parsed.qa_pairs)} question/answer pairs in {seconds:.2f}s."
+        what = counted(len(parsed.qa_pairs), "question/answer pair")
+        return f"Read {what} in {seconds:.2f}s."
     if parsed.page_count:
-        return f"Parsed {parsed.page_count} pages in {seconds:.2f}s."
-    return f"Parsed {len(parsed.sections)} sections in {seconds:.2f}s."
+        return f"Parsed {counted(parsed.page_count, 'page')} in {seconds:.2f}s."
+    return f"Parsed {counted(len(parsed.sections), 'section')} in {seconds:.2f}s."
 
 
 async def parse(context: IngestContext, document: Document) -> ParsedDocument:
@@ -109,7 +114,7 @@ async def prepare(context: IngestContext, document: Document, report: RunReport)
     tokens = sum(chunk.token_count for chunk in chunks)
     seconds = time.monotonic() - begun
     await report.step(
-        CHUNKED, f"Cut into {len(chunks)} chunks ({tokens} tokens) in {seconds:.2f}s."
+        CHUNKED, f"Cut into {counted(len(chunks), 'chunk')} ({tokens} tokens) in {seconds:.2f}s."
     )
 
     dataset = await Dataset.get_or_none(id=document.dataset_id)
