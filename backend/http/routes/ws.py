@@ -98,7 +98,10 @@ async def socket_over_http():
     subscribes to it), `ping`. The server sends `ready`, `subscribed`, `unsubscribed`,
     `cancelling`, `pong`, `error {code, message, task_id?}` and the task events of SSE
     with `type`, `id` and `task_id`. Delivery rules are those of the SSE stream: one
-    reader per task (409), consumed once (410), another user's task is 404.
+    reader per task (409), consumed once (410), another user's task is 404. Your
+    document status feed (as GET /api/v1/events) shares the socket: `subscribe_feed
+    {last_event_id?}` -> `feed_subscribed`, then `document.progress|done|failed|
+    cancelled` events with `type` and `id`; `unsubscribe_feed` -> `feed_unsubscribed`.
     """
     response = error_response(426, f"Upgrade required: open a WebSocket to {PATH}")
     response.headers["Upgrade"] = "websocket"
