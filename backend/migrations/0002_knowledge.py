@@ -141,8 +141,8 @@ class Migration(migrations.Migration):
                 "table": "documents",
                 "app": "models",
                 "indexes": [
-                    Index(fields=["dataset", "name"]),
-                    Index(fields=["dataset", "created_at"]),
+                    Index(fields=["dataset_id", "name"]),
+                    Index(fields=["dataset_id", "created_at"]),
                 ],
                 "pk_attr": "id",
             },

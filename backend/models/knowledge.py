@@ -94,4 +94,4 @@ class Document(Model):
 
     class Meta:
         table = "documents"
-        indexes = (("dataset", "name"), ("dataset", "created_at"))
+        indexes = (("dataset_id", "name"), ("dataset_id", "created_at"))
