@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, StringConstraints, model_validator
 
 from schemas.common import Pagination
+from schemas.events import Reference
 from schemas.ids import PublicId
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
@@ -23,6 +24,18 @@ DEFAULT_PROMPT = (
 )
 DEFAULT_OPENER = "Hi! I'm your assistant. What can I do for you?"
 DEFAULT_EMPTY_RESPONSE = "Sorry! No relevant content was found in the knowledge base!"
+# RAGFlow's default system prompt for an assistant over datasets (its SDK's since v0.23),
+# taken when an assistant is created with datasets and no prompt of its own.
+DEFAULT_KNOWLEDGE_PROMPT = (
+    "You are an intelligent assistant. Your primary function is to answer questions based "
+    "strictly on the provided knowledge base.\n\n"
+    "**Essential Rules:**\n"
+    "- Your answer must be derived **solely** from this knowledge base: `{knowledge}`.\n"
+    "- **When information is available**: Summarize the content to give a detailed answer.\n"
+    "- **When information is unavailable**: Your response must contain this exact sentence: "
+    '"The answer you are looking for is not found in the knowledge base!"\n'
+    "- **Always consider** the entire conversation history."
+)
 
 
 class OrderBy(StrEnum):
@@ -74,17 +87,25 @@ def default_variables() -> list[PromptVariable]:
 
 
 class PromptSettings(BaseModel):
-    """RAGFlow's prompt block. The retrieval fields take effect once datasets are attached."""
+    """RAGFlow's prompt block. The retrieval fields take effect once datasets are attached:
+    `top_k` candidates are fetched, those at `similarity_threshold` or above are kept and
+    the best `top_n` go into `{knowledge}` in `prompt`. `empty_response` (None or "" to
+    let the model answer anyway) is the answer when none pass, sent without calling the
+    model. `refine_multiturn` rewrites a follow-up into a standalone question for
+    retrieval (skipped for the local default model, too small to do it reliably)."""
 
     prompt: str = DEFAULT_PROMPT
     opener: str = DEFAULT_OPENER
-    empty_response: str = DEFAULT_EMPTY_RESPONSE
+    empty_response: str | None = DEFAULT_EMPTY_RESPONSE
     show_quote: bool = True
     variables: list[PromptVariable] = Field(default_factory=default_variables)
     similarity_threshold: float = Field(0.2, ge=0, le=1)
     keywords_similarity_weight: float = Field(0.7, ge=0, le=1)
-    top_n: int = Field(6, ge=1)
+    top_n: int = Field(6, ge=1, le=1024)
+    top_k: int = Field(1024, ge=1, le=8192)
     rerank_model: str = ""
+    refine_multiturn: bool = True
+    tts: bool = False
 
 
 class PromptUpdate(BaseModel):
@@ -95,8 +116,11 @@ class PromptUpdate(BaseModel):
     variables: list[PromptVariable] | None = None
     similarity_threshold: float | None = Field(None, ge=0, le=1)
     keywords_similarity_weight: float | None = Field(None, ge=0, le=1)
-    top_n: int | None = Field(None, ge=1)
+    top_n: int | None = Field(None, ge=1, le=1024)
+    top_k: int | None = Field(None, ge=1, le=8192)
     rerank_model: str | None = None
+    refine_multiturn: bool | None = None
+    tts: bool | None = None
 
 
 class PresetMessage(BaseModel):
@@ -130,19 +154,39 @@ class AssistantUpdate(BaseModel):
     public: bool | None = None
 
 
+class AssistantDataset(BaseModel):
+    """A dataset an assistant answers from, as its list entry names it."""
+
+    id: str
+    name: str
+    embedding_model: str
+
+
 class AssistantOut(BaseModel):
+    """RAGFlow's chat object (create, update, list and read answer the same fields)."""
+
     id: str
     name: str
     avatar: str
     description: str
+    language: str = "English"
     llm: LlmSettings
     prompt: PromptSettings
+    prompt_type: str = "simple"
+    top_k: int = Field(description="The same as prompt.top_k")
+    do_refer: str = Field(description="RAGFlow's '1'/'0' form of prompt.show_quote")
     dataset_ids: list[str]
+    datasets: list[AssistantDataset]
+    kb_names: list[str] = Field(description="The datasets' names, in dataset_ids order")
     preset_messages: list[PresetMessage]
     public: bool
     owner_id: int
+    tenant_id: str = Field(description="The owner's user id")
+    status: str = Field("1", description="RAGFlow's validity flag; always '1'")
     create_time: int = Field(description="Milliseconds since the epoch")
+    create_date: str = Field(description="RFC 1123 date, as RAGFlow")
     update_time: int = Field(description="Milliseconds since the epoch")
+    update_date: str
 
 
 class TextPart(BaseModel):
@@ -207,6 +251,9 @@ class MessageOut(BaseModel):
     id: str
     role: MessageRole
     content: list[ContentPart]
+    reference: Reference | None = Field(
+        None, description="An answer over knowledge bases: the sources it was given and cites"
+    )
     visible: bool
     prompt_tokens: int
     completion_tokens: int
@@ -253,7 +300,11 @@ class CompletionRequest(BaseModel):
 
 class CompletionAnswer(BaseModel):
     answer: str
-    reference: dict = Field(default_factory=dict)
+    reference: dict = Field(
+        default_factory=dict,
+        description="The chunks the answer cites and per-document aggregates; {} without datasets",
+    )
     audio_binary: None = None
     id: str | None = Field(description="The stored answer message's id")
     session_id: str
+    chat_id: str

@@ -41,9 +41,46 @@ class TokenEvent(BaseModel):
     delta: str
 
 
-class ReferenceEvent(BaseModel):
+class ReferenceChunk(BaseModel):
+    """One retrieved chunk as RAGFlow's answers carry it; `[ID:n]` in an answer cites
+    `chunks[n]` of its reference."""
+
+    id: str
+    content: str
+    document_id: str
+    document_name: str
+    dataset_id: str
+    image_id: str = ""
+    positions: list[list[int]] = Field(default_factory=list)
+    url: str | None = None
+    similarity: float
+    vector_similarity: float
+    term_similarity: float
+    doc_type: str = ""
+
+
+class DocumentAggregate(BaseModel):
+    """RAGFlow's `doc_aggs` entry: how many of the chunks come from one document."""
+
+    doc_name: str
+    doc_id: str
+    count: int
+
+
+class Reference(BaseModel):
+    """The sources of an answer over knowledge bases (RAGFlow's `reference`)."""
+
+    total: int = Field(0, description="Chunks that passed the similarity threshold")
+    chunks: list[ReferenceChunk] = Field(default_factory=list)
+    doc_aggs: list[DocumentAggregate] = Field(default_factory=list)
+
+
+class ReferenceEvent(Reference):
+    """Sent once retrieval is done, before the first token: the chunks given to the model
+    (in `[ID:n]` order). The answer's final reference, `doc_aggs` narrowed to the
+    documents it cites, comes with `done`."""
+
     type: Literal[EventType.REFERENCE] = EventType.REFERENCE
-    chunks: list[dict] = Field(default_factory=list)
 
 
 class UsageEvent(BaseModel):
@@ -58,6 +95,9 @@ class DoneEvent(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     cost: int
+    reference: Reference | None = Field(
+        None, description="An answer over knowledge bases: its sources, stored with the message"
+    )
 
 
 class ErrorEvent(BaseModel):

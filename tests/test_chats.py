@@ -98,8 +98,8 @@ async def test_create_rejects_datasets_unknown_model_and_duplicates(
     datasets = await client.post(
         "/api/v1/chats", json={"name": "kb", "dataset_ids": ["d1"]}, headers=owner.headers
     )
-    assert datasets.status_code == 400
-    assert "dataset_ids" in (await datasets.get_json())["message"]
+    assert datasets.status_code == 404
+    assert "Dataset 'd1' not found" in (await datasets.get_json())["message"]
 
     unknown = await client.post(
         "/api/v1/chats",
@@ -223,7 +223,7 @@ async def test_update_merges_and_validates(client: QuartClient, owner: Account) 
     datasets = await client.put(
         f"/api/v1/chats/{chat['id']}", json={"dataset_ids": ["x"]}, headers=owner.headers
     )
-    assert datasets.status_code == 400
+    assert datasets.status_code == 404
     stored = await client.get(f"/api/v1/chats/{chat['id']}", headers=owner.headers)
     assert (await stored.get_json())["data"]["llm"]["model_name"] is None
 

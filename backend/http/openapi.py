@@ -56,14 +56,26 @@ def sse_frame_schema(
     }
 
 
+def inlined(schema: Any, definitions: dict[str, Any]) -> Any:
+    """`schema` with each `$ref` to `definitions` replaced by the definition (an SSE
+    frame's `data` schema stands alone; event models are not recursive)."""
+    if isinstance(schema, list):
+        return [inlined(item, definitions) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    reference = schema.get("$ref", "")
+    if reference.startswith("#/$defs/"):
+        return inlined(definitions[reference.removeprefix("#/$defs/")], definitions)
+    return {key: inlined(value, definitions) for key, value in schema.items()}
+
+
 def task_event_schemas() -> dict[str, dict[str, Any]]:
     """Each task event's `data` by its `event` name: the event's model without `type`."""
     union = get_args(TaskEvent)[0]
     schemas = {}
     for model in get_args(union):
         schema = model.model_json_schema()
-        if "$defs" in schema:
-            raise TypeError(f"{model.__name__}: nested models cannot be inlined in an SSE frame")
+        schema = inlined(schema, schema.pop("$defs", {}))
         schema["properties"].pop("type", None)
         schema["required"] = [name for name in schema.get("required", []) if name != "type"]
         schemas[model.model_fields["type"].default.value] = schema

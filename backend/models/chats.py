@@ -53,6 +53,8 @@ class Message(Model):
     )
     role = fields.CharEnumField(Role, max_length=16)
     content = fields.JSONField(default=list)
+    # An answer over knowledge bases: its sources (schemas.events.Reference), or None.
+    reference = fields.JSONField(null=True)
     visible = fields.BooleanField(default=True)
     prompt_tokens = fields.IntField(default=0)
     completion_tokens = fields.IntField(default=0)

@@ -18,7 +18,9 @@ from tortoise.queryset import QuerySet
 from backend.errors import BadRequest, Conflict, Forbidden, NotFound
 from backend.models import Assistant, User
 from backend.providers.registry import list_models
+from backend.services.assistant_datasets import check_datasets, check_variables
 from schemas.chats import (
+    DEFAULT_KNOWLEDGE_PROMPT,
     AssistantCreate,
     AssistantUpdate,
     ListQuery,
@@ -56,14 +58,6 @@ def check_model(model_name: str | None) -> None:
         )
 
 
-def check_datasets(dataset_ids: list[str]) -> None:
-    if dataset_ids:
-        raise BadRequest(
-            "dataset_ids must be empty: knowledge bases are not available yet, "
-            "create the assistant without datasets"
-        )
-
-
 def check_publish(user: User, public: bool) -> None:
     if public and not user.is_admin:
         raise Forbidden("Only administrators can make an assistant public: set public to false")
@@ -79,7 +73,12 @@ async def check_unique_name(user: User, name: str, exclude_id: str | None = None
 
 async def create_assistant(user: User, data: AssistantCreate) -> Assistant:
     check_model(data.llm.model_name)
-    check_datasets(data.dataset_ids)
+    dataset_ids = await check_datasets(user.id, data.dataset_ids)
+    prompt = data.prompt
+    if dataset_ids and "prompt" not in prompt.model_fields_set:
+        # RAGFlow's default for an assistant over datasets: answer from {knowledge}.
+        prompt = prompt.model_copy(update={"prompt": DEFAULT_KNOWLEDGE_PROMPT})
+    check_variables(prompt.prompt, prompt.variables)
     check_publish(user, data.public)
     await check_unique_name(user, data.name)
     return await Assistant.create(
@@ -88,9 +87,9 @@ async def create_assistant(user: User, data: AssistantCreate) -> Assistant:
         avatar=data.avatar,
         description=data.description,
         llm=data.llm.model_dump(mode="json"),
-        prompt=data.prompt.model_dump(mode="json"),
+        prompt=prompt.model_dump(mode="json"),
         preset_messages=[m.model_dump() for m in data.preset_messages],
-        dataset_ids=data.dataset_ids,
+        dataset_ids=dataset_ids,
         public=data.public,
     )
 
@@ -151,9 +150,10 @@ async def update_assistant(user: User, assistant_id: str, data: AssistantUpdate)
         check_model(assistant.llm.get("model_name"))
     if data.prompt is not None:
         assistant.prompt = merged(assistant.prompt, data.prompt, PromptSettings)
+        check_variables(assistant.prompt["prompt"], assistant.prompt["variables"])
     if data.dataset_ids is not None:
-        check_datasets(data.dataset_ids)
-        assistant.dataset_ids = data.dataset_ids
+        # The owner's datasets, also when an administrator edits the assistant.
+        assistant.dataset_ids = await check_datasets(assistant.owner_id, data.dataset_ids)
     if data.preset_messages is not None:
         assistant.preset_messages = [m.model_dump() for m in data.preset_messages]
     if data.public is not None:

@@ -31,6 +31,7 @@ def message_out(message: Message) -> MessageOut:
         id=message.id,
         role=message.role,
         content=message.content,
+        reference=message.reference,
         visible=message.visible,
         prompt_tokens=message.prompt_tokens,
         completion_tokens=message.completion_tokens,
