@@ -110,6 +110,11 @@ class Settings(BaseSettings):
     elasticsearch_url: str = "http://127.0.0.1:9200"
     elasticsearch_index_prefix: str = "sluice"
 
+    # Retrieval: rerank models (backend/providers/rerank.py) and how they are used.
+    rerank_models: str = ""
+    rerank_top_n: int = Field(64, ge=1, le=1000)
+    rerank_timeout_seconds: float = Field(10.0, gt=0)
+
     # Knowledge: the ingest worker (backend/knowledge/ingestion.py) and the status feed.
     ingest_worker_max_jobs: int = Field(2, ge=1)
     ingest_document_timeout_seconds: float = Field(1800.0, gt=0)
@@ -139,6 +144,14 @@ class Settings(BaseSettings):
         from backend.providers.embeddings import check_default, parse_embedding_entries
 
         check_default(parse_embedding_entries(self.embedding_models), self.default_embedding_model)
+        return self
+
+    @model_validator(mode="after")
+    def check_rerank_models(self) -> Settings:
+        """A bad RERANK_MODELS entry stops the process at start, naming it."""
+        from backend.providers.rerank import parse_rerank_entries
+
+        parse_rerank_entries(self.rerank_models)
         return self
 
     @property
