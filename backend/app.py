@@ -31,6 +31,7 @@ from backend.http.routes import documents as documents_routes
 from backend.http.routes import events as events_routes
 from backend.http.routes import messages as messages_routes
 from backend.http.routes import parsing as parsing_routes
+from backend.http.routes import retrieval as retrieval_routes
 from backend.http.routes import swiftchat as swiftchat_routes
 from backend.http.routes import task_streams as task_streams_routes
 from backend.http.routes import tasks as tasks_routes
@@ -39,6 +40,7 @@ from backend.http.routes import ws as ws_routes
 from backend.observability import accepted_request_id, configure_logging, request_id_var
 from backend.providers.embedding_registry import close_embeddings, configure_embeddings
 from backend.providers.registry import close_registry
+from backend.providers.rerank_registry import close_rerankers, configure_rerankers
 from backend.search.stores import close_search_store, configure_search_store
 from backend.services.users import ensure_admin
 from backend.settings import Settings, get_settings
@@ -112,6 +114,7 @@ def create_app(settings: Settings | None = None) -> Quart:
         await ensure_admin(settings)
         # Datasets name embedding models of this registry; deletes remove indexed chunks.
         configure_embeddings(settings)
+        configure_rerankers(settings)
         configure_search_store(settings)
 
     @app.after_serving
@@ -120,6 +123,7 @@ def create_app(settings: Settings | None = None) -> Quart:
         await close_registry()
         await close_search_store()
         await close_embeddings()
+        await close_rerankers()
         await close_database()
 
     return app
@@ -142,6 +146,7 @@ def blueprints() -> list:
         messages_routes.blueprint,
         parsing_routes.blueprint,
         chunks_routes.blueprint,
+        retrieval_routes.blueprint,
         events_routes.blueprint,
         completions_routes.blueprint,
         uploads_routes.blueprint,
