@@ -30,6 +30,7 @@ from backend.http.routes import datasets as datasets_routes
 from backend.http.routes import documents as documents_routes
 from backend.http.routes import events as events_routes
 from backend.http.routes import messages as messages_routes
+from backend.http.routes import openai_chat as openai_chat_routes
 from backend.http.routes import parsing as parsing_routes
 from backend.http.routes import retrieval as retrieval_routes
 from backend.http.routes import swiftchat as swiftchat_routes
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None) -> Quart:
     app = Quart("sluice")
     # Bodies are bounded per route by BodyLimits and decoded by SluiceRequest.
     app.request_class = SluiceRequest
+    # Streamed bodies (document uploads) are read only as fast as the route takes them.
     app.asgi_http_class = FlowControlledConnection
     app.config.update(
         SETTINGS=settings,
@@ -149,6 +151,7 @@ def blueprints() -> list:
         retrieval_routes.blueprint,
         events_routes.blueprint,
         completions_routes.blueprint,
+        openai_chat_routes.blueprint,
         uploads_routes.blueprint,
         app_versions_routes.blueprint,
         swiftchat_routes.blueprint,

@@ -56,6 +56,14 @@ BODIES: dict[tuple[str, str], Any] = {
     ("DELETE", "/api/v1/chats/<id:chat_id>/sessions"): {"ids": [uuid.uuid4().hex]},
     ("POST", "/api/v1/chats/<id:chat_id>/sessions/<id:session_id>/messages"): {"content": "hi"},
     ("POST", "/api/v1/chats/<id:chat_id>/completions"): {"question": "hi", "stream": False},
+    ("POST", "/api/v1/openai/<id:chat_id>/chat/completions"): {
+        "model": "model",
+        "messages": [{"role": "user", "content": "hi"}],
+    },
+    ("POST", "/api/v1/chats_openai/<id:chat_id>/chat/completions"): {
+        "model": "model",
+        "messages": [{"role": "user", "content": "hi"}],
+    },
     ("PATCH", "/api/v1/users/<user_id:user_id>"): {"level": 0},
     ("POST", "/api/v1/users/<user_id:user_id>/credits"): {"delta": 1, "reason": "test"},
     ("PUT", "/api/v1/app-versions/<platform>"): {"version": "1.0.0"},

@@ -1,8 +1,11 @@
 """RAGFlow's `POST /api/v1/chats/{chat_id}/completions`, for existing RAGFlow clients.
 
 Streaming answers are RAGFlow's SSE lines: `data:{"code":0,"message":"","data":{"answer":
-<text so far>,"reference":{},"audio_binary":null,"id":<task id>,"session_id":...}}`, then
-`data:{"code":0,"message":"","data":true}`. A failure is a line with code 500 and
+<text so far>,"reference":{...},"audio_binary":null,"id":<task id>,"session_id":...,
+"chat_id":...}}`, then `data:{"code":0,"message":"","data":true}`. `reference` is `{}` until
+the task stream carries one (an assistant over datasets sends it before the first token,
+as a line with an empty answer); the final reference, which comes with the terminal event,
+goes out on one last line with the whole answer. A failure is a line with code 500 and
 `"answer": "**ERROR**: <reason>"`. The answer is stored in the session like any other.
 """
 
@@ -47,6 +50,7 @@ RAGFLOW_LINE = {
                         "audio_binary": {"type": "null"},
                         "id": {"type": "string"},
                         "session_id": {"type": "string"},
+                        "chat_id": {"type": "string"},
                     },
                 },
             ]
@@ -69,24 +73,29 @@ def data_line(payload: dict[str, Any]) -> bytes:
     return f"data:{json.dumps(payload, ensure_ascii=False)}\n\n".encode()
 
 
+def answer_line(answer: str, reference: dict[str, Any], ids: dict[str, str]) -> bytes:
+    data = {"answer": answer, "reference": reference, "audio_binary": None, **ids}
+    return data_line({"code": 0, "message": "", "data": data})
+
+
+def error_line(error: str) -> bytes:
+    error = f"**ERROR**: {error}"
+    return data_line({"code": 500, "message": error, "data": {"answer": error, "reference": []}})
+
+
 async def ragflow_lines(
-    steps: AsyncIterator[completions.Progress], task_id: str, session_id: str
+    steps: AsyncIterator[completions.Progress], ids: dict[str, str]
 ) -> AsyncIterator[bytes]:
+    """RAGFlow's lines for the steps of an answer; `ids` are `id`, `session_id`, `chat_id`."""
+    sent: dict[str, Any] = {}
     async for step in steps:
         if step.error is not None:
-            error = f"**ERROR**: {step.error}"
-            yield data_line(
-                {"code": 500, "message": error, "data": {"answer": error, "reference": []}}
-            )
+            yield error_line(step.error)
         elif not step.done:
-            answer = {
-                "answer": step.answer,
-                "reference": {},
-                "audio_binary": None,
-                "id": task_id,
-                "session_id": session_id,
-            }
-            yield data_line({"code": 0, "message": "", "data": answer})
+            sent = step.reference
+            yield answer_line(step.answer, step.reference, ids)
+        elif step.reference != sent:
+            yield answer_line(step.answer, step.reference, ids)
     yield data_line({"code": 0, "message": "", "data": True})
 
 
@@ -109,6 +118,14 @@ async def create_completion(chat_id: str, data: CompletionRequest):
     )
     reader = await new_task_reader(task)
     if data.stream:
-        return event_stream(ragflow_lines(completions.progress(reader), task.id, session.id))
+        ids = {"id": task.id, "session_id": session.id, "chat_id": chat_id}
+        return event_stream(ragflow_lines(completions.progress(reader), ids))
     final = await completions.final_answer(reader)
-    return ok(CompletionAnswer(answer=final.answer, id=final.message_id, session_id=session.id))
+    answer = CompletionAnswer(
+        answer=final.answer,
+        reference=final.reference,
+        id=final.message_id,
+        session_id=session.id,
+        chat_id=chat_id,
+    )
+    return ok(answer)
