@@ -93,12 +93,14 @@ class RetrievalRequest(BaseModel):
 
 class RetrievedChunk(BaseModel):
     """One chunk found, with RAGFlow's retrieval field names (`document_keyword` is the
-    document's name; `dataset_id` is what RAGFlow's SDK reads, RAGFlow's `kb_id`)."""
+    document's name; `dataset_id` is what RAGFlow's SDK reads, RAGFlow's `kb_id`).
+    `document_name` repeats the name for the SDK versions that read it instead."""
 
     id: str
     content: str
     document_id: str
     document_keyword: str = Field(description="The document's name")
+    document_name: str = Field(description="The document's name (newer RAGFlow SDKs)")
     dataset_id: str
     important_keywords: list[str]
     questions: list[str]

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
 
 from backend.models import Dataset, Document
+from backend.providers.embedding_local import LocalEmbeddingProvider
+from backend.providers.embeddings import LOCAL_EMBEDDING_MODEL_ID
 from tests.support.accounts import create_account
 from tests.support.live_server import LiveServer
+from tests.support.retrieval_corpus import indexed_dataset
 
 ragflow_sdk = pytest.importorskip("ragflow_sdk")
 
@@ -59,3 +63,62 @@ async def test_the_ragflow_sdk_manages_datasets_and_documents(
     rag = ragflow_sdk.RAGFlow(api_key=account.access_token, base_url=live_processes.base_url)
     await asyncio.to_thread(rag.delete_datasets, ids=[dataset.id])
     assert not await Dataset.filter(id=dataset.id).exists()
+
+
+def ragflow_retrieve(base_url: str, token: str, dataset_id: str, document_id: str) -> dict:
+    """RAGFlow's `rag.retrieve(...)` as its users call it (blocking)."""
+    rag = ragflow_sdk.RAGFlow(api_key=token, base_url=base_url)
+    found = rag.retrieve(dataset_ids=[dataset_id], question="How deep is Lake Baikal?")
+    narrowed = rag.retrieve(
+        dataset_ids=[dataset_id],
+        document_ids=[document_id],
+        question="lake",
+        page_size=1,
+        similarity_threshold=0.0,
+        keyword=True,
+    )
+    try:
+        rag.retrieve(dataset_ids=["0" * 32], question="lake")
+    except Exception as error:  # the SDK raises a bare Exception with the message
+        refused = str(error)
+    return {"found": found, "narrowed": narrowed, "refused": refused}
+
+
+async def test_the_ragflow_sdk_retrieves_chunks(live_processes: LiveServer) -> None:
+    """The default local embedding model embeds the chunks here and the question in the
+    web process, as a deployment with nothing configured would."""
+    account = await create_account(live_processes.settings, password=False)
+    local = LocalEmbeddingProvider(LOCAL_EMBEDDING_MODEL_ID)
+    texts = {
+        "baikal.txt": [
+            "Lake Baikal in Siberia is the deepest lake on Earth, 1,642 metres deep.",
+            "Baikal holds about a fifth of the world's unfrozen fresh water.",
+        ],
+        "bread.txt": ["Sourdough bread rises slowly because wild yeast ferments the dough."],
+    }
+    async with httpx.AsyncClient(
+        base_url=live_processes.base_url, headers=account.headers, timeout=30
+    ) as http:
+        corpus = await indexed_dataset(
+            http,
+            live_processes.settings.search_db_file,
+            account.id,
+            texts,
+            embed=local.embed_documents,
+        )
+    baikal = corpus.documents["baikal.txt"]
+    seen = await asyncio.to_thread(
+        ragflow_retrieve, live_processes.base_url, account.access_token, corpus.dataset_id, baikal
+    )
+    found = seen["found"]
+    assert found[0].content == texts["baikal.txt"][0]
+    assert (found[0].document_id, found[0].dataset_id) == (baikal, corpus.dataset_id)
+    assert found[0].document_name == "baikal.txt"
+    assert found[0].vector_similarity > 0.8 and 0 < found[0].term_similarity <= 1
+    assert all(chunk.similarity >= 0.2 for chunk in found)
+    # e5's cosines between unrelated texts are high (about 0.8), so the bread chunk may
+    # pass the threshold, but it ranks below both lake chunks.
+    assert [chunk.content for chunk in found][:2] == texts["baikal.txt"]
+    narrowed = seen["narrowed"]
+    assert len(narrowed) == 1 and narrowed[0].document_id == baikal
+    assert "not found" in seen["refused"]

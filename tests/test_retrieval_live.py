@@ -120,6 +120,7 @@ async def test_chunks_come_back_fused_and_ranked_in_ragflows_shape(
     assert first["id"] == lakes.chunks[first["content"]]
     assert first["document_id"] == lakes.documents["lakes.txt"]
     assert (first["document_keyword"], first["dataset_id"]) == ("lakes.txt", lakes.dataset_id)
+    assert first["document_name"] == "lakes.txt"
     assert (first["important_keywords"], first["positions"]) == (["kw"], [[1, 0, 10, 0, 10]])
     assert first["highlight"] is None
     similarities = [chunk["similarity"] for chunk in found["chunks"]]
@@ -149,6 +150,13 @@ async def test_doc_aggs_count_every_chunk_found_per_document(
     assert [a["count"] for a in aggs] == sorted(counted.values(), reverse=True)
     names = {a["doc_id"]: a["doc_name"] for a in aggs}
     assert names[lakes.documents["lakes.txt"]] == "lakes.txt"
+    # A document renamed after indexing is shown by its new name.
+    lakes_id = lakes.documents["lakes.txt"]
+    path = f"/api/v1/datasets/{lakes.dataset_id}/documents/{lakes_id}"
+    assert (await client.put(path, json={"name": "renamed.txt"})).status_code == 200
+    again = await search(client, question="deepest", dataset_ids=[lakes.dataset_id])
+    assert again["chunks"][0]["document_keyword"] == "renamed.txt"
+    assert again["doc_aggs"][0] == {"doc_name": "renamed.txt", "doc_id": lakes_id, "count": 1}
 
 
 async def test_the_threshold_applies_to_the_fused_similarity(

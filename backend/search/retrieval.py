@@ -157,6 +157,7 @@ def retrieved(
         content=record.content,
         document_id=record.document_id,
         document_keyword=names.get(record.document_id, record.document_name),
+        document_name=names.get(record.document_id, record.document_name),
         dataset_id=record.dataset_id,
         important_keywords=list(record.important_keywords),
         questions=list(record.questions),

@@ -5,8 +5,9 @@ the corpus it reasons about, in milliseconds)."""
 
 from __future__ import annotations
 
+import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +20,8 @@ from backend.search.store import ChunkRecord
 from tests.support.fake_embeddings import fake_vector
 from tests.support.knowledge import MULTIPART, multipart
 
-Embed = Callable[[list[str]], np.ndarray | None]
+# Vectors for a document's chunk texts (None: not embedded), or an awaitable of them.
+Embed = Callable[[list[str]], np.ndarray | Awaitable[np.ndarray] | None]
 
 
 def fake_embed(texts: list[str]) -> np.ndarray:
@@ -63,6 +65,8 @@ async def indexed_dataset(
         for doc_name, texts in documents.items():
             document_id = corpus.documents[doc_name]
             vectors = embed(texts) if texts else None
+            if inspect.isawaitable(vectors):
+                vectors = await vectors
             records = []
             for index, text in enumerate(texts):
                 chunk_id = stable_id(document_id, str(index), text)
