@@ -246,6 +246,8 @@ async def test_malformed_ids_in_bodies_and_filters_are_422(
         ),
         ("POST", messages, {"content": [{"type": "image", "upload_id": bad}]}),
         ("POST", f"/api/v1/chats/{chat}/completions", {"question": "hi", "session_id": bad}),
+        ("POST", "/api/v1/retrieval", {"question": "q", "dataset_ids": [bad]}),
+        ("POST", "/api/v1/retrieval", {"question": "q", "document_ids": [bad]}),
     ]
     for method, path, body in requests:
         response = await call(client, method, path, user, body)
