@@ -32,6 +32,7 @@ from backend.http.routes import events as events_routes
 from backend.http.routes import messages as messages_routes
 from backend.http.routes import openai_chat as openai_chat_routes
 from backend.http.routes import parsing as parsing_routes
+from backend.http.routes import ragflow_ws as ragflow_ws_routes
 from backend.http.routes import retrieval as retrieval_routes
 from backend.http.routes import swiftchat as swiftchat_routes
 from backend.http.routes import task_streams as task_streams_routes
@@ -157,6 +158,7 @@ def blueprints() -> list:
         swiftchat_routes.blueprint,
         tasks_routes.blueprint,
         ws_routes.blueprint,
+        ragflow_ws_routes.blueprint,
     ]
 
 

@@ -1,0 +1,128 @@
+"""RAGFlow's WebSocket chat protocol at `/v1/ws/chat`, for clients written for RAGFlow
+(WeChat mini-programs among them), served over the same chat tasks and streams.
+
+Authenticate with `Authorization: Bearer <token>` (or the bare token) or `?token=`; a
+missing or bad token closes the socket with 1008. Each message `{"type":"chat","chat_id",
+"question","session_id"?}` asks the assistant (a new session when none is given) and is
+answered with RAGFlow's frames `{"code":0,"message":"","data":{"answer","reference","id",
+"session_id","chat_id"}}`, one per token with the new text (the clients of RAGFlow's
+documentation append `answer`), a frame with an empty answer when the task stream
+carries a reference (before the first token; again with the final reference), then
+`{"code":0,"message":"","data":true}`. A refused or failed question gets `{"code":<status>,
+"message":...,"data":{"answer":"**ERROR**: ...","reference":[]}}` and the connection
+carries on. Questions on one socket are answered one after the other. An answer whose
+client leaves is still generated and stored in its session, as over HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import aclosing
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
+from quart import Blueprint, Response, current_app, websocket
+from quart_cors import cors_exempt
+
+from backend.errors import ApiError
+from backend.http.browser_origins import browser_origin_allowed
+from backend.http.error_handlers import describe_validation_error
+from backend.http.json_bodies import decode_json
+from backend.http.responses import error_response
+from backend.models import User
+from backend.services import completions
+from backend.services.authentication import authenticate
+from backend.settings import Settings
+from backend.streams.delivery import open_new_task_reader
+from backend.streams.hub import hub_for
+from schemas.chats import CompletionRequest
+from schemas.ids import PublicId
+
+blueprint = Blueprint("ragflow_ws", __name__)
+
+PATH = "/v1/ws/chat"
+CLOSE_POLICY_VIOLATION = 1008
+
+
+class ChatMessage(BaseModel):
+    type: Literal["chat"]
+    chat_id: PublicId
+    question: str = Field(min_length=1)
+    session_id: PublicId | None = None
+    stream: bool = True
+
+
+def frame(code: int, message: str, data: Any) -> str:
+    return json.dumps({"code": code, "message": message, "data": data}, ensure_ascii=False)
+
+
+def error_frame(status: int, message: str) -> str:
+    return frame(status, message, {"answer": f"**ERROR**: {message}", "reference": []})
+
+
+def socket_token() -> str:
+    scheme, _, rest = websocket.headers.get("Authorization", "").strip().partition(" ")
+    if scheme.lower() == "bearer":
+        return rest.strip()
+    return scheme or websocket.args.get("token", "")
+
+
+async def socket_user(settings: Settings) -> User | None:
+    token = socket_token()
+    if not token:
+        return None
+    try:
+        return await authenticate(token, settings)
+    except ApiError:
+        return None
+
+
+def parse(raw: str | bytes) -> ChatMessage:
+    try:
+        return ChatMessage.model_validate(decode_json(raw))
+    except ValidationError as error:
+        raise ApiError(describe_validation_error(error), status=422) from error
+
+
+async def answer(user: User, message: ChatMessage) -> None:
+    """Ask, then relay the task's events as RAGFlow's frames."""
+    app = current_app._get_current_object()
+    redis, settings = app.config["REDIS"], app.config["SETTINGS"]
+    request = CompletionRequest(question=message.question, session_id=message.session_id)
+    session, task = await completions.ask(
+        user, message.chat_id, request, redis=redis, settings=settings
+    )
+    reader = await open_new_task_reader(task, redis=redis, hub=hub_for(app), settings=settings)
+    ids = {"id": task.id, "session_id": session.id, "chat_id": message.chat_id}
+    sent: dict[str, Any] = {}
+    async with aclosing(completions.progress(reader)) as steps:
+        async for step in steps:
+            if step.error is not None:
+                await websocket.send(error_frame(500, step.error))
+            elif step.delta or step.reference != sent:
+                sent = step.reference
+                data = {"answer": step.delta, "reference": step.reference, **ids}
+                await websocket.send(frame(0, "", data))
+    await websocket.send(frame(0, "", True))
+
+
+@blueprint.websocket(PATH)
+@cors_exempt  # apps and mini-programs send no Origin; browsers are checked below
+async def ragflow_chat() -> Response | None:
+    settings: Settings = current_app.config["SETTINGS"]
+    origin = websocket.headers.get("Origin")
+    if not browser_origin_allowed(origin, websocket.headers.get("Host"), settings.cors_origins):
+        return error_response(
+            403, f"Origin '{origin[:100]}' may not open this WebSocket: add it to CORS_ORIGINS"
+        )
+    await websocket.accept()
+    user = await socket_user(settings)
+    if user is None:
+        await websocket.close(CLOSE_POLICY_VIOLATION, "Authentication failed: pass a valid token")
+        return None
+    while True:
+        raw = await websocket.receive()
+        try:
+            await answer(user, parse(raw))
+        except ApiError as error:
+            await websocket.send(error_frame(error.status, error.message))
