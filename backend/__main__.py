@@ -1,4 +1,4 @@
-"""Operator commands: `python -m backend migrate | create-admin`."""
+"""Operator commands: `python -m backend migrate | create-admin | reindex --to elasticsearch`."""
 
 from __future__ import annotations
 
@@ -32,6 +32,39 @@ async def run_create_admin(username: str, password: str) -> None:
         await close_database()
 
 
+async def run_reindex(concurrency: int) -> None:
+    """Copy the embedded store's chunks to the Elasticsearch at ELASTICSEARCH_URL (see
+    backend/search/reindex.py); the embedded store is left as it was."""
+    from backend.search.elasticsearch_store import ElasticsearchSearchStore
+    from backend.search.embedded import EmbeddedSearchStore
+    from backend.search.reindex import reindex
+
+    settings = get_settings()
+    if not settings.search_db_file.exists():
+        raise SystemExit(f"no embedded search store at {settings.search_db_file}: nothing to move")
+    source = EmbeddedSearchStore(settings.search_db_file)
+    target = ElasticsearchSearchStore(
+        settings.elasticsearch_url, prefix=settings.elasticsearch_index_prefix
+    )
+
+    def progress(done: int, total: int, chunks: int) -> None:
+        if done == total or done % 100 == 0:
+            print(f"  {done}/{total} documents, {chunks} chunks", flush=True)
+
+    try:
+        print(
+            f"reindexing {settings.search_db_file} into {settings.elasticsearch_url} "
+            f"(indices {settings.elasticsearch_index_prefix}-*)",
+            flush=True,
+        )
+        report = await reindex(source, target, concurrency=concurrency, progress=progress)
+    finally:
+        await source.close()
+        await target.close()
+    print(report.summary())
+    print("now set SEARCH_STORE=elasticsearch and restart the web process and the workers")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m backend")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -39,9 +72,16 @@ def main() -> None:
     admin = commands.add_parser("create-admin", help="create an administrator account")
     admin.add_argument("--username", default=os.environ.get("ADMIN_USERNAME") or None)
     admin.add_argument("--password", default=os.environ.get("ADMIN_PASSWORD") or None)
+    move = commands.add_parser(
+        "reindex", help="copy the embedded store's chunks to Elasticsearch (re-runnable)"
+    )
+    move.add_argument("--to", choices=["elasticsearch"], required=True)
+    move.add_argument("--concurrency", type=int, default=4, help="documents moved at once")
     args = parser.parse_args()
     if args.command == "migrate":
         asyncio.run(run_migrate())
+    elif args.command == "reindex":
+        asyncio.run(run_reindex(args.concurrency))
     else:
         username = args.username or input("username: ")
         password = args.password or getpass.getpass("password: ")

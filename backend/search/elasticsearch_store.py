@@ -30,6 +30,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -55,6 +56,7 @@ class ElasticsearchSearchStore(ElasticsearchWrites):
         self.pattern = f"{prefix}-chunks-*"
         self.ready: set[str] = set()
         self.opened = False
+        self.open_lock = asyncio.Lock()
 
     async def open(self) -> None:
         await self.create_index(self.live_index, mappings=q.live_mapping())

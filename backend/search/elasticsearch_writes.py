@@ -12,6 +12,7 @@ so a search sees all the old chunks or all the new. `ElasticsearchWrites` is a m
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import functools
@@ -33,12 +34,16 @@ DELETE_PAGE = 1000
 
 
 def opened(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
-    """Open the store (create the live index) on first use, as the embedded store does."""
+    """Open the store (create the live index) on first use, as the embedded store does;
+    once, however many calls arrive together (a second opener would find the index
+    created but its shard maybe not yet started, and fail reading it)."""
 
     @functools.wraps(method)
     async def wrapper(self: Any, *args: Any, **kwargs: Any) -> T:
         if not self.opened:
-            await self.open()
+            async with self.open_lock:
+                if not self.opened:
+                    await self.open()
         return await method(self, *args, **kwargs)
 
     return wrapper
@@ -51,6 +56,7 @@ class ElasticsearchWrites:
     pattern: str
     ready: set[str]
     opened: bool
+    open_lock: asyncio.Lock
 
     async def open(self) -> None:
         raise NotImplementedError
@@ -67,6 +73,9 @@ class ElasticsearchWrites:
         except BadRequestError as exc:
             if exc.error != "resource_already_exists_exception":
                 raise
+            # Created a moment ago by another task or process: its primary shard may not
+            # be started yet, and a read of it would fail with 503 until it is.
+            await self.client.cluster.health(index=name, wait_for_status="yellow")
         self.ready.add(name)
 
     async def ensure_chunk_index(self, dimension: int) -> str:
@@ -103,14 +112,20 @@ class ElasticsearchWrites:
                 continue
 
     async def index_records(
-        self, records: Sequence[ChunkRecord], generations: dict[str, str]
+        self,
+        records: Sequence[ChunkRecord],
+        generations: dict[str, str],
+        order: Sequence[int] | None = None,
     ) -> None:
-        """Bulk-index `records`, each under its document's generation, refreshed."""
+        """Bulk-index `records`, each under its document's generation, refreshed. `order`
+        gives each record's `seq` (document order, and the tie-break of equal scores);
+        by default the time of indexing, so later chunks sort after earlier ones."""
         base = time.time_ns()
         actions = []
         for offset, record in enumerate(records):
             generation = generations[record.document_id]
-            source = source_of(record, generation, base + offset)
+            seq = base + offset if order is None else order[offset]
+            source = source_of(record, generation, seq)
             actions.append(
                 {
                     "_index": await self.ensure_chunk_index(source["dimension"]),
@@ -175,13 +190,21 @@ class ElasticsearchWrites:
 
     # -- writes --------------------------------------------------------------------------
     @opened
-    async def replace_document(self, document_id: str, records: Sequence[ChunkRecord]) -> None:
+    async def replace_document(
+        self,
+        document_id: str,
+        records: Sequence[ChunkRecord],
+        *,
+        order: Sequence[int] | None = None,
+    ) -> None:
+        """The protocol's atomic replace; `order` as in `index_records` (the reindex
+        passes the embedded store's row ids, so equal scores break ties as they did)."""
         strangers = {r.document_id for r in records} - {document_id}
         if strangers:
             raise ValueError(f"replace_document({document_id}) got chunks of {strangers}")
         generation = uuid.uuid4().hex
         await self.set_hidden([generation], [])
-        await self.index_records(records, {document_id: generation})
+        await self.index_records(records, {document_id: generation}, order)
         response = await self.client.search(
             index=self.pattern,
             **q.generations_body(document_id, self.live_index, generation),
