@@ -65,8 +65,10 @@ def fit(
     newest: list[ChatMessage],
     spec: ModelSpec,
     max_output: int,
+    reserved: int = 0,
 ) -> list[ChatMessage]:
-    """`head` + the most recent suffix of `history` that fits + `newest`.
+    """`head` + the most recent suffix of `history` that fits + `newest`, leaving
+    `reserved` tokens free for history (retrieved knowledge goes there).
 
     Raises 413 when `head` and `newest` alone do not fit.
     """
@@ -83,7 +85,7 @@ def fit(
     kept: list[ChatMessage] = []
     for message in reversed(history):
         cost = message_cost(message)
-        if used + cost > budget:
+        if used + cost > budget - reserved:
             break
         kept.append(message)
         used += cost
@@ -91,10 +93,12 @@ def fit(
     return head + kept + newest
 
 
-def system_text(assistant: Assistant) -> str:
-    """The prompt, with `{knowledge}` empty until datasets exist, plus system presets."""
+def system_text(assistant: Assistant, knowledge_slot: str = "") -> str:
+    """The prompt plus system presets. `{knowledge}` is replaced by `knowledge_slot`: empty
+    for a plain assistant; for one over datasets, the instructions the chat worker fills
+    with retrieved chunks (backend/services/knowledge_turns.py)."""
     prompt = str((assistant.prompt or {}).get("prompt") or "")
-    pieces = [prompt.replace(KNOWLEDGE_VARIABLE, "").strip()]
+    pieces = [prompt.replace(KNOWLEDGE_VARIABLE, knowledge_slot).strip()]
     pieces += [
         preset["content"]
         for preset in assistant.preset_messages or []
@@ -103,9 +107,9 @@ def system_text(assistant: Assistant) -> str:
     return "\n\n".join(piece for piece in pieces if piece)
 
 
-def preamble(assistant: Assistant) -> list[ChatMessage]:
+def preamble(assistant: Assistant, knowledge_slot: str = "") -> list[ChatMessage]:
     head = []
-    system = system_text(assistant)
+    system = system_text(assistant, knowledge_slot)
     if system:
         head.append(ChatMessage(role="system", content=system))
     head += [
@@ -191,11 +195,14 @@ async def build_context(
     spec: ModelSpec,
     *,
     new_parts: list[dict[str, Any]] | None = None,
+    knowledge_slot: str = "",
+    reserved: int = 0,
 ) -> list[ChatMessage]:
     """The messages to send for the next answer in `session`.
 
     `new_parts` is the user's new message when it is not stored yet; without it the
-    newest stored message is the one being answered.
+    newest stored message is the one being answered. `knowledge_slot` goes where the
+    prompt says `{knowledge}`; `reserved` tokens are kept free of history for it.
     """
     vision = Capability.VISION in spec.capabilities
     max_output = output_tokens(assistant.llm or {}, spec)
@@ -204,4 +211,4 @@ async def build_context(
         newest = [await to_chat_message("user", new_parts, vision, session.user_id)]
     else:
         newest, history = history[-1:], history[:-1]
-    return fit(preamble(assistant), history, newest, spec, max_output)
+    return fit(preamble(assistant, knowledge_slot), history, newest, spec, max_output, reserved)

@@ -30,7 +30,7 @@ from backend.services import credits
 from backend.services.pricing import price
 from backend.settings import Settings
 from backend.streams.task_stream import TaskStream
-from schemas.events import CancelledEvent, DoneEvent, ErrorEvent, UsageEvent
+from schemas.events import CancelledEvent, DoneEvent, ErrorEvent, Reference, UsageEvent
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,9 @@ class Answer:
     text: str
     prompt_tokens: int
     completion_tokens: int
+    # An answer over knowledge bases: its sources (schemas.events.Reference), stored with
+    # the message and sent with `done`; None otherwise (or with show_quote off).
+    reference: Reference | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,7 @@ async def _end(
                 session_id=task.session_id,
                 role=Role.ASSISTANT,
                 content=[{"type": "text", "text": answer.text}],
+                reference=answer.reference.model_dump(mode="json") if answer.reference else None,
                 prompt_tokens=answer.prompt_tokens,
                 completion_tokens=answer.completion_tokens,
                 task_id=task.id,
@@ -112,6 +116,7 @@ async def succeed(
                 prompt_tokens=answer.prompt_tokens,
                 completion_tokens=answer.completion_tokens,
                 cost=ended.charged,
+                reference=answer.reference,
             )
         ),
     )

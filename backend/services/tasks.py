@@ -22,7 +22,7 @@ from backend.models.tasks import TaskState
 from backend.providers.base import Capability, ChatMessage, ModelSpec, SamplingParams
 from backend.providers.registry import default_model, get_model
 from backend.providers.tokens import count_message_tokens
-from backend.services import credits, task_outcomes
+from backend.services import credits, knowledge_turns, task_outcomes
 from backend.services.assistants import can_chat_with
 from backend.services.context import build_context, output_tokens
 from backend.services.pricing import price
@@ -67,9 +67,13 @@ async def start(
     user_parts: list[dict[str, Any]] | None,
     redis: ArqRedis,
     settings: Settings,
+    knowledge: dict[str, Any] | None = None,
+    knowledge_tokens: tuple[int, int] = (0, 0),
 ) -> Task:
     """Price, then reserve and record in one transaction (a refused reservation records
-    nothing; a failed record holds nothing), then enqueue."""
+    nothing; a failed record holds nothing), then enqueue. `knowledge` is the plan of a
+    turn over knowledge bases; `knowledge_tokens` the (prompt, completion) tokens it may
+    add, reserved with the rest."""
     prompt_tokens = count_message_tokens(messages)
     max_tokens = params.max_tokens or spec.max_output
     task_id = new_id()
@@ -78,10 +82,14 @@ async def start(
         "params": {k: v for k, v in vars(params).items() if v is not None},
         "prompt_tokens": prompt_tokens,
     }
+    if knowledge is not None:
+        request["knowledge"] = knowledge
+    held_prompt = prompt_tokens + knowledge_tokens[0]
+    held_output = max_tokens + knowledge_tokens[1]
 
     async def record() -> Task:
         reservation_id = await credits.hold(
-            user.id, price(spec, prompt_tokens, max_tokens), task_id=task_id
+            user.id, price(spec, held_prompt, held_output), task_id=task_id
         )
         user_message_id = None
         if session is not None and user_parts is not None:
@@ -151,7 +159,13 @@ async def create_task(
     if has_images(parts):
         require_vision(spec)
     parts = await authorize_parts(user, parts)
-    messages = await build_context(session, assistant, spec, new_parts=parts)
+    knowledge, knowledge_tokens = None, (0, 0)
+    if assistant.dataset_ids:
+        messages, knowledge, knowledge_tokens = await knowledge_turns.prepare(
+            session, assistant, spec, parts
+        )
+    else:
+        messages = await build_context(session, assistant, spec, new_parts=parts)
     return await start(
         user,
         spec=spec,
@@ -161,6 +175,8 @@ async def create_task(
         user_parts=parts,
         redis=redis,
         settings=settings,
+        knowledge=knowledge,
+        knowledge_tokens=knowledge_tokens,
     )
 
 

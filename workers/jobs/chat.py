@@ -8,6 +8,7 @@ from typing import Any
 from tortoise import timezone
 from tortoise.expressions import F
 
+from backend.errors import ApiError
 from backend.models import Task
 from backend.models.tasks import TaskState
 from backend.providers.base import ChatMessage, ChatRequest, ProviderError, SamplingParams
@@ -18,13 +19,16 @@ from backend.services.task_outcomes import Answer
 from backend.services.upload_access import inline_uploads
 from backend.settings import Settings
 from backend.streams.task_stream import TaskStream
-from schemas.events import QueuedEvent, TokenEvent
+from schemas.events import QueuedEvent, ReferenceEvent, TokenEvent
+from workers.jobs import knowledge
+from workers.jobs.knowledge import KnowledgeTurn
 from workers.jobs.relay import Ending, Relay
 from workers.jobs.watch import Watch
 
 log = logging.getLogger("sluice.worker.chat")
 
 INTERNAL_ERROR = "internal_error"
+RETRIEVAL_FAILED = "retrieval_failed"
 
 
 def watch_of(ctx: dict[str, Any]) -> Watch:
@@ -60,15 +64,54 @@ async def chat_request(task: Task) -> ChatRequest:
     )
 
 
+def with_knowledge(answer: Answer, turn: KnowledgeTurn, usage: Any, plan: dict) -> Answer:
+    """The answer's charge with the retrieved context and the rewrite call counted, and
+    its final reference (unless the assistant hides quotes)."""
+    prompt_tokens = answer.prompt_tokens if usage else turn.prompt_tokens
+    return Answer(
+        text=answer.text,
+        prompt_tokens=prompt_tokens + turn.rewrite_usage.prompt_tokens,
+        completion_tokens=answer.completion_tokens + turn.rewrite_usage.completion_tokens,
+        reference=knowledge.cited(turn.reference, answer.text) if plan["show_quote"] else None,
+    )
+
+
+async def answer_without_model(
+    task: Task, turn: KnowledgeTurn, plan: dict, redis: Any, settings: Settings
+) -> str:
+    """Nothing relevant was found: the assistant's `empty_response` is the answer, and
+    nothing is generated or charged for generation (only a rewrite call, if one ran)."""
+    text = turn.empty_answer or ""
+    await TaskStream.for_task(redis, settings, task.id).append(TokenEvent(delta=text))
+    answer = Answer(
+        text=text,
+        prompt_tokens=turn.rewrite_usage.prompt_tokens,
+        completion_tokens=turn.rewrite_usage.completion_tokens,
+        reference=turn.reference if plan["show_quote"] else None,
+    )
+    await task_outcomes.succeed(task, get_model(task.model), answer, redis=redis, settings=settings)
+    return "succeeded"
+
+
 async def generate_answer(ctx: dict[str, Any], task_id: str) -> str:
     settings: Settings = ctx["settings"]
     redis = ctx["redis"]
     task = await claim(task_id)
     if task is None:
         return "skipped: task is not queued"
+    turn: KnowledgeTurn | None = None
     try:
         request = await chat_request(task)
         stream = TaskStream.for_task(redis, settings, task_id, ctx.get("event_writer"))
+        plan = task.request.get("knowledge")
+        if plan is not None:
+            turn = await knowledge.prepare(request, plan)
+            request = turn.request
+            if plan["show_quote"]:
+                # Sources first: a client shows them before (and while) the answer streams.
+                await stream.append(ReferenceEvent(**turn.reference.model_dump()))
+            if turn.empty_answer is not None:
+                return await answer_without_model(task, turn, plan, redis, settings)
 
         async def send(text: str) -> None:
             await stream.append(TokenEvent(delta=text))
@@ -84,6 +127,18 @@ async def generate_answer(ctx: dict[str, Any], task_id: str) -> str:
         )
         async with watch_of(ctx).track(task_id, relay.cancel):
             relayed = await relay.run()
+    except (ApiError, ProviderError) as error:
+        # Retrieval refused or failed (a dataset's embedding model unreachable, a reranker
+        # not configured any more) or the rewrite call failed: the reason, not a crash.
+        await task_outcomes.fail(
+            task,
+            str(error.code) if isinstance(error, ProviderError) else RETRIEVAL_FAILED,
+            f"Searching the knowledge bases failed: {error.message}",
+            expected=TaskState.RUNNING,
+            redis=redis,
+            settings=settings,
+        )
+        return "failed"
     except Exception:
         log.exception("generation crashed", extra={"task_id": task_id})
         await task_outcomes.fail(
@@ -115,6 +170,8 @@ async def generate_answer(ctx: dict[str, Any], task_id: str) -> str:
         prompt_tokens=usage.prompt_tokens if usage else task.request.get("prompt_tokens", 0),
         completion_tokens=usage.completion_tokens if usage else count_tokens(relayed.answer),
     )
+    if turn is not None:
+        answer = with_knowledge(answer, turn, usage, task.request["knowledge"])
     if relayed.ending is Ending.CANCELLED:
         await task_outcomes.cancel(
             task,

@@ -1,0 +1,224 @@
+"""Answering over knowledge bases end to end, over real sockets: Hypercorn, an ingest
+worker (fake embedding upstream), a chat worker and the fake OpenAI upstream.
+
+Upload → parse → an assistant over the dataset → a question answered only by the
+document: the `reference` event naming it arrives before the first token, the knowledge
+reaches the model, the final reference is stored with the message, and credits are
+reserved and settled with the context counted. A question nothing matches is answered
+with `empty_response` and no model call.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from quart import Quart
+
+from backend.models import CreditReservation, Message, Task
+from backend.providers.base import ModelSpec
+from backend.services.pricing import price
+from backend.settings import Settings
+from tests.support.accounts import Account, create_account
+from tests.support.fake_openai import FakeOpenAIServer, fake_openai_server
+from tests.support.ingest_stack import IngestStack, ingest_stack, wait_for_run
+from tests.support.knowledge import MULTIPART, multipart
+from tests.support.ledger import assert_ledger_balanced, balance_of
+from tests.support.live_server import start_chat_worker
+from tests.support.sse_client import Frame, events
+
+MODEL = "rag-echo"
+PROMPT_PRICE, COMPLETION_PRICE = 10, 20
+FACT = "The Zorblat gizmo is painted ultramarine and weighs seven kilograms."
+OTHER = "Lakes freeze in winter; herons fish along the reeds at dawn."
+EMPTY = "Nothing about that in my documents."
+
+
+def model_entries(base_url: str) -> str:
+    """An echoing model (it repeats the question), priced so charges are visible."""
+    entry = {
+        "id": MODEL,
+        "provider": "openai",
+        "upstream": "echo",
+        "base_url": base_url,
+        "context_window": 4096,
+        "max_output": 256,
+        "prompt_price": PROMPT_PRICE,
+        "completion_price": COMPLETION_PRICE,
+    }
+    return json.dumps([entry])
+
+
+@pytest.fixture(scope="module")
+async def upstream() -> AsyncIterator[FakeOpenAIServer]:
+    async with fake_openai_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+async def stack(
+    app: Quart,
+    settings: Settings,
+    upstream: FakeOpenAIServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[IngestStack]:
+    async with ingest_stack(
+        settings,
+        tmp_path_factory.mktemp("rag-chat-live"),
+        models=model_entries(upstream.base_url),
+        default_model=MODEL,
+        openai_api_key="test-key",
+        provider_max_retries=0,
+    ) as running:
+        running.workers.append(await start_chat_worker(running.settings, running.log_dir))
+        yield running
+
+
+@pytest.fixture
+async def account(stack: IngestStack) -> Account:
+    return await create_account(stack.settings, credits=10_000, password=False)
+
+
+@pytest.fixture
+async def client(stack: IngestStack, account: Account) -> AsyncIterator[httpx.AsyncClient]:
+    async with stack.client(account) as http:
+        yield http
+
+
+async def parsed_dataset(client: httpx.AsyncClient) -> tuple[str, str]:
+    """A dataset with two parsed documents: (dataset id, id of the one holding FACT)."""
+    created = await client.post("/api/v1/datasets", json={"name": "gizmos"})
+    dataset_id = created.json()["data"]["id"]
+    uploaded = await client.post(
+        f"/api/v1/datasets/{dataset_id}/documents",
+        content=multipart([("zorblat.txt", FACT.encode()), ("lakes.txt", OTHER.encode())]),
+        headers={"Content-Type": MULTIPART},
+    )
+    ids = [d["id"] for d in uploaded.json()["data"]]
+    await client.post(f"/api/v1/datasets/{dataset_id}/chunks", json={"document_ids": ids})
+    for document_id in ids:
+        assert (await wait_for_run(client, dataset_id, document_id))["run"] == "DONE"
+    return dataset_id, ids[0]
+
+
+async def assistant_session(client: httpx.AsyncClient, dataset_id: str, **prompt: Any) -> str:
+    body = {
+        "name": f"kb-{len(prompt)}-{id(prompt)}",
+        "dataset_ids": [dataset_id],
+        "llm": {"model_name": MODEL},
+        "prompt": {"empty_response": EMPTY, "similarity_threshold": 0.3, **prompt},
+    }
+    chat = await client.post("/api/v1/chats", json=body)
+    assert chat.status_code == 201, chat.text
+    chat_id = chat.json()["data"]["id"]
+    session = await client.post(f"/api/v1/chats/{chat_id}/sessions", json={"name": "s"})
+    return session.json()["data"]["id"]
+
+
+async def ask(client: httpx.AsyncClient, session_id: str, question: str) -> list[Frame]:
+    body = {"session_id": session_id, "question": question, "stream": True}
+    received = []
+    async with client.stream("POST", "/api/v1/tasks", json=body) as response:
+        assert response.status_code == 200, await response.aread()
+        async for frame in events(response):
+            received.append(frame)
+            if frame.terminal:
+                break
+    return received
+
+
+def chat_requests(upstream: FakeOpenAIServer) -> list[dict[str, Any]]:
+    return [r.json() for r in upstream.stats.requests if r.path == "/v1/chat/completions"]
+
+
+async def test_an_answer_streams_after_a_reference_naming_the_document(
+    client: httpx.AsyncClient, account: Account, upstream: FakeOpenAIServer
+) -> None:
+    dataset_id, document_id = await parsed_dataset(client)
+    session_id = await assistant_session(client, dataset_id)
+    calls = len(chat_requests(upstream))
+
+    frames = await ask(client, session_id, "What colour is the Zorblat gizmo painted?")
+
+    kinds = [frame.event for frame in frames]
+    assert kinds[0] == "reference" and kinds[-2:] == ["usage", "done"], kinds
+    assert set(kinds[1:-2]) == {"token"}
+    reference = frames[0].data
+    assert reference["chunks"][0]["document_id"] == document_id
+    assert reference["chunks"][0]["document_name"] == "zorblat.txt"
+    assert reference["chunks"][0]["dataset_id"] == dataset_id
+    assert "ultramarine" in reference["chunks"][0]["content"]
+    assert {"similarity", "vector_similarity", "term_similarity", "positions"} <= set(
+        reference["chunks"][0]
+    )
+    assert reference["doc_aggs"][0]["doc_name"] == "zorblat.txt"
+
+    # The model was called once, with the document's text in its system message.
+    sent = chat_requests(upstream)[calls:]
+    assert len(sent) == 1
+    system = sent[0]["messages"][0]
+    assert system["role"] == "system" and FACT in system["content"]
+    assert "[ID:0]" in system["content"]
+
+    done = frames[-1].data
+    assert done["reference"]["chunks"] == reference["chunks"]
+    stored = await Message.get(id=done["message_id"])
+    assert stored.reference["chunks"][0]["document_id"] == document_id
+    # The session's history shows the answer's sources.
+    chat_id = (await Task.get(id=stored.task_id).prefetch_related("session")).session.assistant_id
+    history = await client.get(f"/api/v1/chats/{chat_id}/sessions/{session_id}/messages")
+    answer = [m for m in history.json()["data"]["items"] if m["id"] == done["message_id"]]
+    assert answer[0]["reference"]["doc_aggs"][0]["doc_id"] == document_id
+
+    # Credits: the retrieved context is part of the prompt that was charged.
+    task = await Task.get(id=stored.task_id)
+    spec = ModelSpec(
+        id=MODEL, provider="openai", upstream="echo",
+        prompt_price=PROMPT_PRICE, completion_price=COMPLETION_PRICE,
+    )  # fmt: skip
+    fact_words = len(FACT.split())
+    assert task.prompt_tokens == done["prompt_tokens"] > fact_words
+    assert done["cost"] == price(spec, done["prompt_tokens"], done["completion_tokens"]) > 0
+    hold = await CreditReservation.get(id=task.reservation_id)
+    assert hold.amount >= price(spec, task.request["prompt_tokens"] + fact_words, 256)
+    assert await balance_of(account.id) == 10_000 - done["cost"]
+    await assert_ledger_balanced()
+
+
+async def test_nothing_found_answers_the_empty_response_without_the_model(
+    client: httpx.AsyncClient, account: Account, upstream: FakeOpenAIServer
+) -> None:
+    dataset_id, _ = await parsed_dataset(client)
+    session_id = await assistant_session(client, dataset_id)
+    calls = len(chat_requests(upstream))
+    before = await balance_of(account.id)
+
+    frames = await ask(client, session_id, "Quantum chromodynamics lattice gauge?")
+
+    assert [f.event for f in frames] == ["reference", "token", "usage", "done"]
+    assert frames[0].data["chunks"] == []
+    assert frames[1].data["delta"] == EMPTY
+    done = frames[-1].data
+    assert (done["prompt_tokens"], done["completion_tokens"], done["cost"]) == (0, 0, 0)
+    assert len(chat_requests(upstream)) == calls
+    assert (await Message.get(id=done["message_id"])).content[0]["text"] == EMPTY
+    assert await balance_of(account.id) == before
+    await assert_ledger_balanced()
+
+
+async def test_show_quote_off_sends_no_reference(
+    client: httpx.AsyncClient, upstream: FakeOpenAIServer
+) -> None:
+    dataset_id, _ = await parsed_dataset(client)
+    session_id = await assistant_session(client, dataset_id, show_quote=False)
+
+    frames = await ask(client, session_id, "How much does the Zorblat gizmo weigh?")
+
+    assert "reference" not in [f.event for f in frames]
+    done = frames[-1].data
+    assert done["reference"] is None
+    assert FACT in chat_requests(upstream)[-1]["messages"][0]["content"]
+    assert (await Message.get(id=done["message_id"])).reference is None
