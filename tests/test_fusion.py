@@ -82,3 +82,14 @@ def test_no_query_vector_ranks_by_keywords_and_empty_legs_give_nothing() -> None
     assert [h.record.chunk_id for h in hits] == ["b", "a"]
     assert all(h.vector_similarity == 0.0 for h in hits)
     assert fuse([], [], QUERY, ["alpha"]) == []
+
+
+def test_only_a_weight_other_than_ragflows_default_overrides_the_adaptive_one() -> None:
+    from backend.search.fusion import effective_vector_weight
+
+    assert effective_vector_weight(None) is None
+    assert effective_vector_weight(0.3) is None  # what RAGFlow's SDK always sends
+    assert effective_vector_weight(0.30000000001) is None
+    assert effective_vector_weight(0.0) == 0.0
+    assert effective_vector_weight(0.7) == 0.7
+    assert effective_vector_weight(1.0) == 1.0

@@ -22,6 +22,7 @@ default, see docs/retrieval.md).
 
 from __future__ import annotations
 
+import math
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +35,16 @@ from backend.search.store import ChunkRecord, ScoredChunk
 RAGFLOW_DEFAULT_VECTOR_WEIGHT = 0.3
 # The weight used while the adaptive default is not yet in place.
 FIXED_DEFAULT_VECTOR_WEIGHT = 0.7
+
+
+def effective_vector_weight(requested: float | None) -> float | None:
+    """The vector weight a request's `vector_similarity_weight` asks for: None (the
+    adaptive default) when it is absent or RAGFlow's default 0.3, which RAGFlow's SDK
+    sends on every call, so it says nothing about this query; any other value is a
+    deliberate choice and forces that fixed weight."""
+    if requested is None or math.isclose(requested, RAGFLOW_DEFAULT_VECTOR_WEIGHT, abs_tol=1e-9):
+        return None
+    return min(max(float(requested), 0.0), 1.0)
 
 
 @dataclass(frozen=True)
