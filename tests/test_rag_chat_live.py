@@ -10,16 +10,20 @@ with `empty_response` and no model call.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
+import websockets
 from quart import Quart
 
 from backend.models import CreditReservation, Message, Task
 from backend.providers.base import ModelSpec
+from backend.providers.catalog import DEFAULT_LOCAL_ENTRY, spec_of
+from backend.services import knowledge_turns
 from backend.services.pricing import price
 from backend.settings import Settings
 from tests.support.accounts import Account, create_account
@@ -222,3 +226,53 @@ async def test_show_quote_off_sends_no_reference(
     assert done["reference"] is None
     assert FACT in chat_requests(upstream)[-1]["messages"][0]["content"]
     assert (await Message.get(id=done["message_id"])).reference is None
+
+
+async def test_the_websocket_send_delivers_the_reference_before_the_answer(
+    client: httpx.AsyncClient, account: Account, stack: IngestStack
+) -> None:
+    dataset_id, document_id = await parsed_dataset(client)
+    session_id = await assistant_session(client, dataset_id)
+    url = f"{stack.server.ws_url}?access_token={account.access_token}"
+    async with websockets.connect(url) as ws:
+        assert json.loads(await ws.recv())["type"] == "ready"
+        send = {"type": "send", "session_id": session_id, "content": "Zorblat gizmo colour?"}
+        await ws.send(json.dumps(send))
+        subscribed = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert subscribed["type"] == "subscribed"
+        messages: list[dict[str, Any]] = []
+        while not messages or messages[-1]["type"] not in ("done", "error", "cancelled"):
+            messages.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
+    kinds = [m["type"] for m in messages]
+    assert kinds[0] == "reference" and kinds[-1] == "done" and "token" in kinds, kinds
+    assert messages[0]["chunks"][0]["document_id"] == document_id
+    assert messages[0]["task_id"] == subscribed["task_id"]
+    assert messages[-1]["reference"]["doc_aggs"][0]["doc_name"] == "zorblat.txt"
+
+
+async def test_a_follow_up_is_rewritten_for_retrieval_and_the_rewrite_charged(
+    client: httpx.AsyncClient, upstream: FakeOpenAIServer
+) -> None:
+    dataset_id, _ = await parsed_dataset(client)
+    session_id = await assistant_session(client, dataset_id)
+    await ask(client, session_id, "Tell me about the Zorblat gizmo.")
+    calls = len(chat_requests(upstream))
+
+    frames = await ask(client, session_id, "How much does it weigh?")
+
+    rewrite, answer = chat_requests(upstream)[calls:]
+    assert rewrite["messages"][0]["content"].startswith("Rewrite the user's latest question")
+    assert "Tell me about the Zorblat gizmo." in rewrite["messages"][1]["content"]
+    assert FACT in answer["messages"][0]["content"]
+    done = frames[-1].data
+    # The echo's rewrite repeats its whole user message: those words are charged too.
+    rewrite_words = len(rewrite["messages"][1]["content"].split())
+    assert done["completion_tokens"] >= rewrite_words
+
+
+def test_the_local_default_model_does_not_rewrite() -> None:
+    assert not knowledge_turns.can_rewrite(default_model_spec())
+
+
+def default_model_spec() -> ModelSpec:
+    return spec_of(DEFAULT_LOCAL_ENTRY)
