@@ -33,7 +33,7 @@ from backend.providers.embedding_registry import embedding_provider
 from backend.providers.rerank import Reranker
 from backend.providers.rerank_registry import reranker as rerank_model
 from backend.search.analyzer import query_terms
-from backend.search.fusion import FusedHit, fuse
+from backend.search.fusion import FusedHit, effective_vector_weight, fuse
 from backend.search.highlight import highlight
 from backend.search.rerankers import rerank_hits
 from backend.search.store import SearchFilter
@@ -118,9 +118,8 @@ async def retrieve(user_id: int, request: RetrievalRequest) -> RetrievalResult:
     keyword_hits, vector_hits = await search_store().search_legs(
         terms, vector, scope, request.top_k
     )
-    hits = fuse(
-        keyword_hits, vector_hits, vector, terms, vector_weight=request.vector_similarity_weight
-    )
+    weight = effective_vector_weight(request.vector_similarity_weight)
+    hits = fuse(keyword_hits, vector_hits, vector, terms, vector_weight=weight)
     hits = [hit for hit in hits if hit.similarity >= request.similarity_threshold]
     if request.keyword:
         hits = [hit for hit in hits if hit.term_similarity > 0]
