@@ -228,6 +228,24 @@ async def test_update_merges_and_validates(client: QuartClient, owner: Account) 
     assert (await stored.get_json())["data"]["llm"]["model_name"] is None
 
 
+async def test_update_with_null_for_a_required_setting_is_a_422(
+    client: QuartClient, owner: Account
+) -> None:
+    """The update schema allows null in every field; the stored block does not (found by
+    schemathesis: it was a 500)."""
+    chat = await create_chat(client, owner)
+    response = await client.put(
+        f"/api/v1/chats/{chat['id']}",
+        json={"prompt": {"tts": None, "similarity_threshold": None}},
+        headers=owner.headers,
+    )
+    assert response.status_code == 422, await response.get_data(as_text=True)
+    message = (await response.get_json())["message"]
+    assert "tts" in message and "similarity_threshold" in message
+    stored = await client.get(f"/api/v1/chats/{chat['id']}", headers=owner.headers)
+    assert (await stored.get_json())["data"]["prompt"]["similarity_threshold"] == 0.2
+
+
 async def test_update_permissions(
     client: QuartClient, owner: Account, stranger: Account, root: Account
 ) -> None:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
+from pydantic import ValidationError
 from tortoise.expressions import Q
 from tortoise.models import Model
 from tortoise.queryset import QuerySet
 
-from backend.errors import BadRequest, Conflict, Forbidden, NotFound
+from backend.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
 from backend.models import Assistant, User
 from backend.providers.registry import list_models
 from backend.services.assistant_datasets import check_datasets, check_variables
@@ -135,9 +136,17 @@ async def list_assistants(user: User, query: ListQuery) -> list[Assistant]:
 
 
 def merged(current: dict[str, Any], changes: Any, model: type) -> dict[str, Any]:
-    """Apply the fields sent onto the stored block, validated as a whole."""
+    """Apply the fields sent onto the stored block, validated as a whole: a field the
+    update may name but the block cannot hold (e.g. `"tts": null`) is a 422, not a 500."""
     values = {**current, **changes.model_dump(exclude_unset=True, mode="json")}
-    return model.model_validate(values).model_dump(mode="json")
+    try:
+        return model.model_validate(values).model_dump(mode="json")
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}"
+            for item in error.errors()
+        )
+        raise Unprocessable(f"Invalid {model.__name__}: {problems}") from error
 
 
 async def update_assistant(user: User, assistant_id: str, data: AssistantUpdate) -> Assistant:
