@@ -218,7 +218,7 @@ def answer(completion: Response | ChatCompletion) -> Response | tuple[dict[str, 
 
 
 @blueprint.post("/v1/chat/completions")
-@document_errors(402, 502, 503)
+@document_errors(402, 404, 502, 503)
 @body_limit(media_json)
 @authenticated
 @validate_request(ChatCompletionRequest)
