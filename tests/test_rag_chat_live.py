@@ -16,11 +16,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import openai
 import pytest
 import websockets
 from quart import Quart
 
-from backend.models import CreditReservation, Message, Task
+from backend.models import ChatSession, CreditReservation, Message, Task
 from backend.providers.base import ModelSpec
 from backend.providers.catalog import DEFAULT_LOCAL_ENTRY, spec_of
 from backend.services import knowledge_turns
@@ -268,6 +269,42 @@ async def test_a_follow_up_is_rewritten_for_retrieval_and_the_rewrite_charged(
     # The echo's rewrite repeats its whole user message: those words are charged too.
     rewrite_words = len(rewrite["messages"][1]["content"].split())
     assert done["completion_tokens"] >= rewrite_words
+
+
+@pytest.mark.parametrize("base", ["/api/v1/openai/{chat}", "/api/v1/chats_openai/{chat}", "/v1"])
+async def test_the_openai_sdk_gets_the_reference_in_the_final_chunk(
+    client: httpx.AsyncClient, account: Account, stack: IngestStack, upstream: FakeOpenAIServer,
+    base: str,
+) -> None:  # fmt: skip
+    """The session-less OpenAI-compatible turn on an assistant over datasets retrieves
+    from them like a session turn: knowledge in the prompt, reference in the last chunk."""
+    dataset_id, document_id = await parsed_dataset(client)
+    session_id = await assistant_session(client, dataset_id)
+    chat_id = (await ChatSession.get(id=session_id)).assistant_id
+    sdk = openai.AsyncOpenAI(
+        api_key=account.access_token,
+        base_url=stack.base_url + base.format(chat=chat_id),
+        max_retries=0,
+    )
+    calls = len(chat_requests(upstream))
+
+    stream = await sdk.chat.completions.create(
+        model=chat_id if base == "/v1" else "model",
+        messages=[{"role": "user", "content": "What colour is the Zorblat gizmo painted?"}],
+        stream=True,
+    )
+    chunks = [chunk async for chunk in stream]
+
+    final = chunks[-1]
+    assert final.choices[0].finish_reason == "stop" and final.usage.prompt_tokens > 0
+    reference = final.choices[0].delta.model_extra["reference"]
+    assert reference[0]["document_id"] == document_id
+    assert reference[0]["document_name"] == "zorblat.txt"
+    assert all(c.choices[0].delta.model_extra.get("reference") is None for c in chunks[:-1])
+    sent = chat_requests(upstream)[calls:]
+    assert len(sent) == 1 and FACT in sent[0]["messages"][0]["content"]
+    task = await Task.get(id=final.id.removeprefix("chatcmpl-"))
+    assert task.session_id is None and task.request["knowledge"]["assistant_id"] == chat_id
 
 
 def test_the_local_default_model_does_not_rewrite() -> None:

@@ -94,33 +94,32 @@ def with_section(messages: list[ChatMessage], show_quote: bool) -> list[ChatMess
     return [system, *(messages[1:] if head is not None else messages)]
 
 
-async def prepare(
-    session: ChatSession,
+async def history_room(assistant: Assistant, spec: ModelSpec, max_output: int) -> tuple[int, int]:
+    """(tokens of knowledge the assistant wants, tokens to keep free of history for it)."""
+    prompt = PromptSettings.model_validate(assistant.prompt or {})
+    wanted = await knowledge_wanted(assistant, prompt)
+    return wanted, min(wanted, prompt_budget(spec, max_output) // 2)
+
+
+def planned(
+    messages: list[ChatMessage],
     assistant: Assistant,
     spec: ModelSpec,
-    parts: list[dict[str, Any]],
+    max_output: int,
+    wanted: int,
 ) -> tuple[list[ChatMessage], dict[str, Any], tuple[int, int]]:
-    """The turn's messages (marker in the system message), the worker's knowledge plan,
-    and the extra (prompt, completion) tokens to reserve for knowledge and the rewrite."""
+    """The fitted turn (marker in place) with the section and citation rules, the
+    worker's knowledge plan, and the extra (prompt, completion) tokens to reserve."""
     prompt = PromptSettings.model_validate(assistant.prompt or {})
-    max_output = output_tokens(assistant.llm or {}, spec)
-    budget = prompt_budget(spec, max_output)
-    wanted = await knowledge_wanted(assistant, prompt)
-    messages = await build_context(
-        session,
-        assistant,
-        spec,
-        new_parts=parts,
-        knowledge_slot=KNOWLEDGE_MARKER,
-        reserved=min(wanted, budget // 2),
-    )
     messages = with_section(messages, prompt.show_quote)
+    budget = prompt_budget(spec, max_output)
     room = max(0, min(wanted, budget - count_message_tokens(messages)))
     question = text_of(messages[-1])
     rewrite = None
     if prompt.refine_multiturn and can_rewrite(spec):
         rewrite = rewrite_request(messages, question)
     plan = {
+        "assistant_id": assistant.id,
         "question": question,
         "owner_id": assistant.owner_id,
         "dataset_ids": list(assistant.dataset_ids),
@@ -139,3 +138,24 @@ async def prepare(
         asked = [ChatMessage(role=m["role"], content=m["content"]) for m in rewrite]
         extra = (room + count_message_tokens(asked), REWRITE_MAX_TOKENS)
     return messages, plan, extra
+
+
+async def prepare(
+    session: ChatSession,
+    assistant: Assistant,
+    spec: ModelSpec,
+    parts: list[dict[str, Any]],
+) -> tuple[list[ChatMessage], dict[str, Any], tuple[int, int]]:
+    """A session turn: its messages (marker in the system message), the worker's
+    knowledge plan, and the extra tokens to reserve for knowledge and the rewrite."""
+    max_output = output_tokens(assistant.llm or {}, spec)
+    wanted, reserved = await history_room(assistant, spec, max_output)
+    messages = await build_context(
+        session,
+        assistant,
+        spec,
+        new_parts=parts,
+        knowledge_slot=KNOWLEDGE_MARKER,
+        reserved=reserved,
+    )
+    return planned(messages, assistant, spec, max_output, wanted)

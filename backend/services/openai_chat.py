@@ -6,6 +6,8 @@ OpenAI-compatible route and SwiftChat's converse): reserved, queued, generated, 
 and cancellable like any other. `model` picks what answers: a chat assistant's id, a
 model name, or on the chat-scoped paths the assistant's model unless another model of
 the registry is named (RAGFlow's placeholder `"model"` and unknown names keep it).
+An assistant over datasets answers from them as in a session: the task carries the same
+knowledge plan (backend/services/knowledge_turns.py), so the chat worker retrieves.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from backend.errors import BadRequest, NotFound
 from backend.models import Assistant, Task, User
 from backend.providers.base import ChatMessage, ModelSpec, SamplingParams
 from backend.providers.registry import default_model, get_model, list_models
-from backend.services import tasks
+from backend.services import knowledge_turns, tasks
 from backend.services.assistants import get_visible_assistant, visible_to
 from backend.services.context import fit, output_tokens, preamble
+from backend.services.knowledge_turns import KNOWLEDGE_MARKER
 from backend.settings import Settings
 from schemas.ids import is_public_id
 from schemas.openai_chat import PLACEHOLDER_MODEL, ChatCompletionRequest, OpenAIMessage
@@ -85,13 +88,20 @@ def content_of(message: OpenAIMessage) -> str | list[dict[str, Any]]:
     return parts
 
 
-def conversation(target: Target, data: ChatCompletionRequest, max_output: int) -> list[ChatMessage]:
+def conversation(
+    target: Target,
+    data: ChatCompletionRequest,
+    max_output: int,
+    knowledge_slot: str = "",
+    reserved: int = 0,
+) -> list[ChatMessage]:
     """The assistant's preamble and the client's system messages, then as many of the
-    client's turns as fit the model's window (oldest dropped first), then the question."""
+    client's turns as fit the model's window (oldest dropped first, `reserved` tokens
+    kept free for knowledge), then the question."""
     system = "\n\n".join(
         str(content_of(m)) for m in data.messages if m.role in SYSTEM_ROLES and m.content
     )
-    head = preamble(target.assistant) if target.assistant is not None else []
+    head = preamble(target.assistant, knowledge_slot) if target.assistant is not None else []
     if system:
         head.append(ChatMessage(role="system", content=system))
     turns = [
@@ -101,7 +111,7 @@ def conversation(target: Target, data: ChatCompletionRequest, max_output: int) -
     ]
     if not turns or turns[-1].role != "user":
         raise BadRequest("The last message must be the user's: it is the one being answered")
-    return fit(head, turns[:-1], turns[-1:], target.spec, max_output)
+    return fit(head, turns[:-1], turns[-1:], target.spec, max_output, reserved)
 
 
 def sampling(target: Target, data: ChatCompletionRequest) -> SamplingParams:
@@ -126,8 +136,29 @@ async def start(
 ) -> tuple[Task, Target]:
     target = await resolve(user, data.model, chat_id)
     params = sampling(target, data)
-    messages = conversation(target, data, params.max_tokens or output_tokens({}, target.spec))
+    max_output = params.max_tokens or output_tokens({}, target.spec)
+    assistant = target.assistant
+    if assistant is None or not assistant.dataset_ids:
+        messages = conversation(target, data, max_output)
+        task = await tasks.create_stateless_task(
+            user, target.spec.id, messages, params=params, redis=redis, settings=settings
+        )
+        return task, target
+    # Over knowledge bases: the same plan as a session turn, so the chat worker retrieves
+    # from the assistant's datasets and the reference reaches the final chunk.
+    wanted, reserved = await knowledge_turns.history_room(assistant, target.spec, max_output)
+    fitted = conversation(target, data, max_output, KNOWLEDGE_MARKER, reserved)
+    messages, plan, extra = knowledge_turns.planned(
+        fitted, assistant, target.spec, max_output, wanted
+    )
     task = await tasks.create_stateless_task(
-        user, target.spec.id, messages, params=params, redis=redis, settings=settings
+        user,
+        target.spec.id,
+        messages,
+        params=params,
+        redis=redis,
+        settings=settings,
+        knowledge=plan,
+        knowledge_tokens=extra,
     )
     return task, target

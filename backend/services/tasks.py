@@ -188,8 +188,11 @@ async def create_stateless_task(
     params: SamplingParams | None = None,
     redis: ArqRedis,
     settings: Settings,
+    knowledge: dict[str, Any] | None = None,
+    knowledge_tokens: tuple[int, int] = (0, 0),
 ) -> Task:
-    """A turn with no session (SwiftChat's converse): the caller passes the whole conversation."""
+    """A turn with no session (SwiftChat's converse, OpenAI's chat completions): the caller
+    passes the whole conversation; `knowledge` is an assistant's plan, as in `start`."""
     spec = get_model(model_id) if model_id else default_model()
     if not messages:
         raise BadRequest("messages is empty: send at least one user message")
@@ -209,6 +212,8 @@ async def create_stateless_task(
         user_parts=None,
         redis=redis,
         settings=settings,
+        knowledge=knowledge,
+        knowledge_tokens=knowledge_tokens,
     )
 
 
