@@ -27,6 +27,7 @@ from backend.http.routes import codes as codes_routes
 from backend.http.routes import completions as completions_routes
 from backend.http.routes import credits as credits_routes
 from backend.http.routes import datasets as datasets_routes
+from backend.http.routes import dify as dify_routes
 from backend.http.routes import documents as documents_routes
 from backend.http.routes import events as events_routes
 from backend.http.routes import messages as messages_routes
@@ -150,6 +151,7 @@ def blueprints() -> list:
         parsing_routes.blueprint,
         chunks_routes.blueprint,
         retrieval_routes.blueprint,
+        dify_routes.blueprint,
         events_routes.blueprint,
         completions_routes.blueprint,
         openai_chat_routes.blueprint,
