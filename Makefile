@@ -9,7 +9,8 @@ test:  ## run the test suite (SQLite, and PostgreSQL when it answers)
 lint:
 	.venv/bin/ruff check . && .venv/bin/ruff format --check .
 
-bench:  ## print the benchmark figures quoted in the README (about 3 minutes)
+bench:  ## print the benchmark figures quoted in the README (about 4 minutes)
 	.venv/bin/python -m bench.bench_auth
 	.venv/bin/python -m bench.bench_streaming
 	.venv/bin/python -m bench.bench_ingest
+	.venv/bin/python -m bench.bench_rag
