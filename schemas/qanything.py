@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from schemas.chunks import MAX_IDS, FaqPair
+from schemas.chunks import MAX_IDS, Content, FaqPair
 from schemas.documents import StatusBatch
 from schemas.ids import PublicId
 from schemas.retrieval import MAX_PAGE_SIZE, QUESTION_MAX_CHARS
@@ -59,6 +59,15 @@ class UploadFaqs(QAnythingRequest):
     faqs: list[FaqPair] = Field(min_length=1, max_length=MAX_FAQS)
 
 
+class ChunkEmbedding(QAnythingRequest):
+    kb_id: str = Field(max_length=255)
+    file_id: str | None = Field(
+        None, max_length=255, description="Ignored: Sluice names the document (see the reply)"
+    )
+    file_name: str | None = Field(None, max_length=255, description="Default: <file_id>.txt")
+    chunk_datas: list[Content] = Field(min_length=1, max_length=MAX_IDS)
+
+
 class QAnythingReply(BaseModel):
     code: int = Field(SUCCESS, description="200 on success")
     msg: str
@@ -91,3 +100,15 @@ class FaqFileStatus(BaseModel):
 class UploadFaqsReply(QAnythingReply):
     file_status: dict[str, Any] = Field(default_factory=dict)
     data: list[FaqFileStatus]
+
+
+class FileEntry(BaseModel):
+    file_id: str
+    file_name: str
+    status: str = Field(description="gray: waiting or parsing; green: done; red: failed")
+    bytes: int
+    timestamp: str = Field(description="YYYYMMDDHHMM (UTC)")
+
+
+class ChunkEmbeddingReply(QAnythingReply):
+    data: FileEntry

@@ -180,3 +180,49 @@ async def test_delete_knowledge_base_files_then_the_whole_base(
         client, "delete_knowledge_base", user_id=me, kb_id=lakes.dataset_id
     )
     assert (status, body["code"]) == (404, 2003)
+
+
+async def test_chunk_embedding_stores_exactly_the_chunks_given(
+    stack: IngestStack, client: httpx.AsyncClient, account: Account, lakes: Corpus
+) -> None:
+    texts = ["Zanzibar cloves are harvested by hand.", "Kilimanjaro has three volcanic cones."]
+    status, body = await qanything(
+        client,
+        "chunk_embedding",
+        user_id=str(account.id),
+        kb_id=lakes.dataset_id,
+        file_id="ignored",
+        file_name="africa.txt",
+        chunk_datas=[*texts, texts[0]],
+    )
+    assert status == 200, body
+    entry = body["data"]
+    assert (body["code"], entry["file_name"], entry["status"]) == (200, "africa.txt", "green")
+    assert entry["bytes"] == len("\n\n".join(texts).encode())
+    chunks = await client.get(
+        f"/api/v1/datasets/{lakes.dataset_id}/documents/{entry['file_id']}/chunks"
+    )
+    assert chunks.status_code == 200, chunks.text
+    assert sorted(c["content"] for c in chunks.json()["data"]["chunks"]) == sorted(texts)
+    status, found = await qanything(
+        client,
+        "question_rag_search",
+        user_id=str(account.id),
+        kb_ids=[lakes.dataset_id],
+        question="Kilimanjaro volcanic",
+    )
+    # Searchable at once by its words (no ingest worker runs here to embed it, so
+    # only the keyword leg finds it).
+    by_content = {d["page_content"]: d["metadata"] for d in found["retrieval_documents"]}
+    assert by_content[texts[1]]["file_id"] == entry["file_id"]
+    assert texts[0] not in by_content
+    stranger = await create_account(stack.settings, password=False)
+    async with stack.client(stranger) as http:
+        status, body = await qanything(
+            http,
+            "chunk_embedding",
+            user_id=stranger.username,
+            kb_id=lakes.dataset_id,
+            chunk_datas=["x"],
+        )
+    assert (status, body["code"]) == (404, 2003)

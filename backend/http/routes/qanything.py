@@ -26,14 +26,19 @@ from backend.http.documented_errors import document_errors
 from backend.http.openapi import JSON
 from backend.http.routes.parsing import faq_body_limit
 from backend.knowledge import datasets, documents, faqs
+from backend.knowledge.chunk_uploads import upload_chunks
+from backend.knowledge.document_uploads import clean_name
 from backend.knowledge.storage import document_storage
 from backend.search.retrieval import retrieve
 from backend.search.stores import search_store
 from schemas.ids import is_public_id
 from schemas.knowledge import DeleteSelection
 from schemas.qanything import (
+    ChunkEmbedding,
+    ChunkEmbeddingReply,
     DeleteKnowledgeBase,
     FaqFileStatus,
+    FileEntry,
     FilesStatusReply,
     FilesStatusRequest,
     QAnythingReply,
@@ -189,3 +194,36 @@ async def upload_faqs(data: UploadFaqs):
         timestamp=f"{document.created_at.astimezone(UTC):%Y%m%d%H%M}",
     )
     return UploadFaqsReply(msg="success: the FAQs are queued for parsing", data=[entry])
+
+
+@blueprint.post("/chunk_embedding")
+@document_errors(403)
+@authenticated
+@validate_request(ChunkEmbedding)
+@validate_response(ChunkEmbeddingReply)
+async def chunk_embedding(data: ChunkEmbedding):
+    """Texts already split (`chunk_datas`) become one text document whose chunks are
+    exactly those texts, searchable at once and embedded by the ingest worker. The
+    document's id is Sluice's (`data.file_id`); QAnything's `file_id` is not used."""
+    check_user_id(data)
+    app = current_app._get_current_object()
+    settings = app.config["SETTINGS"]
+    document = await upload_chunks(
+        current_user(),
+        known_kb_id(data.kb_id),
+        clean_name(data.file_name) if data.file_name else None,
+        data.chunk_datas,
+        files=document_storage(settings),
+        store=search_store(),
+        redis=app.config["REDIS"],
+        settings=settings,
+    )
+    status = documents.file_status(document)
+    entry = FileEntry(
+        file_id=document.id,
+        file_name=document.name,
+        status=status.status.value,
+        bytes=document.size,
+        timestamp=status.timestamp,
+    )
+    return ChunkEmbeddingReply(msg="success: the chunks are searchable", data=entry)
