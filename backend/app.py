@@ -34,6 +34,7 @@ from backend.http.routes import messages as messages_routes
 from backend.http.routes import openai_chat as openai_chat_routes
 from backend.http.routes import parsing as parsing_routes
 from backend.http.routes import qanything as qanything_routes
+from backend.http.routes import qanything_uploads as qanything_uploads_routes
 from backend.http.routes import ragflow_ws as ragflow_ws_routes
 from backend.http.routes import retrieval as retrieval_routes
 from backend.http.routes import swiftchat as swiftchat_routes
@@ -154,6 +155,7 @@ def blueprints() -> list:
         retrieval_routes.blueprint,
         dify_routes.blueprint,
         qanything_routes.blueprint,
+        qanything_uploads_routes.blueprint,
         events_routes.blueprint,
         completions_routes.blueprint,
         openai_chat_routes.blueprint,

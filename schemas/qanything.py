@@ -11,9 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from quart_schema.pydantic import File
 
 from schemas.chunks import MAX_IDS, Content, FaqPair
-from schemas.documents import StatusBatch
+from schemas.documents import DuplicateMode, SkippedFile, StatusBatch
 from schemas.ids import PublicId
 from schemas.retrieval import MAX_PAGE_SIZE, QUESTION_MAX_CHARS
 
@@ -112,3 +113,21 @@ class FileEntry(BaseModel):
 
 class ChunkEmbeddingReply(QAnythingReply):
     data: FileEntry
+
+
+class DocumentParserEmbeddingForm(BaseModel):
+    """multipart/form-data: the text fields first (the knowledge base is needed before the
+    files are stored), then one `files` part per file."""
+
+    user_id: str
+    kb_id: str
+    file_ids: str | None = Field(None, description="Ignored: Sluice names the documents")
+    mode: DuplicateMode | None = Field(
+        None, description="soft (default): skip a name the knowledge base has; strong: upload"
+    )
+    files: list[File]
+
+
+class DocumentParserEmbeddingReply(QAnythingReply):
+    data: list[FileEntry]
+    skipped: list[SkippedFile] = Field(default_factory=list, description="Files not stored")

@@ -226,3 +226,46 @@ async def test_chunk_embedding_stores_exactly_the_chunks_given(
             chunk_datas=["x"],
         )
     assert (status, body["code"]) == (404, 2003)
+
+
+async def parser_embedding(
+    client: httpx.AsyncClient, fields: dict[str, str], names: list[str]
+) -> tuple[int, Any]:
+    files = [("files", (name, f"Text of {name}.".encode(), "text/plain")) for name in names]
+    response = await client.post(
+        "/api/qanything/document_parser_embedding", data=fields, files=files
+    )
+    return response.status_code, response.json()
+
+
+async def test_document_parser_embedding_uploads_and_queues_with_soft_and_strong_mode(
+    stack: IngestStack, client: httpx.AsyncClient, account: Account, lakes: Corpus
+) -> None:
+    fields = {"user_id": str(account.id), "kb_id": lakes.dataset_id}
+    status, body = await parser_embedding(client, fields, ["a.txt", "b.txt"])
+    assert status == 200, body
+    assert [(d["file_name"], d["status"]) for d in body["data"]] == [
+        ("a.txt", "gray"),
+        ("b.txt", "gray"),
+    ]
+    assert body["code"] == 200 and body["skipped"] == []
+    listed = (await client.get(f"/api/v1/datasets/{lakes.dataset_id}/documents")).json()
+    runs = {d["name"]: d["run"] for d in listed["data"]["docs"]}
+    assert runs["a.txt"] == runs["b.txt"] == "RUNNING"  # queued for the ingest worker
+    status, body = await parser_embedding(client, {**fields, "mode": "soft"}, ["a.txt"])
+    assert (status, body["data"], [s["name"] for s in body["skipped"]]) == (200, [], ["a.txt"])
+    status, body = await parser_embedding(client, {**fields, "mode": "strong"}, ["a.txt"])
+    assert status == 200 and [d["file_name"] for d in body["data"]] == ["a.txt"]
+    # Refusals store nothing.
+    before = (await client.get(f"/api/v1/datasets/{lakes.dataset_id}/documents")).json()
+    status, body = await parser_embedding(client, {"kb_id": lakes.dataset_id}, ["c.txt"])
+    assert (status, body["code"]) == (400, 2002)
+    status, body = await parser_embedding(client, fields, [])  # sent url-encoded
+    assert status == 415 and "multipart" in body["msg"]
+    stranger = await create_account(stack.settings, password=False)
+    async with stack.client(stranger) as http:
+        mine = {"user_id": str(stranger.id), "kb_id": lakes.dataset_id}
+        status, body = await parser_embedding(http, mine, ["c.txt"])
+    assert (status, body["code"]) == (404, 2003)
+    after = (await client.get(f"/api/v1/datasets/{lakes.dataset_id}/documents")).json()
+    assert after["data"]["total"] == before["data"]["total"]

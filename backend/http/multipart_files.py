@@ -95,9 +95,9 @@ class FieldText:
 class PartReader:
     """Turns decoder events into sink calls and collected fields."""
 
-    def __init__(self, sink: FileSink) -> None:
+    def __init__(self, sink: FileSink, fields: dict[str, str] | None = None) -> None:
         self.sink = sink
-        self.fields: dict[str, str] = {}
+        self.fields: dict[str, str] = {} if fields is None else fields
         self.field: FieldText | None = None
         self.in_file = False
 
@@ -126,15 +126,20 @@ class PartReader:
 
 
 async def read_multipart(
-    body: AsyncIterable[bytes], content_type: str | None, sink: FileSink
+    body: AsyncIterable[bytes],
+    content_type: str | None,
+    sink: FileSink,
+    fields: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """Decode the whole body, streaming file parts into `sink`; return the text fields
     (the last value of a repeated name). Raises a 4xx ApiError for a body that is not
-    well-formed multipart; an error raised by the sink propagates as it is."""
+    well-formed multipart; an error raised by the sink propagates as it is. `fields`,
+    when given, is filled as fields arrive, so a sink sees those sent before its file
+    (QAnything sends the knowledge base's id as a field before the files)."""
     decoder = MultipartDecoder(
         multipart_boundary(content_type), DECODER_BUFFER_BYTES, max_parts=MAX_PARTS
     )
-    reader = PartReader(sink)
+    reader = PartReader(sink, fields)
     try:
         async for chunk in body:
             # Fed in slices: a body that arrived faster than it was read comes in one
