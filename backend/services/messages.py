@@ -27,11 +27,7 @@ async def list_messages(
     if not query.include_hidden:
         filters = filters.filter(visible=True)
     total = await filters.count()
-    items = (
-        await filters.order_by("created_at", "id")
-        .offset(query.offset)
-        .limit(query.page_size)
-    )
+    items = await filters.order_by("created_at", "id").offset(query.offset).limit(query.page_size)
     return items, total
 
 
