@@ -92,7 +92,7 @@ def known_kb_id(kb_id: str) -> str:
 
 
 @blueprint.post("/delete_knowledge_base")
-@document_errors(403)
+@document_errors(403, 404)
 @authenticated
 @validate_request(DeleteKnowledgeBase)
 @validate_response(QAnythingReply)
@@ -113,7 +113,7 @@ async def delete_knowledge_base(data: DeleteKnowledgeBase):
 
 
 @blueprint.post("/get_files_statu")
-@document_errors(403)
+@document_errors(403, 404)
 @authenticated
 @validate_request(FilesStatusRequest)
 @validate_response(FilesStatusReply)
@@ -126,7 +126,7 @@ async def get_files_statu(data: FilesStatusRequest):
 
 
 @blueprint.post("/question_rag_search")
-@document_errors(403, 502)
+@document_errors(403, 404, 502)
 @authenticated
 @validate_request(RagSearchRequest)
 @validate_response(RagSearchReply)
@@ -167,7 +167,7 @@ async def question_rag_search(data: RagSearchRequest):
 
 @blueprint.post("/upload_faqs")
 @body_limit(faq_body_limit)
-@document_errors(403)
+@document_errors(403, 404)
 @authenticated
 @validate_request(UploadFaqs)
 @validate_response(UploadFaqsReply)
@@ -197,7 +197,7 @@ async def upload_faqs(data: UploadFaqs):
 
 
 @blueprint.post("/chunk_embedding")
-@document_errors(403)
+@document_errors(403, 404)
 @authenticated
 @validate_request(ChunkEmbedding)
 @validate_response(ChunkEmbeddingReply)

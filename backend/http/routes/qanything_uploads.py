@@ -85,7 +85,7 @@ def file_entry(document: Document) -> FileEntry:
 
 
 @blueprint.post("/document_parser_embedding")
-@document_errors(403, 415)
+@document_errors(403, 404, 415)
 @body_limit(document_upload_body)
 @authenticated
 @document_request(DocumentParserEmbeddingForm, source=DataSource.FORM_MULTIPART)
