@@ -108,6 +108,7 @@ async def test_tokens_arrive_in_order_and_complete_while_produced(
         "prompt_tokens": 5,
         "completion_tokens": 50,
         "cost": 2,
+        "reference": None,  # a plain chat's answer has no sources
     }
 
 

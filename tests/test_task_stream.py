@@ -62,6 +62,7 @@ async def test_append_sets_retention_and_terminal_detection(
         "prompt_tokens": 1,
         "completion_tokens": 2,
         "cost": 3,
+        "reference": None,  # a plain chat's answer has no sources
     }
 
 
