@@ -15,11 +15,9 @@ the same whichever store ran the query:
   leg did not return gets its query-term coverage times the weakest keyword hit's
   value: at most what a returned hit has, and 0 when it shares no query term.
 
-`similarity = w * scaled cosine + (1 - w) * term_similarity`, where the scaled cosine
-puts this query's vector leg on 0..1 (its best hit 1, its weakest 0: an embedding's raw
-cosines crowd a narrow band) and `w` is the vector weight: fixed when the request forces
-one (`effective_vector_weight`), otherwise judged per query (`adaptive_vector_weight`;
-the reasoning and measurements are in docs/retrieval.md).
+`similarity = w * vector_similarity + (1 - w) * term_similarity`, with `w` the vector
+weight: fixed when the request forces one, otherwise judged per query (the adaptive
+default, see docs/retrieval.md).
 """
 
 from __future__ import annotations
@@ -34,9 +32,8 @@ from backend.search.store import ChunkRecord, ScoredChunk
 
 # RAGFlow's default `vector_similarity_weight` (its SDK always sends it).
 RAGFLOW_DEFAULT_VECTOR_WEIGHT = 0.3
-# How deep the adaptive weighting looks into each leg: the top 10, what nDCG@10 and a
-# first page judge.
-DEPTH = 10
+# The weight used while the adaptive default is not yet in place.
+FIXED_DEFAULT_VECTOR_WEIGHT = 0.7
 
 
 def effective_vector_weight(requested: float | None) -> float | None:
@@ -128,50 +125,6 @@ def candidates(
     return list(seen.values())
 
 
-def scaled_cosines(cosines: np.ndarray, in_vector_leg: np.ndarray) -> np.ndarray:
-    """Cosines rescaled over this query's vector leg: its best hit 1, its weakest 0
-    (clipped, so a keyword-only candidate below the weakest gets 0). An embedding
-    model's cosines crowd a narrow band (e5: 0.75..0.9 for anything), so the raw value
-    would barely move a fused score; the leg's own range is what a cosine means here."""
-    leg = cosines[in_vector_leg]
-    if leg.size == 0:
-        return np.zeros_like(cosines)
-    top, floor = float(leg.max()), float(leg.min())
-    if top - floor <= 1e-9:
-        return (cosines >= top - 1e-9).astype(np.float64)
-    return np.clip((cosines - floor) / (top - floor), 0.0, 1.0)
-
-
-def nth_best(scores: np.ndarray, n: int) -> float:
-    return float(np.partition(scores, scores.size - n)[scores.size - n])
-
-
-def top_indices(scores: np.ndarray, n: int) -> set[int]:
-    return {int(i) for i in np.argsort(-scores, kind="stable")[:n]}
-
-
-def adaptive_vector_weight(scaled_vector: np.ndarray, term: np.ndarray) -> float:
-    """The vector leg's weight for this query (the adaptive default), from the two score
-    columns over the candidates, each 0..1 with the leg's best at 1.
-
-    The vector leg is the default judge (it reads meaning, so it is not fooled by a
-    shared but ambiguous word); the keyword leg earns up to half the weight when this
-    query gives evidence that its ranking means something:
-    - agreement: the share of the keyword leg's top 10 that is also in the vector
-      leg's top 10 (lexical matching tracks meaning here, so it sharpens the ranking);
-    - decisiveness beyond the vector leg's: how much further its 10th best falls below
-      its best than the vector leg's does (a rare name or code that singles out a few
-      chunks, which an embedding smooths over).
-    A flat keyword leg that disagrees with the vectors gets ~0; see docs/retrieval.md."""
-    if term.size == 0 or term.max() <= 0.0:
-        return 1.0  # no keyword evidence at all
-    depth = min(DEPTH, term.size)
-    agreement = len(top_indices(term, depth) & top_indices(scaled_vector, depth)) / depth
-    vector_nth, term_nth = nth_best(scaled_vector, depth), nth_best(term, depth)
-    excess = max(0.0, vector_nth - term_nth) / vector_nth if vector_nth > 0.0 else 0.0
-    return 1.0 - max(agreement, excess) / 2.0
-
-
 def fuse(
     keyword_hits: Sequence[ScoredChunk],
     vector_hits: Sequence[ScoredChunk],
@@ -187,17 +140,11 @@ def fuse(
         return []
     vector = cosine_similarities(records, query_vector)
     term = term_similarities(records, keyword_hits, query_terms)
-    in_vector_leg = np.isin(
-        [r.chunk_id for r in records], [hit.record.chunk_id for hit in vector_hits]
-    )
-    scaled = scaled_cosines(vector, in_vector_leg)
-    if query_vector is None or not in_vector_leg.any():
+    weight = FIXED_DEFAULT_VECTOR_WEIGHT if vector_weight is None else vector_weight
+    weight = min(max(float(weight), 0.0), 1.0)
+    if query_vector is None:
         weight = 0.0
-    elif vector_weight is None:
-        weight = adaptive_vector_weight(scaled, term)
-    else:
-        weight = min(max(float(vector_weight), 0.0), 1.0)
-    fused = weight * scaled + (1.0 - weight) * term
+    fused = weight * vector + (1.0 - weight) * term
     hits = [
         FusedHit(record, float(fused[i]), float(vector[i]), float(term[i]))
         for i, record in enumerate(records)
