@@ -33,8 +33,30 @@ apt_install() {
         || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq "$@" >/dev/null 2>&1; }
 }
 
+# A free port below the kernel's ephemeral range: a port the kernel hands out (bind to 0)
+# can be taken by any outgoing connection before the server we start binds it (seen:
+# Elasticsearch failing with "Address already in use" 8 s after the pick).
 free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+    python3 - <<'PY'
+import random, socket
+low, high = 20000, 32767
+try:
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as ports:
+        high = min(high, int(ports.read().split()[0]) - 1)
+except (OSError, ValueError):
+    pass
+for _ in range(500):
+    port = random.randint(low, high)
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+    print(port)
+    break
+else:
+    raise SystemExit("no free port")
+PY
 }
 
 ensure_service_user() {
