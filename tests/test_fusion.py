@@ -35,7 +35,10 @@ def test_every_candidate_gets_both_similarities_normalised() -> None:
     only_vector = record("v", "apple orchard", unit(1.0, 0.2, 0.0))
     both = record("b", "apple pie", unit(1.0, 1.0, 0.0))
     keyword = [ScoredChunk(only_keyword, 7.0), ScoredChunk(both, 3.5)]
-    vector = [ScoredChunk(only_vector, 0.98), ScoredChunk(both, 0.7)]
+    vector = [
+        ScoredChunk(only_vector, float(unit(1.0, 0.2, 0.0) @ QUERY)),
+        ScoredChunk(both, float(unit(1.0, 1.0, 0.0) @ QUERY)),
+    ]
 
     hits = {
         h.record.chunk_id: h
@@ -93,3 +96,77 @@ def test_only_a_weight_other_than_ragflows_default_overrides_the_adaptive_one() 
     assert effective_vector_weight(0.0) == 0.0
     assert effective_vector_weight(0.7) == 0.7
     assert effective_vector_weight(1.0) == 1.0
+
+
+def columns(term: list[float], vector: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    return np.array(vector, dtype=np.float64), np.array(term, dtype=np.float64)
+
+
+def test_a_flat_keyword_leg_that_disagrees_defers_to_the_vectors() -> None:
+    from backend.search.adaptive import adaptive_vector_weight
+
+    # 20 candidates: the vector leg prefers 0..9, the keyword leg (nearly flat: its 10th
+    # best at 0.9 of its best) prefers 10..19.
+    vector = [1.0 - i * 0.05 for i in range(20)]
+    term = [0.0] * 10 + [1.0 - i * 0.01 for i in range(10)]
+    scaled, terms = columns(term, vector)
+    assert adaptive_vector_weight(scaled, terms) == pytest.approx(1.0)
+
+
+def test_agreeing_legs_reinforce_each_other() -> None:
+    from backend.search.adaptive import adaptive_vector_weight
+
+    vector = [1.0 - i * 0.05 for i in range(20)]
+    term = [1.0 - i * 0.01 for i in range(10)] + [0.0] * 10  # the same top 10, flat
+    scaled, terms = columns(term, vector)
+    assert adaptive_vector_weight(scaled, terms) == pytest.approx(0.5)
+
+
+def test_a_decisive_keyword_leg_earns_weight_where_vectors_are_not() -> None:
+    from backend.search.adaptive import adaptive_vector_weight
+
+    # The vector leg's top 10 all sit near its best (e5 cosines crowd); the keyword leg
+    # singles out one chunk the vector leg ranks 15th (a rare name or code).
+    vector = [1.0 - i * 0.01 for i in range(20)]
+    term = [0.05] * 20
+    term[14] = 1.0
+    scaled, terms = columns(term, vector)
+    weight = adaptive_vector_weight(scaled, terms)
+    assert weight < 0.6
+    assert weight == pytest.approx(1 - (0.91 - 0.05) / 0.91 / 2)
+    # ...and through fuse, that chunk comes first.
+    records = [record(f"c{i:02}", "text", unit(1.0, 0.02 * i, 0.0)) for i in range(20)]
+    keyword = [ScoredChunk(records[14], 10.0)] + [
+        ScoredChunk(r, 0.5) for i, r in enumerate(records) if i != 14
+    ]
+    vector_hits = [ScoredChunk(r, float(r.vector @ QUERY)) for r in records]
+    hits = fuse(keyword, vector_hits, QUERY, ["text"])
+    assert hits[0].record.chunk_id == "c14"
+    assert (
+        fuse(keyword, vector_hits, QUERY, ["text"], vector_weight=1.0)[0].record.chunk_id == "c00"
+    )
+
+
+def test_no_keyword_evidence_means_vectors_alone() -> None:
+    from backend.search.adaptive import adaptive_vector_weight
+
+    scaled, terms = columns([0.0] * 5, [1.0, 0.5, 0.4, 0.2, 0.0])
+    assert adaptive_vector_weight(scaled, terms) == 1.0
+
+
+def test_the_adaptive_default_reports_absolute_similarities() -> None:
+    """It ranks by cosines spread over the query's own vector leg, but the similarity it
+    reports (and a threshold judges) is absolute: a question unrelated to every chunk
+    must not get a perfect best hit, or `empty_response` could never fire."""
+    far = [record(f"f{i}", "lorem", unit(0.1 + 0.01 * i, 1.0, 0.0)) for i in range(5)]
+    vector_hits = [ScoredChunk(r, float(r.vector @ QUERY)) for r in far]
+    hits = fuse([], vector_hits, QUERY, ["unrelated"])
+    assert [h.record.chunk_id for h in hits] == ["f4", "f3", "f2", "f1", "f0"]
+    assert max(h.similarity for h in hits) < 0.2
+    assert hits[0].similarity == pytest.approx(hits[0].vector_similarity)
+
+
+def test_a_vector_legs_score_is_the_cosine_of_a_record_without_its_vector() -> None:
+    bare = record("v", "no vector returned", None)
+    hits = fuse([], [ScoredChunk(bare, 0.8)], QUERY, ["x"], vector_weight=1.0)
+    assert hits[0].vector_similarity == pytest.approx(0.8)

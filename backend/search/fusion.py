@@ -7,17 +7,23 @@ rank the same candidates the same way.
 Both per-chunk similarities are normalised to 0..1 so a `similarity_threshold` means
 the same whichever store ran the query:
 
-- `vector_similarity` is the chunk's cosine to the query (clamped at 0), computed from
-  the record's own vector for EVERY candidate, so a keyword-only hit still gets its true
-  cosine rather than 0.
+- `vector_similarity` is the chunk's cosine to the query (clamped at 0) for EVERY
+  candidate: the vector leg's own score for its hits, and computed from the record's
+  vector for a keyword-only hit, so it still gets its true cosine rather than 0 (a
+  store may leave vectors out of its vector leg's records).
 - `term_similarity` is the chunk's BM25 divided by the best BM25 of this query (the raw
   scale differs between FTS5 and Lucene, the ratio hardly does). A candidate the keyword
   leg did not return gets its query-term coverage times the weakest keyword hit's
   value: at most what a returned hit has, and 0 when it shares no query term.
 
 `similarity = w * vector_similarity + (1 - w) * term_similarity`, with `w` the vector
-weight: fixed when the request forces one, otherwise judged per query (the adaptive
-default, see docs/retrieval.md).
+weight: fixed when the request forces one (`effective_vector_weight`), otherwise judged
+per query (`backend/search/adaptive.py`). A fixed weight ranks by that similarity, as
+RAGFlow does. The adaptive default ranks by `w * scaled cosine + (1 - w) *
+term_similarity` (cosines spread over this query's vector leg, best 1, weakest 0) but
+still reports, and thresholds on, the absolute similarity: a relative score would give
+every question a perfect best hit, and `similarity_threshold` / `empty_response` could
+never turn an unrelated question away.
 """
 
 from __future__ import annotations
@@ -28,12 +34,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from backend.search.adaptive import adaptive_vector_weight, scaled_cosines
 from backend.search.store import ChunkRecord, ScoredChunk
 
 # RAGFlow's default `vector_similarity_weight` (its SDK always sends it).
 RAGFLOW_DEFAULT_VECTOR_WEIGHT = 0.3
-# The weight used while the adaptive default is not yet in place.
-FIXED_DEFAULT_VECTOR_WEIGHT = 0.7
 
 
 def effective_vector_weight(requested: float | None) -> float | None:
@@ -55,10 +60,13 @@ class FusedHit:
 
 
 def cosine_similarities(
-    records: Sequence[ChunkRecord], query_vector: np.ndarray | None
+    records: Sequence[ChunkRecord],
+    vector_hits: Sequence[ScoredChunk],
+    query_vector: np.ndarray | None,
 ) -> np.ndarray:
-    """Each record's cosine to the query, clamped to 0..1 (0 without a vector, or with
-    one of another dimension)."""
+    """Each record's cosine to the query, clamped to 0..1: the vector leg's score where
+    it returned the chunk, else from the record's vector (0 without one, or with one of
+    another dimension)."""
     result = np.zeros(len(records), dtype=np.float64)
     if query_vector is None:
         return result
@@ -66,13 +74,15 @@ def cosine_similarities(
     norm = float(np.linalg.norm(query))
     if not np.isfinite(norm) or norm == 0.0:
         return result
-    rows = [
-        index
-        for index, record in enumerate(records)
-        if record.vector is not None and np.asarray(record.vector).size == query.size
-    ]
+    known = {hit.record.chunk_id: hit.score for hit in vector_hits}
+    rows = []
+    for index, record in enumerate(records):
+        if (cosine := known.get(record.chunk_id)) is not None:
+            result[index] = cosine
+        elif record.vector is not None and np.asarray(record.vector).size == query.size:
+            rows.append(index)
     if not rows:
-        return result
+        return np.clip(result, 0.0, 1.0)
     matrix = np.stack([np.asarray(records[i].vector, dtype=np.float64).ravel() for i in rows])
     lengths = np.linalg.norm(matrix, axis=1)
     lengths[lengths == 0.0] = np.inf
@@ -133,21 +143,32 @@ def fuse(
     *,
     vector_weight: float | None = None,
 ) -> list[FusedHit]:
-    """Both legs as one list, best `similarity` first (ties: the better vector similarity,
-    then chunk id, so the order is deterministic)."""
+    """Both legs as one list, best first (ties: the better vector similarity, then chunk
+    id, so the order is deterministic). With a fixed `vector_weight` "best" is the
+    highest `similarity`; with the adaptive default (None) it is the adaptive ranking
+    score, so `similarity` need not descend along the list."""
     records = candidates(keyword_hits, vector_hits)
     if not records:
         return []
-    vector = cosine_similarities(records, query_vector)
+    vector = cosine_similarities(records, vector_hits, query_vector)
     term = term_similarities(records, keyword_hits, query_terms)
-    weight = FIXED_DEFAULT_VECTOR_WEIGHT if vector_weight is None else vector_weight
-    weight = min(max(float(weight), 0.0), 1.0)
-    if query_vector is None:
+    ranking = None
+    if query_vector is None or not vector_hits:
         weight = 0.0
+    elif vector_weight is None:
+        in_vector_leg = np.isin(
+            [r.chunk_id for r in records], [hit.record.chunk_id for hit in vector_hits]
+        )
+        scaled = scaled_cosines(vector, in_vector_leg)
+        weight = adaptive_vector_weight(scaled, term)
+        ranking = weight * scaled + (1.0 - weight) * term
+    else:
+        weight = min(max(float(vector_weight), 0.0), 1.0)
     fused = weight * vector + (1.0 - weight) * term
-    hits = [
-        FusedHit(record, float(fused[i]), float(vector[i]), float(term[i]))
-        for i, record in enumerate(records)
-    ]
-    hits.sort(key=lambda hit: (-hit.similarity, -hit.vector_similarity, hit.record.chunk_id))
-    return hits
+    if ranking is None:
+        ranking = fused
+    order = sorted(
+        range(len(records)),
+        key=lambda i: (-ranking[i], -vector[i], records[i].chunk_id),
+    )
+    return [FusedHit(records[i], float(fused[i]), float(vector[i]), float(term[i])) for i in order]

@@ -11,8 +11,14 @@
    searched together must share one (a 400 names them otherwise). The question is
    embedded with it here, in the web process: one short text, tens of milliseconds on
    the local model (a remote model costs one request).
-3. **Both legs, fused.** `search_legs` fetches BM25 and vector candidates (`top_k` each)
-   in one round trip; `fusion.fuse` turns them into one list with 0..1 similarities.
+3. **Both legs, fused.** `search_legs` fetches BM25 and vector candidates in one round
+   trip; `fusion.fuse` turns them into one list with 0..1 similarities. Each leg gives
+   its best `leg_depth` chunks: a window of FUSION_WINDOW (64, RAGFlow's RERANK_LIMIT),
+   widened to reach the requested page and the reranker's RERANK_TOP_N, and never more
+   than `top_k`. Like RAGFlow, which fuses and reranks 64 chunks whatever `top_k` says,
+   Sluice does not build and score 2 x 1024 candidates to show a page of 30: the best
+   64 of each leg are the same whichever the pool, and `total` counts the chunks kept
+   from the window.
    `similarity_threshold` applies to the fused similarity; `keyword: true` keeps only
    chunks sharing a word with the question.
 4. **Rerank** (when `rerank_id` names a model): the top RERANK_TOP_N survivors are
@@ -99,6 +105,17 @@ async def question_vector(model_id: str, question: str):  # -> np.ndarray
         raise BadGateway(f"The question could not be embedded: {exc.message}") from exc
 
 
+# Chunks each leg contributes to fusion, unless a page or the reranker needs more.
+FUSION_WINDOW = 64
+
+
+def leg_depth(request: RetrievalRequest, reranker: Reranker | None) -> int:
+    wanted = max(FUSION_WINDOW, request.page * request.page_size)
+    if reranker is not None:
+        wanted = max(wanted, get_settings().rerank_top_n)
+    return min(request.top_k, wanted)
+
+
 def chosen_reranker(request: RetrievalRequest) -> Reranker | None:
     return rerank_model(request.rerank_id) if request.rerank_id else None
 
@@ -116,7 +133,7 @@ async def retrieve(user_id: int, request: RetrievalRequest) -> RetrievalResult:
         tenant_id=str(user_id), dataset_ids=[d.id for d in datasets], document_ids=document_ids
     )
     keyword_hits, vector_hits = await search_store().search_legs(
-        terms, vector, scope, request.top_k
+        terms, vector, scope, leg_depth(request, reranker)
     )
     weight = effective_vector_weight(request.vector_similarity_weight)
     hits = fuse(keyword_hits, vector_hits, vector, terms, vector_weight=weight)
