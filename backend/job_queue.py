@@ -26,13 +26,21 @@ WAKE_MAX_LEN = 64
 
 
 async def enqueue(
-    redis: ArqRedis, queue: str, function: str, *args: Any, job_id: str | None = None
+    redis: ArqRedis,
+    queue: str,
+    function: str,
+    *args: Any,
+    job_id: str | None = None,
+    expires: float | None = None,
 ) -> Job | None:
     """arq's `enqueue_job` on `queue` (a full queue name), then wake its workers.
 
-    None, as with arq, when a job with `job_id` is already queued or running.
+    None, as with arq, when a job with `job_id` is already queued or running. A job not
+    started within `expires` seconds is dropped (arq's default: a day).
     """
-    job = await redis.enqueue_job(function, *args, _job_id=job_id, _queue_name=queue)
+    job = await redis.enqueue_job(
+        function, *args, _job_id=job_id, _queue_name=queue, _expires=expires
+    )
     await redis.xadd(queue_wake_key(queue), {"j": "1"}, maxlen=WAKE_MAX_LEN, approximate=True)
     return job
 

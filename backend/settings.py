@@ -126,6 +126,7 @@ class Settings(BaseSettings):
     ingest_sweep_interval_seconds: int = Field(5, ge=1, le=59)
     ingest_queued_timeout_seconds: float = Field(60.0, gt=0)
     chunk_embed_wait_seconds: float = Field(10.0, ge=0)
+    document_parser_wait_seconds: float = Field(150.0, gt=0)
     feed_retention_seconds: int = Field(3600, ge=1)
     feed_max_events: int = Field(1000, ge=1)
     feed_progress_interval_seconds: float = Field(0.5, ge=0)

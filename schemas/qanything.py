@@ -131,3 +131,32 @@ class DocumentParserEmbeddingForm(BaseModel):
 class DocumentParserEmbeddingReply(QAnythingReply):
     data: list[FileEntry]
     skipped: list[SkippedFile] = Field(default_factory=list, description="Files not stored")
+
+
+class DocumentParserForm(BaseModel):
+    """multipart/form-data: `user_id` (and `kb_id`, optional) fields and one `file` part."""
+
+    user_id: str
+    kb_id: str | None = Field(
+        None, description="A knowledge base of yours: its chunk method and settings are used"
+    )
+    file: File
+
+
+class ParserMetadata(BaseModel):
+    user_id: str
+    kb_id: str | None = Field(description="As sent; null when none was")
+    file_id: str = Field(description="A fresh id: the file is not stored")
+    file_name: str
+    chunk_id: int = Field(description="The chunk's index, from 0")
+    file_path: str = Field(description="The file name: the file is not stored")
+    faq_dict: dict[str, str] = Field(description="question and answer of a Q/A chunk, else {}")
+
+
+class ParserDocument(BaseModel):
+    metadata: ParserMetadata
+    page_content: str
+
+
+class DocumentParserReply(QAnythingReply):
+    parser_documents: list[ParserDocument]

@@ -12,6 +12,7 @@ from arq import cron, func
 
 from backend.connections import redis_settings
 from backend.constants import INGEST_QUEUE, queue_name
+from backend.knowledge.parse_preview import PARSE_PREVIEW_JOB
 from backend.knowledge.parse_queue import EMBED_CHUNKS_JOB, PARSE_DOCUMENT_JOB
 from backend.knowledge.storage import document_storage
 from backend.providers.embedding_registry import close_embeddings, configure_embeddings
@@ -19,7 +20,7 @@ from backend.providers.tokens import count_tokens
 from backend.search.stores import close_search_store, configure_search_store
 from backend.settings import get_settings
 from workers import lifecycle
-from workers.jobs.ingest import embed_chunks, parse_document, sweep
+from workers.jobs.ingest import embed_chunks, parse_document, parse_preview, sweep
 
 _settings = get_settings()
 
@@ -54,6 +55,14 @@ class WorkerSettings:
         ),
         # The web process waits for this one's result (CHUNK_EMBED_WAIT_SECONDS).
         func(embed_chunks, name=EMBED_CHUNKS_JOB, max_tries=1, timeout=600, keep_result=60),
+        # The web process waits for this one's chunks (DOCUMENT_PARSER_WAIT_SECONDS).
+        func(
+            parse_preview,
+            name=PARSE_PREVIEW_JOB,
+            max_tries=1,
+            timeout=_settings.ingest_parse_timeout_seconds + 60,
+            keep_result=60,
+        ),
     ]
     cron_jobs = [
         cron(

@@ -1,5 +1,6 @@
-"""The ingest queue's jobs: parse a document run, embed chunks written by hand, and the
-sweep that recovers documents whose worker died (backend/knowledge/ingest_recovery.py)."""
+"""The ingest queue's jobs: parse a document run, embed chunks written by hand, parse an
+upload without storing it (QAnything's document_parser), and the sweep that recovers
+documents whose worker died (backend/knowledge/ingest_recovery.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 from backend.knowledge.chunk_embedding import embed_stored_chunks
 from backend.knowledge.ingest_recovery import sweep_documents
 from backend.knowledge.ingestion import IngestContext, ingest_document
+from backend.knowledge.parse_preview import PreviewFile, PreviewResult, preview_chunks
 
 
 def ingest_context(ctx: dict[str, Any]) -> IngestContext:
@@ -22,6 +24,10 @@ async def parse_document(ctx: dict[str, Any], document_id: str, run_id: str) -> 
 
 async def embed_chunks(ctx: dict[str, Any], document_id: str, chunk_ids: list[str]) -> int:
     return await embed_stored_chunks(ctx["store"], document_id, chunk_ids)
+
+
+async def parse_preview(ctx: dict[str, Any], preview: PreviewFile) -> PreviewResult:
+    return await preview_chunks(preview, ctx["settings"])
 
 
 async def sweep(ctx: dict[str, Any]) -> int:

@@ -1,5 +1,6 @@
-"""QAnything's `document_parser_embedding`: files uploaded into a knowledge base and
-queued for parsing and embedding, as one multipart request.
+"""QAnything's multipart routes: `document_parser_embedding` (files uploaded into a
+knowledge base and queued for parsing and embedding) and `document_parser` (one file
+parsed by the ingest worker and its chunks returned, nothing stored).
 
 The files stream straight to storage (backend/http/multipart_files.py), so the
 knowledge base must be known before the first file arrives: `user_id` and `kb_id` are
@@ -12,6 +13,7 @@ backend/http/routes/qanything.py.
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 from quart import Blueprint, current_app, request
 from quart_schema import DataSource, document_request, validate_response
@@ -24,15 +26,20 @@ from backend.http.multipart_files import FilePart, read_multipart
 from backend.http.routes.documents import document_upload_body, duplicate_mode
 from backend.http.routes.qanything import check_user_id, known_kb_id
 from backend.knowledge import datasets, documents, parse_queue
+from backend.knowledge.document_parser import OneFileUpload, parse_in_worker
 from backend.knowledge.document_uploads import DocumentUpload
 from backend.knowledge.storage import document_storage
-from backend.models import Document
+from backend.models import Dataset, Document
 from backend.settings import Settings
 from schemas.documents import UploadQuery
 from schemas.qanything import (
     DocumentParserEmbeddingForm,
     DocumentParserEmbeddingReply,
+    DocumentParserForm,
+    DocumentParserReply,
     FileEntry,
+    ParserDocument,
+    ParserMetadata,
     QAnythingRequest,
 )
 
@@ -121,4 +128,49 @@ async def document_parser_embedding():
         msg="success: the files are queued for parsing",
         data=[file_entry(by_id[document.id]) for document in created],
         skipped=skipped,
+    )
+
+
+@blueprint.post("/document_parser")
+@document_errors(403, 404, 415, 503)
+@body_limit(document_upload_body)
+@authenticated
+@document_request(DocumentParserForm, source=DataSource.FORM_MULTIPART)
+@validate_response(DocumentParserReply)
+async def document_parser():
+    """Parse one uploaded `file` into chunks, as a document of the knowledge base
+    `kb_id` (optional) would be, and return them without storing anything. The ingest
+    worker parses; 503 when it does not answer in time. Size and type limits as for
+    document uploads (413, 415); a file that cannot be parsed is a 422."""
+    app = current_app._get_current_object()
+    settings = app.config["SETTINGS"]
+    fields: dict[str, str] = {}
+    upload = OneFileUpload(settings)
+    await read_multipart(request.body, request.headers.get("Content-Type"), upload, fields)
+    user_id = fields.get("user_id")
+    check_user_id(QAnythingRequest(user_id=user_id))
+    kb_id = fields.get("kb_id", "").strip() or None
+    dataset: Dataset | None = None
+    if kb_id is not None:
+        dataset = await datasets.get_dataset(current_user(), known_kb_id(kb_id))
+    preview = upload.preview(dataset)
+    result = await parse_in_worker(app.config["REDIS"], settings, preview)
+    file_id = uuid.uuid4().hex
+    return DocumentParserReply(
+        msg="document parser success",
+        parser_documents=[
+            ParserDocument(
+                metadata=ParserMetadata(
+                    user_id=user_id or "",
+                    kb_id=kb_id,
+                    file_id=file_id,
+                    file_name=preview.name,
+                    chunk_id=index,
+                    file_path=preview.name,
+                    faq_dict=chunk.faq,
+                ),
+                page_content=chunk.content,
+            )
+            for index, chunk in enumerate(result.chunks)
+        ],
     )
