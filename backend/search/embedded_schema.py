@@ -24,10 +24,12 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from backend.search import embedded_postings as postings
 from backend.search.analyzer import analyzed_text
 from backend.search.store import ChunkRecord
 
@@ -182,13 +184,15 @@ def bump_versions(conn: sqlite3.Connection, dataset_ids: Iterable[str]) -> None:
         )
 
 
-def insert_records(conn: sqlite3.Connection, records: Sequence[ChunkRecord]) -> None:
-    """Insert (or replace, by chunk id) chunks and their keyword index entries. Row ids
-    are assigned here (the write lock is held, so max(id) is stable), which lets both
-    tables be filled with one executemany each."""
+def insert_records(conn: sqlite3.Connection, records: Sequence[ChunkRecord]) -> Touched:
+    """Insert (or replace, by chunk id) chunks and their FTS5 entries: the datasets and
+    documents changed (a replaced chunk may have been another document's). Row ids are
+    assigned here (the write lock is held, so max(id) is stable), which lets both tables
+    be filled with one executemany each."""
+    touched = Touched({r.dataset_id for r in records}, {r.document_id for r in records})
     for start in range(0, len(records), BATCH):
         ids = [record.chunk_id for record in records[start : start + BATCH]]
-        delete_where(conn, f"chunk_id IN ({placeholders(ids)})", ids)
+        touched |= delete_where(conn, f"chunk_id IN ({placeholders(ids)})", ids)[1]
     first = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM chunks").fetchone()[0]
     conn.executemany(INSERT_WITH_ID, ((first + i, *row_values(r)) for i, r in enumerate(records)))
     conn.executemany(
@@ -198,19 +202,40 @@ def insert_records(conn: sqlite3.Connection, records: Sequence[ChunkRecord]) -> 
             for i, r in enumerate(records)
         ),
     )
+    return touched
+
+
+@dataclass
+class Touched:
+    """What a write changed: datasets (their versions move) and documents (their
+    postings are re-derived)."""
+
+    datasets: set[str] = field(default_factory=set)
+    documents: set[str] = field(default_factory=set)
+
+    def __or__(self, other: Touched) -> Touched:
+        return Touched(self.datasets | other.datasets, self.documents | other.documents)
+
+
+def finish_write(conn: sqlite3.Connection, touched: Touched) -> None:
+    """The end of every write: postings of the touched documents, then dataset versions."""
+    postings.rebuild(conn, touched.documents)
+    bump_versions(conn, touched.datasets)
 
 
 def delete_where(
     conn: sqlite3.Connection, condition: str, args: Sequence[Any]
-) -> tuple[int, set[str]]:
+) -> tuple[int, Touched]:
     """Delete the chunks matching `condition` with their index entries: how many, and the
-    datasets they were in."""
-    rows = conn.execute(f"SELECT id, dataset_id FROM chunks WHERE {condition}", args).fetchall()
+    datasets and documents they were in."""
+    rows = conn.execute(
+        f"SELECT id, dataset_id, document_id FROM chunks WHERE {condition}", args
+    ).fetchall()
     if not rows:
-        return 0, set()
+        return 0, Touched()
     ids = [row[0] for row in rows]
     for start in range(0, len(ids), BATCH):
         batch = ids[start : start + BATCH]
         conn.execute(f"DELETE FROM chunk_terms WHERE rowid IN ({placeholders(batch)})", batch)
         conn.execute(f"DELETE FROM chunks WHERE id IN ({placeholders(batch)})", batch)
-    return len(rows), {row[1] for row in rows}
+    return len(rows), Touched({row[1] for row in rows}, {row[2] for row in rows})

@@ -52,10 +52,15 @@ class DatasetVectors:
         if document_ids is not None:
             codes = [self.documents[d] for d in document_ids if d in self.documents]
             keep &= np.isin(self.document_codes, np.asarray(codes, dtype=np.int32))
-        candidates = np.flatnonzero(keep)
-        if len(candidates) > top_k:
-            best = np.argpartition(-scores[candidates], top_k - 1)[:top_k]
-            candidates = candidates[best]
+        if keep.all():  # the common case: skip gathering a copy of every score
+            candidates = np.arange(len(self.ids))
+            if len(candidates) > top_k:
+                candidates = np.argpartition(-scores, top_k - 1)[:top_k]
+        else:
+            candidates = np.flatnonzero(keep)
+            if len(candidates) > top_k:
+                best = np.argpartition(-scores[candidates], top_k - 1)[:top_k]
+                candidates = candidates[best]
         # Highest score first; ties by row id, so the order is the same on every run.
         order = np.lexsort((self.ids[candidates], -scores[candidates]))
         chosen = candidates[order]

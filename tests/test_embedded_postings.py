@@ -1,0 +1,131 @@
+"""The embedded store's BM25 postings (backend/search/embedded_postings.py) against
+FTS5's own `bm25()` over the same file: same scores, same order, through every kind of
+write, and derived once for a file written before the postings existed."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from backend.search import embedded_postings as postings
+from backend.search.embedded import EmbeddedSearchStore
+from backend.search.embedded_queries import informative_terms
+from backend.search.embedded_schema import match_any
+from backend.search.store import ChunkUpdate, SearchFilter
+from tests.support.search_stores import chunk
+
+pytestmark = pytest.mark.sqlite_only
+
+WORDS = [f"w{i}" for i in range(60)]
+ALICE = SearchFilter("alice")
+
+
+def corpus(seed: int, documents: int = 6, size: int = 25):
+    rng = random.Random(seed)
+    weights = [1.0 / (rank + 1) for rank in range(len(WORDS))]
+    result = {}
+    for d in range(documents):
+        result[f"doc-{d}"] = [
+            chunk(
+                f"d{d}-c{c}",
+                " ".join(rng.choices(WORDS, weights, k=rng.randint(3, 30))),
+                document=f"doc-{d}",
+            )
+            for c in range(size)
+        ]
+    return result
+
+
+def fts5_ranking(path: Path, terms: list[str], top_k: int) -> list[tuple[str, float]]:
+    """FTS5's own BM25 over the store's file: the reference the postings must match (on
+    the terms the store matches: those in under half the chunks, see informative_terms)."""
+    with sqlite3.connect(path) as conn:
+        terms = informative_terms(conn, terms)
+        rows = conn.execute(
+            "SELECT c.chunk_id, -bm25(chunk_terms) AS score FROM chunk_terms "
+            "JOIN chunks AS c ON c.id = chunk_terms.rowid "
+            "WHERE chunk_terms MATCH ? AND c.available = 1 "
+            "ORDER BY bm25(chunk_terms), c.id LIMIT ?",
+            (match_any(terms), top_k),
+        ).fetchall()
+    return [(chunk_id, score) for chunk_id, score in rows]
+
+
+async def assert_same_as_fts5(store: EmbeddedSearchStore, queries: list[list[str]]) -> None:
+    for terms in queries:
+        hits = await store.keyword_search(terms, ALICE, 15)
+        expected = fts5_ranking(store.path, terms, 15)
+        assert [h.record.chunk_id for h in hits] == [c for c, _ in expected], terms
+        for hit, (_, score) in zip(hits, expected, strict=True):
+            assert hit.score == pytest.approx(score, rel=1e-9, abs=1e-12)
+
+
+QUERIES = [["w5"], ["w12", "w40"], ["w3", "w7", "w59"], ["w20", "w21", "w22", "w23"]]
+
+
+async def test_bm25_from_postings_equals_fts5_through_every_write(tmp_path: Path) -> None:
+    store = EmbeddedSearchStore(tmp_path / "search.sqlite3")
+    try:
+        documents = corpus(seed=7)
+        for document_id, records in documents.items():
+            await store.replace_document(document_id, records)
+        await assert_same_as_fts5(store, QUERIES)
+
+        # Re-parse one document with other text, edit, disable and delete chunks, add
+        # chunks to a document, delete a document: the postings follow each write.
+        await store.replace_document("doc-1", corpus(seed=8)["doc-1"])
+        await store.update_chunk("doc-2", "d2-c3", ChunkUpdate(content="w12 w12 w40 w40 w40"))
+        await store.update_chunk("doc-2", "d2-c4", ChunkUpdate(available=False))
+        await store.delete_chunks("doc-3", ["d3-c0", "d3-c1"])
+        await store.add_chunks([chunk("extra", "w5 w12 w3", document="doc-4")])
+        await store.delete_document("doc-5")
+        await assert_same_as_fts5(store, QUERIES)
+        hits = await store.keyword_search(["w12", "w40"], ALICE, 50)
+        assert "d2-c4" not in {h.record.chunk_id for h in hits}
+
+        with sqlite3.connect(store.path) as conn:
+            chunks, tokens = conn.execute("SELECT chunks, tokens FROM term_totals").fetchone()
+            assert chunks == conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
+            texts = conn.execute("SELECT terms FROM chunk_terms").fetchall()
+            assert tokens == sum(len(text.split()) for (text,) in texts)
+            stale = conn.execute(
+                "SELECT count(*) FROM term_postings WHERE document_id = 'doc-5'"
+            ).fetchone()[0]
+            assert stale == 0
+    finally:
+        await store.close()
+
+
+async def test_a_file_written_before_the_postings_gets_them_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "search.sqlite3"
+    store = EmbeddedSearchStore(path)
+    for document_id, records in corpus(seed=3, documents=3).items():
+        await store.replace_document(document_id, records)
+    before = await store.keyword_search(["w4", "w9"], ALICE, 10)
+    await store.close()
+    with sqlite3.connect(path) as conn:
+        conn.executescript(
+            "DROP TABLE term_postings; DROP TABLE term_documents; DROP TABLE term_totals;"
+        )
+
+    reopened = EmbeddedSearchStore(path)
+    try:
+        after = await reopened.keyword_search(["w4", "w9"], ALICE, 10)
+        assert [(h.record.chunk_id, h.score) for h in after] == [
+            (h.record.chunk_id, h.score) for h in before
+        ]
+        await assert_same_as_fts5(reopened, QUERIES)
+    finally:
+        await reopened.close()
+
+
+def test_ties_at_the_cut_keep_the_lowest_row_ids() -> None:
+    import numpy as np
+
+    ids = [np.array([9, 3, 5, 7], dtype=np.int64)]
+    weights = [np.array([1.0, 2.0, 1.0, 1.0])]
+    assert postings.top_scores(ids, weights, 2) == [(3, 2.0), (5, 1.0)]
+    assert postings.top_scores([], [], 2) == []
