@@ -1,6 +1,6 @@
 """The Elasticsearch store's request bodies, pinned exactly (they are pure functions): the
 filter sits inside both legs, hidden generations are excluded by a terms lookup, and the
-vector leg sizes num_candidates from top_k."""
+vector leg sizes num_candidates from top_k and leaves the vectors out of its hits."""
 
 from __future__ import annotations
 
@@ -56,6 +56,7 @@ def test_knn_body_filters_inside_and_sizes_candidates() -> None:
             "filter": {"bool": {"filter": clauses, "must_not": [HIDDEN]}},
         },
         "size": 1024,
+        "_source": {"excludes": ["vector"]},
         "track_total_hits": False,
     }
     assert q.knn_body([1.0], clauses, LIVE, 3)["knn"]["num_candidates"] == 100

@@ -19,6 +19,12 @@ body is pinned by an exact test (`tests/test_elasticsearch_queries.py`).
 - **Filters inside both legs.** Tenant, datasets, documents and availability are `filter`
   clauses of the BM25 query and of `knn.filter`, so another tenant's chunks can neither
   appear nor crowd the caller's out of the top k.
+- **Vectors only where fusion needs them.** The knn leg's hits leave `vector` out of
+  `_source`: fusion takes their cosine from the score, and 384 floats as JSON are most
+  of a hit's bytes. The keyword leg keeps it, since a keyword hit the knn leg did not
+  return gets its cosine from its vector (fetching those few by `mget` after the search
+  measured slower than carrying them: a second round trip, and the same `_source`
+  parse on the node).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from backend.search.store import SearchFilter
 
 HIDDEN_DOC = "hidden"
 MAX_CANDIDATES = 10_000
+WITHOUT_VECTOR = {"excludes": ["vector"]}
 
 
 def chunk_index_settings() -> dict[str, Any]:
@@ -123,7 +130,8 @@ def knn_body(
 ) -> dict[str, Any]:
     """Approximate (HNSW) nearest neighbours with the filter applied during the graph
     search; `num_candidates` is twice top_k (at least 100, at most Elasticsearch's cap),
-    which keeps recall near exact at the sizes retrieval asks for."""
+    which keeps recall near exact at the sizes retrieval asks for. Hits come without
+    their vectors (the score is their cosine)."""
     k = min(top_k, MAX_CANDIDATES)
     return {
         "knn": {
@@ -134,6 +142,7 @@ def knn_body(
             "filter": scoped(clauses, live_index),
         },
         "size": k,
+        "_source": WITHOUT_VECTOR,
         "track_total_hits": False,
     }
 
