@@ -170,3 +170,25 @@ def test_a_vector_legs_score_is_the_cosine_of_a_record_without_its_vector() -> N
     bare = record("v", "no vector returned", None)
     hits = fuse([], [ScoredChunk(bare, 0.8)], QUERY, ["x"], vector_weight=1.0)
     assert hits[0].vector_similarity == pytest.approx(0.8)
+
+
+def test_vector_similarity_is_calibrated_to_the_models_unrelated_cosine() -> None:
+    """e5 gives unrelated texts ~0.78: calibrated, that is 0 and a near-identical
+    passage stays near 1, so a threshold means the same for every model."""
+    from backend.providers.embedding_baseline import MAX_BASELINE, unrelated_cosine
+
+    crowded = np.array([[1.0, 0.0], [0.6, 0.8]])
+    assert unrelated_cosine(crowded, crowded) == pytest.approx(0.6)
+    opposite = np.array([[1.0, 0.0], [-1.0, 0.0]])
+    assert unrelated_cosine(opposite, opposite) == 0.0  # clamped
+    assert unrelated_cosine(np.ones((2, 2)), np.ones((2, 2))) == MAX_BASELINE
+
+    near = record("near", "text", unit(1.0, 0.05, 0.0))
+    far = record("far", "text", unit(0.78, 0.626, 0.0))  # cosine 0.78
+    vector_hits = [ScoredChunk(r, float(r.vector @ QUERY)) for r in (near, far)]
+    hits = {
+        h.record.chunk_id: h
+        for h in fuse([], vector_hits, QUERY, ["x"], vector_weight=1.0, vector_baseline=0.78)
+    }
+    assert hits["far"].vector_similarity == pytest.approx(0.0, abs=1e-3)
+    assert hits["near"].vector_similarity > 0.99

@@ -114,7 +114,8 @@ async def test_the_ragflow_sdk_retrieves_chunks(live_processes: LiveServer) -> N
     assert found[0].content == texts["baikal.txt"][0]
     assert (found[0].document_id, found[0].dataset_id) == (baikal, corpus.dataset_id)
     assert found[0].document_name == "baikal.txt"
-    assert found[0].vector_similarity > 0.8 and 0 < found[0].term_similarity <= 1
+    # Calibrated to the model (0 = what it gives unrelated texts), not the raw cosine.
+    assert found[0].vector_similarity > 0.5 and 0 < found[0].term_similarity <= 1
     assert all(chunk.similarity >= 0.2 for chunk in found)
     # e5's cosines between unrelated texts are high (about 0.8), so the bread chunk may
     # pass the threshold, but it ranks below both lake chunks.

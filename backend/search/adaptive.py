@@ -26,16 +26,23 @@ import numpy as np
 DEPTH = 10
 
 
-def scaled_cosines(cosines: np.ndarray, in_vector_leg: np.ndarray) -> np.ndarray:
-    """Cosines rescaled over this query's vector leg: its best hit 1, its weakest 0
-    (clipped, so a keyword-only candidate below the weakest gets 0). An embedding
-    model's cosines crowd a narrow band (e5: 0.75..0.9 for anything), so the raw value
-    would barely move a ranking; the leg's own range is what a cosine means here. Used
-    to rank only: the reported similarity stays absolute (see `fusion.fuse`)."""
+def scaled_cosines(cosines: np.ndarray, in_vector_leg: np.ndarray, term: np.ndarray) -> np.ndarray:
+    """Cosines rescaled for ranking: this query's best vector hit 1, and 0 at the lowest
+    cosine among the chunks either leg puts forward (the vector leg's weakest, and the
+    keyword leg's top 10), clipped. An embedding model's cosines crowd a narrow band
+    (e5: 0.75..0.9 for anything), so the raw value would barely move a ranking; the span
+    of this query's own candidates is what a cosine means here. Taking the keyword leg's
+    top hits into the span keeps it from depending on how deep the vector leg was read
+    (its 64th best sits much higher than its 1024th). Used to rank only: the reported
+    similarity is not relative (see `fusion.fuse`)."""
     leg = cosines[in_vector_leg]
     if leg.size == 0:
         return np.zeros_like(cosines)
     top, floor = float(leg.max()), float(leg.min())
+    keyword_top = top_indices(term, min(DEPTH, term.size))
+    lexical = [i for i in keyword_top if term[i] > 0.0]
+    if lexical:
+        floor = min(floor, float(cosines[lexical].min()))
     if top - floor <= 1e-9:
         return (cosines >= top - 1e-9).astype(np.float64)
     return np.clip((cosines - floor) / (top - floor), 0.0, 1.0)

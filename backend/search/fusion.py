@@ -7,10 +7,13 @@ rank the same candidates the same way.
 Both per-chunk similarities are normalised to 0..1 so a `similarity_threshold` means
 the same whichever store ran the query:
 
-- `vector_similarity` is the chunk's cosine to the query (clamped at 0) for EVERY
-  candidate: the vector leg's own score for its hits, and computed from the record's
-  vector for a keyword-only hit, so it still gets its true cosine rather than 0 (a
-  store may leave vectors out of its vector leg's records).
+- `vector_similarity` is the chunk's cosine to the query for EVERY candidate (the
+  vector leg's own score for its hits, computed from the record's vector for a
+  keyword-only hit, so it still gets its true cosine rather than 0), calibrated to the
+  embedding model: `(cosine - baseline) / (1 - baseline)` clipped to 0..1, the
+  baseline being what the model gives unrelated texts
+  (`backend/providers/embedding_baseline.py`; e5 gives them 0.78, so a raw cosine
+  would pass any off-topic question over RAGFlow's 0.2 threshold).
 - `term_similarity` is the chunk's BM25 divided by the best BM25 of this query (the raw
   scale differs between FTS5 and Lucene, the ratio hardly does). A candidate the keyword
   leg did not return gets its query-term coverage times the weakest keyword hit's
@@ -57,6 +60,12 @@ class FusedHit:
     similarity: float
     vector_similarity: float
     term_similarity: float
+
+
+def calibrated(cosines: np.ndarray, baseline: float) -> np.ndarray:
+    """Cosines on the embedding model's own scale: 0 for an unrelated passage (the
+    model's `baseline` cosine), 1 for an identical one."""
+    return np.clip((cosines - baseline) / (1.0 - baseline), 0.0, 1.0)
 
 
 def cosine_similarities(
@@ -142,6 +151,7 @@ def fuse(
     query_terms: Sequence[str],
     *,
     vector_weight: float | None = None,
+    vector_baseline: float = 0.0,
 ) -> list[FusedHit]:
     """Both legs as one list, best first (ties: the better vector similarity, then chunk
     id, so the order is deterministic). With a fixed `vector_weight` "best" is the
@@ -150,7 +160,8 @@ def fuse(
     records = candidates(keyword_hits, vector_hits)
     if not records:
         return []
-    vector = cosine_similarities(records, vector_hits, query_vector)
+    cosines = cosine_similarities(records, vector_hits, query_vector)
+    vector = calibrated(cosines, vector_baseline)
     term = term_similarities(records, keyword_hits, query_terms)
     ranking = None
     if query_vector is None or not vector_hits:
@@ -159,7 +170,7 @@ def fuse(
         in_vector_leg = np.isin(
             [r.chunk_id for r in records], [hit.record.chunk_id for hit in vector_hits]
         )
-        scaled = scaled_cosines(vector, in_vector_leg)
+        scaled = scaled_cosines(cosines, in_vector_leg, term)
         weight = adaptive_vector_weight(scaled, term)
         ranking = weight * scaled + (1.0 - weight) * term
     else:

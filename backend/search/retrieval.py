@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from backend.errors import BadGateway, BadRequest, NotFound
 from backend.models import Dataset, Document
 from backend.providers.base import ProviderError
+from backend.providers.embedding_baseline import similarity_baseline
 from backend.providers.embedding_registry import embedding_provider
 from backend.providers.rerank import Reranker
 from backend.providers.rerank_registry import reranker as rerank_model
@@ -136,7 +137,10 @@ async def retrieve(user_id: int, request: RetrievalRequest) -> RetrievalResult:
         terms, vector, scope, leg_depth(request, reranker)
     )
     weight = effective_vector_weight(request.vector_similarity_weight)
-    hits = fuse(keyword_hits, vector_hits, vector, terms, vector_weight=weight)
+    baseline = await similarity_baseline(model_id)
+    hits = fuse(
+        keyword_hits, vector_hits, vector, terms, vector_weight=weight, vector_baseline=baseline
+    )
     hits = [hit for hit in hits if hit.similarity >= request.similarity_threshold]
     if request.keyword:
         hits = [hit for hit in hits if hit.term_similarity > 0]
