@@ -42,6 +42,7 @@ from backend.knowledge.chunk_records import (
 )
 from backend.knowledge.chunking import chunk_document
 from backend.knowledge.parsing import parse_document
+from backend.providers.embedding_baseline import similarity_baseline
 from backend.providers.embedding_registry import default_embedding_model, embedding_provider
 from backend.search.analyzer import query_terms
 from backend.search.embedded import EmbeddedSearchStore
@@ -143,9 +144,18 @@ async def collect_legs(
     return legs
 
 
-def ranked_documents(legs: QueryLegs, weight: float | None, ids: dict[str, str]) -> list[str]:
+def ranked_documents(
+    legs: QueryLegs, weight: float | None, ids: dict[str, str], baseline: float
+) -> list[str]:
     """The set's document ids in fused order, each at its best chunk's rank."""
-    hits = fuse(legs.keyword, legs.vector_hits, legs.vector, legs.terms, vector_weight=weight)
+    hits = fuse(
+        legs.keyword,
+        legs.vector_hits,
+        legs.vector,
+        legs.terms,
+        vector_weight=weight,
+        vector_baseline=baseline,
+    )
     return list(dict.fromkeys(ids[hit.record.document_id] for hit in hits))
 
 
@@ -160,10 +170,14 @@ def ndcg_recall(ranking: list[str], judged: dict[str, int]) -> tuple[float, floa
 
 
 def evaluate(
-    evalset: EvalSet, all_legs: list[QueryLegs], ids: dict[str, str], weight: float | None
+    evalset: EvalSet,
+    all_legs: list[QueryLegs],
+    ids: dict[str, str],
+    weight: float | None,
+    baseline: float,
 ) -> tuple[float, float]:
     scores = [
-        ndcg_recall(ranked_documents(legs, weight, ids), evalset.qrels[legs.query_id])
+        ndcg_recall(ranked_documents(legs, weight, ids, baseline), evalset.qrels[legs.query_id])
         for legs in all_legs
     ]
     return float(np.mean([s[0] for s in scores])), float(np.mean([s[1] for s in scores]))
@@ -183,7 +197,11 @@ async def measure(name: str, model_id: str) -> dict[str, tuple[float, float]]:
             print(f"  searched in {time.perf_counter() - started:.0f} s")
         finally:
             await store.close()
-    return {method: evaluate(evalset, all_legs, ids, weight) for method, weight in METHODS.items()}
+    baseline = await similarity_baseline(model_id)  # as `retrieve` calibrates
+    return {
+        method: evaluate(evalset, all_legs, ids, weight, baseline)
+        for method, weight in METHODS.items()
+    }
 
 
 def report(results: dict[str, dict[str, tuple[float, float]]]) -> None:
