@@ -18,6 +18,8 @@ import numpy as np
 from backend.search import embedded_postings as postings
 from backend.search import embedded_schema as schema
 from backend.search.store import ChunkRecord, ScoredChunk, SearchFilter
+from backend.search.term_statistics import distinct_terms
+from backend.search.term_statistics import informative_terms as rule
 from backend.search.vector_cache import VectorCache
 
 
@@ -36,24 +38,12 @@ def postings_scope(filter: SearchFilter) -> postings.Scope | None:
 
 
 def informative_terms(conn: sqlite3.Connection, terms: Sequence[str]) -> list[str]:
-    """The query terms worth matching. BM25's IDF, log((N - n + 0.5) / (n + 0.5)), is
-    floored at 1e-6 for a term in over half the chunks, so such a term ("the", "的")
-    adds nothing to any score, yet matching it reads most of the index. Terms in no
-    chunk match nothing. Both are dropped. When nothing is left, the common terms are
-    matched only if the question has no other words (a query of common words still
-    ranks by frequency); a question whose other words are all unknown to the corpus is
-    about something it lacks, and matching it on "the" would call the best "the"-heavy
-    chunk a perfect keyword match and defeat `empty_response`."""
-    distinct = list(dict.fromkeys(term for term in terms if term))
+    """The terms the keyword leg matches (`backend/search/term_statistics.py`)."""
+    distinct = distinct_terms(terms)
     if len(distinct) <= 1:
         return distinct
     chunks, _ = postings.totals(conn)
-    counts = postings.document_frequencies(conn, distinct)
-    known = [term for term in distinct if counts[term] > 0]
-    rare = [term for term in known if 2 * counts[term] <= chunks]
-    if rare:
-        return rare
-    return known if len(known) == len(distinct) else []
+    return rule(distinct, postings.document_frequencies(conn, distinct), chunks)
 
 
 def records_by_id(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, ChunkRecord]:
