@@ -44,6 +44,19 @@ def test_keyword_body() -> None:
     }
 
 
+def test_frequency_searches_count_the_whole_store_then_each_term() -> None:
+    header = {"index": "p-*"}
+    total, river = (
+        {
+            "size": 0,
+            "track_total_hits": True,
+            "query": {"bool": {"filter": f, "must_not": [HIDDEN]}},
+        }
+        for f in ([], [{"term": {"search_terms": "river"}}])
+    )
+    assert q.frequency_searches(header, ["river"], LIVE) == [header, total, header, river]
+
+
 def test_knn_body_filters_inside_and_sizes_candidates() -> None:
     clauses = [{"term": {"tenant_id": "alice"}}, {"terms": {"dataset_id": ["d"]}}]
     body = q.knn_body([0.5, 0.5], clauses, LIVE, 1024)

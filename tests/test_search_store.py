@@ -92,6 +92,23 @@ async def test_no_terms_or_no_match_finds_nothing(search_store: SearchStore) -> 
     assert await keyword(search_store, 'NOT OR AND NEAR "') == []
 
 
+async def test_common_words_match_only_when_nothing_else_is_asked(
+    search_store: SearchStore,
+) -> None:
+    """Both stores apply term_statistics.informative_terms: "the" beside a rarer word is
+    not matched, and beside only words the corpus lacks matches nothing at all."""
+    await search_store.add_chunks(
+        [
+            chunk("gizmo", "the zorblat gizmo is blue"),
+            chunk("lake", "the lake freezes in the winter"),
+            chunk("heron", "the heron fishes at dawn"),
+        ]
+    )
+    assert ids(await keyword(search_store, "the zorblat")) == ["gizmo"]
+    assert await keyword(search_store, "the football match") == []
+    assert ids(await keyword(search_store, "the")) == ["lake", "gizmo", "heron"]
+
+
 # -- vector leg ----------------------------------------------------------------------------
 
 

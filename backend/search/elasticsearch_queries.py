@@ -125,6 +125,20 @@ def keyword_body(
     }
 
 
+def frequency_searches(
+    header: dict[str, Any], terms: Sequence[str], live_index: str
+) -> list[dict[str, Any]]:
+    """`_msearch` lines counting the visible chunks of the whole store (every tenant's,
+    as BM25's IDF counts them), then those holding each term: the statistics
+    `term_statistics.informative_terms` decides on."""
+    searches: list[dict[str, Any]] = []
+    for term in [None, *terms]:
+        clauses = [] if term is None else [{"term": {"search_terms": term}}]
+        body = {"size": 0, "track_total_hits": True, "query": scoped(clauses, live_index)}
+        searches += [header, body]
+    return searches
+
+
 def knn_body(
     vector: Sequence[float], clauses: list[dict[str, Any]], live_index: str, top_k: int
 ) -> dict[str, Any]:

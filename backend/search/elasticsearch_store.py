@@ -46,6 +46,8 @@ from backend.search.analyzer import analyze
 from backend.search.elasticsearch_records import record_of, unit_query
 from backend.search.elasticsearch_writes import SEARCH_OPTIONS, ElasticsearchWrites, opened
 from backend.search.store import ChunkPage, ChunkRecord, ScoredChunk, SearchFilter
+from backend.search.term_statistics import distinct_terms
+from backend.search.term_statistics import informative_terms as rule
 
 MIXED_READ_RETRIES = 5
 
@@ -128,9 +130,9 @@ class ElasticsearchSearchStore(ElasticsearchWrites):
     ) -> tuple[list[ScoredChunk], list[ScoredChunk]]:
         query = None if vector is None else unit_query(vector)
         clauses = q.filter_clauses(filter)
-        terms = [term for term in dict.fromkeys(terms) if term]
         if clauses is None or top_k <= 0:
             return [], []
+        terms = await self.informative_terms(terms)
         searches: list[dict[str, Any]] = []
         if terms:
             header = {
@@ -153,6 +155,18 @@ class ElasticsearchSearchStore(ElasticsearchWrites):
             if all(len(seen) == 1 for seen in generations.values()):
                 break
         return keyword, by_vector
+
+    async def informative_terms(self, terms: Sequence[str]) -> list[str]:
+        """The terms the keyword leg matches, by the rule both stores share; the counts
+        take one `_msearch` before the legs' (a question of one term needs none)."""
+        distinct = distinct_terms(terms)
+        if len(distinct) <= 1:
+            return distinct
+        header = {"index": self.pattern, **SEARCH_OPTIONS}
+        searches = q.frequency_searches(header, distinct, self.live_index)
+        responses = (await self.client.msearch(searches=searches))["responses"]
+        chunks, *counts = (int(checked(r)["hits"]["total"]["value"]) for r in responses)
+        return rule(distinct, dict(zip(distinct, counts, strict=True)), chunks)
 
     async def run_legs(
         self, searches: list[dict[str, Any]], with_terms: bool, query: np.ndarray | None
