@@ -162,7 +162,13 @@ async def run(sizes: Sequence[int], turns: int, top_k: int) -> None:
         embedding_model=EMBEDDING_MODEL,
         embedding_dimension=DIMENSION,
     )
-    prompt = {"prompt": DEFAULT_KNOWLEDGE_PROMPT, "empty_response": "", "top_k": top_k}
+    prompt = {
+        "prompt": DEFAULT_KNOWLEDGE_PROMPT,
+        "empty_response": "",
+        "top_k": top_k,
+        # Random vectors sit below any threshold: 0 keeps top_n chunks in every prompt.
+        "similarity_threshold": 0.0,
+    }
     llm = {"model_name": CHAT_MODEL, "max_tokens": MAX_OUTPUT}
     fields = dict(id="bench-kb", owner_id=user.id, name="kb", llm=llm, prompt=prompt)
     rag = Assistant(**fields, dataset_ids=[dataset.id], preset_messages=[])

@@ -33,7 +33,7 @@ from tests.support.ingest_stack import IngestStack, ingest_stack, wait_for_run
 from tests.support.knowledge import MULTIPART, multipart
 from tests.support.ledger import assert_ledger_balanced, balance_of
 from tests.support.live_server import start_chat_worker
-from tests.support.sse_client import Frame, events
+from tests.support.sse_client import ask_task
 
 MODEL = "rag-echo"
 PROMPT_PRICE, COMPLETION_PRICE = 10, 20
@@ -123,18 +123,6 @@ async def assistant_session(client: httpx.AsyncClient, dataset_id: str, **prompt
     return session.json()["data"]["id"]
 
 
-async def ask(client: httpx.AsyncClient, session_id: str, question: str) -> list[Frame]:
-    body = {"session_id": session_id, "question": question, "stream": True}
-    received = []
-    async with client.stream("POST", "/api/v1/tasks", json=body) as response:
-        assert response.status_code == 200, await response.aread()
-        async for frame in events(response):
-            received.append(frame)
-            if frame.terminal:
-                break
-    return received
-
-
 def chat_requests(upstream: FakeOpenAIServer) -> list[dict[str, Any]]:
     return [r.json() for r in upstream.stats.requests if r.path == "/v1/chat/completions"]
 
@@ -146,7 +134,7 @@ async def test_an_answer_streams_after_a_reference_naming_the_document(
     session_id = await assistant_session(client, dataset_id)
     calls = len(chat_requests(upstream))
 
-    frames = await ask(client, session_id, "What colour is the Zorblat gizmo painted?")
+    frames = await ask_task(client, session_id, "What colour is the Zorblat gizmo painted?")
 
     kinds = [frame.event for frame in frames]
     assert kinds[0] == "reference" and kinds[-2:] == ["usage", "done"], kinds
@@ -201,7 +189,7 @@ async def test_nothing_found_answers_the_empty_response_without_the_model(
     calls = len(chat_requests(upstream))
     before = await balance_of(account.id)
 
-    frames = await ask(client, session_id, "Quantum chromodynamics lattice gauge?")
+    frames = await ask_task(client, session_id, "Quantum chromodynamics lattice gauge?")
 
     assert [f.event for f in frames] == ["reference", "token", "usage", "done"]
     assert frames[0].data["chunks"] == []
@@ -220,7 +208,7 @@ async def test_show_quote_off_sends_no_reference(
     dataset_id, _ = await parsed_dataset(client)
     session_id = await assistant_session(client, dataset_id, show_quote=False)
 
-    frames = await ask(client, session_id, "How much does the Zorblat gizmo weigh?")
+    frames = await ask_task(client, session_id, "How much does the Zorblat gizmo weigh?")
 
     assert "reference" not in [f.event for f in frames]
     done = frames[-1].data
@@ -256,10 +244,10 @@ async def test_a_follow_up_is_rewritten_for_retrieval_and_the_rewrite_charged(
 ) -> None:
     dataset_id, _ = await parsed_dataset(client)
     session_id = await assistant_session(client, dataset_id)
-    await ask(client, session_id, "Tell me about the Zorblat gizmo.")
+    await ask_task(client, session_id, "Tell me about the Zorblat gizmo.")
     calls = len(chat_requests(upstream))
 
-    frames = await ask(client, session_id, "How much does it weigh?")
+    frames = await ask_task(client, session_id, "How much does it weigh?")
 
     rewrite, answer = chat_requests(upstream)[calls:]
     assert rewrite["messages"][0]["content"].startswith("Rewrite the user's latest question")

@@ -38,7 +38,7 @@ from tests.support.ingest_stack import IngestStack, ingest_stack, wait_for_run
 from tests.support.knowledge import MULTIPART, multipart
 from tests.support.ledger import assert_ledger_balanced, balance_of
 from tests.support.live_server import start_chat_worker
-from tests.support.sse_client import Frame, events
+from tests.support.sse_client import ask_task, events
 
 ragflow_sdk = pytest.importorskip("ragflow_sdk")
 
@@ -124,18 +124,6 @@ async def new_session(client: httpx.AsyncClient, chat_id: str) -> str:
     return session.json()["data"]["id"]
 
 
-async def ask(client: httpx.AsyncClient, session_id: str, question: str) -> list[Frame]:
-    body = {"session_id": session_id, "question": question, "stream": True}
-    received = []
-    async with client.stream("POST", "/api/v1/tasks", json=body) as response:
-        assert response.status_code == 200, await response.aread()
-        async for frame in events(response):
-            received.append(frame)
-            if frame.terminal:
-                break
-    return received
-
-
 def assert_names_the_document(chunks: list[dict[str, Any]], knowledge: Knowledge) -> None:
     assert chunks[0]["document_id"] == knowledge.document_id, chunks
     assert chunks[0]["document_name"] == "zorblat.txt"
@@ -161,7 +149,7 @@ async def test_an_answer_streams_after_a_reference_naming_the_document(
     session_id = await new_session(client, knowledge.chat_id)
     before = await balance_of(account.id)
 
-    frames = await ask(client, session_id, QUESTION)
+    frames = await ask_task(client, session_id, QUESTION)
 
     kinds = [frame.event for frame in frames]
     assert kinds[0] == "reference" and kinds[-2:] == ["usage", "done"], kinds
@@ -332,7 +320,7 @@ async def test_nothing_found_answers_the_empty_response_without_the_model(
 
     # One question sharing no word with the documents, one sharing only "the".
     for question in ("Quantum chromodynamics lattice gauge?", "Who won the football match?"):
-        frames = await ask(client, session_id, question)
+        frames = await ask_task(client, session_id, question)
 
         status = (await client.get(f"/api/v1/tasks/{busy_id}")).json()["data"]["status"]
         assert status == "running"

@@ -67,3 +67,17 @@ async def events(response: httpx.Response) -> AsyncIterator[Frame]:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+async def ask_task(client: httpx.AsyncClient, session_id: str, question: str) -> list[Frame]:
+    """A streamed `POST /api/v1/tasks` turn: every event up to and including the
+    terminal one."""
+    body = {"session_id": session_id, "question": question, "stream": True}
+    received = []
+    async with client.stream("POST", "/api/v1/tasks", json=body) as response:
+        assert response.status_code == 200, await response.aread()
+        async for frame in events(response):
+            received.append(frame)
+            if frame.terminal:
+                break
+    return received
