@@ -142,7 +142,8 @@ async def run(sizes: Sequence[int], turns: int, top_k: int) -> None:
     from backend.database import close_database, migrate_database, open_database
     from backend.models import Assistant, Dataset, User
     from backend.providers.base import ChatMessage, ChatRequest, Delta, SamplingParams
-    from backend.providers.registry import get_model, provider_for
+    from backend.providers.embedding_registry import close_embeddings
+    from backend.providers.registry import close_registry, get_model, provider_for
     from backend.providers.tokens import count_message_tokens
     from backend.search.stores import close_search_store, search_store
     from backend.services import knowledge_turns
@@ -234,6 +235,8 @@ async def run(sizes: Sequence[int], turns: int, top_k: int) -> None:
             report(size, plain_samples, rag_samples, steps, given)
             print(f"  retrieval stages p50 (ms): {clock.p50s()}", flush=True)
     finally:
+        await close_registry()
+        await close_embeddings()
         await close_search_store()
         await close_database()
     print("\nRAG first token (ms), embedded store, one turn at a time:")
