@@ -3,7 +3,8 @@
 and 100k chunks on both stores beside a NumPy floor).
 
 Usage: python -m bench.bench_retrieval [--sets ...]
-       python -m bench.bench_retrieval --speed [--sizes ...] [--queries N] [--top-k K]
+       python -m bench.bench_retrieval --speed [--sizes ...] [--queries N] [--top-k K ...]
+           [--embedded-only | --elasticsearch-only]
 """
 
 from __future__ import annotations
