@@ -192,3 +192,19 @@ def test_vector_similarity_is_calibrated_to_the_models_unrelated_cosine() -> Non
     }
     assert hits["far"].vector_similarity == pytest.approx(0.0, abs=1e-3)
     assert hits["near"].vector_similarity > 0.99
+
+
+def test_each_leg_gives_a_window_widened_for_the_page_and_the_reranker() -> None:
+    from backend.search.retrieval import FUSION_WINDOW, leg_depth
+    from backend.settings import get_settings
+    from schemas.retrieval import RetrievalRequest
+
+    def depth(reranker: object | None = None, **fields: int) -> int:
+        request = RetrievalRequest(question="q", dataset_ids=["a" * 32], **fields)
+        return leg_depth(request, reranker)  # type: ignore[arg-type]
+
+    assert depth() == FUSION_WINDOW == 64
+    assert depth(page=3, page_size=30) == 90  # the third page must exist
+    assert depth(top_k=20) == 20  # never more than asked
+    assert depth(page=3, page_size=30, top_k=70) == 70
+    assert depth(reranker=object()) == max(64, get_settings().rerank_top_n)

@@ -20,9 +20,11 @@ store it has. The design choices, and why:
   owner's user id) is a condition of the keyword query and of the vector scoring, not a
   post-filter over the top k, so another tenant's chunks can neither leak nor crowd the
   caller's results out of the top k.
-- **Records carry their vectors.** Fusion needs both similarities for every candidate
-  (a keyword hit's vector similarity too), and the caller computes it from the returned
-  vector without a second query.
+- **Keyword-leg records carry their vectors.** Fusion needs both similarities for every
+  candidate, and computes a keyword-only hit's cosine from its returned vector without a
+  second query. Vector-leg records may come with `vector=None` (Elasticsearch leaves the
+  384 floats out of those hits): their score is the cosine. `get_chunk` and
+  `list_chunks` return vectors.
 - **Re-parse is one operation.** `replace_document` swaps a document's chunks in one
   step: a concurrent search sees all the old chunks or all the new, never half of each,
   and a job delivered twice leaves one copy (chunk ids are upserted).
