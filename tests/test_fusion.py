@@ -122,6 +122,19 @@ def test_agreeing_legs_reinforce_each_other() -> None:
     assert adaptive_vector_weight(scaled, terms) == pytest.approx(0.5)
 
 
+def test_overlap_that_chance_explains_earns_nothing() -> None:
+    from backend.search.adaptive import adaptive_vector_weight, beyond_chance
+
+    # 20 candidates: two random top 10s share half their chunks by chance alone.
+    vector = [1.0 - i * 0.05 for i in range(20)]
+    term = [0.0] * 5 + [1.0 - i * 0.01 for i in range(10)] + [0.0] * 5  # shares 5..9
+    scaled, terms = columns(term, vector)
+    assert adaptive_vector_weight(scaled, terms) == pytest.approx(1.0)
+    assert beyond_chance(0.75, 0.5) == pytest.approx(0.5)
+    assert beyond_chance(0.2, 0.5) == 0.0
+    assert beyond_chance(0.4, 1.0) == 0.4  # every candidate is in both tops
+
+
 def test_a_decisive_keyword_leg_earns_weight_where_vectors_are_not() -> None:
     from backend.search.adaptive import adaptive_vector_weight
 

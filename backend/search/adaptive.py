@@ -9,7 +9,8 @@ the two score columns over the candidates (docs/retrieval.md has the measurement
   does not fool it.
 - The keyword leg earns up to half the weight when this query gives evidence that its
   ranking means something: **agreement** (the share of its top 10 that is also in the
-  vector leg's top 10: lexical matching tracks meaning here, so it sharpens the order)
+  vector leg's top 10, beyond what chance gives among this many candidates: lexical
+  matching tracks meaning here, so it sharpens the order)
   or **decisiveness** beyond the vector leg's (its 10th best falls further below its
   best than the vector leg's does: a rare name or code that singles out a few chunks,
   which an embedding smooths over).
@@ -56,13 +57,23 @@ def top_indices(scores: np.ndarray, n: int) -> set[int]:
     return {int(i) for i in np.argsort(-scores, kind="stable")[:n]}
 
 
+def beyond_chance(overlap: float, chance: float) -> float:
+    """The share of two top lists' overlap that chance does not explain (as Cohen's
+    kappa corrects agreement): two top 10s drawn at random from 40 candidates share a
+    quarter of their chunks without either ranking meaning anything."""
+    if chance >= 1.0:
+        return overlap
+    return max(0.0, (overlap - chance) / (1.0 - chance))
+
+
 def adaptive_vector_weight(scaled_vector: np.ndarray, term: np.ndarray) -> float:
     """The vector leg's weight for this query, from the two columns over the candidates
     (scaled cosines and term similarities, each 0..1 with the leg's best at 1)."""
     if term.size == 0 or term.max() <= 0.0:
         return 1.0  # no keyword evidence at all
     depth = min(DEPTH, term.size)
-    agreement = len(top_indices(term, depth) & top_indices(scaled_vector, depth)) / depth
+    overlap = len(top_indices(term, depth) & top_indices(scaled_vector, depth)) / depth
+    agreement = beyond_chance(overlap, depth / term.size)
     vector_nth, term_nth = nth_best(scaled_vector, depth), nth_best(term, depth)
     excess = max(0.0, vector_nth - term_nth) / vector_nth if vector_nth > 0.0 else 0.0
     return 1.0 - max(agreement, excess) / 2.0
