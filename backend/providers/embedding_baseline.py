@@ -1,8 +1,8 @@
 """What cosine an embedding model gives a question and an unrelated passage.
 
-Models differ wildly here: all-MiniLM puts unrelated texts near 0.05, e5 near 0.78
+Models differ wildly here: all-MiniLM puts unrelated texts near 0, e5 near 0.75
 (its cosines crowd 0.75..0.9 for anything), so a raw cosine cannot carry a threshold
-that means one thing for every model: with e5 an off-topic question scores 0.78 against
+that means one thing for every model: with e5 an off-topic question scores 0.74-0.78 against
 every chunk and RAGFlow's 0.2 `similarity_threshold` turns nothing away. Retrieval
 therefore reports `vector_similarity` calibrated to the model, `(cosine - baseline) /
 (1 - baseline)` clipped to 0..1, with the baseline measured on the model itself: the

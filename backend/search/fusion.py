@@ -12,7 +12,7 @@ the same whichever store ran the query:
   keyword-only hit, so it still gets its true cosine rather than 0), calibrated to the
   embedding model: `(cosine - baseline) / (1 - baseline)` clipped to 0..1, the
   baseline being what the model gives unrelated texts
-  (`backend/providers/embedding_baseline.py`; e5 gives them 0.78, so a raw cosine
+  (`backend/providers/embedding_baseline.py`; e5 gives them 0.75, so a raw cosine
   would pass any off-topic question over RAGFlow's 0.2 threshold).
 - `term_similarity` is the chunk's BM25 divided by the best BM25 of this query (the raw
   scale differs between FTS5 and Lucene, the ratio hardly does). A candidate the keyword
