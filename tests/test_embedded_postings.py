@@ -1,19 +1,22 @@
-"""The embedded store's BM25 postings (backend/search/embedded_postings.py) against
-FTS5's own `bm25()` over the same file: same scores, same order, through every kind of
-write, and derived once for a file written before the postings existed."""
+"""The embedded store's BM25 postings (backend/search/embedded_postings.py): Lucene's
+BM25 (backend/search/lucene_bm25.py) recomputed from the analyzed text FTS5 keeps, the
+same through every kind of write, and derived once for a file written before the
+postings existed. (tests/test_search_parity.py compares with Elasticsearch itself.)"""
 
 from __future__ import annotations
 
+import math
 import random
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from backend.search import embedded_postings as postings
+from backend.search import lucene_bm25 as lucene
 from backend.search.embedded import EmbeddedSearchStore
 from backend.search.embedded_queries import informative_terms
-from backend.search.embedded_schema import match_any
 from backend.search.store import ChunkUpdate, SearchFilter
 from tests.support.search_stores import chunk
 
@@ -39,40 +42,58 @@ def corpus(seed: int, documents: int = 6, size: int = 25):
     return result
 
 
-def fts5_ranking(path: Path, terms: list[str], top_k: int) -> list[tuple[str, float]]:
-    """FTS5's own BM25 over the store's file: the reference the postings must match (on
-    the terms the store matches: those in under half the chunks, see informative_terms)."""
+def reference_scores(path: Path, terms: list[str]) -> dict[str, float]:
+    """Lucene's BM25 recomputed in plain Python from the analyzed text FTS5 stores: every
+    chunk holding one of the terms the store matches (those in at most half the chunks,
+    see informative_terms), with its score."""
     with sqlite3.connect(path) as conn:
         terms = informative_terms(conn, terms)
         rows = conn.execute(
-            "SELECT c.chunk_id, -bm25(chunk_terms) AS score FROM chunk_terms "
-            "JOIN chunks AS c ON c.id = chunk_terms.rowid "
-            "WHERE chunk_terms MATCH ? AND c.available = 1 "
-            "ORDER BY bm25(chunk_terms), c.id LIMIT ?",
-            (match_any(terms), top_k),
+            "SELECT c.chunk_id, c.available, t.terms FROM chunks AS c "
+            "JOIN chunk_terms AS t ON t.rowid = c.id"
         ).fetchall()
-    return [(chunk_id, score) for chunk_id, score in rows]
+    texts = {chunk_id: text.split() for chunk_id, _, text in rows}
+    average = sum(len(words) for words in texts.values()) / len(texts)
+    frequency = {t: sum(t in words for words in texts.values()) for t in terms}
+    scores = {}
+    for chunk_id, available, _ in rows:
+        words = texts[chunk_id]
+        found = [t for t in terms if t in words]
+        if not available or not found:
+            continue
+        length = float(lucene.LENGTH_TABLE[lucene.encoded_lengths(np.array([len(words)]))[0]])
+        norm = 1.2 * (1 - 0.75 + 0.75 * length / average)
+        scores[chunk_id] = sum(
+            math.log(1 + (len(texts) - frequency[t] + 0.5) / (frequency[t] + 0.5))
+            * words.count(t)
+            * (1.2 + 1)
+            / (words.count(t) + norm)
+            for t in found
+        )
+    return scores
 
 
-async def assert_same_as_fts5(store: EmbeddedSearchStore, queries: list[list[str]]) -> None:
+async def assert_lucene_bm25(store: EmbeddedSearchStore, queries: list[list[str]]) -> None:
     for terms in queries:
-        hits = await store.keyword_search(terms, ALICE, 15)
-        expected = fts5_ranking(store.path, terms, 15)
-        assert [h.record.chunk_id for h in hits] == [c for c, _ in expected], terms
-        for hit, (_, score) in zip(hits, expected, strict=True):
-            assert hit.score == pytest.approx(score, rel=1e-9, abs=1e-12)
+        hits = await store.keyword_search(terms, ALICE, 1000)
+        expected = reference_scores(store.path, terms)
+        assert {h.record.chunk_id for h in hits} == set(expected), terms
+        for hit in hits:
+            assert hit.score == pytest.approx(expected[hit.record.chunk_id], rel=1e-5)
+        scores = [h.score for h in hits]
+        assert scores == sorted(scores, reverse=True)
 
 
 QUERIES = [["w5"], ["w12", "w40"], ["w3", "w7", "w59"], ["w20", "w21", "w22", "w23"]]
 
 
-async def test_bm25_from_postings_equals_fts5_through_every_write(tmp_path: Path) -> None:
+async def test_bm25_from_postings_is_lucenes_through_every_write(tmp_path: Path) -> None:
     store = EmbeddedSearchStore(tmp_path / "search.sqlite3")
     try:
         documents = corpus(seed=7)
         for document_id, records in documents.items():
             await store.replace_document(document_id, records)
-        await assert_same_as_fts5(store, QUERIES)
+        await assert_lucene_bm25(store, QUERIES)
 
         # Re-parse one document with other text, edit, disable and delete chunks, add
         # chunks to a document, delete a document: the postings follow each write.
@@ -82,7 +103,7 @@ async def test_bm25_from_postings_equals_fts5_through_every_write(tmp_path: Path
         await store.delete_chunks("doc-3", ["d3-c0", "d3-c1"])
         await store.add_chunks([chunk("extra", "w5 w12 w3", document="doc-4")])
         await store.delete_document("doc-5")
-        await assert_same_as_fts5(store, QUERIES)
+        await assert_lucene_bm25(store, QUERIES)
         hits = await store.keyword_search(["w12", "w40"], ALICE, 50)
         assert "d2-c4" not in {h.record.chunk_id for h in hits}
 
@@ -117,14 +138,20 @@ async def test_a_file_written_before_the_postings_gets_them_on_open(tmp_path: Pa
         assert [(h.record.chunk_id, h.score) for h in after] == [
             (h.record.chunk_id, h.score) for h in before
         ]
-        await assert_same_as_fts5(reopened, QUERIES)
+        await assert_lucene_bm25(reopened, QUERIES)
     finally:
         await reopened.close()
 
 
-def test_ties_at_the_cut_keep_the_lowest_row_ids() -> None:
-    import numpy as np
+def test_lengths_are_stored_as_lucenes_norm_byte() -> None:
+    """SmallFloat.intToByte4 / byte4ToInt: exact below 40 terms, 4 significant bits above
+    (values worked by hand from Lucene's definition)."""
+    lengths = np.array([0, 23, 24, 39, 40, 41, 42, 100, 1000])
+    decoded = lucene.LENGTH_TABLE[lucene.encoded_lengths(lengths)]
+    assert decoded.tolist() == [0, 23, 24, 39, 40, 40, 42, 96, 984]
 
+
+def test_ties_at_the_cut_keep_the_lowest_row_ids() -> None:
     ids = [np.array([9, 3, 5, 7], dtype=np.int64)]
     weights = [np.array([1.0, 2.0, 1.0, 1.0])]
     assert postings.top_scores(ids, weights, 2) == [(3, 2.0), (5, 1.0)]

@@ -3,10 +3,9 @@
 FTS5's `bm25()` scores every row a query matches, one auxiliary-function call a row, so
 at 100k chunks a query with a mid-frequency word ("system": a third of the chunks) spent
 100 ms in it. Here each term's postings are packed arrays, and BM25 is a handful of
-vector operations over them: the same formula and statistics as FTS5 (its IDF
-`log((N - n + 0.5) / (n + 0.5))` floored at 1e-6, k1 1.2, b 0.75, N and the average
-length over every chunk in the file, as one Elasticsearch index counts them), a few
-milliseconds a query.
+vector operations over them: Lucene's BM25 to the last float bit (`lucene_bm25.py`,
+so both stores rank alike), with N and the average length over every chunk in the file,
+as one Elasticsearch index counts them; a few milliseconds a query.
 
 - `term_postings`: one row per (term, document), its `data` the document's chunks that
   hold the term as POSTING records (row id, term frequency, chunk length in terms,
@@ -23,13 +22,14 @@ FTS5 still serves `list_chunks`' keyword filter (an AND match within one documen
 
 from __future__ import annotations
 
-import math
 import sqlite3
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from backend.search import lucene_bm25 as lucene
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS term_postings (
@@ -55,7 +55,6 @@ CREATE TABLE IF NOT EXISTS term_totals (
 """
 
 POSTING = np.dtype([("id", "<i8"), ("tf", "<u2"), ("length", "<u2"), ("available", "u1")])
-K1, B = 1.2, 0.75
 LIMIT = np.iinfo(np.uint16).max
 
 
@@ -150,11 +149,6 @@ def document_frequencies(conn: sqlite3.Connection, terms: Sequence[str]) -> dict
     return counts
 
 
-def idf(chunks: int, frequency: int) -> float:
-    value = math.log((chunks - frequency + 0.5) / (frequency + 0.5))
-    return value if value > 0.0 else 1e-6
-
-
 def bm25_top(
     conn: sqlite3.Connection,
     terms: Sequence[str],
@@ -162,12 +156,13 @@ def bm25_top(
     available_only: bool,
     top_k: int,
 ) -> list[tuple[int, float]]:
-    """The best `top_k` (row id, BM25) of chunks in `scope` holding any of `terms`;
-    ties by row id, as FTS5's `ORDER BY rank, rowid`."""
+    """The best `top_k` (row id, BM25) of chunks in `scope` holding any of `terms`, scored
+    as Lucene does (`lucene_bm25.py`); ties by row id, i.e. by insertion order, as the
+    Elasticsearch store breaks them."""
     chunks, tokens = totals(conn)
     if chunks == 0 or top_k <= 0:
         return []
-    average = tokens / chunks
+    cache = lucene.norm_cache(lucene.average_length(tokens, chunks))
     frequencies = document_frequencies(conn, terms)
     ids: list[np.ndarray] = []
     weights: list[np.ndarray] = []
@@ -181,10 +176,9 @@ def bm25_top(
         postings = np.frombuffer(b"".join(row[0] for row in blobs), dtype=POSTING)
         if available_only:
             postings = postings[postings["available"] == 1]
-        tf = postings["tf"].astype(np.float64)
-        norm = K1 * (1.0 - B + B * postings["length"].astype(np.float64) / average)
+        weight = lucene.weight(frequencies[term], chunks)
         ids.append(postings["id"])
-        weights.append(idf(chunks, frequencies[term]) * tf * (K1 + 1.0) / (tf + norm))
+        weights.append(lucene.term_scores(weight, postings["tf"], postings["length"], cache))
     return top_scores(ids, weights, top_k)
 
 
@@ -196,8 +190,10 @@ def top_scores(ids: list[np.ndarray], weights: list[np.ndarray], top_k: int):
     if len(ids) == 1:
         unique, scores = every_id, weights[0]
     else:
+        # Summed in double and rounded to float, as Lucene's disjunctions do.
         unique, inverse = np.unique(every_id, return_inverse=True)
-        scores = np.bincount(inverse, weights=np.concatenate(weights), minlength=unique.size)
+        summed = np.bincount(inverse, weights=np.concatenate(weights), minlength=unique.size)
+        scores = summed.astype(np.float32)
     if unique.size > top_k:
         # Scores equal to the k-th best may be cut arbitrarily by argpartition; keep every
         # tie so the row-id tie break below picks the same ones FTS5 would.
