@@ -16,7 +16,7 @@ from backend.search.store import SearchFilter
 from backend.settings import Settings
 from tests.support.accounts import Account, create_account
 from tests.support.fake_embeddings import fake_vector
-from tests.support.ingest_stack import IngestStack, ingest_stack, wait_for_run
+from tests.support.ingest_stack import IngestStack, account_fixtures, ingest_stack, wait_for_run
 from tests.support.knowledge import MULTIPART, multipart
 
 UNKNOWN = "0" * 32
@@ -32,15 +32,7 @@ async def stack(
         yield running
 
 
-@pytest.fixture
-async def account(stack: IngestStack) -> Account:
-    return await create_account(stack.settings)
-
-
-@pytest.fixture
-async def client(stack: IngestStack, account: Account) -> AsyncIterator[httpx.AsyncClient]:
-    async with stack.client(account) as http:
-        yield http
+account, client = account_fixtures()
 
 
 async def document(client: httpx.AsyncClient) -> tuple[str, str, str]:

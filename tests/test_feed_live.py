@@ -29,7 +29,7 @@ from backend.settings import Settings
 from backend.streams.task_stream import TaskStream
 from schemas.events import DoneEvent, TokenEvent
 from tests.support.accounts import Account, create_account
-from tests.support.ingest_stack import IngestStack, ingest_stack, wait_for_run
+from tests.support.ingest_stack import IngestStack, account_fixtures, ingest_stack, wait_for_run
 from tests.support.knowledge import MULTIPART, multipart
 from tests.support.sse_client import Frame, frames
 
@@ -45,15 +45,7 @@ async def stack(
         yield running
 
 
-@pytest.fixture
-async def account(stack: IngestStack) -> Account:
-    return await create_account(stack.settings)
-
-
-@pytest.fixture
-async def client(stack: IngestStack, account: Account) -> AsyncIterator[httpx.AsyncClient]:
-    async with stack.client(account) as http:
-        yield http
+account, client = account_fixtures()
 
 
 async def start_parse(client: httpx.AsyncClient, name: str = "feed.txt") -> tuple[str, str]:

@@ -21,8 +21,7 @@ from backend.knowledge import document_runs
 from backend.knowledge.parse_queue import PARSE_DOCUMENT_JOB, enqueue_parse, ingest_queue
 from backend.models import Document
 from backend.settings import Settings
-from tests.support.accounts import Account, create_account
-from tests.support.ingest_stack import IngestStack, ingest_stack, wait_for_run
+from tests.support.ingest_stack import IngestStack, account_fixtures, ingest_stack, wait_for_run
 from tests.support.knowledge import MULTIPART, multipart
 
 TEXT = "\n\n".join(f"Section {n}: the weir, the sluice gate and the mill race." for n in range(60))
@@ -43,15 +42,7 @@ async def stack(
         yield running
 
 
-@pytest.fixture
-async def account(stack: IngestStack) -> Account:
-    return await create_account(stack.settings)
-
-
-@pytest.fixture
-async def client(stack: IngestStack, account: Account) -> AsyncIterator[httpx.AsyncClient]:
-    async with stack.client(account) as http:
-        yield http
+account, client = account_fixtures()
 
 
 async def uploaded(

@@ -28,7 +28,13 @@ from tests.support.document_files import (
     pdf_file,
     zip_bomb_docx,
 )
-from tests.support.ingest_stack import BROKEN_MODEL, IngestStack, ingest_stack, wait_for_run
+from tests.support.ingest_stack import (
+    BROKEN_MODEL,
+    IngestStack,
+    account_fixtures,
+    ingest_stack,
+    wait_for_run,
+)
 from tests.support.knowledge import MULTIPART, multipart
 
 
@@ -40,15 +46,7 @@ async def stack(
         yield running
 
 
-@pytest.fixture
-async def account(stack: IngestStack) -> Account:
-    return await create_account(stack.settings)
-
-
-@pytest.fixture
-async def client(stack: IngestStack, account: Account) -> AsyncIterator[httpx.AsyncClient]:
-    async with stack.client(account) as http:
-        yield http
+account, client = account_fixtures()
 
 
 async def new_dataset(client: httpx.AsyncClient, **fields) -> str:

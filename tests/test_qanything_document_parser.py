@@ -15,7 +15,7 @@ from quart import Quart
 from backend.settings import Settings
 from tests.support.accounts import Account, create_account
 from tests.support.document_files import docx_file, pdf_file
-from tests.support.ingest_stack import IngestStack, ingest_stack
+from tests.support.ingest_stack import IngestStack, account_fixtures, ingest_stack
 
 ROUTE = "/api/qanything/document_parser"
 LAKE = "Lake Baikal is the deepest lake in the world."
@@ -30,15 +30,7 @@ async def stack(
         yield running
 
 
-@pytest.fixture
-async def account(stack: IngestStack) -> Account:
-    return await create_account(stack.settings, password=False)
-
-
-@pytest.fixture
-async def client(stack: IngestStack, account: Account) -> AsyncIterator[httpx.AsyncClient]:
-    async with stack.client(account) as http:
-        yield http
+account, client = account_fixtures(password=False)
 
 
 async def create_kb(client: httpx.AsyncClient, **fields: Any) -> str:

@@ -27,9 +27,9 @@ from backend.providers.catalog import DEFAULT_LOCAL_ENTRY, spec_of
 from backend.services import knowledge_turns
 from backend.services.pricing import price
 from backend.settings import Settings
-from tests.support.accounts import Account, create_account
+from tests.support.accounts import Account
 from tests.support.fake_openai import FakeOpenAIServer, fake_openai_server
-from tests.support.ingest_stack import IngestStack, ingest_stack, wait_for_run
+from tests.support.ingest_stack import IngestStack, account_fixtures, ingest_stack, wait_for_run
 from tests.support.knowledge import MULTIPART, multipart
 from tests.support.ledger import assert_ledger_balanced, balance_of
 from tests.support.live_server import start_chat_worker
@@ -82,15 +82,7 @@ async def stack(
         yield running
 
 
-@pytest.fixture
-async def account(stack: IngestStack) -> Account:
-    return await create_account(stack.settings, credits=10_000, password=False)
-
-
-@pytest.fixture
-async def client(stack: IngestStack, account: Account) -> AsyncIterator[httpx.AsyncClient]:
-    async with stack.client(account) as http:
-        yield http
+account, client = account_fixtures(credits=10_000, password=False)
 
 
 async def parsed_dataset(client: httpx.AsyncClient) -> tuple[str, str]:

@@ -33,8 +33,8 @@ from backend.providers.embeddings import LOCAL_EMBEDDING_MODEL_ID
 from backend.providers.local_llama import bundled_model_path
 from backend.services.pricing import price
 from backend.settings import Settings
-from tests.support.accounts import Account, create_account
-from tests.support.ingest_stack import IngestStack, ingest_stack, wait_for_run
+from tests.support.accounts import Account
+from tests.support.ingest_stack import IngestStack, account_fixtures, ingest_stack, wait_for_run
 from tests.support.knowledge import MULTIPART, multipart
 from tests.support.ledger import assert_ledger_balanced, balance_of
 from tests.support.live_server import start_chat_worker
@@ -87,15 +87,7 @@ async def stack(
         yield running
 
 
-@pytest.fixture(scope="module")
-async def account(stack: IngestStack) -> Account:
-    return await create_account(stack.settings, credits=10_000, password=False)
-
-
-@pytest.fixture(scope="module")
-async def client(stack: IngestStack, account: Account) -> AsyncIterator[httpx.AsyncClient]:
-    async with stack.client(account) as http:
-        yield http
+account, client = account_fixtures(scope="module", credits=10_000, password=False)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from quart import Quart
 from backend.settings import Settings
 from tests.support.accounts import Account, create_account
 from tests.support.fake_rerank import PREFERRED, FakeRerankServer, fake_rerank_server
-from tests.support.ingest_stack import IngestStack, ingest_stack
+from tests.support.ingest_stack import IngestStack, account_fixtures, ingest_stack
 from tests.support.retrieval_corpus import Corpus, indexed_dataset
 
 RERANK_TOP_N = 4
@@ -78,15 +78,7 @@ async def stack(
         yield running
 
 
-@pytest.fixture
-async def account(stack: IngestStack) -> Account:
-    return await create_account(stack.settings, password=False)
-
-
-@pytest.fixture
-async def client(stack: IngestStack, account: Account) -> AsyncIterator[httpx.AsyncClient]:
-    async with stack.client(account) as http:
-        yield http
+account, client = account_fixtures(password=False)
 
 
 @pytest.fixture

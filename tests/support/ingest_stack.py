@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import redis.asyncio as aioredis
 
 from backend.search.embedded import EmbeddedSearchStore
 from backend.settings import Settings
-from tests.support.accounts import Account
+from tests.support.accounts import Account, create_account
 from tests.support.fake_embeddings import FakeEmbeddings, FakeEmbeddingServer
 from tests.support.live_server import (
     START_TIMEOUT_SECONDS,
@@ -195,3 +196,23 @@ async def wait_for_run(
         if time.monotonic() > deadline:
             raise AssertionError(f"document still {document['run']}: {document}")
         await asyncio.sleep(0.1)
+
+
+def account_fixtures(scope: str = "function", **account: Any) -> tuple[Any, Any]:
+    """The `account` and `client` fixtures of a module over an `IngestStack` (its `stack`
+    fixture): a user made through the services (`create_account(**account)`), and an
+    HTTP client to the stack signed in as them. Assign both to those names:
+    `account, client = account_fixtures(password=False)`."""
+
+    @pytest.fixture(scope=scope, name="account")
+    async def account_fixture(stack: IngestStack) -> Account:
+        return await create_account(stack.settings, **account)
+
+    @pytest.fixture(scope=scope, name="client")
+    async def client_fixture(
+        stack: IngestStack, account: Account
+    ) -> AsyncIterator[httpx.AsyncClient]:
+        async with stack.client(account) as http:
+            yield http
+
+    return account_fixture, client_fixture
