@@ -242,6 +242,10 @@ async def run(
     report(rows)
 
 
+# The issue's target: embedded hybrid p50 <= 25 ms and <= 3x the floor, at 100k chunks.
+TARGET_SIZE = 100_000
+
+
 def report(rows: list[Row]) -> None:
     """The table, each leg's p50 as a multiple of the floor, and the embedded target."""
     print(f"\nRetrieval latency, {DIMENSION}-dim vectors (ms; top_k = candidates per leg)")
@@ -255,9 +259,9 @@ def report(rows: list[Row]) -> None:
         if store == "numpy floor" or not floor:
             continue
         print(f"{store} {leg} p50 at {size}, top_k {top_k}: {p50 / floor:.1f}x the floor")
-        if store == "embedded" and leg == "hybrid":
+        if store == "embedded" and leg == "hybrid" and size == TARGET_SIZE:
             verdict = "meets" if p50 <= 25 and p50 <= 3 * floor else "misses"
-            print(f"  target (embedded hybrid <= 25 ms and <= 3x the floor): {verdict}")
+            print(f"  target at {size} (hybrid <= 25 ms and <= 3x the floor): {verdict}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
