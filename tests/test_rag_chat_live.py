@@ -29,8 +29,12 @@ from backend.services.pricing import price
 from backend.settings import Settings
 from tests.support.accounts import Account
 from tests.support.fake_openai import FakeOpenAIServer, fake_openai_server
-from tests.support.ingest_stack import IngestStack, account_fixtures, ingest_stack, wait_for_run
-from tests.support.knowledge import MULTIPART, multipart
+from tests.support.ingest_stack import (
+    IngestStack,
+    account_fixtures,
+    ingest_stack,
+    parsed_documents,
+)
 from tests.support.ledger import assert_ledger_balanced, balance_of
 from tests.support.live_server import start_chat_worker
 from tests.support.sse_client import ask_task
@@ -89,15 +93,8 @@ async def parsed_dataset(client: httpx.AsyncClient) -> tuple[str, str]:
     """A dataset with two parsed documents: (dataset id, id of the one holding FACT)."""
     created = await client.post("/api/v1/datasets", json={"name": "gizmos"})
     dataset_id = created.json()["data"]["id"]
-    uploaded = await client.post(
-        f"/api/v1/datasets/{dataset_id}/documents",
-        content=multipart([("zorblat.txt", FACT.encode()), ("lakes.txt", OTHER.encode())]),
-        headers={"Content-Type": MULTIPART},
-    )
-    ids = [d["id"] for d in uploaded.json()["data"]]
-    await client.post(f"/api/v1/datasets/{dataset_id}/chunks", json={"document_ids": ids})
-    for document_id in ids:
-        assert (await wait_for_run(client, dataset_id, document_id))["run"] == "DONE"
+    files = [("zorblat.txt", FACT.encode()), ("lakes.txt", OTHER.encode())]
+    ids = await parsed_documents(client, dataset_id, files)
     return dataset_id, ids[0]
 
 

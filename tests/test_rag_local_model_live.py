@@ -34,8 +34,12 @@ from backend.providers.local_llama import bundled_model_path
 from backend.services.pricing import price
 from backend.settings import Settings
 from tests.support.accounts import Account
-from tests.support.ingest_stack import IngestStack, account_fixtures, ingest_stack, wait_for_run
-from tests.support.knowledge import MULTIPART, multipart
+from tests.support.ingest_stack import (
+    IngestStack,
+    account_fixtures,
+    ingest_stack,
+    parsed_documents,
+)
 from tests.support.ledger import assert_ledger_balanced, balance_of
 from tests.support.live_server import start_chat_worker
 from tests.support.sse_client import ask_task, events
@@ -96,15 +100,8 @@ async def knowledge(client: httpx.AsyncClient) -> Knowledge:
     created = await client.post("/api/v1/datasets", json={"name": "gizmos"})
     dataset_id = created.json()["data"]["id"]
     assert created.json()["data"]["embedding_model"] == LOCAL_EMBEDDING_MODEL_ID
-    uploaded = await client.post(
-        f"/api/v1/datasets/{dataset_id}/documents",
-        content=multipart([("zorblat.txt", FACT.encode()), ("lakes.txt", OTHER.encode())]),
-        headers={"Content-Type": MULTIPART},
-    )
-    ids = [d["id"] for d in uploaded.json()["data"]]
-    await client.post(f"/api/v1/datasets/{dataset_id}/chunks", json={"document_ids": ids})
-    for document_id in ids:
-        assert (await wait_for_run(client, dataset_id, document_id))["run"] == "DONE"
+    files = [("zorblat.txt", FACT.encode()), ("lakes.txt", OTHER.encode())]
+    ids = await parsed_documents(client, dataset_id, files)
     body = {"name": "gizmo help", "dataset_ids": [dataset_id], "llm": LLM, "prompt": PROMPT}
     chat = await client.post("/api/v1/chats", json=body)
     assert chat.status_code == 201, chat.text

@@ -30,6 +30,7 @@ from backend.search.embedded import EmbeddedSearchStore
 from backend.settings import Settings
 from tests.support.accounts import Account, create_account
 from tests.support.fake_embeddings import FakeEmbeddings, FakeEmbeddingServer
+from tests.support.knowledge import MULTIPART, multipart
 from tests.support.live_server import (
     START_TIMEOUT_SECONDS,
     LiveServer,
@@ -196,6 +197,24 @@ async def wait_for_run(
         if time.monotonic() > deadline:
             raise AssertionError(f"document still {document['run']}: {document}")
         await asyncio.sleep(0.1)
+
+
+async def parsed_documents(
+    client: httpx.AsyncClient, dataset_id: str, files: list[tuple[str, bytes]]
+) -> list[str]:
+    """Upload `files` (name, bytes) to the dataset, parse them, and wait until every run
+    is DONE: the documents' ids, in order."""
+    uploaded = await client.post(
+        f"/api/v1/datasets/{dataset_id}/documents",
+        content=multipart(files),
+        headers={"Content-Type": MULTIPART},
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    ids = [d["id"] for d in uploaded.json()["data"]]
+    await client.post(f"/api/v1/datasets/{dataset_id}/chunks", json={"document_ids": ids})
+    for document_id in ids:
+        assert (await wait_for_run(client, dataset_id, document_id))["run"] == "DONE"
+    return ids
 
 
 def account_fixtures(scope: str = "function", **account: Any) -> tuple[Any, Any]:
