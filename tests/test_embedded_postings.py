@@ -156,3 +156,18 @@ def test_ties_at_the_cut_keep_the_lowest_row_ids() -> None:
     weights = [np.array([1.0, 2.0, 1.0, 1.0])]
     assert postings.top_scores(ids, weights, 2) == [(3, 2.0), (5, 1.0)]
     assert postings.top_scores([], [], 2) == []
+
+
+def test_scores_summed_over_terms_alike_for_compact_and_scattered_row_ids() -> None:
+    rng = np.random.default_rng(5)
+    for spread in (1, 10_000):  # the dense bincount path, then the sort path
+        ids = [rng.choice(200, size=80, replace=False).astype(np.int64) * spread for _ in range(3)]
+        weights = [rng.random(80).astype(np.float32) for _ in range(3)]
+        expected: dict[int, float] = {}
+        for term_ids, term_weights in zip(ids, weights, strict=True):
+            for row_id, weight in zip(term_ids.tolist(), term_weights.tolist(), strict=True):
+                expected[row_id] = expected.get(row_id, 0.0) + weight
+        best = postings.top_scores(ids, weights, 10)
+        ranked = sorted(expected.items(), key=lambda item: (-np.float32(item[1]), item[0]))[:10]
+        assert [row_id for row_id, _ in best] == [row_id for row_id, _ in ranked]
+        assert [score for _, score in best] == pytest.approx([s for _, s in ranked], rel=1e-6)

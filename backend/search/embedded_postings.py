@@ -149,9 +149,25 @@ def document_frequencies(conn: sqlite3.Connection, terms: Sequence[str]) -> dict
     return counts
 
 
+@dataclass(frozen=True)
+class Statistics:
+    """What BM25 needs of the whole file for one query: the chunk count (N), the total
+    length, and each query term's chunk count (read once, for the term rule and BM25)."""
+
+    chunks: int
+    tokens: int
+    frequencies: dict[str, int]
+
+
+def statistics(conn: sqlite3.Connection, terms: Sequence[str]) -> Statistics:
+    chunks, tokens = totals(conn)
+    return Statistics(chunks, tokens, document_frequencies(conn, terms))
+
+
 def bm25_top(
     conn: sqlite3.Connection,
     terms: Sequence[str],
+    stats: Statistics,
     scope: Scope,
     available_only: bool,
     top_k: int,
@@ -159,11 +175,9 @@ def bm25_top(
     """The best `top_k` (row id, BM25) of chunks in `scope` holding any of `terms`, scored
     as Lucene does (`lucene_bm25.py`); ties by row id, i.e. by insertion order, as the
     Elasticsearch store breaks them."""
-    chunks, tokens = totals(conn)
-    if chunks == 0 or top_k <= 0:
+    if stats.chunks == 0 or top_k <= 0:
         return []
-    cache = lucene.norm_cache(lucene.average_length(tokens, chunks))
-    frequencies = document_frequencies(conn, terms)
+    cache = lucene.norm_cache(lucene.average_length(stats.tokens, stats.chunks))
     ids: list[np.ndarray] = []
     weights: list[np.ndarray] = []
     for term in terms:
@@ -176,7 +190,7 @@ def bm25_top(
         postings = np.frombuffer(b"".join(row[0] for row in blobs), dtype=POSTING)
         if available_only:
             postings = postings[postings["available"] == 1]
-        weight = lucene.weight(frequencies[term], chunks)
+        weight = lucene.weight(stats.frequencies[term], stats.chunks)
         ids.append(postings["id"])
         weights.append(lucene.term_scores(weight, postings["tf"], postings["length"], cache))
     return top_scores(ids, weights, top_k)
@@ -190,9 +204,16 @@ def top_scores(ids: list[np.ndarray], weights: list[np.ndarray], top_k: int):
     if len(ids) == 1:
         unique, scores = every_id, weights[0]
     else:
-        # Summed in double and rounded to float, as Lucene's disjunctions do.
-        unique, inverse = np.unique(every_id, return_inverse=True)
-        summed = np.bincount(inverse, weights=np.concatenate(weights), minlength=unique.size)
+        # Summed in double and rounded to float, as Lucene's disjunctions do: by row id
+        # over the ids' span when it is compact (linear), else through a sort.
+        low, span = int(every_id.min()), int(every_id.max() - every_id.min()) + 1
+        if span <= 8 * every_id.size + 4096:
+            summed = np.bincount(every_id - low, weights=np.concatenate(weights), minlength=span)
+            unique = np.flatnonzero(summed)
+            summed, unique = summed[unique], unique + low
+        else:
+            unique, inverse = np.unique(every_id, return_inverse=True)
+            summed = np.bincount(inverse, weights=np.concatenate(weights), minlength=unique.size)
         scores = summed.astype(np.float32)
     if unique.size > top_k:
         # Scores equal to the k-th best may be cut arbitrarily by argpartition; keep every

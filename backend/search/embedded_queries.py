@@ -40,10 +40,8 @@ def postings_scope(filter: SearchFilter) -> postings.Scope | None:
 def informative_terms(conn: sqlite3.Connection, terms: Sequence[str]) -> list[str]:
     """The terms the keyword leg matches (`backend/search/term_statistics.py`)."""
     distinct = distinct_terms(terms)
-    if len(distinct) <= 1:
-        return distinct
-    chunks, _ = postings.totals(conn)
-    return rule(distinct, postings.document_frequencies(conn, distinct), chunks)
+    stats = postings.statistics(conn, distinct)
+    return rule(distinct, stats.frequencies, stats.chunks)
 
 
 def records_by_id(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, ChunkRecord]:
@@ -71,10 +69,13 @@ def keyword_hits(
     scope = postings_scope(filter)
     if scope is None or top_k <= 0:
         return []
-    wanted = informative_terms(conn, terms)
+    distinct = distinct_terms(terms)
+    stats = postings.statistics(conn, distinct)
+    wanted = rule(distinct, stats.frequencies, stats.chunks)
     if not wanted:
         return []
-    return scored(conn, postings.bm25_top(conn, wanted, scope, filter.available_only, top_k))
+    best = postings.bm25_top(conn, wanted, stats, scope, filter.available_only, top_k)
+    return scored(conn, best)
 
 
 def searched_datasets(

@@ -105,6 +105,12 @@ def row_values(record: ChunkRecord) -> tuple[Any, ...]:
     )
 
 
+def json_tuple(text: str) -> tuple[Any, ...]:
+    """A stored JSON list as a tuple; most are empty, and skipping the parser for those
+    is a third of building a search hit's record."""
+    return () if text == "[]" else tuple(json.loads(text))
+
+
 def record_of(row: Sequence[Any]) -> ChunkRecord:
     """A `SELECT {COLUMNS}` row as a record."""
     vector = np.frombuffer(row[12], dtype=np.float32) if row[12] is not None else None
@@ -117,9 +123,9 @@ def record_of(row: Sequence[Any]) -> ChunkRecord:
         token_count=row[5],
         create_time=row[6],
         document_name=row[7],
-        important_keywords=tuple(json.loads(row[8])),
-        questions=tuple(json.loads(row[9])),
-        positions=tuple(tuple(box) for box in json.loads(row[10])),
+        important_keywords=json_tuple(row[8]),
+        questions=json_tuple(row[9]),
+        positions=tuple(tuple(box) for box in json_tuple(row[10])),
         content=row[11],
         vector=vector,
     )
