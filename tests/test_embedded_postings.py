@@ -16,8 +16,8 @@ import pytest
 from backend.search import embedded_postings as postings
 from backend.search import lucene_bm25 as lucene
 from backend.search.embedded import EmbeddedSearchStore
-from backend.search.embedded_queries import informative_terms
 from backend.search.store import ChunkUpdate, SearchFilter
+from backend.search.term_statistics import informative_terms
 from tests.support.search_stores import chunk
 
 pytestmark = pytest.mark.sqlite_only
@@ -47,7 +47,8 @@ def reference_scores(path: Path, terms: list[str]) -> dict[str, float]:
     chunk holding one of the terms the store matches (those in at most half the chunks,
     see informative_terms), with its score."""
     with sqlite3.connect(path) as conn:
-        terms = informative_terms(conn, terms)
+        stats = postings.statistics(conn, terms)
+        terms = informative_terms(terms, stats.frequencies, stats.chunks)
         rows = conn.execute(
             "SELECT c.chunk_id, c.available, t.terms FROM chunks AS c "
             "JOIN chunk_terms AS t ON t.rowid = c.id"

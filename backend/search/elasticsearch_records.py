@@ -62,11 +62,3 @@ def record_of(source: dict[str, Any]) -> ChunkRecord:
         vector=None if vector is None else np.asarray(vector, dtype=np.float32),
         create_time=source["create_time"],
     )
-
-
-def unit_query(vector: np.ndarray) -> np.ndarray:
-    query = np.asarray(vector, dtype=np.float32).ravel()
-    norm = float(np.linalg.norm(query))
-    if not np.isfinite(norm) or norm == 0.0:
-        raise ValueError("The query vector must be finite and not all zeros")
-    return query / norm

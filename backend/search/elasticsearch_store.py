@@ -43,9 +43,9 @@ from elasticsearch.serializer import OrjsonSerializer
 
 from backend.search import elasticsearch_queries as q
 from backend.search.analyzer import analyze
-from backend.search.elasticsearch_records import record_of, unit_query
+from backend.search.elasticsearch_records import record_of
 from backend.search.elasticsearch_writes import SEARCH_OPTIONS, ElasticsearchWrites, opened
-from backend.search.store import ChunkPage, ChunkRecord, ScoredChunk, SearchFilter
+from backend.search.store import ChunkPage, ChunkRecord, ScoredChunk, SearchFilter, unit_query
 from backend.search.term_statistics import distinct_terms
 from backend.search.term_statistics import informative_terms as rule
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from backend.search import embedded_postings as postings
 from backend.search import embedded_schema as schema
-from backend.search.store import ChunkRecord, ScoredChunk, SearchFilter
+from backend.search.store import ChunkRecord, ScoredChunk, SearchFilter, unit_query
 from backend.search.term_statistics import distinct_terms
 from backend.search.term_statistics import informative_terms as rule
 from backend.search.vector_cache import VectorCache
@@ -35,13 +35,6 @@ def postings_scope(filter: SearchFilter) -> postings.Scope | None:
         conditions.append(f"{column} IN ({schema.placeholders(values)})")
         args.extend(values)
     return postings.Scope(" AND ".join(conditions), tuple(args))
-
-
-def informative_terms(conn: sqlite3.Connection, terms: Sequence[str]) -> list[str]:
-    """The terms the keyword leg matches (`backend/search/term_statistics.py`)."""
-    distinct = distinct_terms(terms)
-    stats = postings.statistics(conn, distinct)
-    return rule(distinct, stats.frequencies, stats.chunks)
 
 
 def records_by_id(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, ChunkRecord]:
@@ -101,14 +94,6 @@ def searched_datasets(
         f"WHERE {' AND '.join(conditions)} ORDER BY dataset_id",
         args,
     ).fetchall()
-
-
-def unit_query(vector: np.ndarray) -> np.ndarray:
-    query = np.asarray(vector, dtype=np.float32).ravel()
-    norm = float(np.linalg.norm(query))
-    if not np.isfinite(norm) or norm == 0.0:
-        raise ValueError("The query vector must be finite and not all zeros")
-    return query / norm
 
 
 def vector_hits(

@@ -76,6 +76,16 @@ class SearchFilter:
     available_only: bool = True
 
 
+def unit_query(vector: np.ndarray) -> np.ndarray:
+    """A query vector as float32 of unit length, as both stores score it; a vector that
+    is not finite or is all zeros has no direction and is refused (ValueError)."""
+    query = np.asarray(vector, dtype=np.float32).ravel()
+    norm = float(np.linalg.norm(query))
+    if not np.isfinite(norm) or norm == 0.0:
+        raise ValueError("The query vector must be finite and not all zeros")
+    return query / norm
+
+
 @dataclass(frozen=True)
 class ScoredChunk:
     record: ChunkRecord
