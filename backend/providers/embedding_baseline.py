@@ -9,7 +9,7 @@ therefore reports `vector_similarity` calibrated to the model, `(cosine - baseli
 mean cosine between each probe below embedded as a question and every other probe
 embedded as a passage. The probes are on unrelated topics in both languages Sluice's
 analyzer knows, and have nothing to do with any evaluation set. Measured once per
-process and model (two embedding calls), then cached.
+process and model (ten question embeddings and one batch of passages), then cached.
 """
 
 from __future__ import annotations
