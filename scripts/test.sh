@@ -7,6 +7,8 @@ set -euo pipefail
 . "$(dirname "$0")/common.sh"
 # shellcheck source=scripts/services.sh
 . "$ROOT/scripts/services.sh"
+# shellcheck source=scripts/deploy_tools.sh
+. "$ROOT/scripts/deploy_tools.sh"
 cd "$ROOT"
 suite_started="$(now)"
 
@@ -17,6 +19,8 @@ start_elasticsearch || true
 command -v nginx >/dev/null || apt_install nginx-light \
     || echo "==> nginx could not be installed; the nginx proxy test will be skipped"
 ensure_redis
+ensure_docker_compose
+ensure_helm || true
 export TEST_REDIS_URL="${TEST_REDIS_URL:-${REDIS_URL%/*}/13}"
 PG_UNAVAILABLE=""
 ensure_postgres || true
