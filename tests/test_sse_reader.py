@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import pytest
 import redis.asyncio as aioredis
@@ -17,6 +18,7 @@ from backend.constants import task_heartbeat_key
 from backend.errors import Conflict, Gone
 from backend.models import Task
 from backend.models.tasks import TaskState
+from backend.services.task_recovery import reap_if_dead
 from backend.settings import Settings
 from backend.streams.delivery import open_task_reader
 from backend.streams.hub import StreamHub
@@ -45,7 +47,8 @@ def fast(settings: Settings) -> Settings:
 
 @pytest.fixture
 async def hub(redis: aioredis.Redis, fast: Settings) -> AsyncIterator[StreamHub]:
-    stream_hub = StreamHub(redis, fast.redis_prefix, block_ms=2000)
+    check = partial(reap_if_dead, redis, fast)
+    stream_hub = StreamHub(redis, fast.redis_prefix, block_ms=2000, worker_check=check)
     yield stream_hub
     await stream_hub.stop()
 
@@ -216,7 +219,7 @@ async def test_a_failed_worker_check_does_not_end_the_delivery(
     async def database_gone(*args: object) -> bool:
         raise ConnectionError("database unreachable")
 
-    monkeypatch.setattr("backend.streams.delivery.reap_if_dead", database_gone)
+    monkeypatch.setattr(hub, "worker_check", database_gone)
     task = await running_task()
     user = await task.user
     stream = TaskStream.for_task(redis, fast, task.id)

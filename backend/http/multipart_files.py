@@ -10,8 +10,6 @@ bytes to a sink. Text fields are small and returned whole.
 from __future__ import annotations
 
 from collections.abc import AsyncIterable
-from dataclasses import dataclass
-from typing import Protocol
 
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.http import parse_options_header
@@ -26,29 +24,13 @@ from werkzeug.sansio.multipart import (
 )
 
 from backend.errors import BadRequest, PayloadTooLarge, Unprocessable, UnsupportedMediaType
+from backend.knowledge.file_parts import FilePart, FileSink
 
 MAX_PARTS = 100
 FIELD_MAX_BYTES = 64 * 1024
 # Bytes the decoder may hold at once: part headers, or data waiting for a boundary.
 DECODER_BUFFER_BYTES = 1024 * 1024
 FEED_BYTES = 64 * 1024
-
-
-@dataclass(frozen=True)
-class FilePart:
-    field: str
-    filename: str
-    content_type: str | None
-
-
-class FileSink(Protocol):
-    """Receives each file part: `start`, its bytes through `write`, then `finish`."""
-
-    async def start(self, part: FilePart) -> None: ...
-
-    async def write(self, data: bytes) -> None: ...
-
-    async def finish(self) -> None: ...
 
 
 def multipart_boundary(content_type: str | None) -> bytes:

@@ -16,10 +16,10 @@ from arq.connections import ArqRedis
 from redis.exceptions import RedisError
 
 from backend.errors import ApiError, BadRequest, PayloadTooLarge, ServiceUnavailable
-from backend.http.multipart_files import FilePart
 from backend.job_queue import enqueue
 from backend.knowledge import formats
 from backend.knowledge.document_uploads import FILE_FIELDS, clean_name, limit_text
+from backend.knowledge.file_parts import FilePart
 from backend.knowledge.parse_preview import PARSE_PREVIEW_JOB, PreviewFile, PreviewResult
 from backend.knowledge.parse_queue import ingest_queue
 from backend.models import Dataset

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from tortoise.transactions import in_transaction
 
 from backend.errors import BadRequest, NotFound, PayloadTooLarge
-from backend.http.multipart_files import FilePart
 from backend.knowledge import formats
 from backend.knowledge.document_runs import now
+from backend.knowledge.file_parts import FilePart
 from backend.knowledge.storage import FileStorage, StorageWriter, document_key
 from backend.models import Dataset, Document
 from backend.models.ids import new_id

@@ -9,15 +9,14 @@ existence is not leaked). Only administrators publish.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic import ValidationError
 from tortoise.expressions import Q
-from tortoise.models import Model
-from tortoise.queryset import QuerySet
 
 from backend.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
 from backend.models import Assistant, User
+from backend.models.listing import ragflow_page
 from backend.providers.registry import list_models
 from backend.services.assistant_datasets import check_datasets, check_variables
 from schemas.chats import (
@@ -28,10 +27,6 @@ from schemas.chats import (
     LlmSettings,
     PromptSettings,
 )
-
-M = TypeVar("M", bound=Model)
-
-ORDER_FIELDS = {"create_time": "created_at", "update_time": "updated_at"}
 
 
 def listed_for(user: User) -> Q:
@@ -111,24 +106,6 @@ async def get_editable_assistant(user: User, assistant_id: str) -> Assistant:
             "administrator can change it"
         )
     return assistant
-
-
-async def ragflow_page(filters: QuerySet[M], query: ListQuery, kind: str) -> list[M]:
-    """RAGFlow's list semantics: optional `id` / `name` filters, ordering by creation or
-    update time, paging; filtering by id or name that matches nothing is a 404."""
-    if query.id is not None:
-        filters = filters.filter(id=query.id)
-    if query.name is not None:
-        filters = filters.filter(name=query.name)
-    field = ORDER_FIELDS[query.orderby]
-    items = (
-        await filters.order_by(f"-{field}" if query.desc else field, "id")
-        .offset(query.offset)
-        .limit(query.page_size)
-    )
-    if not items and (query.id is not None or query.name is not None):
-        raise NotFound(f"The {kind} doesn't exist: no {kind} matches the id or name filter")
-    return items
 
 
 async def list_assistants(user: User, query: ListQuery) -> list[Assistant]:

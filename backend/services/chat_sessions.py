@@ -11,7 +11,8 @@ from tortoise.transactions import in_transaction
 from backend.errors import NotFound
 from backend.models import ChatSession, Message, User
 from backend.models.chats import Role
-from backend.services.assistants import get_visible_assistant, ragflow_page
+from backend.models.listing import ragflow_page
+from backend.services.assistants import get_visible_assistant
 from schemas.chats import ListQuery
 
 

@@ -22,7 +22,6 @@ from redis.asyncio import Redis
 
 from backend.errors import BadRequest, Conflict, Gone, NotFound
 from backend.models import Task, User
-from backend.services.task_recovery import reap_if_dead
 from backend.settings import Settings
 from backend.streams.hub import StreamHub, Subscription
 from backend.streams.takeover import take_lease
@@ -145,10 +144,13 @@ class TaskReader:
 
     async def check_worker(self) -> None:
         """The workers' reaper normally ends a task whose worker died; if no chat worker
-        is left to run it, the silent reader does. A failed check only waits for the
-        next heartbeat: it must not end a delivery that is otherwise fine."""
+        is left to run it, the silent reader does (through the hub's `worker_check`). A
+        failed check only waits for the next heartbeat: it must not end a delivery that
+        is otherwise fine."""
+        if self.hub.worker_check is None:
+            return
         try:
-            await reap_if_dead(self.stream.redis, self.settings, self.task_id)
+            await self.hub.worker_check(self.task_id)
         except Exception:
             log.warning("checking the worker of task %s failed", self.task_id, exc_info=True)
 
@@ -186,7 +188,7 @@ async def open_task_reader(
         raise NotFound(f"Task '{task_id}' not found")
     stream = TaskStream.for_task(redis, settings, task_id)
     await ensure_readable(stream, task, last_event_id, settings)
-    lease = await take_lease(stream, last_event_id, hub, settings)
+    lease = await take_lease(stream, last_event_id, hub.takeovers, settings)
     if lease is None:
         raise Conflict(busy_message())
     if await refuses_consumed(stream, last_event_id):

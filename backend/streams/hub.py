@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -26,12 +26,7 @@ from backend.constants import stream_hub_wake_key
 from backend.streams.takeover import Takeovers
 from backend.streams.task_stream import StreamEntry, entry_id_key, text
 
-if TYPE_CHECKING:
-    from quart import Quart
-
 log = logging.getLogger("sluice.streams")
-
-HUB_EXTENSION = "stream_hub"
 
 WAKE_MAX_LEN = 16
 WAKE_TTL_SECONDS = 24 * 3600
@@ -44,6 +39,9 @@ LINGER_SECONDS = 0.003
 # Turns a Redis Stream row into the entry its readers expect: a task stream's
 # `StreamEntry` by default; the document status feed has its own (`FeedEntry`).
 EntryParser = Callable[[Any, dict[Any, Any]], Any]
+# Given a task id, ends the task if its worker died (the layer above supplies it:
+# `services.task_recovery.reap_if_dead`); readers call it on idle heartbeats.
+WorkerCheck = Callable[[str], Awaitable[object]]
 
 
 class Subscription:
@@ -196,9 +194,16 @@ class StreamHub:
     """
 
     def __init__(
-        self, redis: Redis, prefix: str, *, block_ms: int = 30_000, keys_per_reader: int = 256
+        self,
+        redis: Redis,
+        prefix: str,
+        *,
+        block_ms: int = 30_000,
+        keys_per_reader: int = 256,
+        worker_check: WorkerCheck | None = None,
     ) -> None:
         self.redis = redis
+        self.worker_check = worker_check
         self.prefix = prefix
         self.block_ms = block_ms
         self.keys_per_reader = keys_per_reader
@@ -245,19 +250,3 @@ class StreamHub:
             await reader.stop()
         self.readers.clear()
         self.owners.clear()
-
-
-def hub_for(app: Quart) -> StreamHub:
-    """The process's hub, started on first use: Redis is connected only once serving starts."""
-    hub = app.extensions.get(HUB_EXTENSION)
-    if hub is None:
-        settings = app.config["SETTINGS"]
-        hub = StreamHub(app.config["REDIS"], settings.redis_prefix)
-        app.extensions[HUB_EXTENSION] = hub
-    return hub
-
-
-async def stop_hub(app: Quart) -> None:
-    hub = app.extensions.pop(HUB_EXTENSION, None)
-    if hub is not None:
-        await hub.stop()

@@ -1,5 +1,5 @@
 """A WebSocket connection's subscription to its user's document status feed, beside its
-task subscriptions (`backend/streams/socket_session.py`).
+task subscriptions (`backend/http/socket_session.py`).
 
 Events go out as the SSE feed's data with `type` and `id` added. Subscribing again
 replaces the subscription (resuming from the new `last_event_id`), so a client that

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
@@ -23,9 +23,6 @@ from redis.asyncio.client import PubSub
 from backend.constants import stream_takeover_channel
 from backend.settings import Settings
 from backend.streams.task_stream import TaskStream, text
-
-if TYPE_CHECKING:
-    from backend.streams.hub import StreamHub
 
 log = logging.getLogger("sluice.streams")
 
@@ -132,7 +129,7 @@ async def wait_for_lease(stream: TaskStream, settings: Settings) -> str | None:
 
 
 async def take_lease(
-    stream: TaskStream, last_event_id: str | None, hub: StreamHub, settings: Settings
+    stream: TaskStream, last_event_id: str | None, takeovers: Takeovers, settings: Settings
 ) -> str | None:
     """The stream's lease for this reader, or None if another reader holds it.
 
@@ -144,6 +141,6 @@ async def take_lease(
     if last_event_id is not None and await stream.has_entry(last_event_id):
         lease, replaced = await stream.seize_lease(settings.stream_lease_seconds)
         if replaced:
-            await hub.takeovers.announce(stream.task_id, lease)
+            await takeovers.announce(stream.task_id, lease)
         return lease
     return await wait_for_lease(stream, settings)

@@ -14,8 +14,8 @@ from backend.http.auth import authenticated, current_user
 from backend.http.documented_errors import document_errors
 from backend.http.openapi import RawBody, sse_frame_schema
 from backend.http.routes.task_streams import event_stream
+from backend.http.stream_hub import hub_for
 from backend.streams.feed_delivery import FeedEntry, FeedReader, open_feed_reader
-from backend.streams.hub import hub_for
 from backend.streams.sse import HEARTBEAT, SEPARATOR
 from schemas.feed import DocumentEvent, FeedEventType, FeedResetEvent
 from schemas.streams import StreamHeaders, StreamQuery

@@ -22,12 +22,13 @@ from backend.errors import BadRequest
 from backend.http.auth import authenticated, current_user
 from backend.http.body_limits import body_limit
 from backend.http.documented_errors import document_errors
-from backend.http.multipart_files import FilePart, read_multipart
+from backend.http.multipart_files import read_multipart
 from backend.http.routes.documents import document_upload_body, duplicate_mode
 from backend.http.routes.qanything import check_user_id, known_kb_id
 from backend.knowledge import datasets, documents, parse_queue
 from backend.knowledge.document_parser import OneFileUpload, parse_in_worker
 from backend.knowledge.document_uploads import DocumentUpload
+from backend.knowledge.file_parts import FilePart
 from backend.knowledge.storage import document_storage
 from backend.models import Dataset, Document
 from backend.settings import Settings

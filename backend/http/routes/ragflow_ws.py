@@ -29,12 +29,12 @@ from backend.http.browser_origins import browser_origin_allowed
 from backend.http.error_handlers import describe_validation_error
 from backend.http.json_bodies import decode_json
 from backend.http.responses import error_response
+from backend.http.stream_hub import hub_for
 from backend.models import User
 from backend.services import completions
 from backend.services.authentication import authenticate
 from backend.settings import Settings
 from backend.streams.delivery import open_new_task_reader
-from backend.streams.hub import hub_for
 from schemas.chats import CompletionRequest
 from schemas.ids import PublicId
 

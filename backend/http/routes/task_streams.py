@@ -10,9 +10,9 @@ from quart_schema import document_headers, document_response, validate_querystri
 from backend.http.auth import authenticated, current_user
 from backend.http.documented_errors import document_errors
 from backend.http.openapi import EventStream
+from backend.http.stream_hub import hub_for, stop_hub
 from backend.models import Task, User
 from backend.streams.delivery import TaskReader, open_new_task_reader, open_task_reader
-from backend.streams.hub import hub_for, stop_hub
 from backend.streams.sse import SSE_HEADERS, frames
 from schemas.streams import StreamHeaders, StreamQuery
 

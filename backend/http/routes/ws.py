@@ -11,11 +11,11 @@ from quart_schema import document_response
 from backend.errors import ApiError, Unauthorized
 from backend.http.browser_origins import browser_origin_allowed
 from backend.http.responses import error_response
+from backend.http.socket_session import SocketSession, parse_message
+from backend.http.stream_hub import hub_for
 from backend.models import User
 from backend.services.authentication import authenticate
 from backend.settings import Settings
-from backend.streams.hub import hub_for
-from backend.streams.socket_session import SocketSession, parse_message
 from schemas.envelope import ErrorBody
 from schemas.ws import AuthMessage, ErrorReply, ReadyReply, WsProtocol
 
