@@ -4,11 +4,13 @@ its positions (pages, slides), structure (headings) and CJK text intact."""
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
 import pytest
 
+from backend.knowledge.chunking import chunk_document
 from backend.knowledge.parsing import ParseFailure, parse_document
 from tests.support.document_files import (
     cjk_pdf,
@@ -115,6 +117,54 @@ def test_html_visible_text_headings_and_blocks(tmp_path: Path) -> None:
     ]
     assert "secret" not in parsed.text and "alert" not in parsed.text
     assert "never shown" not in parsed.text and "enable js" not in parsed.text
+
+
+C_LISTING = '#include <stdio.h>\n\nint main(void) {\n    printf("hi");\n    return 0;\n}'
+
+
+def test_html_preformatted_text_keeps_its_lines(tmp_path: Path) -> None:
+    (tmp_path / "code.html").write_text(
+        f"<html><body><p>A   listing:</p><pre><code>{html.escape(C_LISTING)}</code></pre>"
+        "<p>Run <code>make</code> then <code>a\n  b</code> done.</p></body></html>",
+        encoding="utf-8",
+    )
+    parsed = parse_document(tmp_path / "code.html", "html", "naive")
+    assert texts(parsed) == ["A listing:", C_LISTING, "Run make then", "a\n  b", "done."]
+    [chunk] = [chunk.content for chunk in chunk_document(parsed) if "printf" in chunk.content]
+    assert C_LISTING in chunk
+
+
+def test_html_tables_become_rows_as_word_tables_do(tmp_path: Path) -> None:
+    (tmp_path / "table.html").write_text(
+        "<html><body><h2>Staff</h2><table><thead><tr><th>Name</th><th>Role</th></tr></thead>"
+        "<tbody><tr><td>Ada <b>Lovelace</b></td><td>Engineer</td></tr>"
+        "<tr><td>Grace<br>Hopper</td><td><p>Rear</p><p>Admiral</p></td></tr>"
+        "<tr><td></td><td>Unnamed</td></tr></tbody></table><p>After.</p></body></html>",
+        encoding="utf-8",
+    )
+    parsed = parse_document(tmp_path / "table.html", "html", "naive")
+    assert [(s.text, s.heading) for s in parsed.sections] == [
+        ("Staff", True),
+        ("Name: Ada Lovelace; Role: Engineer", False),
+        ("Name: Grace Hopper; Role: Rear Admiral", False),
+        ("Role: Unnamed", False),
+        ("After.", False),
+    ]
+    word = docx_file(
+        tmp_path / "table.docx",
+        [("table", [["Name", "Role"], ["Ada Lovelace", "Engineer"]])],
+    )
+    [word_row] = texts(parse_document(word, "docx", "naive"))
+    assert word_row == texts(parsed)[1]
+
+
+def test_html_markers_in_the_page_itself_are_text(tmp_path: Path) -> None:
+    (tmp_path / "odd.html").write_text(
+        "<p>&#xe003;7&#xe004; and &#xe000;</p><table><tr><td>&#xe003;0&#xe004;</td></tr></table>",
+        encoding="utf-8",
+    )
+    parsed = parse_document(tmp_path / "odd.html", "html", "naive")
+    assert texts(parsed) == ["7 and", "0"]  # no marker of Sluice's, whatever the page says
 
 
 def test_html_in_a_legacy_encoding(tmp_path: Path) -> None:
