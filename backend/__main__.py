@@ -1,4 +1,5 @@
-"""Operator commands: `python -m backend migrate | create-admin | reindex --to elasticsearch`."""
+"""Operator commands: `python -m backend migrate | create-admin | reindex --to elasticsearch |
+storage copy --to s3://bucket/prefix`."""
 
 from __future__ import annotations
 
@@ -77,11 +78,22 @@ def main() -> None:
     )
     move.add_argument("--to", choices=["elasticsearch"], required=True)
     move.add_argument("--concurrency", type=int, default=4, help="documents moved at once")
+    storage = commands.add_parser("storage", help="file storage commands")
+    storage_commands = storage.add_subparsers(dest="storage_command", required=True)
+    copy = storage_commands.add_parser(
+        "copy", help="copy every stored file to another storage (re-runnable)"
+    )
+    copy.add_argument("--to", required=True, help="s3://bucket/prefix or file:///directory")
+    copy.add_argument("--from", dest="source", help="default: STORAGE_URL (or DATA_DIR)")
     args = parser.parse_args()
     if args.command == "migrate":
         asyncio.run(run_migrate())
     elif args.command == "reindex":
         asyncio.run(run_reindex(args.concurrency))
+    elif args.command == "storage":
+        from backend.storage.copy import run_copy_command
+
+        raise SystemExit(asyncio.run(run_copy_command(get_settings(), args.to, args.source)))
     else:
         username = args.username or input("username: ")
         password = args.password or getpass.getpass("password: ")

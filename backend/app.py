@@ -49,6 +49,7 @@ from backend.providers.rerank_registry import close_rerankers, configure_reranke
 from backend.search.stores import close_search_store, configure_search_store
 from backend.services.users import ensure_admin
 from backend.settings import Settings, get_settings
+from backend.storage.configured import check_storage_at_start, close_storage
 
 log = logging.getLogger("sluice.http")
 
@@ -122,12 +123,15 @@ def create_app(settings: Settings | None = None) -> Quart:
         configure_embeddings(settings)
         configure_rerankers(settings)
         configure_search_store(settings)
+        # A storage that cannot be used is logged, not fatal: readiness names it.
+        await check_storage_at_start(settings)
 
     @app.after_serving
     async def shutdown() -> None:
         await app.config["REDIS"].aclose()
         await close_registry()
         await close_search_store()
+        await close_storage()
         await close_embeddings()
         await close_rerankers()
         await close_database()

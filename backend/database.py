@@ -42,14 +42,21 @@ def tortoise_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+def ensure_sqlite_dir(settings: Settings) -> None:
+    """The default SQLite file lives in DATA_DIR: made only then, so a process with
+    DATABASE_URL and STORAGE_URL set elsewhere never touches DATA_DIR."""
+    if not settings.database_url:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+
+
 async def migrate_database(settings: Settings) -> None:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_sqlite_dir(settings)
     await migrate(config=tortoise_config(settings))
     await Tortoise.close_connections()
 
 
 async def open_database(settings: Settings) -> None:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_sqlite_dir(settings)
     # Lifespan hooks run in another task than requests, so the context must be global.
     await Tortoise.init(config=tortoise_config(settings), _enable_global_fallback=True)
 

@@ -100,6 +100,20 @@ class Settings(BaseSettings):
     document_upload_max_bytes: int = 32 * 1024 * 1024
     default_embedding_model: str = "multilingual-e5-small@local"
 
+    # File storage (backend/storage/): every file Sluice keeps. Empty: the local directory
+    # DATA_DIR (file://DATA_DIR); file:///path for another one; s3://bucket/prefix for an
+    # S3-compatible store at S3_ENDPOINT_URL (empty: AWS). Credentials: the AWS_* variables.
+    storage_url: str = ""
+    s3_endpoint_url: str = ""
+    s3_region: str = ""
+    aws_access_key_id: str = ""
+    aws_secret_access_key: str = ""
+    aws_session_token: str = ""
+    # Uploads above this go to S3 in parts of this size (S3's floor is 5 MiB); a part is
+    # the most of a file a process holds in memory.
+    s3_part_size_mb: int = Field(8, ge=5, le=512)
+    s3_timeout_seconds: float = Field(30.0, gt=0)
+
     # Knowledge: embedding models (backend/providers/embeddings.py) and the search store.
     embedding_models: str = ""
     embedding_batch_size: int = Field(16, ge=1, le=2048)
@@ -153,6 +167,14 @@ class Settings(BaseSettings):
         from backend.providers.rerank import parse_rerank_entries
 
         parse_rerank_entries(self.rerank_models)
+        return self
+
+    @model_validator(mode="after")
+    def check_storage(self) -> Settings:
+        """A STORAGE_URL that names no directory or bucket stops the process at start."""
+        from backend.storage.configured import parse_storage_url
+
+        parse_storage_url(self.storage_url, self.data_dir)
         return self
 
     @property

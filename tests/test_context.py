@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from quart import Quart
@@ -22,8 +20,9 @@ from backend.services.context import (
     recent_history,
 )
 from backend.services.upload_access import MISSING_IMAGE, inline_uploads
-from backend.services.uploads import save_upload
+from backend.services.uploads import save_upload, upload_key
 from backend.settings import Settings
+from backend.storage.configured import upload_storage
 from tests.support.chats import create_account
 from tests.support.images import image_bytes
 
@@ -220,7 +219,7 @@ async def test_images_become_image_parts_only_for_vision_models(
     ]
     # ... and is inlined as a data URL when the worker sends the turn.
     encoded = base64.b64encode(png).decode()
-    assert await inline_uploads(vision[-1].content, user.id) == [
+    assert await inline_uploads(vision[-1].content, user.id, settings) == [
         {"type": "text", "text": "What colour?"},
         {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{encoded}"}},
         {"type": "image_url", "image_url": {"url": "https://example.com/x.png"}},
@@ -234,7 +233,11 @@ async def test_an_image_deleted_before_the_turn_is_sent_becomes_a_note(
 ) -> None:
     upload, _ = await save_upload(user, image_bytes(), settings)
     queued = [{"type": "image_url", "image_url": {"url": f"upload:{upload.id}"}}]
-    await asyncio.to_thread(Path(upload.path).unlink)
-    assert await inline_uploads(queued, user.id) == [{"type": "text", "text": MISSING_IMAGE}]
+    await upload_storage(settings).delete(upload_key(upload))
+    assert await inline_uploads(queued, user.id, settings) == [
+        {"type": "text", "text": MISSING_IMAGE}
+    ]
     await upload.delete()
-    assert await inline_uploads(queued, user.id) == [{"type": "text", "text": MISSING_IMAGE}]
+    assert await inline_uploads(queued, user.id, settings) == [
+        {"type": "text", "text": MISSING_IMAGE}
+    ]

@@ -19,11 +19,11 @@ from backend.knowledge import document_runs, ingest_recovery
 from backend.knowledge.ingestion import IngestContext, ingest_document
 from backend.knowledge.parse_queue import parse_job_id
 from backend.knowledge.status_feed import event_of, publish
-from backend.knowledge.storage import document_storage
 from backend.models import Document
 from backend.models.knowledge import DocumentRun
 from backend.search.stores import search_store
 from backend.settings import Settings
+from backend.storage.configured import document_storage
 from tests.support.accounts import Account
 from tests.support.knowledge import create_dataset, upload_ok
 

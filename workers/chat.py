@@ -16,6 +16,7 @@ from backend.providers.registry import close_registry
 from backend.providers.tokens import count_tokens
 from backend.services.tasks import GENERATE_ANSWER_JOB
 from backend.settings import get_settings
+from backend.storage.configured import close_storage
 from backend.streams.event_writer import EventWriter
 from workers import lifecycle
 from workers.jobs.chat import generate_answer
@@ -38,6 +39,8 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     if "event_writer" in ctx:
         await ctx["event_writer"].aclose()
     await close_registry()
+    # Chat images are read from file storage when a turn is sent.
+    await close_storage()
     await lifecycle.shutdown(ctx)
 
 

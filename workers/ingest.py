@@ -14,11 +14,11 @@ from backend.connections import redis_settings
 from backend.constants import INGEST_QUEUE, queue_name
 from backend.knowledge.parse_preview import PARSE_PREVIEW_JOB
 from backend.knowledge.parse_queue import EMBED_CHUNKS_JOB, PARSE_DOCUMENT_JOB
-from backend.knowledge.storage import document_storage
 from backend.providers.embedding_registry import close_embeddings, configure_embeddings
 from backend.providers.tokens import count_tokens
 from backend.search.stores import close_search_store, configure_search_store
 from backend.settings import get_settings
+from backend.storage.configured import check_storage_at_start, close_storage, document_storage
 from workers import lifecycle
 from workers.jobs.ingest import embed_chunks, parse_document, parse_preview, sweep
 
@@ -31,12 +31,14 @@ async def startup(ctx: dict[str, Any]) -> None:
     configure_embeddings(settings)
     ctx["store"] = configure_search_store(settings)
     ctx["files"] = document_storage(settings)
+    await check_storage_at_start(settings)
     # The tokenizer takes about a second to load; not on the first document's clock.
     await asyncio.to_thread(count_tokens, "warm-up")
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     await close_search_store()
+    await close_storage()
     await close_embeddings()
     await lifecycle.shutdown(ctx)
 

@@ -16,13 +16,14 @@ from backend.knowledge.chunk_embedding import embed_soon
 from backend.knowledge.chunk_records import manual_chunk_id, record_of
 from backend.knowledge.datasets import get_dataset
 from backend.knowledge.formats import CONTENT_TYPES, DocumentFormat, ragflow_type
-from backend.knowledge.storage import FileStorage, document_key
 from backend.models import Document, User
 from backend.models.ids import new_id
 from backend.models.knowledge import DocumentRun
 from backend.providers.tokens import count_tokens
 from backend.search.store import SearchStore
 from backend.settings import Settings
+from backend.storage.base import FileStorage
+from backend.storage.configured import document_key
 
 SEPARATOR = "\n\n"
 

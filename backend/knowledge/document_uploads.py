@@ -130,9 +130,10 @@ class DocumentUpload:
         # Listed before it is moved into place, so a cleanup never misses it.
         self.stored.append(stored)
         await self.close_writing(None)
-        async with self.storage.local_copy(stored.key) as path:
+        # A seekable file, not a copy: on S3 only the ZIP directory is fetched.
+        async with self.storage.seekable(stored.key) as package:
             await asyncio.to_thread(
-                formats.check_content, stored.name, stored.fmt, bytes(self.head), path
+                formats.check_content, stored.name, stored.fmt, bytes(self.head), package
             )
 
     async def close_writing(self, error: BaseException | None) -> None:

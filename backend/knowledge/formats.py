@@ -13,7 +13,7 @@ from __future__ import annotations
 import zipfile
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import puremagic
 
@@ -115,9 +115,10 @@ def looks_like_text(head: bytes) -> bool:
     return controls <= CONTROL_RATIO * len(head)
 
 
-def office_kind(path: Path) -> DocumentFormat | Literal["broken", "zip"]:
-    """Which Office package the ZIP at `path` is: "zip" for another kind of ZIP, "broken"
-    when it cannot be read as a ZIP at all (a damaged file, for parsing to report)."""
+def office_kind(path: Path | BinaryIO) -> DocumentFormat | Literal["broken", "zip"]:
+    """Which Office package the ZIP at `path` (or in a seekable file) is: "zip" for another
+    kind of ZIP, "broken" when it cannot be read as a ZIP at all (a damaged file, for
+    parsing to report)."""
     try:
         with zipfile.ZipFile(path) as package:
             names = package.namelist()
@@ -137,9 +138,10 @@ def refuse(name: str, fmt: DocumentFormat, actual: str) -> UnsupportedMediaType:
     )
 
 
-def check_content(name: str, fmt: DocumentFormat, head: bytes, path: Path) -> None:
+def check_content(name: str, fmt: DocumentFormat, head: bytes, path: Path | BinaryIO) -> None:
     """Raise 415 unless the content can be `fmt`. `head` is the file's first bytes (up to
-    SNIFF_BYTES) and `path` the stored file, for the ZIP directory of Office files.
+    SNIFF_BYTES) and `path` the stored file (or a seekable file over it: a ranged read of
+    the storage), for the ZIP directory of Office files.
     Blocking (reads a ZIP's directory): run it in a thread."""
     if not head:
         return

@@ -8,12 +8,8 @@ shrunk before the full-size conversions.
 
 from __future__ import annotations
 
-import asyncio
 import io
-import os
-import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 
 from PIL import Image, ImageOps
 from quart import Request
@@ -22,6 +18,7 @@ from backend.errors import BadRequest, NotFound, PayloadTooLarge
 from backend.models import User
 from backend.services.image_validation import CORRUPT, decode, decode_pool, open_image
 from backend.settings import Settings
+from backend.storage.configured import avatar_storage
 
 SIZE = (128, 128)
 JPEG_QUALITY = 85
@@ -30,12 +27,9 @@ BACKGROUND = (255, 255, 255)
 UNREDUCIBLE = ("1", "P", "I;16")
 
 
-def avatars_dir(settings: Settings) -> Path:
-    return settings.data_dir / "avatars"
-
-
-def avatar_path(user: User, settings: Settings) -> Path:
-    return avatars_dir(settings) / f"{user.id}.jpg"
+def avatar_key(user: User) -> str:
+    """The avatar's key in the storage's avatars folder."""
+    return f"{user.id}.jpg"
 
 
 def too_large(limit: int) -> PayloadTooLarge:
@@ -110,24 +104,20 @@ def render(data: bytes, max_pixels: int) -> bytes:
     return out.getvalue()
 
 
-def write_atomically(path: Path, content: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(f".{uuid.uuid4().hex}.tmp")
-    temporary.write_bytes(content)
-    os.replace(temporary, path)
-
-
 async def set_avatar(user: User, data: bytes, settings: Settings) -> User:
     """Store the rendered avatar; decoding runs in the shared decode pool, off the event loop."""
     jpeg = await decode_pool.run(settings, render, data, settings.image_max_pixels)
-    await asyncio.to_thread(write_atomically, avatar_path(user, settings), jpeg)
+    await avatar_storage(settings).write_bytes(avatar_key(user), jpeg)
     user.avatar_updated_at = datetime.now(UTC)
     await user.save(update_fields=["avatar_updated_at"])
     return user
 
 
 async def read_avatar(user: User, settings: Settings) -> bytes:
-    path = avatar_path(user, settings)
-    if user.avatar_updated_at is None or not path.exists():
-        raise NotFound("No avatar yet: upload one with PUT /api/v1/users/me/avatar")
-    return await asyncio.to_thread(path.read_bytes)
+    missing = NotFound("No avatar yet: upload one with PUT /api/v1/users/me/avatar")
+    if user.avatar_updated_at is None:
+        raise missing
+    try:
+        return await avatar_storage(settings).read_bytes(avatar_key(user))
+    except FileNotFoundError as error:
+        raise missing from error

@@ -21,6 +21,7 @@ from typing import Any
 from backend.errors import NotFound
 from backend.models import Upload, User
 from backend.services.uploads import read_upload
+from backend.settings import Settings
 from schemas.ids import is_public_id
 
 UPLOAD_URL_PREFIX = "upload:"
@@ -94,20 +95,20 @@ async def authorize_parts(user: User, parts: list[dict[str, Any]]) -> list[dict[
     return [canonical_part(part) for part in parts]
 
 
-async def data_url(owner_id: int, upload_id: str) -> str | None:
+async def data_url(owner_id: int, upload_id: str, settings: Settings) -> str | None:
     """The owner's upload as a data URL for a vision model; None if it is not theirs or gone."""
     upload = await owned_upload(owner_id, upload_id)
     if upload is None:
         return None
     try:
-        data = await read_upload(upload)
+        data = await read_upload(upload, settings)
     except NotFound:
         return None
     return f"data:{upload.content_type};base64,{base64.b64encode(data).decode('ascii')}"
 
 
 async def inline_uploads(
-    content: str | list[dict[str, Any]], owner_id: int
+    content: str | list[dict[str, Any]], owner_id: int, settings: Settings
 ) -> str | list[dict[str, Any]]:
     """Content parts as a provider takes them: upload references of `owner_id`'s uploads
     become data URLs; a reference to an image deleted since the turn was queued, or to
@@ -119,7 +120,7 @@ async def inline_uploads(
         is_image = part.get("type") in ("image", "image_url")
         upload_id = referenced_upload(part) if is_image else None
         if upload_id is not None:
-            data = await data_url(owner_id, upload_id)
+            data = await data_url(owner_id, upload_id, settings)
             nested = part.get("image_url")
             options = nested if isinstance(nested, dict) else {}
             part = (

@@ -1,4 +1,4 @@
-"""Chat image uploads: validated with Pillow, stored under DATA_DIR/uploads.
+"""Chat image uploads: validated with Pillow, kept in the file storage's uploads folder.
 
 Only whole images of a served format within the size limits are kept: every upload is
 decoded (`image_validation`, the same checks and decode pool as avatars), not trusted by
@@ -8,14 +8,14 @@ upload in a message is `upload_access`'s business.
 
 from __future__ import annotations
 
-import asyncio
-from pathlib import Path
+from pathlib import PurePath
 
 from backend.errors import BadRequest, NotFound, PayloadTooLarge
 from backend.models import Upload, User
 from backend.models.ids import new_id
 from backend.services.image_validation import ImageInfo, decode_pool, verify
 from backend.settings import Settings
+from backend.storage.configured import upload_storage
 
 
 async def save_upload(user: User, data: bytes, settings: Settings) -> tuple[Upload, ImageInfo]:
@@ -28,22 +28,19 @@ async def save_upload(user: User, data: bytes, settings: Settings) -> tuple[Uplo
         )
     info = await decode_pool.run(settings, verify, data, settings.image_max_pixels)
     upload_id = new_id()
-    directory = settings.uploads_dir.resolve()
-    path = directory / f"{upload_id}.{info.extension}"
-    await asyncio.to_thread(write_file, path, data)
+    key = f"{upload_id}.{info.extension}"
+    await upload_storage(settings).write_bytes(key, data)
     upload = await Upload.create(
-        id=upload_id,
-        user_id=user.id,
-        content_type=info.content_type,
-        size=len(data),
-        path=str(path),
+        id=upload_id, user_id=user.id, content_type=info.content_type, size=len(data), path=key
     )
     return upload, info
 
 
-def write_file(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+def upload_key(upload: Upload) -> str:
+    """The file's key in the uploads folder. `path` holds it; rows written before the
+    storage interface hold the absolute path under DATA_DIR/uploads, whose last
+    segment is the same key."""
+    return PurePath(upload.path).name
 
 
 async def get_upload(user: User, upload_id: str) -> Upload:
@@ -53,8 +50,8 @@ async def get_upload(user: User, upload_id: str) -> Upload:
     return upload
 
 
-async def read_upload(upload: Upload) -> bytes:
+async def read_upload(upload: Upload, settings: Settings) -> bytes:
     try:
-        return await asyncio.to_thread(Path(upload.path).read_bytes)
-    except FileNotFoundError as error:
+        return await upload_storage(settings).read_bytes(upload_key(upload))
+    except (FileNotFoundError, ValueError) as error:  # ValueError: no key of Sluice's
         raise NotFound(f"Upload '{upload.id}' is no longer stored: upload it again") from error

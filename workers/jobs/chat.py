@@ -50,14 +50,16 @@ async def claim(task_id: str) -> Task | None:
     return await Task.get(id=task_id) if claimed else None
 
 
-async def chat_request(task: Task) -> ChatRequest:
+async def chat_request(task: Task, settings: Settings) -> ChatRequest:
     """The turn as it was priced, with uploaded images inlined for the provider: only the
     task's own user's uploads, whatever the stored row names."""
     request = task.request
     return ChatRequest(
         model=get_model(task.model),
         messages=[
-            ChatMessage(role=m["role"], content=await inline_uploads(m["content"], task.user_id))
+            ChatMessage(
+                role=m["role"], content=await inline_uploads(m["content"], task.user_id, settings)
+            )
             for m in request["messages"]
         ],
         params=SamplingParams(**request.get("params", {})),
@@ -101,7 +103,7 @@ async def generate_answer(ctx: dict[str, Any], task_id: str) -> str:
         return "skipped: task is not queued"
     turn: KnowledgeTurn | None = None
     try:
-        request = await chat_request(task)
+        request = await chat_request(task, settings)
         stream = TaskStream.for_task(redis, settings, task_id, ctx.get("event_writer"))
         plan = task.request.get("knowledge")
         if plan is not None:

@@ -13,7 +13,7 @@ from backend.http.documented_errors import document_errors
 from backend.http.responses import ok
 from backend.knowledge import datasets
 from backend.knowledge.datasets import DatasetTotals
-from backend.knowledge.storage import document_storage
+from backend.storage.configured import document_storage
 from backend.models import Dataset
 from backend.models.knowledge import DocumentRun
 from backend.search.stores import search_store

@@ -12,9 +12,9 @@ from backend.http.documented_errors import document_errors
 from backend.http.responses import ok
 from backend.http.routes.documents import document_out
 from backend.knowledge import faqs, parse_queue
-from backend.knowledge.storage import document_storage
 from backend.search.stores import search_store
 from backend.settings import Settings
+from backend.storage.configured import document_storage
 from schemas.chunks import FaqImport, FaqImported, ParseRequest
 from schemas.envelope import Envelope
 

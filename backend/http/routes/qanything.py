@@ -28,9 +28,9 @@ from backend.http.routes.parsing import faq_body_limit
 from backend.knowledge import datasets, documents, faqs
 from backend.knowledge.chunk_uploads import upload_chunks
 from backend.knowledge.document_uploads import clean_name
-from backend.knowledge.storage import document_storage
 from backend.search.retrieval import retrieve
 from backend.search.stores import search_store
+from backend.storage.configured import document_storage
 from schemas.ids import is_public_id
 from schemas.knowledge import DeleteSelection
 from schemas.qanything import (

@@ -45,7 +45,7 @@ async def create_upload(data: UploadForm):
 async def get_upload(upload_id: str) -> Response:
     """The uploaded image's bytes, for its owner only."""
     upload = await uploads.get_upload(current_user(), upload_id)
-    data = await uploads.read_upload(upload)
+    data = await uploads.read_upload(upload, current_app.config["SETTINGS"])
     return Response(
         data,
         mimetype=upload.content_type,
