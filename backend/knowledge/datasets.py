@@ -19,13 +19,13 @@ from tortoise.functions import Count, Sum
 from tortoise.transactions import in_transaction
 
 from backend.errors import BadRequest, Conflict, NotFound
-from backend.knowledge.storage import FileStorage
 from backend.models import Dataset, Document, User
 from backend.models.knowledge import DocumentRun
 from backend.models.listing import ragflow_page
 from backend.providers.embedding_registry import default_embedding_model, get_embedding_model
 from backend.providers.embeddings import EmbeddingSpec
 from backend.search.store import SearchStore
+from backend.storage.base import FileStorage
 from schemas.knowledge import (
     ChunkMethod,
     DatasetCreate,

@@ -24,10 +24,11 @@ from backend.errors import BadRequest, NotFound, PayloadTooLarge
 from backend.knowledge import formats
 from backend.knowledge.document_runs import now
 from backend.knowledge.file_parts import FilePart
-from backend.knowledge.storage import FileStorage, StorageWriter, document_key
 from backend.models import Dataset, Document
 from backend.models.ids import new_id
 from backend.settings import Settings
+from backend.storage.base import FileStorage, StorageWriter
+from backend.storage.configured import document_key
 from schemas.documents import FILE_NAME_MAX_BYTES, DuplicateMode, SkippedFile
 
 FILE_FIELDS = ("file", "files")

@@ -14,10 +14,10 @@ from tortoise.queryset import QuerySet
 from backend.errors import BadRequest, NotFound
 from backend.knowledge.datasets import deep_merge, get_dataset, parser_defaults
 from backend.knowledge.formats import format_of_name
-from backend.knowledge.storage import FileStorage
 from backend.models import Dataset, Document, User
 from backend.models.knowledge import DocumentRun
 from backend.search.store import SearchStore
+from backend.storage.base import FileStorage
 from schemas.documents import (
     DocumentListQuery,
     DocumentOrder,

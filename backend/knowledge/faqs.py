@@ -22,10 +22,11 @@ from backend.knowledge.datasets import get_dataset, parser_defaults
 from backend.knowledge.formats import CONTENT_TYPES, DocumentFormat, ragflow_type
 from backend.knowledge.parse_queue import enqueue_parse
 from backend.knowledge.status_feed import publish_documents
-from backend.knowledge.storage import FileStorage, document_key
 from backend.models import Document, User
 from backend.models.ids import new_id
 from backend.settings import Settings
+from backend.storage.base import FileStorage
+from backend.storage.configured import document_key
 from schemas.chunks import FaqPair
 from schemas.feed import FeedEventType
 

@@ -38,13 +38,13 @@ from backend.knowledge.parsing.document import ParsedDocument, ParseFailure
 from backend.knowledge.parsing.runner import run_parse_with_limits
 from backend.knowledge.run_report import RunReport
 from backend.knowledge.run_watch import RunStopped, RunWatch
-from backend.knowledge.storage import FileStorage
 from backend.models import Dataset, Document
 from backend.models.knowledge import DocumentRun
 from backend.providers.base import ProviderError
 from backend.providers.embedding_registry import embedding_provider
 from backend.search.store import SearchStore
 from backend.settings import Settings
+from backend.storage.base import FileStorage
 
 log = logging.getLogger("sluice.ingest")
 

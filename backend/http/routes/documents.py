@@ -29,10 +29,10 @@ from backend.http.routes.datasets import http_date, milliseconds
 from backend.knowledge import datasets, documents
 from backend.knowledge.document_uploads import DocumentUpload
 from backend.knowledge.formats import CONTENT_TYPES
-from backend.knowledge.storage import document_storage
 from backend.models import Document
 from backend.search.stores import search_store
 from backend.settings import Settings
+from backend.storage.configured import document_storage
 from schemas.documents import (
     DocumentListQuery,
     DocumentOut,

@@ -29,9 +29,9 @@ from backend.knowledge import datasets, documents, parse_queue
 from backend.knowledge.document_parser import OneFileUpload, parse_in_worker
 from backend.knowledge.document_uploads import DocumentUpload
 from backend.knowledge.file_parts import FilePart
-from backend.knowledge.storage import document_storage
 from backend.models import Dataset, Document
 from backend.settings import Settings
+from backend.storage.configured import document_storage
 from schemas.documents import UploadQuery
 from schemas.qanything import (
     DocumentParserEmbeddingForm,
