@@ -271,3 +271,31 @@ async def test_a_delivery_stuck_writing_is_cancelled_when_another_reader_resumes
     assert await redis.get(stream.lease_key) == new.lease.encode()
     assert hub.subscriber_count == 0
     await new.close()
+
+
+async def test_a_reader_from_the_start_takes_the_stream_over(
+    account: Account,
+    redis: aioredis.Redis,
+    hub: StreamHub,
+    fast: Settings,
+    running_task: RunningTask,
+) -> None:
+    """A client cut before its first `id:` has no entry id to resume from: `0-0` takes
+    the stream over and replays it from the first entry; without any resume point it
+    is still refused, told to send 0-0 rather than an id it cannot have."""
+    slow_lease = fast.model_copy(update={"stream_lease_seconds": 30.0})
+    task = await running_task()
+    user = await task.user
+    stream = TaskStream.for_task(redis, slow_lease, task.id)
+    old = await open_task_reader(user, task.id, None, redis=redis, hub=hub, settings=slow_lease)
+    first = await stream.append(TokenEvent(delta="a"))
+    with pytest.raises(Conflict) as refused:
+        await open_task_reader(user, task.id, None, redis=redis, hub=hub, settings=slow_lease)
+    assert "0-0" in refused.value.message and "you sent no last event id" in refused.value.message
+    new = await open_task_reader(user, task.id, "0-0", redis=redis, hub=hub, settings=slow_lease)
+    assert await redis.get(stream.lease_key) == new.lease.encode()
+    async with aclosing(new.events()) as events:
+        entry = await anext(events)
+        assert entry is not None and entry.id == first
+    await old.close()
+    assert not await redis.exists(stream.lease_key)

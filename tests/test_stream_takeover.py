@@ -27,8 +27,9 @@ from backend.streams.task_stream import TaskStream
 from schemas.events import DoneEvent, TokenEvent
 from tests.support.accounts import Account
 from tests.support.cut_proxy import CuttableProxy, cuttable_proxy
-from tests.support.live_server import LiveServer
-from tests.support.sse_client import Frame, bearer, events
+from tests.support.live_server import LiveServer, ServerProcess, create_chat_session
+from tests.support.sse_client import Frame, bearer, events, frames
+from tests.support.task_models import SLOW
 
 RECEIVE_TIMEOUT = 10
 # The replaced delivery must end on the takeover's announcement, well before the lease
@@ -64,6 +65,13 @@ async def append_done(stream: TaskStream) -> str:
     return await stream.append(
         DoneEvent(message_id="m", prompt_tokens=1, completion_tokens=1, cost=0)
     )
+
+
+async def until_consumed(stream: TaskStream) -> None:
+    deadline = time.monotonic() + RECEIVE_TIMEOUT
+    while not await stream.is_consumed():
+        assert time.monotonic() < deadline, "the stream was never marked consumed"
+        await asyncio.sleep(0.05)
 
 
 def stream_url(task: Task) -> str:
@@ -197,3 +205,61 @@ async def test_websocket_resume_takes_over_a_half_open_subscription(
     assert not any(entry_id.encode() in written for entry_id in rest)
     assert [m["id"] for m in received] == lost + rest
     assert received[-1]["type"] == "done"
+
+
+async def test_a_client_cut_before_its_first_id_takes_the_stream_over_from_the_start(
+    proxy: CuttableProxy,
+    live_processes: LiveServer,
+    chat_worker: ServerProcess,
+    redis: aioredis.Redis,
+    live_settings: Settings,
+    live_user: Account,
+) -> None:
+    """POST with `"stream": true`, cut right after the opening `event: task` frame: the
+    client never got an `id:`. Without a resume point it is refused with a message that
+    names only ids it can send; with `0-0` it takes the stream over at once, from the
+    first entry, and the delivery stuck on the dead connection ends."""
+    session = await create_chat_session(live_user, SLOW)
+    headers = bearer(live_user.access_token)
+    body = {"session_id": session.id, "question": "Tell me everything", "stream": True}
+    async with (
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{proxy.port}", timeout=10) as via,
+        via.stream("POST", "/api/v1/tasks", json=body, headers=headers) as posted,
+    ):
+        assert posted.status_code == 200
+        task_id = posted.headers["X-Task-ID"]
+        opening = await anext(frames(posted))
+        assert opening.event == "task" and opening.id is None
+        await proxy.cut_clients()
+    stream = TaskStream.for_task(redis, live_settings, task_id)
+    url = f"/api/v1/tasks/{task_id}/stream"
+    old = proxy.connections[0]
+
+    async with httpx.AsyncClient(base_url=live_processes.base_url, timeout=10) as http:
+        refused = await http.get(url, headers=headers)
+        assert refused.status_code == 409
+        message = refused.json()["message"]
+        assert "0-0" in message and "you sent no last event id" in message
+        started = time.monotonic()
+        from_start = {**headers, "Last-Event-ID": "0-0"}
+        received: list[Frame] = []
+        async with http.stream("GET", url, headers=from_start) as resumed:
+            assert resumed.status_code == 200, await resumed.aread()
+            assert time.monotonic() - started < live_settings.stream_lease_wait_seconds
+            written = await proxy.server_bytes(old, b"\r\n0\r\n\r\n", ENDS_WITHIN_SECONDS)
+            assert written.endswith(b"\r\n0\r\n\r\n")
+            async for frame in events(resumed):
+                received.append(frame)
+                if len(received) == 3:
+                    cancel = await http.post(f"/api/v1/tasks/{task_id}/cancel", headers=headers)
+                    assert cancel.status_code in (200, 202), cancel.text
+                if frame.terminal:
+                    break
+        # Consumed once the server has handed over the terminal event: the start is then
+        # refused like any fresh read.
+        await until_consumed(stream)
+        gone = await http.get(url, headers=from_start)
+        assert gone.status_code == 410
+    entries = await stream.read_after()
+    assert [f.id for f in received] == [e.id for e in entries]
+    assert received[0].event == "token" and received[-1].event == "cancelled"

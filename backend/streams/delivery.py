@@ -44,10 +44,18 @@ def expired_message(task_id: str) -> str:
     )
 
 
-def busy_message() -> str:
+def busy_message(last_event_id: str | None = None) -> str:
+    """Why a reader was refused, and the way in that this client surely has: the start
+    (`0-0`), or the id of an event it did receive; never an id it may not hold."""
+    if last_event_id is None:
+        why = "you sent no last event id"
+    else:
+        why = f"'{last_event_id}' is not an event of this task's stream"
     return (
-        "Another reader is already streaming this task; a stream has one reader at a time. "
-        "Close the other connection, or resume with Last-Event-ID once it has dropped"
+        "Another reader is already streaming this task; a stream has one reader at a time "
+        f"and {why}. To take the stream over, reconnect with Last-Event-ID (or "
+        "?last_event_id=) set to the id of the last event you received from it, or to 0-0 "
+        "to read it again from the start; the other reader's delivery then ends"
     )
 
 
@@ -190,7 +198,7 @@ async def open_task_reader(
     await ensure_readable(stream, task, last_event_id, settings)
     lease = await take_lease(stream, last_event_id, hub.takeovers, settings)
     if lease is None:
-        raise Conflict(busy_message())
+        raise Conflict(busy_message(last_event_id))
     if await refuses_consumed(stream, last_event_id):
         await stream.release_lease(lease)
         raise Gone(consumed_message(task_id))

@@ -22,7 +22,7 @@ from redis.asyncio.client import PubSub
 
 from backend.constants import stream_takeover_channel
 from backend.settings import Settings
-from backend.streams.task_stream import TaskStream, text
+from backend.streams.task_stream import START, TaskStream, text
 
 log = logging.getLogger("sluice.streams")
 
@@ -135,10 +135,15 @@ async def take_lease(
 
     A resume from an entry of this very stream, by its owner, is the client coming back
     (often from a connection that went half-open without a disconnect): it takes the
-    lease over at once and the delivery holding it ends. Any other reader waits briefly
-    for a reader that just dropped, then is refused.
+    lease over at once and the delivery holding it ends. So does a resume from `0-0`,
+    the start: a client that dropped before its first `id:` (right after the opening
+    frame of a POST) has no entry id, and asks for the whole stream again. A reader
+    without a resume point (a second tab) waits briefly for a reader that just dropped,
+    then is refused, and so is one whose id is not in this stream.
     """
-    if last_event_id is not None and await stream.has_entry(last_event_id):
+    if last_event_id == START or (
+        last_event_id is not None and await stream.has_entry(last_event_id)
+    ):
         lease, replaced = await stream.seize_lease(settings.stream_lease_seconds)
         if replaced:
             await takeovers.announce(stream.task_id, lease)
