@@ -13,6 +13,7 @@ required.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -62,17 +63,20 @@ def setting_names() -> set[str]:
 def compose(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The compose file as docker-compose resolves it, with every secret filled in."""
     binary = tool("docker-compose")
-    env = tmp_path_factory.mktemp("compose") / ".env"
+    # A copy of deploy/, so that the `.env` it needs (from the template, every secret
+    # filled in) is not written into the work tree.
+    deploy = tmp_path_factory.mktemp("compose") / "deploy"
+    shutil.copytree(DEPLOY, deploy)
     template = (DEPLOY / ".env.example").read_text()
     for name in SECRETS:
         template = template.replace(f"\n{name}=\n", f"\n{name}=test-{name.lower()}\n")
-    env.write_text(template)
+    (deploy / ".env").write_text(template)
     result = subprocess.run(
-        [binary, "-f", str(DEPLOY / "compose.yaml"), "--env-file", str(env), "config"],
+        [binary, "-f", str(deploy / "compose.yaml"), "config"],
         capture_output=True,
         text=True,
         timeout=60,
-        cwd=env.parent,
+        cwd=deploy,
     )
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)
@@ -90,16 +94,33 @@ def test_compose_runs_every_procfile_process_with_its_command(compose: dict) -> 
 
 
 def test_compose_sets_only_variables_sluice_reads(compose: dict) -> None:
+    """What compose.yaml sets for Sluice is a setting; every line of its .env template is
+    either a setting or a variable compose.yaml itself interpolates."""
     known = setting_names() | NOT_SETTINGS
+    raw = (DEPLOY / "compose.yaml").read_text()
+    declared = yaml.safe_load(raw)["x-sluice"]["environment"]
+    assert set(declared) - known == set()
     for service in SLUICE_SERVICES:
-        environment = compose["services"][service]["environment"]
-        assert set(environment) - known == set(), service
-        assert environment["REPLICA_MODE"] == "true"
+        assert compose["services"][service]["environment"]["REPLICA_MODE"] == "true"
+    interpolated = set(re.findall(r"\$\{([A-Z0-9_]+)", raw)) | {"COMPOSE_PROJECT_NAME"}
+    template = (DEPLOY / ".env.example").read_text().splitlines()
+    names = {line.split("=", 1)[0] for line in template if line and not line.startswith("#")}
+    assert names - known - interpolated == set()
 
 
 def test_compose_has_the_scaled_out_layout_with_healthchecks(compose: dict) -> None:
     services = compose["services"]
-    for name in ("nginx", "web-1", "web-2", "postgres", "redis", "elasticsearch", "s3"):
+    for name in (
+        "nginx",
+        "web-1",
+        "web-2",
+        "chat-worker",
+        "ingest-worker",
+        "postgres",
+        "redis",
+        "elasticsearch",
+        "s3",
+    ):
         assert "healthcheck" in services[name], name
     elastic = services["elasticsearch"]["environment"]
     assert elastic["xpack.security.enabled"] == "true"

@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import subprocess
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
@@ -27,10 +24,10 @@ from backend.streams.task_stream import TaskStream
 from schemas.events import DoneEvent, TokenEvent
 from tests.support.accounts import Account
 from tests.support.live_server import LiveServer, ServerProcess, free_port, spawn
+from tests.support.nginx import install_nginx, wait_listening
 from tests.support.sse_client import bearer, events
 
 FIRST_TOKEN_BUDGET_SECONDS = 1.0
-INSTALL_TIMEOUT_SECONDS = 300
 
 CONFIG = """
 {user}
@@ -57,32 +54,6 @@ http {{
     }}
 }}
 """
-
-
-def nginx_binary() -> str | None:
-    return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
-
-
-def install_nginx() -> str:
-    """The nginx binary, installing Debian's package if needed; skips when impossible."""
-    if found := nginx_binary():
-        return found
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip("nginx is not installed and apt-get cannot be run here (needs root)")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    try:
-        result = subprocess.run(
-            ["apt-get", "install", "-y", "nginx"],
-            capture_output=True,
-            env=env,
-            timeout=INSTALL_TIMEOUT_SECONDS,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        pytest.skip("nginx is not installed and apt-get install nginx timed out")
-    if found := nginx_binary():
-        return found
-    pytest.skip(f"nginx could not be installed: {result.stderr.decode(errors='replace')[-300:]}")
 
 
 @dataclass
@@ -117,23 +88,6 @@ async def nginx(
     await wait_listening(port, process, root)
     yield Nginx(port, process)
     process.stop()
-
-
-async def wait_listening(port: int, process: ServerProcess, root: Path) -> None:
-    deadline = time.monotonic() + 15
-    async with httpx.AsyncClient(timeout=2) as client:
-        while time.monotonic() < deadline:
-            if process.process.poll() is not None:
-                break
-            try:
-                if (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                await asyncio.sleep(0.1)
-    error_log = root / "error.log"
-    log = error_log.read_text() if error_log.exists() else process.log_tail()
-    process.stop()
-    raise RuntimeError(f"nginx did not start:\n{log}")
 
 
 async def first_token_delay(base_url: str, account: Account, settings: Settings) -> float:

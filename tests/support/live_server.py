@@ -135,8 +135,10 @@ async def wait_ready(server: ServerProcess, url: str) -> None:
     )
 
 
-async def start_hypercorn(settings: Settings, log_dir: Path, *, workers: int = 1) -> LiveServer:
-    port = free_port()
+async def start_hypercorn(
+    settings: Settings, log_dir: Path, *, workers: int = 1, port: int | None = None
+) -> LiveServer:
+    port = port or free_port()
     args = [sys.executable, "-m", "hypercorn", "backend.asgi:app", "--bind", f"127.0.0.1:{port}"]
     if workers > 1:
         args += ["--workers", str(workers)]

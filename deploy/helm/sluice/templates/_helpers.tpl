@@ -59,6 +59,13 @@ spec:
           command: ["sh", "-c", {{ .command | quote }}]
           envFrom:
             {{- include "sluice.envFrom" .root | nindent 12 }}
+          # arq's health check: the worker's heartbeat key in Redis is fresh.
+          livenessProbe:
+            exec:
+              command: ["python", "-m", "workers", {{ .queue | quote }}, "--check"]
+            periodSeconds: 30
+            timeoutSeconds: 10
+            failureThreshold: 3
           resources:
             {{- toYaml .values.resources | nindent 12 }}
 {{- end -}}
