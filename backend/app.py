@@ -13,6 +13,7 @@ from quart_schema import HttpSecurityScheme, Info, OAuth2SecurityScheme, QuartSc
 from backend.connections import open_redis
 from backend.database import close_database, migrate_database, open_database
 from backend.http.body_limits import BodyLimits
+from backend.http.credential_guard import stop_watch, watch_for
 from backend.http.error_handlers import register_error_handlers
 from backend.http.flow_control import FlowControlledConnection
 from backend.http.openapi import SluiceOpenAPIProvider
@@ -49,6 +50,7 @@ from backend.providers.rerank_registry import close_rerankers, configure_reranke
 from backend.search.stores import close_search_store, configure_search_store
 from backend.services.users import ensure_admin
 from backend.settings import Settings, get_settings
+from backend.signing_key import SigningKeyError, signing_key
 from backend.storage.configured import check_storage_at_start, close_storage
 
 log = logging.getLogger("sluice.http")
@@ -60,6 +62,11 @@ EXPOSED_HEADERS = ["X-Task-ID", "X-Request-ID"]
 def create_app(settings: Settings | None = None) -> Quart:
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_json)
+    try:
+        # Generated in DATA_DIR on first start when SECRET_KEY is unset (never a known key).
+        signing_key(settings)
+    except SigningKeyError as error:
+        raise SystemExit(str(error)) from None
 
     app = Quart("sluice")
     # Bodies are bounded per route by BodyLimits and decoded by SluiceRequest.
@@ -123,11 +130,14 @@ def create_app(settings: Settings | None = None) -> Quart:
         configure_embeddings(settings)
         configure_rerankers(settings)
         configure_search_store(settings)
+        # Open streams are closed when their credential is revoked (credential_guard.py).
+        watch_for(app).start()
         # A storage that cannot be used is logged, not fatal: readiness names it.
         await check_storage_at_start(settings)
 
     @app.after_serving
     async def shutdown() -> None:
+        await stop_watch(app)
         await app.config["REDIS"].aclose()
         await close_registry()
         await close_search_store()

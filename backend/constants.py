@@ -70,3 +70,15 @@ def ingest_restarts_key(prefix: str, document_id: str) -> str:
     """How many times a document was re-queued after its worker died, so a document that
     kills every worker that parses it ends FAIL instead of looping."""
     return f"{prefix}:ingest:{document_id}:restarts"
+
+
+def revoked_login_key(prefix: str, login_id: str) -> str:
+    """Set at logout until the login's last access token has expired: every access token
+    carrying this login id (`sid`) is refused (backend/services/revocation.py)."""
+    return f"{prefix}:revoked-login:{login_id}"
+
+
+def credential_revocations_channel(prefix: str) -> str:
+    """Pub/sub channel announcing a revoked credential ("<kind> <user id> <credential id>"):
+    every web process closes its open WebSockets and SSE streams that use it."""
+    return f"{prefix}:credential-revocations"

@@ -7,10 +7,16 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
+
+from backend.setting_forms import origins_list, startup_error_line
+
+# The placeholder SECRET_KEY of earlier versions: public, so refused (backend/signing_key.py).
+PUBLIC_SECRET_KEY = "change-me-in-production-please-32b"
+SECRET_KEY_MIN_BYTES = 32
 
 
 class Settings(BaseSettings):
@@ -22,12 +28,16 @@ class Settings(BaseSettings):
     database_url: str = ""
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "sluice"
-    secret_key: str = "change-me-in-production-please-32b"
+    # Empty: a random key kept in DATA_DIR/secret_key (backend/signing_key.py).
+    secret_key: str = ""
+    # This process is one of several replicas: shared settings must then be explicit.
+    replica_mode: bool = False
     admin_username: str = ""
     admin_password: str = ""
 
     # HTTP.
-    cors_origins: list[str] = Field(default_factory=list)
+    # Comma-separated origins or a JSON list (NoDecode: the env source must not JSON-parse).
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     trusted_proxy_hops: int = 0
     max_body_bytes: int = 32 * 1024 * 1024
     # Body limits per route (backend/http/body_limits.py), all capped by max_body_bytes.
@@ -37,7 +47,8 @@ class Settings(BaseSettings):
     log_json: bool = True
 
     # Identity.
-    access_token_ttl_seconds: int = 24 * 3600
+    # Short: a stolen access token is good for minutes; clients refresh (docs/identity.md).
+    access_token_ttl_seconds: int = Field(15 * 60, ge=1)
     refresh_token_ttl_seconds: int = 90 * 24 * 3600
     wechat_appid: str = ""
     wechat_secret: str = ""
@@ -145,6 +156,40 @@ class Settings(BaseSettings):
     feed_max_events: int = Field(1000, ge=1)
     feed_progress_interval_seconds: float = Field(0.5, ge=0)
 
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def parse_cors_origins(cls, value: Any) -> Any:
+        """`http://a.example,https://b.example` or `["http://a.example"]` (see setting_forms)."""
+        return origins_list(value) if isinstance(value, str) else value
+
+    @field_validator("secret_key")
+    @classmethod
+    def check_secret_key(cls, value: str) -> str:
+        """A set key must not be the old public placeholder and must have 32 bytes or more."""
+        if not value:
+            return value
+        if value == PUBLIC_SECRET_KEY:
+            raise ValueError(
+                "is the public placeholder of earlier versions: anyone could sign tokens with "
+                "it; unset it (a random key is kept in DATA_DIR) or set 32+ random bytes"
+            )
+        if len(value.encode()) < SECRET_KEY_MIN_BYTES:
+            raise ValueError(
+                f"has {len(value.encode())} bytes; use at least {SECRET_KEY_MIN_BYTES} random "
+                "bytes, e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def check_replica_secret_key(self) -> Settings:
+        """Replicas must sign alike: a key generated in one DATA_DIR is not the others'."""
+        if self.replica_mode and not self.secret_key:
+            raise ValueError(
+                "SECRET_KEY must be set when REPLICA_MODE is on: every replica signs and "
+                "checks tokens with it (32+ random bytes, the same everywhere)"
+            )
+        return self
+
     @model_validator(mode="after")
     def check_models(self) -> Settings:
         """A bad MODELS entry or DEFAULT_MODEL stops the process at start, naming it."""
@@ -202,4 +247,8 @@ class Settings(BaseSettings):
 
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    """The process's settings; an invalid one stops the process with one line naming it."""
+    try:
+        return Settings()
+    except (ValidationError, SettingsError) as error:
+        raise SystemExit(startup_error_line(error)) from None

@@ -8,11 +8,18 @@ from datetime import UTC, datetime, timedelta
 import jwt
 from quart.testing import QuartClient
 
+from backend.constants import revoked_login_key
 from backend.models import RefreshToken, User
 from backend.services.tokens import sha256
-from tests.support.accounts import Account
+from backend.settings import Settings
+from tests.support.accounts import Account, login
 
 TOKEN_URL = "/api/v1/session/oauth2/token"
+ME = "/api/v1/users/me"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 async def test_password_grant_returns_rfc6749_fields(client: QuartClient, user: Account, settings):
@@ -162,3 +169,37 @@ async def test_openapi_documents_the_oauth2_password_flow(client: QuartClient):
     assert {"oauth2": []} in me["security"]
     body = spec["paths"][TOKEN_URL]["post"]["requestBody"]["content"]
     assert "application/x-www-form-urlencoded" in body
+
+
+async def test_logout_revokes_that_logins_access_tokens_at_once(client: QuartClient, user: Account):
+    """Every access token of the login (also one from before a refresh) is 401 at once;
+    another login of the same account is not touched."""
+    other = await login(client, user.username, user.password)
+    refreshed = await client.post(
+        "/api/v1/session/refresh", json={"refresh_token": user.refresh_token}
+    )
+    pair = (await refreshed.get_json())["data"]
+    for token in (user.access_token, pair["access_token"]):
+        assert (await client.get(ME, headers=bearer(token))).status_code == 200
+    response = await client.post(
+        "/api/v1/session/logout", json={"refresh_token": pair["refresh_token"]}
+    )
+    assert response.status_code == 200
+    for token in (user.access_token, pair["access_token"]):
+        refused = await client.get(ME, headers=bearer(token))
+        assert refused.status_code == 401
+        assert "Logged out" in (await refused.get_json())["message"]
+    assert (await client.get(ME, headers=bearer(other.access_token))).status_code == 200
+
+
+async def test_the_deny_list_lasts_as_long_as_an_access_token(
+    client: QuartClient, user: Account, settings, redis
+):
+    await client.post("/api/v1/session/logout", json={"refresh_token": user.refresh_token})
+    login_id = jwt.decode(user.access_token, options={"verify_signature": False})["sid"]
+    ttl = await redis.ttl(revoked_login_key(settings.redis_prefix, login_id))
+    assert settings.access_token_ttl_seconds <= ttl <= settings.access_token_ttl_seconds + 10
+
+
+def test_access_tokens_live_minutes_by_default():
+    assert Settings(_env_file=None).access_token_ttl_seconds <= 15 * 60

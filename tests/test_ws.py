@@ -251,7 +251,6 @@ async def test_another_users_task_and_missing_task_are_404(
         ('{"type": "subscribe"}', "task_id"),
         ('{"type": "subscribe", "task_id": "t", "last_event_id": "$"}', "last event id"),
         ('{"type": "send", "session_id": "s"}', "content"),
-        ('{"type": "auth", "token": "x"}', "Already authenticated"),
     ],
 )
 async def test_malformed_messages_get_an_error_and_the_socket_stays_open(

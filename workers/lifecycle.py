@@ -7,11 +7,17 @@ from typing import Any
 from backend.database import close_database, open_database
 from backend.observability import configure_logging
 from backend.settings import get_settings
+from backend.signing_key import SigningKeyError, signing_key
 
 
 async def startup(ctx: dict[str, Any]) -> None:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
+    try:
+        # The same key as the web process's (DATA_DIR/secret_key when SECRET_KEY is unset).
+        signing_key(settings)
+    except SigningKeyError as error:
+        raise SystemExit(str(error)) from None
     await open_database(settings)
     ctx["settings"] = settings
 

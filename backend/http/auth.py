@@ -10,9 +10,10 @@ from quart import current_app, g, request
 from quart_schema import security_scheme
 
 from backend.errors import Forbidden, Unauthorized
+from backend.http.credential_guard import watch_for
 from backend.http.documented_errors import document_errors
 from backend.models import User
-from backend.services.authentication import authenticate
+from backend.services.authentication import authenticate_credential
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -43,8 +44,15 @@ def authenticated(func: F | None = None, *, admin: bool = False, query_token: bo
     def decorate(view: F) -> F:
         @wraps(view)
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
-            credential = bearer_credential(query_token)
-            g.user = await authenticate(credential, current_app.config["SETTINGS"])
+            token = bearer_credential(query_token)
+            app = current_app
+            # A stream this request opens is closed when the credential ends
+            # (backend/http/credential_guard.py); the mark is taken before the check.
+            g.revocation_mark = watch_for(app).mark()
+            g.credential = await authenticate_credential(
+                token, app.config["SETTINGS"], app.config["REDIS"]
+            )
+            g.user = g.credential.user
             if admin and not g.user.is_admin:
                 raise Forbidden("Administrator permission (level 2) required")
             return await view(*args, **kwargs)

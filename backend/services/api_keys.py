@@ -7,10 +7,14 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from redis.asyncio import Redis
+
 from backend.errors import NotFound
 from backend.models import ApiKey, User
 from backend.services.authentication import API_KEY_PREFIX
+from backend.services.revocation import Revocation, RevocationKind, announce
 from backend.services.tokens import sha256
+from backend.settings import Settings
 
 # Enough of the key to tell keys apart in a list, far too little to guess the rest.
 VISIBLE_CHARS = 10
@@ -38,10 +42,12 @@ async def list_active(user: User) -> list[ApiKey]:
     return await ApiKey.filter(user_id=user.id, revoked_at=None).order_by("created_at", "id")
 
 
-async def revoke(user: User, key_id: str) -> None:
-    """Revoke one of the caller's keys; anyone else's key id is indistinguishable from none."""
+async def revoke(user: User, key_id: str, *, redis: Redis, settings: Settings) -> None:
+    """Revoke one of the caller's keys; anyone else's key id is indistinguishable from none.
+    Connections open with the key are closed (backend/services/revocation.py)."""
     revoked = await ApiKey.filter(id=key_id, user_id=user.id, revoked_at=None).update(
         revoked_at=datetime.now(UTC)
     )
     if not revoked:
         raise NotFound(f"API key {key_id} not found")
+    await announce(redis, settings, Revocation(RevocationKind.API_KEY, user.id, key_id))

@@ -1,4 +1,10 @@
-"""Access tokens (JWT) and refresh tokens (opaque, stored hashed, rotated on use)."""
+"""Access tokens (JWT) and refresh tokens (opaque, stored hashed, rotated on use).
+
+Every token pair belongs to a login: its id (`sid`) is in each access token and in the
+refresh token's text (`rt_<sid>.<secret>`), and stays the same through rotations, so a
+logout can revoke every access token of that login (backend/services/revocation.py)
+without a lookup on each request.
+"""
 
 from __future__ import annotations
 
@@ -15,11 +21,24 @@ from backend.errors import Unauthorized
 from backend.models import RefreshToken, User
 from backend.models.users import LoginKind
 from backend.settings import Settings
+from backend.signing_key import signing_key
 from schemas.ids import is_user_id
 
 ALGORITHM = "HS256"
 # As `issue_access_token` writes it: no sign, no leading zeros, at most ten digits.
 USER_ID_SUBJECT = re.compile(r"[1-9][0-9]{0,9}")
+# A login id as `new_login_id` writes it.
+LOGIN_ID = re.compile(r"[0-9a-f]{32}")
+REFRESH_PREFIX = "rt_"
+
+
+@dataclass(frozen=True)
+class AccessClaims:
+    """What a valid access token says: whose it is, which login, until when (epoch s)."""
+
+    user_id: int
+    login_id: str | None
+    expires_at: float
 
 
 @dataclass(frozen=True)
@@ -34,7 +53,18 @@ def sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def issue_access_token(user: User, settings: Settings) -> str:
+def new_login_id() -> str:
+    return uuid.uuid4().hex
+
+
+def login_id_of(refresh_token: str) -> str | None:
+    """The login a refresh token belongs to (None for tokens from before logins had ids).
+    Only meaningful once the token was found stored: the text is the client's."""
+    sid, dot, _ = refresh_token.removeprefix(REFRESH_PREFIX).partition(".")
+    return sid if dot and LOGIN_ID.fullmatch(sid) else None
+
+
+def issue_access_token(user: User, settings: Settings, login_id: str | None = None) -> str:
     now = datetime.now(UTC)
     claims = {
         "sub": str(user.id),
@@ -42,12 +72,18 @@ def issue_access_token(user: User, settings: Settings) -> str:
         "iat": now,
         "exp": now + timedelta(seconds=settings.access_token_ttl_seconds),
         "jti": uuid.uuid4().hex,
+        "sid": login_id or new_login_id(),
     }
-    return jwt.encode(claims, settings.secret_key, algorithm=ALGORITHM)
+    return jwt.encode(claims, signing_key(settings), algorithm=ALGORITHM)
 
 
 def decode_access_token(token: str, settings: Settings) -> int:
-    """Return the user id the token was issued to, or raise Unauthorized.
+    """Return the user id the token was issued to, or raise Unauthorized."""
+    return decode_access_claims(token, settings).user_id
+
+
+def decode_access_claims(token: str, settings: Settings) -> AccessClaims:
+    """Return what the token says, or raise Unauthorized.
 
     A token must expire (one without `exp` would be valid forever, even signed by us),
     and its subject must be a user id as issued: plain ASCII digits within the id
@@ -57,7 +93,7 @@ def decode_access_token(token: str, settings: Settings) -> int:
     try:
         claims = jwt.decode(
             token,
-            settings.secret_key,
+            signing_key(settings),
             algorithms=[ALGORITHM],
             options={"require": ["exp", "sub"]},
         )
@@ -70,11 +106,18 @@ def decode_access_token(token: str, settings: Settings) -> int:
         raise Unauthorized("Invalid access token")
     if USER_ID_SUBJECT.fullmatch(subject) is None or not is_user_id(int(subject)):
         raise Unauthorized("Invalid access token")
-    return int(subject)
+    login_id = claims.get("sid")
+    if login_id is not None and (not isinstance(login_id, str) or not LOGIN_ID.fullmatch(login_id)):
+        raise Unauthorized("Invalid access token")
+    return AccessClaims(int(subject), login_id, float(claims["exp"]))
 
 
-async def issue_token_pair(user: User, settings: Settings, kind: LoginKind) -> TokenPair:
-    refresh = "rt_" + secrets.token_urlsafe(32)
+async def issue_token_pair(
+    user: User, settings: Settings, kind: LoginKind, login_id: str | None = None
+) -> TokenPair:
+    """A new pair of the login `login_id` (a new login when None)."""
+    login_id = login_id or new_login_id()
+    refresh = f"{REFRESH_PREFIX}{login_id}.{secrets.token_urlsafe(32)}"
     await RefreshToken.create(
         id=uuid.uuid4().hex,
         user=user,
@@ -83,7 +126,7 @@ async def issue_token_pair(user: User, settings: Settings, kind: LoginKind) -> T
         expires_at=datetime.now(UTC) + timedelta(seconds=settings.refresh_token_ttl_seconds),
     )
     return TokenPair(
-        access_token=issue_access_token(user, settings),
+        access_token=issue_access_token(user, settings, login_id),
         refresh_token=refresh,
         expires_in=settings.access_token_ttl_seconds,
     )
@@ -118,8 +161,11 @@ async def rotate_refresh_token(
     if stored.user.disabled:
         raise Unauthorized("This account is disabled")
     await revoke(stored)
-    return await issue_token_pair(stored.user, settings, stored.kind)
+    return await issue_token_pair(stored.user, settings, stored.kind, login_id_of(token))
 
 
-async def revoke_refresh_token(token: str) -> None:
-    await revoke(await active_refresh_token(token))
+async def revoke_refresh_token(token: str) -> RefreshToken:
+    """Revoke it; the caller revokes the login's access tokens (`login_id_of`)."""
+    stored = await active_refresh_token(token)
+    await revoke(stored)
+    return stored

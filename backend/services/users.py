@@ -11,6 +11,7 @@ import logging
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from redis.asyncio import Redis
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
@@ -18,6 +19,7 @@ from backend.errors import BadRequest, Conflict, NotFound, Unauthorized
 from backend.models import User
 from backend.models.users import Level
 from backend.services import credits
+from backend.services.revocation import Revocation, RevocationKind, announce
 from backend.settings import Settings
 from schemas.users import AdminUserUpdate, ProfileUpdate
 
@@ -132,8 +134,11 @@ async def list_users(username: str | None, offset: int, limit: int) -> tuple[lis
     return users, total
 
 
-async def update_user(admin: User, user_id: int, changes: AdminUserUpdate) -> User:
-    """Admin edit of nickname, level and disabled; an admin cannot lock themself out."""
+async def update_user(
+    admin: User, user_id: int, changes: AdminUserUpdate, *, redis: Redis, settings: Settings
+) -> User:
+    """Admin edit of nickname, level and disabled; an admin cannot lock themself out.
+    Disabling closes the account's open connections (backend/services/revocation.py)."""
     user = await get_user(user_id)
     demoted = changes.level is not None and changes.level != Level.ADMIN
     if user.id == admin.id and (changes.disabled or demoted):
@@ -145,4 +150,6 @@ async def update_user(admin: User, user_id: int, changes: AdminUserUpdate) -> Us
     if changes.disabled is not None:
         user.disabled = changes.disabled
     await user.save()
+    if changes.disabled:
+        await announce(redis, settings, Revocation(RevocationKind.USER, user.id))
     return user

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from quart import Blueprint
+from typing import Any
+
+from quart import Blueprint, current_app
 from quart_schema import validate_querystring, validate_request, validate_response
 
 from backend.http.auth import authenticated, current_user
@@ -14,6 +16,10 @@ from schemas.envelope import Envelope
 from schemas.users import AdminUserUpdate, UserOut, UserPage, UserQuery
 
 blueprint = Blueprint("admin_users", __name__, url_prefix="/api/v1/users")
+
+
+def services() -> dict[str, Any]:
+    return {"redis": current_app.config["REDIS"], "settings": current_app.config["SETTINGS"]}
 
 
 @blueprint.get("")
@@ -49,7 +55,7 @@ async def get_user(user_id: int):
 @validate_response(Envelope[UserOut])
 async def update_user(user_id: int, data: AdminUserUpdate):
     """Set nickname, level (0 user, 2 admin) or disabled; credits go through the credits API."""
-    return ok(user_out(await users.update_user(current_user(), user_id, data)))
+    return ok(user_out(await users.update_user(current_user(), user_id, data, **services())))
 
 
 @blueprint.post("/<user_id:user_id>/disable")
@@ -59,4 +65,4 @@ async def update_user(user_id: int, data: AdminUserUpdate):
 async def disable_user(user_id: int):
     """Disable an account: its tokens and API keys stop working on the next request."""
     changes = AdminUserUpdate(disabled=True)
-    return ok(user_out(await users.update_user(current_user(), user_id, changes)))
+    return ok(user_out(await users.update_user(current_user(), user_id, changes, **services())))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from quart import Blueprint
+from quart import Blueprint, current_app
 from quart_schema import validate_request, validate_response
 
 from backend.http.auth import authenticated, current_user
@@ -58,5 +58,10 @@ async def list_keys():
 @validate_response(Envelope[ApiKeyRevoked])
 async def revoke_key(key_id: str):
     """Revoke a key at once; requests with it get 401 from now on."""
-    await api_keys.revoke(current_user(), key_id)
+    await api_keys.revoke(
+        current_user(),
+        key_id,
+        redis=current_app.config["REDIS"],
+        settings=current_app.config["SETTINGS"],
+    )
     return ok(ApiKeyRevoked(id=key_id))

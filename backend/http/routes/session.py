@@ -9,7 +9,7 @@ from backend.errors import Unauthorized
 from backend.http.documented_errors import document_errors
 from backend.http.responses import ok
 from backend.models.users import LoginKind
-from backend.services import login_throttle, tokens, wechat
+from backend.services import login_throttle, revocation, tokens, wechat
 from backend.services.tokens import TokenPair
 from backend.settings import Settings
 from schemas.auth import (
@@ -84,8 +84,12 @@ async def refresh(data: RefreshIn):
 @validate_request(RefreshIn)
 @validate_response(Envelope[LoggedOut])
 async def logout(data: RefreshIn):
-    """Revoke a refresh token; access tokens already issued expire on their own."""
-    await tokens.revoke_refresh_token(data.refresh_token)
+    """End the login: its refresh token and every access token it issued stop working
+    now (401), and its open WebSockets and event streams are closed."""
+    stored = await tokens.revoke_refresh_token(data.refresh_token)
+    login_id = tokens.login_id_of(data.refresh_token) or stored.id
+    redis = current_app.config["REDIS"]
+    await revocation.revoke_login(redis, settings(), stored.user_id, login_id)
     return ok(LoggedOut())
 
 

@@ -173,7 +173,9 @@ async def converse_stream(data: ConverseRequest) -> Response:
     `\\n{"inputTokens":…,"outputTokens":…,"totalTokens":…}`.
     """
     task_id, reader, stop = await start_answer(data)
-    response = event_stream(answer_body(reader, stop, text_chunks))
+    response = event_stream(
+        answer_body(reader, stop, text_chunks), lambda reason: f"\nError: {reason}".encode()
+    )
     response.headers["X-Task-Id"] = task_id
     return response
 
@@ -181,7 +183,10 @@ async def converse_stream(data: ConverseRequest) -> Response:
 async def bedrock_event_response(data: ConverseRequest) -> Response:
     task_id, reader, stop = await start_answer(data)
     events = BedrockEvents()
-    response = event_stream(answer_body(reader, stop, events, events.opening()))
+    response = event_stream(
+        answer_body(reader, stop, events, events.opening()),
+        lambda reason: f"Error: {reason}".encode(),
+    )
     response.headers["X-Task-Id"] = task_id
     return response
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from quart import Blueprint, Response, current_app, request
 from quart_schema import document_headers, document_response, validate_querystring
 
 from backend.http.auth import authenticated, current_user
+from backend.http.credential_guard import guard_stream, sse_error_frame
 from backend.http.documented_errors import document_errors
 from backend.http.openapi import EventStream
 from backend.http.stream_hub import hub_for, stop_hub
@@ -24,10 +25,15 @@ async def close_hub() -> None:
     await stop_hub(current_app._get_current_object())
 
 
-def event_stream(body: AsyncIterator[bytes] | AsyncIterator[str]) -> Response:
+def event_stream(
+    body: AsyncIterator[bytes] | AsyncIterator[str],
+    final_frame: Callable[[str], bytes] = sse_error_frame,
+) -> Response:
     """A `text/event-stream` response that lasts as long as its task, whatever Quart's
-    RESPONSE_TIMEOUT says, and that proxies pass through unbuffered."""
-    response = Response(body, mimetype="text/event-stream", headers=SSE_HEADERS)
+    RESPONSE_TIMEOUT says, and that proxies pass through unbuffered. It ends with
+    `final_frame(reason)` as soon as the caller's credential is revoked or expires."""
+    guarded = guard_stream(current_app._get_current_object(), body, final_frame)
+    response = Response(guarded, mimetype="text/event-stream", headers=SSE_HEADERS)
     response.timeout = None
     return response
 

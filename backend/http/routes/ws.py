@@ -10,11 +10,12 @@ from quart_schema import document_response
 
 from backend.errors import ApiError, Unauthorized
 from backend.http.browser_origins import browser_origin_allowed
+from backend.http.credential_guard import watch_for
 from backend.http.responses import error_response
+from backend.http.socket_auth import SocketCredential, refuse
 from backend.http.socket_session import SocketSession, parse_message
 from backend.http.stream_hub import hub_for
-from backend.models import User
-from backend.services.authentication import authenticate
+from backend.services.authentication import Credential, authenticate_credential
 from backend.settings import Settings
 from schemas.envelope import ErrorBody
 from schemas.ws import AuthMessage, ErrorReply, ReadyReply, WsProtocol
@@ -22,8 +23,6 @@ from schemas.ws import AuthMessage, ErrorReply, ReadyReply, WsProtocol
 blueprint = Blueprint("ws", __name__)
 
 PATH = "/api/v1/ws"
-CLOSE_UNAUTHORIZED = 4401
-MAX_CLOSE_REASON = 120
 AUTH_HINT = 'connect with ?access_token=<token> or send {"type":"auth","token":"<token>"} first'
 
 
@@ -48,15 +47,45 @@ async def socket_credential(settings: Settings) -> tuple[str, str | None]:
     return message.token, message.ref
 
 
-async def authenticate_socket(settings: Settings) -> tuple[User, str | None] | None:
-    """The connection's user; on failure an `error` reply, then close code 4401."""
+async def authenticate_socket(settings: Settings) -> tuple[Credential, str | None] | None:
+    """The connection's credential; on failure an `error` reply, then close code 4401."""
     try:
         token, ref = await socket_credential(settings)
-        return await authenticate(token, settings), ref
+        redis = current_app.config["REDIS"]
+        return await authenticate_credential(token, settings, redis), ref
     except Unauthorized as error:
-        await websocket.send(ErrorReply(code=401, message=error.message).model_dump_json())
-        await websocket.close(CLOSE_UNAUTHORIZED, error.message[:MAX_CLOSE_REASON])
+        await refuse(error.message)
         return None
+
+
+async def serve(raw: str | bytes, session: SocketSession, credential: SocketCredential) -> bool:
+    """Answer one message with the credential's current state; False once it has ended.
+
+    `{"type":"auth"}` on an open socket swaps in a new token of the same user (a
+    refreshed access token), so a socket outlives its first token's expiry.
+    """
+    current = await credential.current()
+    if current is None:
+        return False
+    session.user = current.user
+    try:
+        message = parse_message(raw)
+    except ApiError:
+        message = None  # `handle` replies with what is wrong with it
+    if not isinstance(message, AuthMessage):
+        await session.handle(raw)
+        return True
+    try:
+        fresh = await credential.replace(message.token)
+    except Unauthorized as error:
+        await session.reply(ErrorReply(code=401, message=error.message, ref=message.ref))
+        return True
+    except ValueError as error:
+        await session.reply(ErrorReply(code=403, message=str(error), ref=message.ref))
+        return True
+    session.user = fresh.user
+    await session.reply(ReadyReply(user_id=fresh.user.id, ref=message.ref))
+    return True
 
 
 @blueprint.websocket(PATH)
@@ -70,19 +99,28 @@ async def socket() -> Response | None:
             403, f"Origin '{origin[:100]}' may not open this WebSocket: add it to CORS_ORIGINS"
         )
     await websocket.accept()
+    watch = watch_for(app)
+    mark = watch.mark()
     authenticated = await authenticate_socket(settings)
     if authenticated is None:
         return
-    user, ref = authenticated
+    first, ref = authenticated
+    credential = SocketCredential(first, watch, app.config["REDIS"], settings)
     session = SocketSession(
-        user, websocket.send, redis=app.config["REDIS"], hub=hub_for(app), settings=settings
+        first.user, websocket.send, redis=app.config["REDIS"], hub=hub_for(app), settings=settings
     )
     try:
-        await session.reply(ReadyReply(user_id=user.id, ref=ref))
+        await credential.start(mark)
+        await session.reply(ReadyReply(user_id=first.user.id, ref=ref))
         while True:
-            await session.handle(await websocket.receive())
+            raw = await credential.guard.wait_for(websocket.receive())
+            if raw is None or not await serve(raw, session, credential):
+                break
     finally:
+        credential.stop()
         await session.close()
+    # The credential was revoked, disabled, logged out or expired.
+    await refuse(credential.ended or "Credentials no longer valid")
 
 
 @blueprint.get(PATH)
@@ -102,6 +140,10 @@ async def socket_over_http():
     document status feed (as GET /api/v1/events) shares the socket: `subscribe_feed
     {last_event_id?}` -> `feed_subscribed`, then `document.progress|done|failed|
     cancelled` events with `type` and `id`; `unsubscribe_feed` -> `feed_unsubscribed`.
+    Every message is authorized with the credential's current state: once it is revoked,
+    logged out or expired, or the account disabled, the socket gets `error` 401 and close
+    code 4401 (within moments, even when idle). `auth {token}` with a fresh token of the
+    same user (answered `ready`) keeps the socket open past the first token's expiry.
     """
     response = error_response(426, f"Upgrade required: open a WebSocket to {PATH}")
     response.headers["Upgrade"] = "websocket"

@@ -1,0 +1,136 @@
+"""Closing a request's open stream when its credential ends (see
+backend/services/credential_watch.py for how the end is learnt).
+
+A stream's request task is mostly waiting: for the next event of its body (SSE) or the
+next client message (WebSocket). `ConnectionGuard.end` cancels it right there, and the
+stream catches that one cancellation (`uncancel`) to say why it closes: a terminal
+`event: error` on SSE, an `error` message and close code 4401 on WebSockets. A task
+busy elsewhere (writing to the client) is not interrupted; it sees `reason` as soon as
+it is back. A client disconnect is a cancellation too, and passes through untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
+from typing import TypeVar
+
+from quart import Quart, g
+
+from backend.services.authentication import Credential
+from backend.services.credential_watch import CredentialWatch, Watched
+
+WATCH_EXTENSION = "credential_watch"
+CLOSE_UNAUTHORIZED = 4401
+
+T = TypeVar("T")
+
+
+def watch_for(app: Quart) -> CredentialWatch:
+    """The process's watch, started on first use (Redis is connected once serving starts)."""
+    watch = app.extensions.get(WATCH_EXTENSION)
+    if watch is None:
+        watch = CredentialWatch(app.config["REDIS"], app.config["SETTINGS"])
+        app.extensions[WATCH_EXTENSION] = watch
+    return watch
+
+
+async def stop_watch(app: Quart) -> None:
+    watch = app.extensions.pop(WATCH_EXTENSION, None)
+    if watch is not None:
+        await watch.stop()
+
+
+class ConnectionGuard:
+    """Ends one connection's waiting when its credential ends."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self.owner: asyncio.Task | None = None
+        self.waiting = False
+        self.interrupted = False
+        self.watched: Watched | None = None
+
+    def end(self, reason: str) -> None:
+        if self.reason is not None:
+            return
+        self.reason = reason
+        # The owner ending its own credential (a failed re-check) is not waiting on it.
+        if self.waiting and self.owner is not None and self.owner is not asyncio.current_task():
+            self.interrupted = True
+            self.owner.cancel()
+
+    async def wait_for(self, awaitable: Awaitable[T]) -> T | None:
+        """`awaitable`'s result, or None if the credential ended meanwhile."""
+        if self.reason is not None:
+            return None
+        self.owner = asyncio.current_task()
+        self.waiting = True
+        try:
+            result = await awaitable
+        except asyncio.CancelledError:
+            if not self.interrupted or self.owner is None:
+                raise
+            self.interrupted = False
+            self.owner.uncancel()
+            return None
+        finally:
+            self.waiting = False
+        if self.interrupted and self.owner is not None:
+            # The awaitable swallowed our cancellation: take the request back.
+            self.interrupted = False
+            self.owner.uncancel()
+            return None
+        return result
+
+    async def start(self, watch: CredentialWatch, credential: Credential, mark: int) -> None:
+        self.watched = await watch.watch(credential, self.end, mark)
+
+    def stop(self, watch: CredentialWatch) -> None:
+        if self.watched is not None:
+            watch.unwatch(self.watched)
+            self.watched = None
+
+
+def sse_error_frame(reason: str) -> bytes:
+    """The terminal frame of a stream whose credential ended (SSE clients see `error`)."""
+    data = json.dumps({"code": 401, "message": reason}, ensure_ascii=False)
+    return f"event: error\ndata: {data}\n\n".encode()
+
+
+async def guarded_body(
+    body: AsyncIterator[bytes] | AsyncIterator[str],
+    watch: CredentialWatch,
+    credential: Credential,
+    mark: int,
+    final_frame: Callable[[str], bytes],
+) -> AsyncIterator[bytes | str]:
+    """`body`'s frames until it ends, or until the credential ends: then `final_frame`."""
+    guard = ConnectionGuard()
+    await guard.start(watch, credential, mark)
+    try:
+        async with aclosing(body) as frames:  # type: ignore[type-var]
+            while True:
+                frame = await guard.wait_for(anext(frames, None))
+                if frame is None:
+                    break
+                yield frame
+        if guard.reason is not None:
+            yield final_frame(guard.reason)
+    finally:
+        guard.stop(watch)
+
+
+def guard_stream(
+    app: Quart,
+    body: AsyncIterator[bytes] | AsyncIterator[str],
+    final_frame: Callable[[str], bytes] = sse_error_frame,
+) -> AsyncIterator[bytes] | AsyncIterator[str]:
+    """The body of the current request's stream, ended when its credential ends. Call in
+    the request's context, after `authenticated` (which leaves the credential on `g`)."""
+    credential: Credential | None = g.get("credential")
+    if credential is None:
+        return body
+    return guarded_body(body, watch_for(app), credential, g.revocation_mark, final_frame)
