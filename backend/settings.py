@@ -139,6 +139,9 @@ class Settings(BaseSettings):
     rerank_models: str = ""
     rerank_top_n: int = Field(64, ge=1, le=1000)
     rerank_timeout_seconds: float = Field(10.0, gt=0)
+    # Answers over knowledge bases that cite nothing get `[ID:n]` inserted after
+    # generation, sentence by sentence (backend/search/citations.py).
+    auto_citations: bool = True
 
     # Knowledge: the ingest worker (backend/knowledge/ingestion.py) and the status feed.
     ingest_worker_max_jobs: int = Field(2, ge=1)

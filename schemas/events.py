@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter
 
+from backend.providers.base import FinishReason
+
 
 class EventType(StrEnum):
     QUEUED = "queued"
@@ -97,6 +99,15 @@ class DoneEvent(BaseModel):
     cost: int
     reference: Reference | None = Field(
         None, description="An answer over knowledge bases: its sources, stored with the message"
+    )
+    finish_reason: FinishReason = Field(
+        FinishReason.STOP,
+        description='Why generation stopped: "stop", or "length" when max_tokens cut it',
+    )
+    answer: str | None = Field(
+        None,
+        description="The whole answer, when it differs from the tokens streamed: citations "
+        "`[ID:n]` inserted after generation (AUTO_CITATIONS); absent otherwise",
     )
 
 

@@ -83,6 +83,43 @@ async def test_the_sdk_streams_a_model_answer_with_usage_last(live_chat: LiveSer
     assert (task.session_id, task.completion_tokens) == (None, usage.completion_tokens)
 
 
+async def test_an_answer_cut_by_max_tokens_finishes_with_length_and_usage_comes_apart(
+    live_chat: LiveServer,
+) -> None:
+    """As OpenAI sends them: `finish_reason` "length" when max_tokens cut the answer (the
+    provider's reason carried through the task's `done`), and with
+    `stream_options.include_usage` the usage in one more chunk whose `choices` is empty."""
+    account = await create_account(live_chat.settings)
+    client = sdk(live_chat, account)
+    stream = await client.chat.completions.create(
+        model=LIVE_MODEL,
+        messages=[{"role": "user", "content": "one two three four five"}],
+        stream=True,
+        max_tokens=2,
+        stream_options={"include_usage": True},
+    )
+    chunks = [chunk async for chunk in stream]
+    *answer, last = chunks
+    assert last.choices == [] and last.usage is not None
+    assert last.usage.completion_tokens == 2
+    assert last.usage.total_tokens == last.usage.prompt_tokens + 2
+    assert all(c.usage is None for c in answer)
+    assert "".join(c.choices[0].delta.content or "" for c in answer) == "one two "
+    assert [c.choices[0].finish_reason for c in answer] == [None] * (len(answer) - 1) + ["length"]
+
+    completion = await client.chat.completions.create(
+        model=LIVE_MODEL,
+        messages=[{"role": "user", "content": "one two three four five"}],
+        max_tokens=3,
+    )
+    assert completion.choices[0].finish_reason == "length"
+    assert completion.choices[0].message.content == "one two three "
+    whole = await client.chat.completions.create(
+        model=LIVE_MODEL, messages=[{"role": "user", "content": "one two"}], max_tokens=3
+    )
+    assert whole.choices[0].finish_reason == "stop"
+
+
 @pytest.mark.parametrize("base", ["/api/v1/openai/{chat}", "/api/v1/chats_openai/{chat}", "/v1"])
 async def test_the_sdk_asks_an_assistant_without_streaming(
     live_chat: LiveServer, base: str

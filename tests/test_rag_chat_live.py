@@ -284,6 +284,46 @@ async def test_the_openai_sdk_gets_the_reference_in_the_final_chunk(
     assert task.session_id is None and task.request["knowledge"]["assistant_id"] == chat_id
 
 
+async def test_an_answer_that_cites_nothing_gets_citations_inserted_after_generation(
+    client: httpx.AsyncClient, account: Account
+) -> None:
+    """The echoing model never writes `[ID:n]`: each sentence is matched to the chunk
+    that says it, and the stored message, `done` and the final reference carry that."""
+    dataset_id, document_id = await parsed_dataset(client)
+    session_id = await assistant_session(client, dataset_id)
+    question = f"{FACT} Herons fish along the reeds at dawn."
+
+    frames = await ask_task(client, session_id, question)
+
+    given = frames[0].data["chunks"]
+    index = {c["content"].strip(): n for n, c in enumerate(given)}
+    streamed = "".join(f.data["delta"] for f in frames if f.event == "token")
+    assert streamed == question
+    expected = f"{FACT} [ID:{index[FACT]}] Herons fish along the reeds at dawn. [ID:{index[OTHER]}]"
+    done = frames[-1].data
+    assert done["answer"] == expected
+    stored = await Message.get(id=done["message_id"])
+    assert stored.content == [{"type": "text", "text": expected}]
+    cited_documents = {agg["doc_id"] for agg in done["reference"]["doc_aggs"]}
+    assert document_id in cited_documents and len(cited_documents) == 2
+
+
+async def test_an_answer_unrelated_to_the_chunks_gets_no_citation(
+    client: httpx.AsyncClient, account: Account
+) -> None:
+    dataset_id, _ = await parsed_dataset(client)
+    session_id = await assistant_session(client, dataset_id)
+    # Retrieved by "Zorblat" (too short a sentence to cite), but no sentence of the
+    # answer says what a chunk says.
+    question = "Zorblat? Our violin teacher practised every evening before concerts."
+    frames = await ask_task(client, session_id, question)
+    done = frames[-1].data
+    assert frames[0].event == "reference" and frames[0].data["chunks"]
+    assert done.get("answer") is None
+    stored = await Message.get(id=done["message_id"])
+    assert stored.content == [{"type": "text", "text": question}]
+
+
 def test_the_local_default_model_does_not_rewrite() -> None:
     assert not knowledge_turns.can_rewrite(default_model_spec())
 

@@ -109,6 +109,8 @@ async def test_tokens_arrive_in_order_and_complete_while_produced(
         "completion_tokens": 50,
         "cost": 2,
         "reference": None,  # a plain chat's answer has no sources
+        "finish_reason": "stop",
+        "answer": None,  # the streamed tokens are the answer
     }
 
 

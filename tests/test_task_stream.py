@@ -63,6 +63,8 @@ async def test_append_sets_retention_and_terminal_detection(
         "completion_tokens": 2,
         "cost": 3,
         "reference": None,  # a plain chat's answer has no sources
+        "finish_reason": "stop",
+        "answer": None,  # the streamed tokens are the answer
     }
 
 

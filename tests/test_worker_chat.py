@@ -229,13 +229,19 @@ async def test_cancel_stops_generation_within_a_second_and_charges_produced_toke
 async def test_reaper_fails_a_running_task_whose_heartbeat_expired_exactly_once(
     ctx: dict[str, Any], account: Account
 ) -> None:
+    # The live processes other modules started share this database and run their own
+    # reapers (heartbeat TTL 5 s), which look for heartbeats under their own Redis prefix:
+    # a task started 30 s ago was theirs to reap too, and the one that won appended the
+    # error to its own prefix's stream, so this test found none. Started just past this
+    # test's TTL (1 s), the task is stale only to this test's reapers for 3.5 s more.
+    fast = ctx["settings"].model_copy(update={"task_heartbeat_ttl_seconds": 1})
     task = await start(ctx, account, CHEAP)
-    long_ago = timezone.now() - timedelta(seconds=30)
-    await Task.filter(id=task.id).update(state=TaskState.RUNNING, started_at=long_ago)
+    just_stale = timezone.now() - timedelta(seconds=1.5)
+    await Task.filter(id=task.id).update(state=TaskState.RUNNING, started_at=just_stale)
 
     results = await asyncio.gather(
-        *(task_recovery.reap_if_dead(ctx["redis"], ctx["settings"], task.id) for _ in range(8)),
-        task_recovery.reap_stale_tasks(ctx["redis"], ctx["settings"]),
+        *(task_recovery.reap_if_dead(ctx["redis"], fast, task.id) for _ in range(8)),
+        task_recovery.reap_stale_tasks(ctx["redis"], fast),
     )
     # reap_stale_tasks counts every stale task in the database, other tests' too; the
     # single terminal event below is what shows this task was ended exactly once.
@@ -247,6 +253,44 @@ async def test_reaper_fails_a_running_task_whose_heartbeat_expired_exactly_once(
     assert task.state == TaskState.FAILED and task.finished_at is not None
     assert await balance_of(account.id) == 100
     assert await generate_answer(ctx, task.id) == "skipped: task is not queued"
+    await assert_ledger_balanced()
+
+
+async def test_an_ender_cancelled_after_the_transition_still_appends_the_terminal_event(
+    ctx: dict[str, Any], account: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A web reader fails a dead worker's task and its client leaves at that moment: the
+    cancellation must not fall between the committed FAILED and the terminal event, or
+    no reaper looks at the task again and every later reader waits forever."""
+    task = await start(ctx, account, CHEAP)
+    await Task.filter(id=task.id).update(state=TaskState.RUNNING, started_at=timezone.now())
+    appending = asyncio.Event()
+    append = TaskStream.append
+
+    async def slow_append(self: TaskStream, event: Any) -> str:
+        appending.set()
+        await asyncio.sleep(0.3)
+        return await append(self, event)
+
+    monkeypatch.setattr(TaskStream, "append", slow_append)
+    ender = asyncio.create_task(
+        task_outcomes.fail(
+            task,
+            task_recovery.WORKER_LOST,
+            task_recovery.WORKER_LOST_MESSAGE,
+            expected=TaskState.RUNNING,
+            redis=ctx["redis"],
+            settings=ctx["settings"],
+        )
+    )
+    await asyncio.wait_for(appending.wait(), 10)
+    ender.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await ender
+    monkeypatch.undo()
+    assert [e.type for e in await events_of(ctx, task.id)] == [EventType.ERROR]
+    assert (await Task.get(id=task.id)).state == TaskState.FAILED
+    assert await balance_of(account.id) == 100
     await assert_ledger_balanced()
 
 

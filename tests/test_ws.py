@@ -98,6 +98,8 @@ async def test_subscribe_streams_events_in_order_then_consumed(
         "completion_tokens": 4,
         "cost": 1,
         "reference": None,  # a plain chat's answer has no sources
+        "finish_reason": "stop",
+        "answer": None,  # the streamed tokens are the answer
     }
     again = await request(ws, type="subscribe", task_id=task.id)
     assert again["type"] == "error" and again["code"] == 410 and again["task_id"] == task.id

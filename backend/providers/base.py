@@ -63,10 +63,29 @@ class Delta:
     text: str
 
 
+class FinishReason(StrEnum):
+    """Why generation stopped: the model ended its answer, or the token limit cut it
+    (OpenAI's `"length"`, which clients use to offer "continue")."""
+
+    STOP = "stop"
+    LENGTH = "length"
+
+
+# Providers' names for "the token limit cut it": OpenAI and llama.cpp, Cohere, Anthropic.
+LENGTH_REASONS = frozenset({"length", "MAX_TOKENS", "max_tokens"})
+
+
+def finish_reason_of(reported: str | None) -> FinishReason:
+    return FinishReason.LENGTH if reported in LENGTH_REASONS else FinishReason.STOP
+
+
 @dataclass(frozen=True)
 class Usage:
+    """The last event of every stream: its token counts and why it stopped."""
+
     prompt_tokens: int
     completion_tokens: int
+    finish_reason: FinishReason = FinishReason.STOP
 
 
 class ProviderErrorCode(StrEnum):

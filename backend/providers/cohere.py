@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import cohere
@@ -22,6 +23,7 @@ from backend.providers.base import (
     ProviderError,
     StreamEvent,
     Usage,
+    finish_reason_of,
 )
 from backend.providers.openai_compatible import upstream_label
 from backend.providers.tokens import count_message_tokens, count_tokens
@@ -110,6 +112,7 @@ class CohereProvider:
             raise failures.unauthorized(label, self.key_setting)
         texts: list[str] = []
         usage: Usage | None = None
+        reported: str | None = None
         ended = False
         try:
             events = self.client.chat_stream(
@@ -128,13 +131,17 @@ class CohereProvider:
                     elif event.type == "message-end":
                         ended = True
                         usage = usage_of(event)
+                        reported = getattr(event.delta, "finish_reason", None)
         except ProviderError:
             raise
         except Exception as exc:
             raise self.translate(exc, label) from exc
         if not ended:
             raise failures.malformed(label, "the stream ended before message-end")
-        yield usage or Usage(count_message_tokens(request.messages), count_tokens("".join(texts)))
+        counted = usage or Usage(
+            count_message_tokens(request.messages), count_tokens("".join(texts))
+        )
+        yield replace(counted, finish_reason=finish_reason_of(reported))
 
     def translate(self, exc: Exception, label: str) -> ProviderError:
         return translate(exc, label, self.timeout, self.key_setting)

@@ -27,6 +27,7 @@ from backend.providers.base import (
     Queued,
     StreamEvent,
     Usage,
+    finish_reason_of,
 )
 from backend.providers.context_pool import ContextPool, Slot
 from backend.providers.openai_compatible import upstream_label
@@ -97,12 +98,15 @@ class Generation:
     def generate(self, llama: Any, messages: list[dict[str, str]], options: dict) -> None:
         completion_tokens = 0
         prompt_tokens: int | None = None
+        reported: str | None = None
         chunks: Iterator[dict] = llama.create_chat_completion(
             messages=messages, stream=True, **options
         )
         for chunk in chunks:
             if self.stop.is_set():
                 break
+            if chunk["choices"]:
+                reported = chunk["choices"][0].get("finish_reason") or reported
             text = chunk["choices"][0]["delta"].get("content") if chunk["choices"] else None
             if text:
                 if prompt_tokens is None:
@@ -112,7 +116,7 @@ class Generation:
                 self.emit("delta", text)
         if not self.stop.is_set():
             prompt = prompt_tokens if prompt_tokens is not None else llama.n_tokens
-            self.emit("usage", Usage(prompt, completion_tokens))
+            self.emit("usage", Usage(prompt, completion_tokens, finish_reason_of(reported)))
 
 
 class LocalLlamaProvider:

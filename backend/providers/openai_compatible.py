@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import openai
@@ -20,6 +20,7 @@ from backend.providers.base import (
     SamplingParams,
     StreamEvent,
     Usage,
+    finish_reason_of,
 )
 from backend.providers.tokens import count_message_tokens, count_tokens
 
@@ -70,6 +71,7 @@ class Chunk:
     text: str
     finished: bool
     usage: Usage | None
+    finish_reason: str | None = None
 
 
 def chunk_of(line: str, label: str) -> Chunk | None:
@@ -92,7 +94,8 @@ def chunk_of(line: str, label: str) -> Chunk | None:
         return Chunk("", False, usage)
     choice = choices[0]
     delta = choice.get("delta") or {}
-    return Chunk(delta.get("content") or "", choice.get("finish_reason") is not None, usage)
+    reason = choice.get("finish_reason")
+    return Chunk(delta.get("content") or "", reason is not None, usage, reason)
 
 
 class OpenAICompatibleProvider:
@@ -126,6 +129,7 @@ class OpenAICompatibleProvider:
         texts: list[str] = []
         usage: Usage | None = None
         finished = False
+        reported: str | None = None
         try:
             # The SDK sends, authenticates and retries the request and maps error statuses,
             # but two of its per-call costs are skipped: the body goes as `extra_body`, not
@@ -150,6 +154,7 @@ class OpenAICompatibleProvider:
                     if chunk.usage is not None:
                         usage = chunk.usage
                     finished = finished or chunk.finished
+                    reported = chunk.finish_reason or reported
                     if chunk.text:
                         texts.append(chunk.text)
                         yield Delta(chunk.text)
@@ -159,7 +164,10 @@ class OpenAICompatibleProvider:
             raise translate(exc, label, self.timeout, self.key_setting) from exc
         if not finished:
             raise failures.malformed(label, "the stream ended without a finish_reason")
-        yield usage or Usage(count_message_tokens(request.messages), count_tokens("".join(texts)))
+        counted = usage or Usage(
+            count_message_tokens(request.messages), count_tokens("".join(texts))
+        )
+        yield replace(counted, finish_reason=finish_reason_of(reported))
 
     async def aclose(self) -> None:
         await self.client.close()

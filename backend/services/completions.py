@@ -17,6 +17,7 @@ from arq.connections import ArqRedis
 
 from backend.errors import BadGateway
 from backend.models import ChatSession, Task, User
+from backend.providers.base import FinishReason
 from backend.services import chat_sessions, messages
 from backend.settings import Settings
 from backend.streams.delivery import TaskReader
@@ -46,6 +47,8 @@ class Progress:
     reference: dict[str, Any] = field(default_factory=dict)
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # With `done`: why generation stopped ("length" when max_tokens cut the answer).
+    finish_reason: FinishReason = FinishReason.STOP
 
 
 def reference_of(event: TaskEvent) -> dict[str, Any] | None:
@@ -97,6 +100,8 @@ async def progress(reader: TaskReader) -> AsyncIterator[Progress]:
             elif isinstance(event, ReferenceEvent):
                 yield Progress(answer, reference=reference)
             elif isinstance(event, DoneEvent | CancelledEvent):
+                # The stored text, when citations were inserted after generation.
+                answer = getattr(event, "answer", None) or answer
                 yield Progress(
                     answer,
                     message_id=event.message_id,
@@ -104,6 +109,7 @@ async def progress(reader: TaskReader) -> AsyncIterator[Progress]:
                     reference=reference,
                     prompt_tokens=event.prompt_tokens,
                     completion_tokens=event.completion_tokens,
+                    finish_reason=getattr(event, "finish_reason", FinishReason.STOP),
                 )
             elif isinstance(event, ErrorEvent):
                 yield Progress(answer, error=event.message, done=True, reference=reference)

@@ -9,13 +9,20 @@ credits are settled in the transition's transaction: an ender that dies leaves b
 undone or both done.
 
 SQL is committed before the terminal event is appended: a reader that sees `done` can
-fetch the stored message at once.
+fetch the stored message at once. An ending, once started, is shielded from
+cancellation: an ender cancelled between the two (a web reader whose client left while
+it was failing a task of a dead worker, a worker shutting down) would otherwise leave
+the task ended in SQL, where no reaper looks again, and its stream without a terminal
+event, so every later reader would wait for one forever.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
 
 from redis.asyncio import Redis
 from tortoise import timezone
@@ -25,7 +32,7 @@ from backend.models.chats import Role
 from backend.models.credits import ReservationState
 from backend.models.ids import new_id
 from backend.models.tasks import TaskState
-from backend.providers.base import ModelSpec
+from backend.providers.base import FinishReason, ModelSpec
 from backend.services import credits
 from backend.services.pricing import price
 from backend.settings import Settings
@@ -43,6 +50,16 @@ class Answer:
     # An answer over knowledge bases: its sources (schemas.events.Reference), stored with
     # the message and sent with `done`; None otherwise (or with show_quote off).
     reference: Reference | None = None
+    # Why generation stopped, as the provider said: sent with `done` (OpenAI's
+    # `finish_reason` is "length" when max_tokens cut the answer).
+    finish_reason: FinishReason = FinishReason.STOP
+    # True when `text` is not what was streamed (citations inserted after generation):
+    # `done` then carries the whole text.
+    revised: bool = False
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -96,6 +113,23 @@ async def _end(
     return await credits.atomically(run)
 
 
+def runs_to_the_end(ending: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """An ending that, once started, finishes (transition and terminal event) even if its
+    caller is cancelled meanwhile; the caller still gets its CancelledError after."""
+
+    @functools.wraps(ending)
+    async def shielded(*args: P.args, **kwargs: P.kwargs) -> T:
+        running = asyncio.ensure_future(ending(*args, **kwargs))
+        try:
+            return await asyncio.shield(running)
+        except asyncio.CancelledError:
+            await running
+            raise
+
+    return shielded
+
+
+@runs_to_the_end
 async def succeed(
     task: Task, spec: ModelSpec, answer: Answer, *, redis: Redis, settings: Settings
 ) -> bool:
@@ -117,12 +151,15 @@ async def succeed(
                 completion_tokens=answer.completion_tokens,
                 cost=ended.charged,
                 reference=answer.reference,
+                finish_reason=answer.finish_reason,
+                answer=answer.text if answer.revised else None,
             )
         ),
     )
     return True
 
 
+@runs_to_the_end
 async def cancel(
     task: Task,
     spec: ModelSpec,
@@ -147,6 +184,7 @@ async def cancel(
     return True
 
 
+@runs_to_the_end
 async def fail(
     task: Task,
     code: str,

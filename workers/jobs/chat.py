@@ -11,7 +11,13 @@ from tortoise.expressions import F
 from backend.errors import ApiError
 from backend.models import Task
 from backend.models.tasks import TaskState
-from backend.providers.base import ChatMessage, ChatRequest, ProviderError, SamplingParams
+from backend.providers.base import (
+    ChatMessage,
+    ChatRequest,
+    FinishReason,
+    ProviderError,
+    SamplingParams,
+)
 from backend.providers.registry import get_model, provider_for
 from backend.providers.tokens import count_tokens
 from backend.services import task_outcomes
@@ -21,6 +27,7 @@ from backend.settings import Settings
 from backend.streams.task_stream import TaskStream
 from schemas.events import QueuedEvent, ReferenceEvent, TokenEvent
 from workers.jobs import knowledge
+from workers.jobs.citing import with_citations
 from workers.jobs.knowledge import KnowledgeTurn
 from workers.jobs.relay import Ending, Relay
 from workers.jobs.watch import Watch
@@ -75,6 +82,8 @@ def with_knowledge(answer: Answer, turn: KnowledgeTurn, usage: Any, plan: dict) 
         prompt_tokens=prompt_tokens + turn.rewrite_usage.prompt_tokens,
         completion_tokens=answer.completion_tokens + turn.rewrite_usage.completion_tokens,
         reference=knowledge.cited(turn.reference, answer.text) if plan["show_quote"] else None,
+        finish_reason=answer.finish_reason,
+        revised=answer.revised,
     )
 
 
@@ -171,8 +180,13 @@ async def generate_answer(ctx: dict[str, Any], task_id: str) -> str:
         text=relayed.answer,
         prompt_tokens=usage.prompt_tokens if usage else task.request.get("prompt_tokens", 0),
         completion_tokens=usage.completion_tokens if usage else count_tokens(relayed.answer),
+        finish_reason=usage.finish_reason if usage else FinishReason.STOP,
     )
     if turn is not None:
+        if relayed.ending is not Ending.CANCELLED:
+            answer = await with_citations(
+                answer, turn.reference, task.request["knowledge"], settings
+            )
         answer = with_knowledge(answer, turn, usage, task.request["knowledge"])
     if relayed.ending is Ending.CANCELLED:
         await task_outcomes.cancel(

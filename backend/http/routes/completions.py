@@ -88,13 +88,15 @@ async def ragflow_lines(
 ) -> AsyncIterator[bytes]:
     """RAGFlow's lines for the steps of an answer; `ids` are `id`, `session_id`, `chat_id`."""
     sent: dict[str, Any] = {}
+    shown = ""
     async for step in steps:
         if step.error is not None:
             yield error_line(step.error)
         elif not step.done:
-            sent = step.reference
+            sent, shown = step.reference, step.answer
             yield answer_line(step.answer, step.reference, ids)
-        elif step.reference != sent:
+        elif step.reference != sent or step.answer != shown:
+            # The final reference, or the answer with citations inserted after generation.
             yield answer_line(step.answer, step.reference, ids)
     yield data_line({"code": 0, "message": "", "data": True})
 

@@ -4,9 +4,11 @@
 RAGFlow's chat-scoped paths `POST /api/v1/openai/{chat_id}/chat/completions` and
 `/api/v1/chats_openai/{chat_id}/chat/completions` (its older name). With `stream`, a
 text/event-stream of `data: <chat.completion.chunk>` frames: the role first, one per
-token, then a last chunk with `finish_reason`, `usage` and, for an answer over knowledge
-bases, `delta.reference` (the cited chunks, RAGFlow's field), then `data: [DONE]`.
-Without it, one `chat.completion` whose `message.reference` carries them.
+token, then a last chunk with `finish_reason` (`"length"` when `max_tokens` cut the
+answer), `usage` and, for an answer over knowledge bases, `delta.reference` (the cited
+chunks, RAGFlow's field), then `data: [DONE]`. With `stream_options.include_usage`, as
+OpenAI sends it: `usage` comes instead in one more chunk after that, whose `choices` is
+empty. Without `stream`, one `chat.completion` whose `message.reference` carries them.
 
 Errors: before the stream starts, Sluice's envelope `{"code","message"}` with OpenAI's
 `error` object added (`{"message","type","param","code"}`), which is what the SDK reads
@@ -104,6 +106,13 @@ class CompletionIdentity:
         )
         return frame(chunk.model_dump(mode="json", exclude_none=True))
 
+    def usage_chunk(self, usage: CompletionUsage) -> bytes:
+        """OpenAI's closing chunk with `include_usage`: no choices, only the usage."""
+        chunk = ChatCompletionChunk(
+            id=self.id, created=self.created, model=self.model, choices=[], usage=usage
+        )
+        return frame(chunk.model_dump(mode="json", exclude_none=True))
+
 
 def frame(payload: dict[str, Any]) -> bytes:
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
@@ -128,6 +137,7 @@ async def chunk_stream(
     identity: CompletionIdentity,
     wants_reference: bool,
     on_abandon: Callable[[], Awaitable[None]],
+    usage_apart: bool = False,
 ) -> AsyncIterator[bytes]:
     finished = False
     try:
@@ -140,7 +150,12 @@ async def chunk_stream(
             elif step.done:
                 finished = True
                 delta = ChunkDelta(reference=cited_chunks(step, wants_reference))
-                yield identity.chunk(delta, finish_reason="stop", usage=usage_of(step))
+                reason = str(step.finish_reason)
+                if usage_apart:
+                    yield identity.chunk(delta, finish_reason=reason)
+                    yield identity.usage_chunk(usage_of(step))
+                else:
+                    yield identity.chunk(delta, finish_reason=reason, usage=usage_of(step))
             elif step.delta:
                 yield identity.chunk(ChunkDelta(content=step.delta))
         yield DONE
@@ -151,9 +166,10 @@ async def chunk_stream(
 
 class ChunkStream(RawBody):
     """With `stream: true`: text/event-stream `data:` frames, each a chat.completion.chunk
-    (the last with `finish_reason`, `usage` and, over knowledge bases, `delta.reference`)
-    or, for a failure after the start, `{"error": {...}}`; then `data: [DONE]`. Without
-    it, one chat.completion."""
+    (the last with `finish_reason`, `usage` and, over knowledge bases, `delta.reference`;
+    with `stream_options.include_usage` the usage follows in a chunk with empty
+    `choices`) or, for a failure after the start, `{"error": {...}}`; then
+    `data: [DONE]`. Without it, one chat.completion."""
 
     media_type = "text/event-stream"
     schema = {
@@ -191,7 +207,9 @@ async def complete(data: ChatCompletionRequest, chat_id: str | None) -> Response
     abandon = partial(converse.abandon, user, task.id, redis=redis, settings=settings)
     if data.stream:
         steps = completions.progress(reader)
-        response = event_stream(chunk_stream(steps, identity, data.wants_reference(), abandon))
+        usage_apart = bool(data.stream_options and data.stream_options.include_usage)
+        body = chunk_stream(steps, identity, data.wants_reference(), abandon, usage_apart)
+        response = event_stream(body)
         response.headers["X-Task-ID"] = task.id
         return response
     try:
@@ -206,7 +224,7 @@ async def complete(data: ChatCompletionRequest, chat_id: str | None) -> Response
         id=identity.id,
         created=identity.created,
         model=identity.model,
-        choices=[Choice(message=message)],
+        choices=[Choice(message=message, finish_reason=str(final.finish_reason))],
         usage=usage_of(final),
     )
 
