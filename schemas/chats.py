@@ -10,13 +10,23 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    model_validator,
+)
 
-from schemas.common import Pagination
+from schemas.common import Pagination, exactly_one_of
 from schemas.events import Reference
-from schemas.ids import PublicId
+from schemas.ids import MAX_BATCH_IDS, PublicId, UniqueIds
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
+NAME_MAX_CHARS = 255
+Name = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX_CHARS)
+]
 
 DEFAULT_PROMPT = (
     "You are a helpful assistant. Answer the user's questions accurately and concisely, "
@@ -49,12 +59,19 @@ class ListQuery(Pagination):
     page_size: int = Field(30, ge=1, le=1024)
     orderby: OrderBy = OrderBy.CREATE_TIME
     desc: bool = True
-    name: str | None = None
+    # As long as the column it filters (a longer name cannot match; the database would
+    # refuse to compare it): 422 at the edge.
+    name: str | None = Field(None, max_length=NAME_MAX_CHARS, description="Exactly this name")
     id: PublicId | None = None
 
 
 class DeleteIds(BaseModel):
-    ids: list[PublicId] = Field(min_length=1, description="IDs to delete")
+    """Assistants or sessions to delete: at least one id, each once (RAGFlow's SDK sends
+    the ids it was given; there is no "delete all" here)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ids: UniqueIds = Field(min_length=1, max_length=MAX_BATCH_IDS, description="IDs to delete")
 
 
 class LlmSettings(BaseModel):
@@ -79,7 +96,7 @@ class LlmUpdate(BaseModel):
 
 class PromptVariable(BaseModel):
     key: str = Field(min_length=1)
-    optional: bool = True
+    optional: StrictBool = True
 
 
 def default_variables() -> list[PromptVariable]:
@@ -97,30 +114,30 @@ class PromptSettings(BaseModel):
     prompt: str = DEFAULT_PROMPT
     opener: str = DEFAULT_OPENER
     empty_response: str | None = DEFAULT_EMPTY_RESPONSE
-    show_quote: bool = True
+    show_quote: StrictBool = True
     variables: list[PromptVariable] = Field(default_factory=default_variables)
     similarity_threshold: float = Field(0.2, ge=0, le=1)
     keywords_similarity_weight: float = Field(0.7, ge=0, le=1)
     top_n: int = Field(6, ge=1, le=1024)
     top_k: int = Field(1024, ge=1, le=8192)
     rerank_model: str = ""
-    refine_multiturn: bool = True
-    tts: bool = False
+    refine_multiturn: StrictBool = True
+    tts: StrictBool = False
 
 
 class PromptUpdate(BaseModel):
     prompt: str | None = None
     opener: str | None = None
     empty_response: str | None = None
-    show_quote: bool | None = None
+    show_quote: StrictBool | None = None
     variables: list[PromptVariable] | None = None
     similarity_threshold: float | None = Field(None, ge=0, le=1)
     keywords_similarity_weight: float | None = Field(None, ge=0, le=1)
     top_n: int | None = Field(None, ge=1, le=1024)
     top_k: int | None = Field(None, ge=1, le=8192)
     rerank_model: str | None = None
-    refine_multiturn: bool | None = None
-    tts: bool | None = None
+    refine_multiturn: StrictBool | None = None
+    tts: StrictBool | None = None
 
 
 class PresetMessage(BaseModel):
@@ -138,7 +155,7 @@ class AssistantCreate(BaseModel):
     prompt: PromptSettings = Field(default_factory=PromptSettings)
     dataset_ids: list[str] = Field(default_factory=list)
     preset_messages: list[PresetMessage] = Field(default_factory=list)
-    public: bool = False
+    public: StrictBool = False
 
 
 class AssistantUpdate(BaseModel):
@@ -151,7 +168,7 @@ class AssistantUpdate(BaseModel):
     prompt: PromptUpdate | None = None
     dataset_ids: list[str] | None = None
     preset_messages: list[PresetMessage] | None = None
-    public: bool | None = None
+    public: StrictBool | None = None
 
 
 class AssistantDataset(BaseModel):
@@ -222,11 +239,17 @@ class MessageRole(StrEnum):
 class MessageCreate(BaseModel):
     """`content` (a string or parts) or RAGFlow's `question`; `stream: true` starts the answer."""
 
+    model_config = ConfigDict(
+        json_schema_extra=exactly_one_of(
+            content={"type": ["string", "array"]}, question={"type": "string"}
+        )
+    )
+
     content: str | list[ContentPart] | None = None
     question: str | None = None
     role: MessageRole = MessageRole.USER
-    visible: bool = True
-    stream: bool = False
+    visible: StrictBool = True
+    stream: StrictBool = False
 
     @model_validator(mode="after")
     def one_body(self) -> MessageCreate:
@@ -294,7 +317,7 @@ class CompletionRequest(BaseModel):
     """RAGFlow's converse call: without `session_id` a new session is started."""
 
     question: str = Field(min_length=1)
-    stream: bool = True
+    stream: StrictBool = True
     session_id: PublicId | None = None
 
 

@@ -9,14 +9,21 @@ import follows QAnything's `upload_faqs` (up to 1,000 question/answer pairs a ca
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    field_validator,
+    model_validator,
+)
 
 from schemas.common import Pagination
 from schemas.documents import DocumentOut
-from schemas.ids import PublicId
+from schemas.ids import PublicId, UniqueIds
 
 MAX_IDS = 1000
 MAX_FAQS = 1000
@@ -31,21 +38,12 @@ def blank_as_none(value: Any) -> Any:
     return None if isinstance(value, str) and not value.strip() else value
 
 
-def unique(ids: list[str] | None) -> list[str] | None:
-    duplicates = [item for item, count in Counter(ids or []).items() if count > 1]
-    if duplicates:
-        raise ValueError(f"Duplicate ids: {', '.join(duplicates)}")
-    return ids
-
-
 class ParseRequest(BaseModel):
     """The documents to start (POST) or stop (DELETE) parsing."""
 
     model_config = ConfigDict(extra="forbid")
 
-    document_ids: list[PublicId] = Field(min_length=1, max_length=MAX_IDS)
-
-    _unique = field_validator("document_ids")(unique)
+    document_ids: UniqueIds = Field(min_length=1, max_length=MAX_IDS)
 
 
 Keyword = Annotated[str, Field(min_length=1, max_length=KEYWORD_MAX_CHARS)]
@@ -88,21 +86,38 @@ class ChunkUpdate(ChunkFields):
     content: Content | None = None
     important_keywords: list[Keyword] | None = Field(None, max_length=MAX_LIST_ITEMS)
     questions: list[Question] | None = Field(None, max_length=MAX_LIST_ITEMS)
-    available: bool | None = Field(None, description="false hides the chunk from searches")
+    available: StrictBool | None = Field(None, description="false hides the chunk from searches")
     tag_kwd: list[str] | None = Field(None, description="Accepted empty (RAGFlow SDK)")
 
 
 class ChunkDelete(BaseModel):
     """RAGFlow's chunk delete: `chunk_ids` deletes those (all or nothing; unknown ids are
-    404); without ids, `delete_all: true` deletes every chunk of the document and
-    anything else deletes nothing."""
+    404; `[]` deletes nothing); without ids, `delete_all: true` deletes every chunk of the
+    document. A body naming neither (`{}`, `{"chunk_ids": null}`) is a 422, never a
+    silent no-op or a wipe."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["chunk_ids"], "properties": {"chunk_ids": {"type": "array"}}},
+                {"required": ["delete_all"], "properties": {"delete_all": {"const": True}}},
+            ]
+        },
+    )
 
-    chunk_ids: list[PublicId] | None = Field(None, max_length=MAX_IDS)
-    delete_all: bool = False
+    chunk_ids: UniqueIds | None = Field(None, max_length=MAX_IDS)
+    delete_all: StrictBool = Field(
+        False, description="true (and no chunk_ids): delete every chunk of the document"
+    )
 
-    _unique = field_validator("chunk_ids")(unique)
+    @model_validator(mode="after")
+    def something_named(self) -> ChunkDelete:
+        if self.chunk_ids is None and not self.delete_all:
+            raise ValueError(
+                "Name what to delete: send 'chunk_ids' (a list of ids) or 'delete_all': true"
+            )
+        return self
 
 
 class ChunkListQuery(Pagination):

@@ -1,6 +1,9 @@
 """Small shared request shapes."""
 
-from pydantic import BaseModel, Field
+from typing import Any
+
+from pydantic import BaseModel, Field, GetJsonSchemaHandler
+from pydantic_core import CoreSchema
 
 # Pages past the data are empty, not errors; this bound only keeps the SQL OFFSET
 # ((page - 1) * page_size) a number every database accepts, instead of a 500.
@@ -17,3 +20,29 @@ class Pagination(BaseModel):
     @property
     def offset(self) -> int:
         return (self.page - 1) * self.page_size
+
+
+class SchemaSays:
+    """Adds keywords to a type's JSON schema: a rule a validator checks (with its own,
+    readable message), said in the OpenAPI document too, where a schema can say it.
+    `Annotated[list[str], AfterValidator(no_duplicates), SchemaSays(uniqueItems=True)]`."""
+
+    def __init__(self, **keywords: Any) -> None:
+        self.keywords = tuple(keywords.items())
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> dict[str, Any]:
+        schema = handler(core_schema)
+        schema.update(self.keywords)
+        return schema
+
+
+def exactly_one_of(**fields: dict[str, Any]) -> dict[str, Any]:
+    """JSON schema keywords for "exactly one of these fields, not null": each field's
+    branch requires it with its non-null schema (a model validator checks the same)."""
+    return {
+        "oneOf": [
+            {"required": [name], "properties": {name: schema}} for name, schema in fields.items()
+        ]
+    }

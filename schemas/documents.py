@@ -6,7 +6,15 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StringConstraints,
+)
 from quart_schema.pydantic import File
 
 from schemas.common import Pagination
@@ -14,6 +22,9 @@ from schemas.ids import PublicId
 from schemas.knowledge import ChunkMethod, IdList, ParserConfig, as_list, empty_as_none
 
 FILE_NAME_MAX_BYTES = 255
+# The last millisecond a date can name (9999-12-31T23:59:59.999Z): a bound past it cannot
+# be turned into a date to compare with, and would fail as a 500.
+MAX_MILLISECONDS = 253_402_300_799_999
 MAX_STATUS_IDS = 1000
 
 
@@ -75,8 +86,12 @@ class DocumentListQuery(Pagination):
         None, description="Run states (names or RAGFlow's numbers 0-4); repeat for several"
     )
     suffix: Annotated[list[Suffix] | None, BeforeValidator(as_list)] = None
-    create_time_from: int = Field(0, ge=0, description="Milliseconds; 0: no bound")
-    create_time_to: int = Field(0, ge=0, description="Milliseconds; 0: no bound")
+    create_time_from: int = Field(
+        0, ge=0, le=MAX_MILLISECONDS, description="Milliseconds; 0: no bound"
+    )
+    create_time_to: int = Field(
+        0, ge=0, le=MAX_MILLISECONDS, description="Milliseconds; 0: no bound"
+    )
 
 
 MetaValue = str | int | float | list[str | int | float]
@@ -94,7 +109,7 @@ class DocumentUpdate(BaseModel):
     ) = None
     chunk_method: ChunkMethod | None = None
     parser_config: Annotated[ParserConfig | None, BeforeValidator(empty_as_none)] = None
-    enabled: Annotated[int, Field(ge=0, le=1)] | bool | None = Field(
+    enabled: Annotated[StrictInt, Field(ge=0, le=1)] | StrictBool | None = Field(
         None, description="1 (or true): searchable; 0 (or false): kept but not searched"
     )
     meta_fields: dict[Annotated[str, Field(max_length=255)], MetaValue] | None = None

@@ -10,14 +10,19 @@ out-of-range integer fails as a 500.
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from collections import Counter
+from typing import Annotated, Any
 
-from pydantic import Field, StringConstraints
+from pydantic import AfterValidator, Field, StringConstraints
+
+from schemas.common import SchemaSays
 
 PUBLIC_ID_PATTERN = "[0-9a-f]{32}"
 PUBLIC_ID_RE = re.compile(PUBLIC_ID_PATTERN)
 PUBLIC_ID_HINT = "ids are 32 lowercase hexadecimal characters"
 USER_ID_MAX = 2**31 - 1
+# The most ids one request may name (a batch delete, a status query).
+MAX_BATCH_IDS = 1000
 
 PublicId = Annotated[
     str,
@@ -33,3 +38,15 @@ def is_public_id(value: object) -> bool:
 
 def is_user_id(value: int) -> bool:
     return 1 <= value <= USER_ID_MAX
+
+
+def no_duplicates(ids: list[Any] | None) -> list[Any] | None:
+    duplicates = [str(item) for item, count in Counter(ids or []).items() if count > 1]
+    if duplicates:
+        raise ValueError(f"Duplicate ids: {', '.join(duplicates)}")
+    return ids
+
+
+# Ids in a body name each thing once: a duplicate is a 422 naming it, and the OpenAPI
+# document says so. Bounds (how many) are the field's own.
+UniqueIds = Annotated[list[PublicId], AfterValidator(no_duplicates), SchemaSays(uniqueItems=True)]

@@ -8,7 +8,6 @@ schemas/documents.py.
 
 from __future__ import annotations
 
-from collections import Counter
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -18,13 +17,15 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     StringConstraints,
     field_validator,
     model_validator,
 )
 
 from schemas.chats import ListQuery
-from schemas.ids import PublicId
+from schemas.common import SchemaSays
+from schemas.ids import PublicId, UniqueIds
 
 NAME_MAX_CHARS = 128
 TEXT_MAX_CHARS = 65535
@@ -67,10 +68,15 @@ def data_url_image(value: str | None) -> str | None:
     return value
 
 
+# The same rule as a schema says it: no character past U+FFFF. Written without
+# surrogates' code points, it reads right as ECMA-262 (UTF-16, with or without the `u`
+# flag, where an astral character is a surrogate pair) and as a Python regex.
+BMP_PATTERN = "^[\\u0000-\\uD7FF\\uE000-\\uFFFF]*$"
 DatasetName = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX_CHARS),
     AfterValidator(basic_multilingual_plane),
+    SchemaSays(pattern=BMP_PATTERN),
 ]
 Avatar = Annotated[
     str | None,
@@ -98,8 +104,8 @@ class ParserConfig(BaseModel):
 
     chunk_token_num: int | None = Field(None, ge=1, le=2048)
     delimiter: str | None = Field(None, min_length=1, max_length=256)
-    html4excel: bool | None = None
-    layout_recognize: str | bool | None = None
+    html4excel: StrictBool | None = None
+    layout_recognize: str | StrictBool | None = None
     auto_keywords: int | None = Field(None, ge=0, le=32)
     auto_questions: int | None = Field(None, ge=0, le=10)
     task_page_size: int | None = Field(None, ge=1)
@@ -161,6 +167,9 @@ class DatasetUpdate(DatasetFields):
     vector_similarity_weight: Ratio | None = None
 
 
+NOTHING_NAMED = "Name what to delete: send 'ids' (a list of ids) or 'delete_all': true"
+
+
 def as_list(value: Any) -> Any:
     """A query parameter given once arrives as a string; repeated, as a list."""
     return value if isinstance(value, list) else [value]
@@ -176,34 +185,42 @@ IdList = Annotated[
 class DatasetListQuery(ListQuery):
     """RAGFlow's list filters; the parsing-status counts are always included."""
 
+    name: str | None = Field(None, max_length=NAME_MAX_CHARS, description="Exactly this name")
     ids: IdList = None
     include_parsing_status: bool = False
 
 
 class DeleteSelection(BaseModel):
-    """RAGFlow's batch delete: `ids` deletes those (all or nothing, unknown ids are 404);
-    `delete_all: true` deletes everything; `ids: null` deletes everything too unless
-    `delete_all` is sent as false (RAGFlow's older and current clients); `[]` deletes
-    nothing."""
+    """RAGFlow's batch delete, with nothing implied: `ids` deletes those (all or nothing,
+    unknown ids are 404; `[]` deletes nothing); `delete_all: true` (without ids) deletes
+    every one. A body that names neither (`{}`, `{"ids": null}`) is a 422: an empty or
+    truncated body must never mean "delete everything" (RAGFlow's older servers read it
+    so). Booleans are JSON booleans: `delete_all: 1` is a 422 too."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["ids"], "properties": {"ids": {"type": "array"}}},
+                {"required": ["delete_all"], "properties": {"delete_all": {"const": True}}},
+            ]
+        },
+    )
 
-    ids: list[PublicId] | None = Field(None, max_length=MAX_DELETE_IDS)
-    delete_all: bool | None = None
+    ids: UniqueIds | None = Field(None, max_length=MAX_DELETE_IDS)
+    delete_all: StrictBool = Field(
+        False, description="true (and no ids): delete every one; needed when `ids` is absent"
+    )
 
-    @field_validator("ids")
-    @classmethod
-    def no_duplicates(cls, ids: list[str] | None) -> list[str] | None:
-        duplicates = [item for item, count in Counter(ids or []).items() if count > 1]
-        if duplicates:
-            raise ValueError(f"Duplicate ids: {', '.join(duplicates)}")
-        return ids
+    @model_validator(mode="after")
+    def something_named(self) -> DeleteSelection:
+        if self.ids is None and not self.delete_all:
+            raise ValueError(NOTHING_NAMED)
+        return self
 
     @property
     def everything(self) -> bool:
-        if self.delete_all:
-            return True
-        return self.ids is None and self.delete_all is None
+        return self.delete_all and not self.ids
 
 
 class ParsingStatusCounts(BaseModel):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 PLACEHOLDER_MODEL = "model"
 
@@ -34,7 +34,7 @@ class OpenAIMessage(BaseModel):
 
 
 class StreamOptions(BaseModel):
-    include_usage: bool | None = None
+    include_usage: StrictBool | None = None
 
 
 class ChatCompletionRequest(BaseModel):
@@ -46,7 +46,7 @@ class ChatCompletionRequest(BaseModel):
 
     model: str = Field(min_length=1, max_length=256)
     messages: list[OpenAIMessage] = Field(min_length=1, max_length=1000)
-    stream: bool = False
+    stream: StrictBool = False
     stream_options: StreamOptions | None = None
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
@@ -54,7 +54,7 @@ class ChatCompletionRequest(BaseModel):
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    reference: bool | None = Field(
+    reference: StrictBool | None = Field(
         None, description="Leave references out with false (RAGFlow's extra_body.reference)"
     )
     extra_body: dict[str, Any] | None = Field(

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, model_validator
 
-from schemas.chunks import MAX_IDS, blank_as_none, unique
+from schemas.chunks import MAX_IDS, blank_as_none
 from schemas.common import MAX_PAGE
-from schemas.ids import PublicId
+from schemas.ids import UniqueIds
 
 QUESTION_MAX_CHARS = 8192
 MAX_TOP_K = 8192
@@ -34,12 +34,12 @@ class RetrievalRequest(BaseModel):
     question: str = Field(
         "", max_length=QUESTION_MAX_CHARS, description="What to search for; empty finds nothing"
     )
-    dataset_ids: list[PublicId] = Field(
+    dataset_ids: UniqueIds = Field(
         default_factory=list,
         max_length=MAX_IDS,
         description="Datasets to search (yours); may be left out when document_ids are given",
     )
-    document_ids: list[PublicId] = Field(
+    document_ids: UniqueIds = Field(
         default_factory=list,
         max_length=MAX_IDS,
         description="Only these documents (of the datasets named, or of yours)",
@@ -61,21 +61,19 @@ class RetrievalRequest(BaseModel):
     rerank_id: Annotated[str | None, BeforeValidator(blank_as_none)] = Field(
         None, max_length=255, description="A rerank model id configured in RERANK_MODELS"
     )
-    keyword: bool = Field(
+    keyword: StrictBool = Field(
         False, description="Only chunks containing at least one of the question's words"
     )
-    highlight: bool = Field(False, description="Add `highlight`: the content with <em> marks")
+    highlight: StrictBool = Field(False, description="Add `highlight`: the content with <em> marks")
     cross_languages: list[str] | None = Field(None, description="Accepted empty (RAGFlow SDK)")
     metadata_condition: dict[str, Any] | None = Field(
         None, description="Accepted empty (RAGFlow SDK)"
     )
-    use_kg: bool = Field(False, description="Accepted false (RAGFlow SDK)")
-    toc_enhance: bool = Field(False, description="Accepted false (RAGFlow SDK)")
+    use_kg: StrictBool = Field(False, description="Accepted false (RAGFlow SDK)")
+    toc_enhance: StrictBool = Field(False, description="Accepted false (RAGFlow SDK)")
 
     @model_validator(mode="after")
     def check(self) -> RetrievalRequest:
-        unique(self.dataset_ids)
-        unique(self.document_ids)
         if not self.dataset_ids and not self.document_ids:
             raise ValueError(
                 "Name the datasets to search in dataset_ids (or the documents in document_ids)"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field, StrictBool, StringConstraints
 
 Version = Annotated[str, StringConstraints(pattern=r"^\d{1,4}\.\d{1,4}\.\d{1,4}$")]
 
@@ -62,7 +62,7 @@ class ConverseRequest(BaseModel):
     modelId: str | None = Field(None, description="A model id from /api/models; default model")
     system: list[SystemBlock] | None = None
     region: str | None = Field(None, description="Accepted for compatibility, ignored")
-    enableThinking: bool | None = Field(
+    enableThinking: StrictBool | None = Field(
         None,
         description="Accepted for compatibility, ignored: no reasoning deltas are streamed",
     )

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from backend.models.tasks import TaskState
 from schemas.chats import ContentPart
+from schemas.common import exactly_one_of
 from schemas.ids import PublicId
 
 
 class TaskCreate(BaseModel):
     """Ask a question in a session: `question` (plain text) or `content` (parts)."""
 
+    model_config = ConfigDict(
+        json_schema_extra=exactly_one_of(question={"type": "string"}, content={"type": "array"})
+    )
+
     session_id: PublicId
     question: str | None = Field(None, min_length=1, max_length=200_000)
     content: list[ContentPart] | None = Field(None, min_length=1, max_length=32)
-    stream: bool = False
+    stream: StrictBool = False
 
     @model_validator(mode="after")
     def question_or_content(self) -> TaskCreate:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 
 from schemas.common import Pagination
 
@@ -50,7 +50,7 @@ class AdminUserUpdate(BaseModel):
 
     nickname: str | None = Field(None, min_length=1, max_length=64)
     level: Literal[0, 2] | None = Field(None, description="0 user, 2 admin")
-    disabled: bool | None = None
+    disabled: StrictBool | None = None
 
 
 class UserQuery(Pagination):

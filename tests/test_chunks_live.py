@@ -122,8 +122,10 @@ async def test_a_chunk_is_edited_hidden_and_deleted(
     missing = await client.request("DELETE", path, json={"chunk_ids": [chunk_id, UNKNOWN]})
     assert missing.status_code == 404 and UNKNOWN in missing.json()["message"]
     assert (await client.get(f"{path}/{chunk_id}")).status_code == 200  # all or nothing
-    nothing = await client.request("DELETE", path, json={"chunk_ids": None})
-    assert nothing.status_code == 200 and (await client.get(path)).json()["data"]["total"] == 2
+    for nothing in ({}, {"chunk_ids": None}, {"delete_all": 0}, {"delete_all": "true"}):
+        refused = await client.request("DELETE", path, json=nothing)
+        assert refused.status_code == 422 and "delete_all" in refused.json()["message"]
+    assert (await client.get(path)).json()["data"]["total"] == 2
     gone = await client.request("DELETE", path, json={"chunk_ids": [chunk_id]})
     assert gone.status_code == 200
     assert (await client.get(f"{path}/{chunk_id}")).status_code == 404

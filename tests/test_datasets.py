@@ -284,15 +284,14 @@ async def test_delete_by_ids_is_all_or_nothing(
 @pytest.mark.parametrize(
     ("body", "deletes_all"),
     [
-        ({"ids": None}, True),
-        ({}, True),
         ({"delete_all": True}, True),
+        ({"ids": None, "delete_all": True}, True),
         ({"ids": [], "delete_all": True}, True),
-        ({"ids": None, "delete_all": False}, False),
         ({"ids": []}, False),
+        ({"ids": [], "delete_all": False}, False),
     ],
 )
-async def test_delete_everything_follows_ragflow(
+async def test_delete_everything_only_when_asked_for(
     client: QuartClient, owner: Account, stranger: Account, body: dict, deletes_all: bool
 ) -> None:
     await create_dataset(client, owner)
@@ -301,6 +300,36 @@ async def test_delete_everything_follows_ragflow(
     assert response.status_code == 200
     assert await Dataset.filter(owner_id=owner.id).exists() is not deletes_all
     assert await Dataset.filter(id=theirs["id"]).exists()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"ids": None},
+        {"delete_all": False},
+        {"ids": None, "delete_all": False},
+        {"delete_all": 1},
+        {"delete_all": "true"},
+        {"delete_all": None},
+    ],
+)
+async def test_a_delete_that_names_nothing_is_422_and_deletes_nothing(
+    client: QuartClient, owner: Account, body: dict
+) -> None:
+    """An empty or loose body never means "everything": only `delete_all: true` does."""
+    dataset = await create_dataset(client, owner)
+    message = await error(await client.delete(URL, json=body, headers=owner.headers), 422)
+    assert "delete_all" in message
+    assert await Dataset.filter(id=dataset["id"]).exists()
+
+
+async def test_ids_win_over_delete_all_as_in_ragflow(client: QuartClient, owner: Account) -> None:
+    gone, kept = await create_dataset(client, owner), await create_dataset(client, owner)
+    body = {"ids": [gone["id"]], "delete_all": True}
+    assert (await client.delete(URL, json=body, headers=owner.headers)).status_code == 200
+    assert not await Dataset.filter(id=gone["id"]).exists()
+    assert await Dataset.filter(id=kept["id"]).exists()
 
 
 async def test_delete_refuses_duplicate_and_malformed_ids(

@@ -169,6 +169,30 @@ async def test_content_that_is_not_its_format_is_415_and_nothing_is_kept(
 
 
 @pytest.mark.parametrize(
+    ("name", "content", "said"),
+    [
+        # puremagic calls text starting "This is " a "GNU Info Reader file": no guessing.
+        ("guide.pdf", b"This is the user guide, in plain text.\n", "; it is plain text."),
+        ("report.docx", b"This is a report\n", "; it is plain text."),
+        ("program.txt", b"\x7fELF\x02\x01\x01" + bytes(64), "; it is an ELF executable."),
+        # Three signature bytes (JPEG's) or none: not sure, so nothing is named.
+        ("photo.pdf", b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4, "is not PDF."),
+        ("noise.md", bytes(range(256)) * 4, "is not text (Markdown)."),
+    ],
+)
+async def test_the_415_says_what_was_expected_and_names_only_what_is_certain(
+    client: QuartClient, owner: Account, name: str, content: bytes, said: str
+) -> None:
+    dataset = await create_dataset(client, owner)
+    message = await error(await upload(client, owner, dataset["id"], [(name, content)]), 415)
+    suffix = name.rsplit(".", 1)[1]
+    expected = {"pdf": "PDF", "docx": "a Word document (DOCX)"}.get(suffix, "text")
+    assert f"'{name}': its extension says {expected}" in message
+    assert said in message
+    assert "GNU" not in message and "looks like" not in message
+
+
+@pytest.mark.parametrize(
     ("name", "content"),
     [("empty.pdf", b""), ("locked.docx", COMPOUND_FILE), ("broken.xlsx", b"PK\x03\x04broken")],
 )
@@ -352,6 +376,54 @@ async def test_update_renames_reconfigures_disables_and_tags(
         await error(await client.put(url, json=bad, headers=owner.headers), 422)
 
 
+# Names a client may send, and what both upload and rename keep of them (None: 400).
+HOSTILE_NAMES = [
+    ("../../etc/passwd.txt", "passwd.txt"),
+    ("evil\u202efdp.txt", "evilfdp.txt"),
+    ("line\r\nbreak.txt", "linebreak.txt"),
+    ("bell\x07.txt", "bell.txt"),
+    ("\u2066isolate\u2069.txt", "isolate.txt"),
+    ("é" * 250 + ".txt", None),
+]
+
+
+@pytest.mark.parametrize(("raw", "kept"), HOSTILE_NAMES)
+async def test_rename_cleans_names_by_the_upload_rule(
+    client: QuartClient, owner: Account, raw: str, kept: str | None
+) -> None:
+    dataset = await create_dataset(client, owner)
+    # A multipart header cannot carry CR/LF; every other name is uploaded too.
+    uploaded = None if "\n" in raw else await upload(client, owner, dataset["id"], [(raw, b"x")])
+    [document] = await upload_ok(client, owner, dataset["id"], [("plain.txt", b"text")])
+    url = f"{docs_url(dataset['id'])}/{document['id']}"
+    renamed = await client.patch(url, json={"name": raw}, headers=owner.headers)
+    if kept is None:
+        assert "255 bytes" in await error(renamed, 400)
+        assert uploaded is not None and "255 bytes" in await error(uploaded, 400)
+        assert (await Document.get(id=document["id"])).name == "plain.txt"
+        return
+    if uploaded is not None:
+        assert (await uploaded.get_json())["data"][0]["name"] == kept
+    assert renamed.status_code == 200, await renamed.get_data(as_text=True)
+    assert (await renamed.get_json())["data"]["name"] == kept
+    assert (await Document.get(id=document["id"])).name == kept
+
+
+async def test_download_name_never_carries_bidi_or_control_characters(
+    client: QuartClient, owner: Account
+) -> None:
+    """A name stored before renames were cleaned still downloads under a safe name."""
+    dataset = await create_dataset(client, owner)
+    [document] = await upload_ok(client, owner, dataset["id"], [("a.txt", b"text")])
+    await Document.filter(id=document["id"]).update(name="evil\u202efdp\r\n\u2067.txt")
+    response = await client.get(
+        f"{docs_url(dataset['id'])}/{document['id']}", headers=owner.headers
+    )
+    disposition = response.headers["Content-Disposition"]
+    assert "filename*=UTF-8''evilfdp.txt" in disposition
+    assert 'filename="evilfdp.txt"' in disposition
+
+
 async def test_delete_removes_rows_and_files_all_or_nothing(
     client: QuartClient, owner: Account, settings: Settings
 ) -> None:
@@ -368,7 +440,8 @@ async def test_delete_removes_rows_and_files_all_or_nothing(
     assert (await response.get_json()) == {"code": 0, "data": None}
     assert not await Document.filter(id=documents[0]["id"]).exists()
     assert len(stored_files(settings, dataset["id"])) == 2
-    await client.delete(url, json={"ids": None, "delete_all": False}, headers=owner.headers)
+    for nothing in ({}, {"ids": None, "delete_all": False}, {"delete_all": 0}):
+        await error(await client.delete(url, json=nothing, headers=owner.headers), 422)
     assert await Document.filter(dataset_id=dataset["id"]).count() == 2
     await client.delete(url, json={"delete_all": True}, headers=owner.headers)
     assert not await Document.filter(dataset_id=dataset["id"]).exists()

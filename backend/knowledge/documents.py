@@ -13,6 +13,7 @@ from tortoise.queryset import QuerySet
 
 from backend.errors import BadRequest, NotFound
 from backend.knowledge.datasets import deep_merge, get_dataset, parser_defaults
+from backend.knowledge.document_uploads import clean_name
 from backend.knowledge.formats import format_of_name
 from backend.models import Dataset, Document, User
 from backend.models.knowledge import DocumentRun
@@ -93,15 +94,18 @@ async def update_document(
     user: User, dataset_id: str, document_id: str, data: DocumentUpdate
 ) -> Document:
     """Rename, re-configure (taking effect at the next parse), enable or disable, and set
-    meta fields. A new name must keep the file's extension: the format is fixed."""
+    meta fields. A new name is cleaned by the upload's rule (`clean_name`: last path
+    segment, no control or bidi characters, at most 255 bytes) and must keep the file's
+    extension: the format is fixed."""
     document = await get_document(user, dataset_id, document_id)
-    if data.name is not None and data.name != document.name:
-        if format_of_name(data.name).value != document.suffix:
+    name = clean_name(data.name) if data.name is not None else None
+    if name is not None and name != document.name:
+        if format_of_name(name).value != document.suffix:
             raise BadRequest(
                 f"The new name must keep the file's type ({document.suffix}): "
                 f"name it '<something>.{document.suffix}'"
             )
-        document.name = data.name
+        document.name = name
     if data.chunk_method is not None and data.chunk_method != document.chunk_method:
         document.chunk_method = data.chunk_method
         if data.parser_config is None:

@@ -76,6 +76,21 @@ CONTROL_RATIO = 0.05
 # How much of a file's beginning the content checks look at.
 SNIFF_BYTES = 64 * 1024
 
+# What each format's content is, as a 415 names it.
+EXPECTED = {
+    F.TXT: "text",
+    F.MD: "text (Markdown)",
+    F.HTML: "text (HTML)",
+    F.CSV: "text (CSV)",
+    F.JSON: "text (JSON)",
+    F.PDF: "PDF",
+    F.DOCX: "a Word document (DOCX)",
+    F.PPTX: "a PowerPoint deck (PPTX)",
+    F.XLSX: "an Excel workbook (XLSX)",
+}
+SURE_SIGNATURE_BYTES = 4
+PRINTABLE_BYTES = bytes(range(32, 127)) + b"\t\n\r"
+
 SUPPORTED_HINT = "supported formats: " + ", ".join(sorted(EXTENSIONS))
 
 
@@ -99,11 +114,33 @@ def ragflow_type(fmt: DocumentFormat) -> str:
     return "pdf" if fmt is F.PDF else "doc"
 
 
-def what_it_is(head: bytes) -> str:
+def sure_binary_signature(match: puremagic.main.PureMagicWithConfidence) -> bool:
+    """A signature that plain text cannot start with: at the file's start, at least
+    SURE_SIGNATURE_BYTES long, with a byte no text has (puremagic also matches short
+    printable prefixes: "This is " is its "GNU Info Reader file")."""
+    return (
+        match.offset == 0
+        and len(match.byte_match) >= SURE_SIGNATURE_BYTES
+        and bool(match.byte_match.translate(None, PRINTABLE_BYTES))
+    )
+
+
+def what_it_is(head: bytes) -> str | None:
+    """What the content is, only when that is certain: plain text, a PDF, or a binary
+    format whose signature only that format has; None when it cannot be said for sure."""
+    if PDF_MAGIC in head[:PDF_MAGIC_WITHIN]:
+        return "a PDF (Portable Document Format) file"
+    if looks_like_text(head):
+        return "plain text"
     try:
-        return puremagic.magic_string(head)[0].name
-    except (puremagic.PureError, IndexError, ValueError):
-        return "binary data"
+        matches = [match for match in puremagic.magic_string(head) if sure_binary_signature(match)]
+    except (puremagic.PureError, ValueError):
+        return None
+    names = {match.name for match in matches if match.byte_match == matches[0].byte_match}
+    if len(names) != 1:
+        return None
+    name = names.pop()
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
 
 def looks_like_text(head: bytes) -> bool:
@@ -131,10 +168,14 @@ def office_kind(path: Path | BinaryIO) -> DocumentFormat | Literal["broken", "zi
     return "zip"
 
 
-def refuse(name: str, fmt: DocumentFormat, actual: str) -> UnsupportedMediaType:
+def refuse(name: str, fmt: DocumentFormat, actual: str | None) -> UnsupportedMediaType:
+    """415: what the name promised, that the content is not that, and what it is only
+    when that is certain (never a guess)."""
+    expected = EXPECTED.get(fmt, fmt.value.upper())
+    found = f"; it is {actual}" if actual else ""
     return UnsupportedMediaType(
-        f"File '{name}': its content is not {fmt.value.upper()} as its name says (it looks "
-        f"like {actual}); upload the file in the format its extension names"
+        f"File '{name}': its extension says {expected}, but the content is not "
+        f"{expected}{found}. Upload the file under the extension of its real format"
     )
 
 
@@ -159,6 +200,6 @@ def check_content(name: str, fmt: DocumentFormat, head: bytes, path: Path | Bina
         raise refuse(name, fmt, what_it_is(head))
     kind = office_kind(path)
     if kind == "zip":
-        raise refuse(name, fmt, "a ZIP archive that is no Office document")
+        raise refuse(name, fmt, "a ZIP archive that holds no Office document")
     if kind != "broken" and kind is not fmt:
         raise refuse(name, fmt, OFFICE_NAMES[DocumentFormat(kind)])

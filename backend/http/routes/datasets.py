@@ -13,10 +13,10 @@ from backend.http.documented_errors import document_errors
 from backend.http.responses import ok
 from backend.knowledge import datasets
 from backend.knowledge.datasets import DatasetTotals
-from backend.storage.configured import document_storage
 from backend.models import Dataset
 from backend.models.knowledge import DocumentRun
 from backend.search.stores import search_store
+from backend.storage.configured import document_storage
 from schemas.envelope import Envelope
 from schemas.knowledge import (
     DatasetCreate,
@@ -122,7 +122,7 @@ async def update_dataset(dataset_id: str, data: DatasetUpdate):
 async def delete_datasets(data: DeleteSelection):
     """Delete datasets with their documents, files and chunks; parsing jobs still running
     on them stop. `ids` (all or nothing), or every dataset of the caller with
-    `delete_all: true` or `ids: null`."""
+    `delete_all: true`; a body naming neither (`{}`) is a 422."""
     settings = current_app.config["SETTINGS"]
     await datasets.delete_datasets(current_user(), data, document_storage(settings), search_store())
     return ok(None)

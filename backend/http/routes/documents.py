@@ -27,7 +27,7 @@ from backend.http.openapi import RawBody
 from backend.http.responses import ok
 from backend.http.routes.datasets import http_date, milliseconds
 from backend.knowledge import datasets, documents
-from backend.knowledge.document_uploads import DocumentUpload
+from backend.knowledge.document_uploads import DocumentUpload, hidden_control
 from backend.knowledge.formats import CONTENT_TYPES
 from backend.models import Document
 from backend.search.stores import search_store
@@ -152,7 +152,10 @@ async def list_documents(dataset_id: str, query_args: DocumentListQuery):
 
 def content_disposition(name: str, suffix: str) -> str:
     """`attachment` with the name twice (RFC 6266): an ASCII fallback any client reads,
-    and the exact UTF-8 name as RFC 5987's `filename*`."""
+    and the exact UTF-8 name as RFC 5987's `filename*`. Neither carries control or bidi
+    characters, whatever a name stored before the upload's cleaning rule holds: a saved
+    `exe.pdf` must not show as `fdp.exe`."""
+    name = "".join(char for char in name if not hidden_control(char))
     fallback = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
     fallback = "".join(c if c.isprintable() and c not in '"\\' else "_" for c in fallback)
     if not fallback.strip(" ._"):
@@ -212,7 +215,8 @@ async def patch_document(dataset_id: str, document_id: str, data: DocumentUpdate
 @validate_response(Envelope[None])
 async def delete_documents(dataset_id: str, data: DeleteSelection):
     """Delete documents with their files and chunks (parsing stops): `ids` (all or
-    nothing), or all of the dataset's with `delete_all: true` or `ids: null`."""
+    nothing), or all of the dataset's with `delete_all: true`; a body naming neither
+    (`{}`) is a 422."""
     settings = current_app.config["SETTINGS"]
     await documents.delete_documents(
         current_user(),
