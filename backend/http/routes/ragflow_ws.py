@@ -12,6 +12,10 @@ carries a reference (before the first token; again with the final reference), th
 "message":...,"data":{"answer":"**ERROR**: ...","reference":[]}}` and the connection
 carries on. Questions on one socket are answered one after the other. An answer whose
 client leaves is still generated and stored in its session, as over HTTP.
+
+Each question is authorized with the token's current state; a token that is revoked,
+logged out or expires, or whose account is disabled, closes the socket at once, even
+mid-answer, with an error frame (code 401) and close code 4401.
 """
 
 from __future__ import annotations
@@ -26,13 +30,15 @@ from quart_cors import cors_exempt
 
 from backend.errors import ApiError
 from backend.http.browser_origins import browser_origin_allowed
+from backend.http.credential_guard import CLOSE_UNAUTHORIZED, watch_for
 from backend.http.error_handlers import describe_validation_error
 from backend.http.json_bodies import decode_json
 from backend.http.responses import error_response
+from backend.http.socket_auth import MAX_CLOSE_REASON, SocketCredential
 from backend.http.stream_hub import hub_for
 from backend.models import User
 from backend.services import completions
-from backend.services.authentication import authenticate
+from backend.services.authentication import Credential, authenticate_credential
 from backend.settings import Settings
 from backend.streams.delivery import open_new_task_reader
 from schemas.chats import CompletionRequest
@@ -67,12 +73,12 @@ def socket_token() -> str:
     return scheme or websocket.args.get("token", "")
 
 
-async def socket_user(settings: Settings) -> User | None:
+async def socket_credential(settings: Settings) -> Credential | None:
     token = socket_token()
     if not token:
         return None
     try:
-        return await authenticate(token, settings)
+        return await authenticate_credential(token, settings, current_app.config["REDIS"])
     except ApiError:
         return None
 
@@ -116,13 +122,33 @@ async def ragflow_chat() -> Response | None:
             403, f"Origin '{origin[:100]}' may not open this WebSocket: add it to CORS_ORIGINS"
         )
     await websocket.accept()
-    user = await socket_user(settings)
-    if user is None:
+    watch = watch_for(current_app)
+    mark = watch.mark()
+    first = await socket_credential(settings)
+    if first is None:
         await websocket.close(CLOSE_POLICY_VIOLATION, "Authentication failed: pass a valid token")
         return None
+    credential = SocketCredential(first, watch, current_app.config["REDIS"], settings)
+    try:
+        await credential.start(mark)
+        # Waiting and answering alike are interrupted when the credential ends.
+        await credential.guard.wait_for(questions(credential))
+    finally:
+        credential.stop()
+    reason = credential.ended or "Credentials no longer valid"
+    await websocket.send(error_frame(401, reason))
+    await websocket.close(CLOSE_UNAUTHORIZED, reason[:MAX_CLOSE_REASON])
+    return None
+
+
+async def questions(credential: SocketCredential) -> None:
+    """Answer questions one after the other while the credential holds."""
     while True:
         raw = await websocket.receive()
+        current = await credential.current()
+        if current is None:
+            return
         try:
-            await answer(user, parse(raw))
+            await answer(current.user, parse(raw))
         except ApiError as error:
             await websocket.send(error_frame(error.status, error.message))
