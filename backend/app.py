@@ -29,6 +29,7 @@ from backend.http.routes import completions as completions_routes
 from backend.http.routes import credits as credits_routes
 from backend.http.routes import datasets as datasets_routes
 from backend.http.routes import dify as dify_routes
+from backend.http.routes import docs_assets as docs_assets_routes
 from backend.http.routes import documents as documents_routes
 from backend.http.routes import events as events_routes
 from backend.http.routes import messages as messages_routes
@@ -152,6 +153,7 @@ def create_app(settings: Settings | None = None) -> Quart:
 def blueprints() -> list:
     return [
         health.blueprint,
+        docs_assets_routes.blueprint,
         users.blueprint,
         admin_users.blueprint,
         api_keys.blueprint,

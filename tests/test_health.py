@@ -1,6 +1,10 @@
 """Probes and the error envelope for requests that match no route."""
 
+import httpx
+import pytest
 from quart.testing import QuartClient
+
+from tests.support.live_server import LiveServer
 
 
 async def test_healthz(client: QuartClient) -> None:
@@ -27,6 +31,23 @@ async def test_wrong_method_is_enveloped_405(client: QuartClient) -> None:
     response = await client.delete("/healthz")
     assert response.status_code == 405
     assert (await response.get_json())["code"] == 405
+
+
+@pytest.mark.parametrize("method", ["TRACE", "PATCH", "PROPFIND"])
+async def test_an_unsupported_method_is_405_with_allow(client: QuartClient, method: str) -> None:
+    response = await client.open("/api/v1/datasets", method=method)
+    assert response.status_code == 405
+    allowed = {name.strip() for name in response.headers["Allow"].split(",")}
+    assert {"GET", "POST", "DELETE"} <= allowed and method not in allowed
+    assert "GET" in (await response.get_json())["message"]
+
+
+async def test_trace_over_a_socket_is_405_with_allow(live_server: LiveServer) -> None:
+    """Hypercorn hands TRACE to the app like any method: the app answers it."""
+    async with httpx.AsyncClient(base_url=live_server.base_url) as http:
+        response = await http.request("TRACE", "/healthz")
+    assert response.status_code == 405
+    assert "GET" in response.headers["Allow"] and "TRACE" not in response.headers["Allow"]
 
 
 async def test_openapi_document_served(client: QuartClient) -> None:

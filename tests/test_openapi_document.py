@@ -4,6 +4,7 @@ document against the running server.)"""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -108,3 +109,77 @@ async def test_a_new_task_stream_opens_with_the_task_id(client: QuartClient) -> 
     assert "id" not in events["task"].get("required", [])
     assert events["task"]["properties"]["data"]["contentSchema"]["required"] == ["task_id"]
     assert events["done"]["required"] == ["id"]
+
+
+async def test_docs_page_loads_only_local_assets_which_are_served(client: QuartClient) -> None:
+    """/docs works without internet: Swagger UI comes from the swagger-ui-py package."""
+    response = await client.get("/docs")
+    assert response.status_code == 200
+    page = await response.get_data(as_text=True)
+    urls = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)["']""", page)
+    assert len(urls) == 2, urls
+    assert "http" not in page.replace("http-equiv", "")
+    for url in urls:
+        assert url.startswith("/docs/assets/"), url
+        asset = await client.get(url)
+        assert asset.status_code == 200, url
+        body = await asset.get_data()
+        assert len(body) > 100_000, url
+        assert asset.mimetype == ("text/css" if url.endswith(".css") else "text/javascript")
+    script = next(url for url in urls if url.endswith(".js"))
+    assert b"SwaggerUIBundle" in await (await client.get(script)).get_data()
+    for missing in ("/docs/assets/0.0/swagger-ui.css", "/docs/assets/x/../../app.py"):
+        assert (await client.get(missing)).status_code == 404
+
+
+def resolved(doc: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in schema:
+        schema = doc["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    return schema
+
+
+def body_schema(doc: dict[str, Any], method: str, path: str) -> dict[str, Any]:
+    content = doc["paths"][path][method]["requestBody"]["content"]["application/json"]
+    return resolved(doc, content["schema"])
+
+
+async def test_every_request_body_is_required(client: QuartClient) -> None:
+    """A request without its body is a 422, so the document must not call it optional."""
+    doc = await document(client)
+    bodies = [(m, p, op) for m, p, op in operations(doc) if "requestBody" in op]
+    assert len(bodies) > 30
+    assert [(m, p) for m, p, op in bodies if op["requestBody"].get("required") is not True] == []
+
+
+async def test_rules_the_server_enforces_are_in_the_schemas(client: QuartClient) -> None:
+    doc = await document(client)
+    # Batch deletes: ids or delete_all: true, never an empty body; ids each once.
+    for path, ids in (
+        ("/api/v1/datasets", "ids"),
+        ("/api/v1/datasets/{dataset_id}/documents", "ids"),
+        ("/api/v1/datasets/{dataset_id}/documents/{document_id}/chunks", "chunk_ids"),
+    ):
+        schema = body_schema(doc, "delete", path)
+        assert {"required": ["delete_all"], "properties": {"delete_all": {"const": True}}} in (
+            schema["anyOf"]
+        ), path
+        assert {"required": [ids], "properties": {ids: {"type": "array"}}} in schema["anyOf"]
+        listed = next(s for s in schema["properties"][ids]["anyOf"] if s.get("type") == "array")
+        assert listed["uniqueItems"] is True, path
+        assert schema["properties"]["delete_all"]["type"] == "boolean"
+    for path in ("/api/v1/chats", "/api/v1/chats/{chat_id}/sessions"):
+        ids = body_schema(doc, "delete", path)["properties"]["ids"]
+        assert ids["uniqueItems"] is True and ids["minItems"] == 1
+    retrieval = body_schema(doc, "post", "/api/v1/retrieval")["properties"]
+    assert retrieval["dataset_ids"]["uniqueItems"] is retrieval["document_ids"]["uniqueItems"]
+    assert retrieval["dataset_ids"]["uniqueItems"] is True
+    # Exactly one of question / content.
+    task = body_schema(doc, "post", "/api/v1/tasks")
+    assert [branch["required"] for branch in task["oneOf"]] == [["question"], ["content"]]
+    messages = "/api/v1/chats/{chat_id}/sessions/{session_id}/messages"
+    message = body_schema(doc, "post", messages)
+    assert sorted(branch["required"][0] for branch in message["oneOf"]) == ["content", "question"]
+    # Dataset names: Basic Multilingual Plane only, said as a pattern.
+    name = body_schema(doc, "post", "/api/v1/datasets")["properties"]["name"]
+    pattern = re.compile(name["pattern"])
+    assert pattern.fullmatch("Handbook 手册 é") and not pattern.fullmatch("Handbook \U0001f4d8")

@@ -7,7 +7,7 @@ import logging
 from pydantic import ValidationError
 from quart import Quart
 from quart_schema import RequestSchemaValidationError
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
 from backend.errors import ApiError, TooManyRequests
 from backend.http.responses import error_response
@@ -46,13 +46,20 @@ def register_error_handlers(app: Quart) -> None:
         limit = app.config.get("MAX_CONTENT_LENGTH")
         return error_response(413, f"Request body too large: the limit is {limit} bytes")
 
+    @app.errorhandler(MethodNotAllowed)
+    async def method_not_allowed(error: MethodNotAllowed):
+        """405 with `Allow` (RFC 9110 requires it), for TRACE or any method a route lacks."""
+        allowed = ", ".join(sorted(error.valid_methods or ()))
+        response = error_response(
+            405, f"Method not allowed on this route (allowed: {allowed}). See /docs for the API."
+        )
+        response.headers["Allow"] = allowed
+        return response
+
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException):
         status = error.code or 500
-        messages = {
-            404: "Not found: no such route. See /docs for the API.",
-            405: "Method not allowed on this route. See /docs for the API.",
-        }
+        messages = {404: "Not found: no such route. See /docs for the API."}
         return error_response(status, messages.get(status, error.description or error.name))
 
     @app.errorhandler(Exception)

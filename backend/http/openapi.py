@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, ClassVar, get_args
 
+from quart_schema import DataSource
 from quart_schema.openapi import OpenAPIProvider
 from werkzeug.routing import Rule
 
@@ -170,6 +171,13 @@ class SluiceOpenAPIProvider(OpenAPIProvider):
                 for name, meaning in model.headers.items()
             }
         return response, components
+
+    def build_request_body(self, model: type, source: DataSource) -> tuple[dict, dict]:
+        """Every documented body is required: a request without it is a 422 (quart-schema
+        leaves `required` out, which says the body may be omitted)."""
+        request_body, components = super().build_request_body(model, source)
+        request_body["required"] = True
+        return request_body, components
 
     def build_paths(self, rule: Rule) -> tuple[dict, dict]:
         """Quart-schema's operations, each with the error responses it can give."""
