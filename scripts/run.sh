@@ -13,5 +13,7 @@ export PORT="${PORT:-8000}"
 mkdir -p "$DATA_DIR"
 python -m backend migrate
 echo "==> Sluice on http://127.0.0.1:$PORT  (API docs: /docs)"
-# Not exec: the EXIT trap must stop a private redis-server when honcho ends.
-honcho start -f Procfile
+# The Procfile's processes under supervisord: one that crashes is restarted (with a
+# back-off if it keeps crashing), the others keep running; its log says so.
+# Not exec: the EXIT trap must stop a private redis-server when supervisord ends.
+python scripts/supervise.py
