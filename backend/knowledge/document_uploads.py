@@ -83,6 +83,7 @@ class DocumentUpload:
         self.storage = storage
         self.file_limit = settings.document_max_bytes
         self.request_limit = settings.document_upload_max_bytes
+        self.max_pixels = settings.image_max_pixels
         self.stored: list[StoredFile] = []
         self.total = 0
         self.current: StoredFile | None = None
@@ -134,7 +135,12 @@ class DocumentUpload:
         # A seekable file, not a copy: on S3 only the ZIP directory is fetched.
         async with self.storage.seekable(stored.key) as package:
             await asyncio.to_thread(
-                formats.check_content, stored.name, stored.fmt, bytes(self.head), package
+                formats.check_content,
+                stored.name,
+                stored.fmt,
+                bytes(self.head),
+                package,
+                self.max_pixels,
             )
 
     async def close_writing(self, error: BaseException | None) -> None:

@@ -18,6 +18,7 @@ from typing import BinaryIO, Literal
 import puremagic
 
 from backend.errors import UnsupportedMediaType
+from backend.knowledge import image_documents
 
 
 class DocumentFormat(StrEnum):
@@ -30,6 +31,10 @@ class DocumentFormat(StrEnum):
     XLSX = "xlsx"
     CSV = "csv"
     JSON = "json"
+    PNG = "png"
+    JPG = "jpg"
+    WEBP = "webp"
+    TIFF = "tiff"
 
 
 F = DocumentFormat
@@ -46,6 +51,12 @@ EXTENSIONS = {
     "xlsx": F.XLSX,
     "csv": F.CSV,
     "json": F.JSON,
+    "png": F.PNG,
+    "jpg": F.JPG,
+    "jpeg": F.JPG,
+    "webp": F.WEBP,
+    "tif": F.TIFF,
+    "tiff": F.TIFF,
 }
 CONTENT_TYPES = {
     F.TXT: "text/plain",
@@ -57,8 +68,14 @@ CONTENT_TYPES = {
     F.XLSX: "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
     F.CSV: "text/csv",
     F.JSON: "application/json",
+    F.PNG: "image/png",
+    F.JPG: "image/jpeg",
+    F.WEBP: "image/webp",
+    F.TIFF: "image/tiff",
 }
 TEXT_FORMATS = frozenset({F.TXT, F.MD, F.HTML, F.CSV, F.JSON})
+# Images are documents too: their text is read by OCR (parsing/images.py).
+IMAGE_FORMATS = frozenset({F.PNG, F.JPG, F.WEBP, F.TIFF})
 # The folder of its main part inside an Office Open XML package, and what to call it.
 OFFICE_PARTS = {F.DOCX: "word/", F.PPTX: "ppt/", F.XLSX: "xl/"}
 OFFICE_NAMES = {F.DOCX: "a Word document", F.PPTX: "a PowerPoint deck", F.XLSX: "an Excel workbook"}
@@ -110,7 +127,9 @@ def format_of_name(name: str) -> DocumentFormat:
 
 
 def ragflow_type(fmt: DocumentFormat) -> str:
-    """RAGFlow's file type: PDFs are "pdf", every other text document "doc"."""
+    """RAGFlow's file type: PDFs are "pdf", images "visual", every other document "doc"."""
+    if fmt in IMAGE_FORMATS:
+        return "visual"
     return "pdf" if fmt is F.PDF else "doc"
 
 
@@ -179,10 +198,17 @@ def refuse(name: str, fmt: DocumentFormat, actual: str | None) -> UnsupportedMed
     )
 
 
-def check_content(name: str, fmt: DocumentFormat, head: bytes, path: Path | BinaryIO) -> None:
+def check_content(
+    name: str,
+    fmt: DocumentFormat,
+    head: bytes,
+    path: Path | BinaryIO,
+    max_pixels: int | None = None,
+) -> None:
     """Raise 415 unless the content can be `fmt`. `head` is the file's first bytes (up to
     SNIFF_BYTES) and `path` the stored file (or a seekable file over it: a ranged read of
-    the storage), for the ZIP directory of Office files.
+    the storage), for the ZIP directory of Office files and an image's header (413 over
+    `max_pixels`, IMAGE_MAX_PIXELS by default, before any pixel is decoded).
     Blocking (reads a ZIP's directory): run it in a thread."""
     if not head:
         return
@@ -193,6 +219,11 @@ def check_content(name: str, fmt: DocumentFormat, head: bytes, path: Path | Bina
     if fmt is F.PDF:
         if PDF_MAGIC not in head[:PDF_MAGIC_WITHIN]:
             raise refuse(name, fmt, what_it_is(head))
+        return
+    if fmt in IMAGE_FORMATS:
+        if not image_documents.has_magic(fmt.value, head):
+            raise refuse(name, fmt, what_it_is(head))
+        image_documents.check_pixels(name, path, max_pixels)
         return
     if head.startswith(COMPOUND_FILE_MAGIC):
         return

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from backend.knowledge.formats import DocumentFormat
 from backend.knowledge.parsing.document import ParsedDocument, ParseFailure
+from backend.knowledge.parsing.images import parse_image
 from backend.knowledge.parsing.json_text import parse_json
 from backend.knowledge.parsing.markup import parse_html
 from backend.knowledge.parsing.pdf import parse_pdf
@@ -35,6 +36,10 @@ PARSERS: dict[DocumentFormat, Callable[[Path], ParsedDocument]] = {
     F.XLSX: parse_xlsx,
     F.CSV: parse_csv,
     F.JSON: parse_json,
+    F.PNG: parse_image,
+    F.JPG: parse_image,
+    F.WEBP: parse_image,
+    F.TIFF: parse_image,
 }
 QA_METHOD = "qa"
 
