@@ -20,15 +20,13 @@ from arq.connections import ArqRedis
 from backend.knowledge import document_runs
 from backend.knowledge.datasets import get_dataset, parser_defaults
 from backend.knowledge.formats import CONTENT_TYPES, DocumentFormat, ragflow_type
-from backend.knowledge.parse_queue import enqueue_parse
-from backend.knowledge.status_feed import publish_documents
+from backend.knowledge.parse_queue import announce_and_enqueue
 from backend.models import Document, User
 from backend.models.ids import new_id
 from backend.settings import Settings
 from backend.storage.base import FileStorage
 from backend.storage.configured import document_key
 from schemas.chunks import FaqPair
-from schemas.feed import FeedEventType
 
 QA_METHOD = "qa"
 
@@ -87,7 +85,6 @@ async def import_faqs(
         await files.delete(key)
         raise
     runs = await document_runs.queue_for_parsing([document])
-    await enqueue_parse(redis, settings, document.id, runs[document.id])
     queued = await Document.get(id=document.id)
-    await publish_documents(redis, settings, [queued], FeedEventType.PROGRESS)
+    await announce_and_enqueue(redis, settings, runs)
     return queued, len(kept)

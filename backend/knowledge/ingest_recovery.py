@@ -26,7 +26,7 @@ from arq.constants import job_key_prefix
 
 from backend.constants import ingest_lease_key, ingest_restarts_key
 from backend.knowledge import document_runs
-from backend.knowledge.parse_queue import enqueue_parse, parse_job_id
+from backend.knowledge.parse_queue import announce_and_enqueue, parse_job_id
 from backend.knowledge.status_feed import publish_documents
 from backend.models import Document
 from backend.models.ids import new_id
@@ -66,6 +66,7 @@ async def restart(redis: ArqRedis, settings: Settings, document: Document) -> bo
         )
         if failed:
             log.warning("document %s failed: its worker died %d times", document.id, count)
+            await publish_documents(redis, settings, await Document.filter(id=document.id))
         return failed
     run_id = new_id()
     moment = document_runs.now()
@@ -79,7 +80,7 @@ async def restart(redis: ArqRedis, settings: Settings, document: Document) -> bo
     )
     if updated:
         log.warning("re-queued document %s after its worker died", document.id)
-        await enqueue_parse(redis, settings, document.id, run_id)
+        await announce_and_enqueue(redis, settings, {document.id: run_id})
     return bool(updated)
 
 
@@ -119,9 +120,6 @@ async def sweep(redis: ArqRedis, settings: Settings) -> int:
             continue
         if await document_runs.current(document.id, document.run_id).exists():
             log.warning("enqueued document %s again: its job was lost", document.id)
-            await enqueue_parse(redis, settings, document.id, document.run_id)
+            await announce_and_enqueue(redis, settings, {document.id: document.run_id})
             acted.append(document)
-    if acted:
-        fresh = await Document.filter(id__in=[document.id for document in acted])
-        await publish_documents(redis, settings, fresh)
     return len(acted)

@@ -52,6 +52,17 @@ async def enqueue_parse(redis: ArqRedis, settings: Settings, document_id: str, r
     )
 
 
+async def announce_and_enqueue(redis: ArqRedis, settings: Settings, runs: dict[str, str]) -> None:
+    """Publish each queued run's state, then enqueue its job: in this order, since a
+    worker may pick a job up the moment it is enqueued, and its "received" must follow
+    the "queued" in the feed (a state read after the enqueue could even be the worker's
+    "received" already, sent twice)."""
+    queued = await Document.filter(id__in=list(runs))
+    await publish_documents(redis, settings, queued, FeedEventType.PROGRESS)
+    for document_id, run_id in runs.items():
+        await enqueue_parse(redis, settings, document_id, run_id)
+
+
 async def selected_documents(user: User, dataset_id: str, ids: list[str]) -> list[Document]:
     """The dataset's documents named by `ids`, in that order; 404 naming any it lacks."""
     dataset = await get_dataset(user, dataset_id)
@@ -71,10 +82,7 @@ async def start_parsing(
     runs = await document_runs.queue_for_parsing(documents)
     if runs:
         await redis.delete(*(ingest_restarts_key(settings.redis_prefix, d) for d in runs))
-    for document_id, run_id in runs.items():
-        await enqueue_parse(redis, settings, document_id, run_id)
-    queued = await Document.filter(id__in=list(runs))
-    await publish_documents(redis, settings, queued, FeedEventType.PROGRESS)
+    await announce_and_enqueue(redis, settings, runs)
     return list(runs)
 
 
