@@ -199,6 +199,8 @@ start_elasticsearch() {
     ES_LOG="$dir/start.log"
     ES_PIDFILE="$dir/es.pid"
     export ELASTICSEARCH_URL="http://127.0.0.1:$port"
+    # Tests that start secured nodes of their own (tests/support/elasticsearch_nodes.py).
+    export SLUICE_ES_HOME="$home" SLUICE_ES_JAVA_HOME="$java"
 }
 
 # Stops the node started with its files in $1: by the pid file it writes once running, and
@@ -247,4 +249,115 @@ wait_elasticsearch() {
     ES_UNAVAILABLE="Elasticsearch did not become healthy: $(tail -n 5 "$ES_LOG" 2>/dev/null)"
     unset ELASTICSEARCH_URL
     return 1
+}
+
+# SeaweedFS (Apache-2.0) is the S3 server the storage tests run against. `go install` refuses
+# its module (its go.mod has replace directives), so it is built from the module's source as
+# the Go module proxy serves it, once, into the cache.
+SEAWEEDFS_MODULE="github.com/seaweedfs/seaweedfs"
+SEAWEEDFS_VERSION="${SLUICE_SEAWEEDFS_VERSION:-v0.0.0-20261109003541-7506e5f91cd6}"
+
+go_command() {
+    command -v go 2>/dev/null || { [ -x /usr/local/go/bin/go ] && echo /usr/local/go/bin/go; }
+}
+
+# Prints the path of the `weed` binary, building it first if it is not cached (8-15 min on
+# 2 cores). Returns 1 when Go is missing or the build fails.
+weed_binary() {
+    local dir bin go src work
+    dir="$SLUICE_CACHE/weed-${SEAWEEDFS_VERSION##*-}"
+    bin="$dir/weed"
+    [ -x "$bin" ] && { echo "$bin"; return; }
+    go="$(go_command)" || return 1
+    echo "==> building SeaweedFS $SEAWEEDFS_VERSION once into $dir (8-15 min)" >&2
+    src="$("$go" mod download -json "$SEAWEEDFS_MODULE@$SEAWEEDFS_VERSION" \
+        | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')" || return 1
+    work="$(mktemp -d)"
+    cp -r "$src" "$work/src" && chmod -R u+w "$work/src" || { rm -rf "$work"; return 1; }
+    mkdir -p "$dir"
+    (cd "$work/src" && "$go" build -o "$bin.partial" ./weed) >&2 || { rm -rf "$work"; return 1; }
+    mv "$bin.partial" "$bin"
+    rm -rf "$work"
+    echo "$bin"
+}
+
+# Prints N distinct free ports, one per line.
+free_ports() {
+    local ports=() port
+    while [ ${#ports[@]} -lt "$1" ]; do
+        port="$(free_port)"
+        [[ " ${ports[*]} " == *" $port "* ]] || ports+=("$port")
+    done
+    printf '%s\n' "${ports[@]}"
+}
+
+# Starts a private SeaweedFS (`weed mini`: master, volume, filer and S3 in one process, every
+# port free and on loopback, no admin UI, no telemetry) with one bucket and one key pair,
+# stopped at exit, and exports TEST_S3_ENDPOINT_URL, TEST_S3_BUCKET, TEST_S3_ACCESS_KEY and
+# TEST_S3_SECRET_KEY. Uses TEST_S3_ENDPOINT_URL as given when set. Returns 1 with
+# S3_UNAVAILABLE saying why when there is no Go to build it with or it does not start.
+start_seaweedfs() {
+    if [ -n "${TEST_S3_ENDPOINT_URL:-}" ]; then
+        echo "==> using S3 at $TEST_S3_ENDPOINT_URL"
+        return
+    fi
+    local weed dir started pid key secret bucket
+    local -a p
+    go_command >/dev/null || [ -x "$SLUICE_CACHE/weed-${SEAWEEDFS_VERSION##*-}/weed" ] \
+        || { S3_UNAVAILABLE="Go is not installed, so SeaweedFS cannot be built (install Go 1.24+)"; return 1; }
+    weed="$(weed_binary)" || { S3_UNAVAILABLE="SeaweedFS $SEAWEEDFS_VERSION could not be built"; return 1; }
+    started="$(now)"
+    dir="$(mktemp -d "${TMPDIR:-/tmp}/sluice-seaweedfs.XXXXXX")"
+    mkdir -p "$dir/data"
+    mapfile -t p < <(free_ports 13)
+    key="sluice$(python3 -c 'import secrets; print(secrets.token_hex(6))')"
+    secret="$(python3 -c 'import secrets; print(secrets.token_hex(20))')"
+    bucket="sluice-test"
+    AWS_ACCESS_KEY_ID="$key" AWS_SECRET_ACCESS_KEY="$secret" "$weed" mini -dir="$dir/data" \
+        -ip=127.0.0.1 -ip.bind=127.0.0.1 -bucket="$bucket" -s3.autoCreateBucket=false -admin.ui=false -webdav=false \
+        -master.telemetry=false -master.port="${p[0]}" -master.port.grpc="${p[1]}" \
+        -volume.port="${p[2]}" -volume.port.grpc="${p[3]}" -filer.port="${p[4]}" \
+        -filer.port.grpc="${p[5]}" -s3.port="${p[6]}" -s3.port.grpc="${p[7]}" \
+        -s3.port.iceberg=0 -s3.port.lance=0 -webdav.port="${p[8]}" -admin.port="${p[9]}" \
+        -admin.port.grpc="${p[10]}" -admin.port.legacy=0 -debug.port="${p[11]}" \
+        -filer.localSocket="$dir/filer.sock" -s3.localSocket="$dir/s3.sock" \
+        >"$dir/weed.log" 2>&1 &
+    pid=$!
+    add_cleanup "stop_seaweedfs $pid '$dir'"
+    export TEST_S3_ENDPOINT_URL="http://127.0.0.1:${p[6]}" TEST_S3_BUCKET="$bucket" \
+        TEST_S3_ACCESS_KEY="$key" TEST_S3_SECRET_KEY="$secret"
+    for _ in $(seq 120); do
+        if s3_answers "$TEST_S3_ENDPOINT_URL"; then
+            echo "==> private SeaweedFS S3 at $TEST_S3_ENDPOINT_URL, up in $(since "$started") s"
+            return
+        fi
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.5
+    done
+    S3_UNAVAILABLE="SeaweedFS did not start: $(tail -n 5 "$dir/weed.log" 2>/dev/null)"
+    unset TEST_S3_ENDPOINT_URL
+    return 1
+}
+
+# The S3 port answers HTTP at all (an anonymous request is refused with 403: that is up).
+s3_answers() {
+    python3 - "$1" <<'PY'
+import sys, urllib.error, urllib.request
+try:
+    urllib.request.urlopen(sys.argv[1], timeout=2).read()
+except urllib.error.HTTPError:
+    pass
+except Exception:
+    sys.exit(1)
+PY
+}
+
+stop_seaweedfs() {
+    kill "$1" 2>/dev/null || true
+    for _ in $(seq 20); do
+        kill -0 "$1" 2>/dev/null || break
+        sleep 0.25
+    done
+    kill -9 "$1" 2>/dev/null || true
+    rm -rf "$2"
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run the test suite: on SQLite, then on PostgreSQL. Brings up what the suite needs: Redis,
-# a private PostgreSQL cluster and a private Elasticsearch node (each unless configured:
-# REDIS_URL, TEST_POSTGRES_URL, ELASTICSEARCH_URL), installing packages as root when missing.
+# a private PostgreSQL cluster, a private Elasticsearch node and a private S3 server
+# (SeaweedFS) (each unless configured: REDIS_URL, TEST_POSTGRES_URL, ELASTICSEARCH_URL,
+# TEST_S3_ENDPOINT_URL), installing packages as root when missing.
 set -euo pipefail
 # shellcheck source=scripts/common.sh
 . "$(dirname "$0")/common.sh"
@@ -24,6 +25,16 @@ ensure_helm || true
 export TEST_REDIS_URL="${TEST_REDIS_URL:-${REDIS_URL%/*}/13}"
 PG_UNAVAILABLE=""
 ensure_postgres || true
+S3_UNAVAILABLE=""
+start_seaweedfs || true
+if [ -n "$S3_UNAVAILABLE" ]; then
+    if [ -n "${CI:-}" ]; then
+        echo "==> an S3 server (SeaweedFS) is required in CI: $S3_UNAVAILABLE" >&2
+        exit 1
+    fi
+    echo "==> S3 storage tests will be skipped: $S3_UNAVAILABLE"
+    export SLUICE_S3_UNAVAILABLE="$S3_UNAVAILABLE"
+fi
 [ -z "$ES_UNAVAILABLE" ] && { wait_elasticsearch || true; }
 if [ -n "$ES_UNAVAILABLE" ]; then
     echo "==> Elasticsearch tests will be skipped: $ES_UNAVAILABLE"

@@ -80,6 +80,7 @@ async def test_ranged_and_chunked_reads(storage: FileStorage) -> None:
     assert await read(storage, "uploads/big.bin", 10, 20) == data[10:20]
     assert await read(storage, "uploads/big.bin", len(data) - 5) == data[-5:]
     assert await read(storage, "uploads/big.bin", 7, 7) == b""
+    assert await read(storage, "uploads/big.bin", len(data)) == b""
     chunks = [chunk async for chunk in storage.read_chunks("uploads/big.bin")]
     assert len(chunks) >= 4 and max(map(len, chunks)) <= READ_CHUNK_BYTES
     assert b"".join(chunks) == data

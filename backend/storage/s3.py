@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 import aiofiles
+from botocore.exceptions import ClientError
 
-from backend.storage.base import READ_CHUNK_BYTES, StoredObject, check_key
+from backend.storage.base import READ_CHUNK_BYTES, StorageUnavailable, StoredObject, check_key
 from backend.storage.ranged_file import ranged_file
-from backend.storage.s3_client import S3Connection, S3Location, s3_errors
+from backend.storage.s3_client import S3Connection, S3Location, error_code, s3_errors
 from backend.storage.s3_writer import S3Writer, s3_writing
 
 DELETE_BATCH = 1000
@@ -54,10 +55,18 @@ class S3FileStorage:
         ranged = {}
         if start or end is not None:
             ranged["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
-        async with s3_errors(self.location, key):
-            response = await client.get_object(
-                Bucket=self.location.bucket, Key=self.location.object_key(key), **ranged
-            )
+        try:
+            async with s3_errors(self.location, key):
+                response = await client.get_object(
+                    Bucket=self.location.bucket, Key=self.location.object_key(key), **ranged
+                )
+        except StorageUnavailable as error:
+            if isinstance(error.__cause__, ClientError) and error_code(error.__cause__) in (
+                "InvalidRange",
+                "416",
+            ):
+                return  # a range starting at or past the end: nothing to read
+            raise
         body = response["Body"]
         try:
             while True:
