@@ -148,8 +148,9 @@ async def test_delete_by_ids_all_or_nothing(client: QuartClient, owner: Account)
     )
     assert partial.status_code == 404
     assert "0123456789abcdef0123456789abcdef" in (await partial.get_json())["message"]
-    empty = await client.delete(sessions_url(chat["id"]), json={"ids": []}, headers=owner.headers)
-    assert empty.status_code == 422
+    for nothing in ({}, {"ids": []}, {"ids": None}, {"ids": [first["id"], first["id"]]}):
+        refused = await client.delete(sessions_url(chat["id"]), json=nothing, headers=owner.headers)
+        assert refused.status_code == 422, nothing
     deleted = await client.delete(
         sessions_url(chat["id"]), json={"ids": [first["id"]]}, headers=owner.headers
     )

@@ -291,7 +291,15 @@ async def test_delete_by_ids_all_or_nothing(
         "/api/v1/chats", json={"ids": [public["id"]]}, headers=owner.headers
     )
     assert forbidden.status_code == 403
-    for body in ({}, {"ids": []}, {"ids": "x"}):
+    for body in (
+        {},
+        {"ids": []},
+        {"ids": "x"},
+        {"ids": None},
+        {"ids": [first["id"], first["id"]]},
+        # There is no "delete everything" for chats: a field for it is refused, not ignored.
+        {"ids": [first["id"]], "delete_all": True},
+    ):
         malformed = await client.delete("/api/v1/chats", json=body, headers=owner.headers)
         assert malformed.status_code == 422, body
 
