@@ -36,6 +36,7 @@ async def run_create_admin(username: str, password: str) -> None:
 async def run_reindex(concurrency: int) -> None:
     """Copy the embedded store's chunks to the Elasticsearch at ELASTICSEARCH_URL (see
     backend/search/reindex.py); the embedded store is left as it was."""
+    from backend.search.elasticsearch_client import ElasticsearchConnection
     from backend.search.elasticsearch_store import ElasticsearchSearchStore
     from backend.search.embedded import EmbeddedSearchStore
     from backend.search.reindex import reindex
@@ -45,7 +46,8 @@ async def run_reindex(concurrency: int) -> None:
         raise SystemExit(f"no embedded search store at {settings.search_db_file}: nothing to move")
     source = EmbeddedSearchStore(settings.search_db_file)
     target = ElasticsearchSearchStore(
-        settings.elasticsearch_url, prefix=settings.elasticsearch_index_prefix
+        ElasticsearchConnection.from_settings(settings),
+        prefix=settings.elasticsearch_index_prefix,
     )
 
     def progress(done: int, total: int, chunks: int) -> None:

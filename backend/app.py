@@ -18,6 +18,7 @@ from backend.http.error_handlers import register_error_handlers
 from backend.http.flow_control import FlowControlledConnection
 from backend.http.openapi import SluiceOpenAPIProvider
 from backend.http.path_ids import register_path_ids
+from backend.http.request_metrics import ConnectionMetrics, register_request_metrics
 from backend.http.requests import FORM_MAX_FIELDS, SluiceRequest
 from backend.http.routes import admin_users, api_keys, health, session, users
 from backend.http.routes import app_versions as app_versions_routes
@@ -33,6 +34,7 @@ from backend.http.routes import docs_assets as docs_assets_routes
 from backend.http.routes import documents as documents_routes
 from backend.http.routes import events as events_routes
 from backend.http.routes import messages as messages_routes
+from backend.http.routes import metrics as metrics_routes
 from backend.http.routes import openai_chat as openai_chat_routes
 from backend.http.routes import parsing as parsing_routes
 from backend.http.routes import qanything as qanything_routes
@@ -44,11 +46,13 @@ from backend.http.routes import task_streams as task_streams_routes
 from backend.http.routes import tasks as tasks_routes
 from backend.http.routes import uploads as uploads_routes
 from backend.http.routes import ws as ws_routes
+from backend.metrics.exposition import process_ended
 from backend.observability import accepted_request_id, configure_logging, request_id_var
 from backend.providers.embedding_registry import close_embeddings, configure_embeddings
 from backend.providers.registry import close_registry
 from backend.providers.rerank_registry import close_rerankers, configure_rerankers
 from backend.search.stores import close_search_store, configure_search_store
+from backend.services.readiness import standard_probes
 from backend.services.users import ensure_admin
 from backend.settings import Settings, get_settings
 from backend.signing_key import SigningKeyError, signing_key
@@ -113,11 +117,15 @@ def create_app(settings: Settings | None = None) -> Quart:
             app.asgi_app, mode="legacy", trusted_hops=settings.trusted_proxy_hops
         )
     app.asgi_app = BodyLimits(app, app.asgi_app)  # type: ignore[method-assign]
+    app.asgi_app = ConnectionMetrics(app.asgi_app)  # type: ignore[method-assign]
     register_error_handlers(app)
     register_path_ids(app)
     register_request_logging(app)
+    register_request_metrics(app)
     for blueprint in blueprints():
         app.register_blueprint(blueprint)
+    # /readyz's dependencies; a part with its own (file storage) adds a probe here.
+    app.config["READINESS"] = standard_probes(lambda: app.config["REDIS"])
 
     @app.before_serving
     async def startup() -> None:
@@ -146,6 +154,7 @@ def create_app(settings: Settings | None = None) -> Quart:
         await close_embeddings()
         await close_rerankers()
         await close_database()
+        process_ended()
 
     return app
 
@@ -153,6 +162,7 @@ def create_app(settings: Settings | None = None) -> Quart:
 def blueprints() -> list:
     return [
         health.blueprint,
+        metrics_routes.blueprint,
         docs_assets_routes.blueprint,
         users.blueprint,
         admin_users.blueprint,

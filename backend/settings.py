@@ -134,6 +134,20 @@ class Settings(BaseSettings):
     search_vector_cache_mb: int = Field(512, ge=0)
     elasticsearch_url: str = "http://127.0.0.1:9200"
     elasticsearch_index_prefix: str = "sluice"
+    # A production cluster (backend/search/elasticsearch_client.py): ELASTICSEARCH_URL may
+    # name several nodes (comma-separated); an API key or a user and password; the CA that
+    # signed the nodes' certificates (verification stays on unless explicitly turned off).
+    elasticsearch_api_key: str = ""
+    elasticsearch_username: str = ""
+    elasticsearch_password: str = ""
+    elasticsearch_ca_certs: str = ""
+    elasticsearch_verify_certs: bool = True
+    # Of every index Sluice creates (a replica needs a second node to be allocated).
+    elasticsearch_shards: int = Field(1, ge=1, le=1024)
+    elasticsearch_replicas: int = Field(0, ge=0, le=16)
+    elasticsearch_request_timeout_seconds: float = Field(30.0, gt=0)
+    # Retries of a request on a timeout or a lost connection, on the next node.
+    elasticsearch_max_retries: int = Field(3, ge=0, le=20)
 
     # Retrieval: rerank models (backend/providers/rerank.py) and how they are used.
     rerank_models: str = ""
@@ -158,6 +172,13 @@ class Settings(BaseSettings):
     feed_retention_seconds: int = Field(3600, ge=1)
     feed_max_events: int = Field(1000, ge=1)
     feed_progress_interval_seconds: float = Field(0.5, ge=0)
+
+    # Operators: Prometheus metrics (backend/metrics/) and readiness (/readyz).
+    metrics_enabled: bool = True
+    metrics_token: str = ""
+    worker_metrics_port: int = Field(0, ge=0, le=65535)
+    worker_metrics_bind: str = "127.0.0.1"
+    readiness_timeout_seconds: float = Field(1.5, gt=0, le=10)
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -223,6 +244,20 @@ class Settings(BaseSettings):
         from backend.storage.configured import parse_storage_url
 
         parse_storage_url(self.storage_url, self.data_dir)
+        return self
+
+    @model_validator(mode="after")
+    def check_elasticsearch(self) -> Settings:
+        """ELASTICSEARCH_URL's nodes parse, and one kind of credentials is given."""
+        from backend.search.elasticsearch_client import hosts_of
+
+        hosts_of(self.elasticsearch_url)
+        if self.elasticsearch_api_key and self.elasticsearch_username:
+            raise ValueError(
+                "set ELASTICSEARCH_API_KEY or ELASTICSEARCH_USERNAME/PASSWORD, not both"
+            )
+        if self.elasticsearch_password and not self.elasticsearch_username:
+            raise ValueError("ELASTICSEARCH_PASSWORD is set without ELASTICSEARCH_USERNAME")
         return self
 
     @property

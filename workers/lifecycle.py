@@ -1,10 +1,13 @@
-"""Start-up and shut-down shared by every worker: SQL, Redis, settings in the job context."""
+"""Start-up and shut-down shared by every worker: SQL, Redis, settings in the job context,
+and the worker's own /metrics when WORKER_METRICS_PORT is set."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from backend.database import close_database, open_database
+from backend.metrics.exposition import process_ended
+from backend.metrics.worker_endpoint import WorkerMetricsEndpoint
 from backend.observability import configure_logging
 from backend.settings import get_settings
 from backend.signing_key import SigningKeyError, signing_key
@@ -20,10 +23,16 @@ async def startup(ctx: dict[str, Any]) -> None:
         raise SystemExit(str(error)) from None
     await open_database(settings)
     ctx["settings"] = settings
+    if settings.worker_metrics_port:
+        ctx["metrics"] = WorkerMetricsEndpoint(settings, ctx["redis"])
+        await ctx["metrics"].start()
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    if "metrics" in ctx:
+        await ctx["metrics"].stop()
     await close_database()
+    process_ended()
 
 
 async def ping(ctx: dict[str, Any]) -> str:

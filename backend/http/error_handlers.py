@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTo
 
 from backend.errors import ApiError, TooManyRequests
 from backend.http.responses import error_response
+from backend.search.store import SearchStoreUnavailable
 
 log = logging.getLogger("sluice.http")
 
@@ -35,6 +36,14 @@ def register_error_handlers(app: Quart) -> None:
         response = error_response(error.status, error.message, error.code)
         if isinstance(error, TooManyRequests) and error.retry_after is not None:
             response.headers["Retry-After"] = str(error.retry_after)
+        return response
+
+    @app.errorhandler(SearchStoreUnavailable)
+    async def search_store_unavailable(error: SearchStoreUnavailable):
+        """The cluster is down or refuses us: the operator's problem, not the caller's."""
+        log.warning("search store unavailable: %s", error)
+        response = error_response(503, f"The search store is unavailable ({error}); try again")
+        response.headers["Retry-After"] = "5"
         return response
 
     @app.errorhandler(RequestSchemaValidationError)

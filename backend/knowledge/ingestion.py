@@ -38,11 +38,12 @@ from backend.knowledge.parsing.document import ParsedDocument, ParseFailure
 from backend.knowledge.parsing.runner import run_parse_with_limits
 from backend.knowledge.run_report import RunReport
 from backend.knowledge.run_watch import RunStopped, RunWatch
+from backend.metrics.instruments import INGEST_CHUNKS
 from backend.models import Dataset, Document
 from backend.models.knowledge import DocumentRun
 from backend.providers.base import ProviderError
 from backend.providers.embedding_registry import embedding_provider
-from backend.search.store import SearchStore
+from backend.search.store import SearchStore, SearchStoreUnavailable
 from backend.settings import Settings
 from backend.storage.base import FileStorage
 
@@ -183,6 +184,7 @@ async def index(context: IngestContext, document: Document, prepared: Prepared) 
     if not finished:
         await clean_up_stale(context, document.id)
         return "stopped"
+    INGEST_CHUNKS.inc(len(records))
     return "done"
 
 
@@ -220,6 +222,11 @@ async def ingest_document(context: IngestContext, document_id: str, run_id: str)
             return await report.fail(f"Embedding failed: {error.message}")
         except ApiError as error:
             return await report.fail(error.message)
+        except SearchStoreUnavailable as error:
+            return await report.fail(
+                f"The search store is unavailable ({error}); parse the document again "
+                "once it is back"
+            )
         except Exception:
             log.exception("ingesting document %s failed", document_id)
             return await report.fail("Parsing failed because of an internal error; try again")

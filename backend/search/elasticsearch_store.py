@@ -34,18 +34,31 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from elasticsearch import AsyncElasticsearch
-from elasticsearch.serializer import OrjsonSerializer
 
+from backend.metrics.instruments import SEARCH_SECONDS
 from backend.search import elasticsearch_queries as q
 from backend.search.analyzer import analyze
+from backend.search.elasticsearch_client import (
+    ElasticsearchConnection,
+    client_of,
+    unavailable_reason,
+)
 from backend.search.elasticsearch_records import record_of
 from backend.search.elasticsearch_writes import SEARCH_OPTIONS, ElasticsearchWrites, opened
-from backend.search.store import ChunkPage, ChunkRecord, ScoredChunk, SearchFilter, unit_query
+from backend.search.store import (
+    ChunkPage,
+    ChunkRecord,
+    ScoredChunk,
+    SearchFilter,
+    SearchStoreUnavailable,
+    unit_query,
+)
 from backend.search.term_statistics import distinct_terms
 from backend.search.term_statistics import informative_terms as rule
 
@@ -55,10 +68,15 @@ MIXED_READ_RETRIES = 5
 class ElasticsearchSearchStore(ElasticsearchWrites):
     """The reads, and opening/closing; the writes are `ElasticsearchWrites`."""
 
-    def __init__(self, url: str, *, prefix: str = "sluice", request_timeout: float = 30) -> None:
-        self.client = AsyncElasticsearch(
-            url, request_timeout=request_timeout, serializer=OrjsonSerializer()
-        )
+    def __init__(
+        self, connection: ElasticsearchConnection | str, *, prefix: str = "sluice"
+    ) -> None:
+        """`connection`: nodes, credentials, TLS and index layout (a bare URL: one node,
+        no credentials, one shard, no replica)."""
+        if isinstance(connection, str):
+            connection = ElasticsearchConnection.of_url(connection)
+        self.connection = connection
+        self.client: AsyncElasticsearch = client_of(connection)
         self.prefix = prefix
         self.live_index = f"{prefix}-live"
         self.pattern = f"{prefix}-chunks-*"
@@ -67,9 +85,22 @@ class ElasticsearchSearchStore(ElasticsearchWrites):
         self.open_lock = asyncio.Lock()
 
     async def open(self) -> None:
-        await self.create_index(self.live_index, mappings=q.live_mapping())
+        await self.create_index(
+            self.live_index,
+            settings={**self.connection.index_settings(), "number_of_shards": 1},
+            mappings=q.live_mapping(),
+        )
         await self.set_hidden([], [])
         self.opened = True
+
+    async def check(self, within: float) -> None:
+        """Readiness: one search of Sluice's indices (what the app needs the user to be
+        allowed), one try, `within` seconds; raises `SearchStoreUnavailable` saying why."""
+        client = self.client.options(request_timeout=within, max_retries=0)
+        try:
+            await client.search(index=self.pattern, size=0, **SEARCH_OPTIONS)
+        except Exception as exc:
+            raise SearchStoreUnavailable(unavailable_reason(exc)) from exc
 
     async def close(self) -> None:
         await self.client.close()
@@ -150,10 +181,12 @@ class ElasticsearchSearchStore(ElasticsearchWrites):
             ]
         if not searches:
             return [], []
+        started = time.perf_counter()
         for _ in range(MIXED_READ_RETRIES):
             keyword, by_vector, generations = await self.run_legs(searches, bool(terms), query)
             if all(len(seen) == 1 for seen in generations.values()):
                 break
+        SEARCH_SECONDS.labels("elasticsearch", "legs").observe(time.perf_counter() - started)
         return keyword, by_vector
 
     async def informative_terms(self, terms: Sequence[str]) -> list[str]:
@@ -177,11 +210,11 @@ class ElasticsearchSearchStore(ElasticsearchWrites):
         by_vector: list[ScoredChunk] = []
         everything: list[dict[str, Any]] = []
         if with_terms:
-            hits = checked(next(responses))["hits"]["hits"]
+            hits = took(checked(next(responses)), "keyword")["hits"]["hits"]
             keyword = [ScoredChunk(record_of(h["_source"]), float(h["_score"])) for h in hits]
             everything += hits
         if query is not None:
-            knn = checked(next(responses))
+            knn = took(checked(next(responses)), "vector")
             dimensions = checked(next(responses))["aggregations"]["dimensions"]["buckets"]
             other = [b["key"] for b in dimensions if b["key"] != query.size]
             if other:
@@ -199,6 +232,12 @@ class ElasticsearchSearchStore(ElasticsearchWrites):
             source = hit["_source"]
             generations.setdefault(source["document_id"], set()).add(source["generation"])
         return keyword, by_vector, generations
+
+
+def took(response: dict[str, Any], leg: str) -> dict[str, Any]:
+    """Observe the leg's own time on the node (`took`, in ms) and pass the response on."""
+    SEARCH_SECONDS.labels("elasticsearch", leg).observe(response.get("took", 0) / 1000)
+    return response
 
 
 def checked(response: dict[str, Any]) -> dict[str, Any]:

@@ -21,12 +21,24 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from elasticsearch import AsyncElasticsearch, BadRequestError, ConflictError, NotFoundError
+from elasticsearch import (
+    ApiError,
+    AsyncElasticsearch,
+    BadRequestError,
+    ConflictError,
+    NotFoundError,
+    TransportError,
+)
 from elasticsearch.helpers import async_bulk
 
 from backend.search import elasticsearch_queries as q
+from backend.search.elasticsearch_client import (
+    ElasticsearchConnection,
+    is_outage,
+    unavailable_reason,
+)
 from backend.search.elasticsearch_records import record_of, source_of
-from backend.search.store import ChunkRecord, ChunkUpdate
+from backend.search.store import ChunkRecord, ChunkUpdate, SearchStoreUnavailable
 
 T = TypeVar("T")
 SEARCH_OPTIONS = {"ignore_unavailable": True, "allow_no_indices": True}
@@ -36,21 +48,29 @@ DELETE_PAGE = 1000
 def opened(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     """Open the store (create the live index) on first use, as the embedded store does;
     once, however many calls arrive together (a second opener would find the index
-    created but its shard maybe not yet started, and fail reading it)."""
+    created but its shard maybe not yet started, and fail reading it). A cluster that
+    cannot serve (no node answers once the client's retries are spent, credentials or
+    TLS refused, no shard copy available) raises `SearchStoreUnavailable` saying why."""
 
     @functools.wraps(method)
     async def wrapper(self: Any, *args: Any, **kwargs: Any) -> T:
-        if not self.opened:
-            async with self.open_lock:
-                if not self.opened:
-                    await self.open()
-        return await method(self, *args, **kwargs)
+        try:
+            if not self.opened:
+                async with self.open_lock:
+                    if not self.opened:
+                        await self.open()
+            return await method(self, *args, **kwargs)
+        except (TransportError, ApiError) as exc:
+            if not is_outage(exc):
+                raise
+            raise SearchStoreUnavailable(unavailable_reason(exc)) from exc
 
     return wrapper
 
 
 class ElasticsearchWrites:
     client: AsyncElasticsearch
+    connection: ElasticsearchConnection
     prefix: str
     live_index: str
     pattern: str
@@ -80,9 +100,8 @@ class ElasticsearchWrites:
 
     async def ensure_chunk_index(self, dimension: int) -> str:
         name = self.index_for(dimension)
-        await self.create_index(
-            name, settings=q.chunk_index_settings(), mappings=q.chunk_mapping(dimension)
-        )
+        settings = {**q.chunk_index_settings(), **self.connection.index_settings()}
+        await self.create_index(name, settings=settings, mappings=q.chunk_mapping(dimension))
         return name
 
     async def set_hidden(self, hide: Sequence[str], show: Sequence[str]) -> None:

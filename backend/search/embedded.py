@@ -28,6 +28,7 @@ import asyncio
 import dataclasses
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -35,11 +36,19 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from backend.metrics.instruments import SEARCH_SECONDS
 from backend.search import embedded_postings as postings
 from backend.search import embedded_schema as schema
 from backend.search.analyzer import analyze
 from backend.search.embedded_queries import keyword_hits, vector_hits
-from backend.search.store import ChunkPage, ChunkRecord, ChunkUpdate, ScoredChunk, SearchFilter
+from backend.search.store import (
+    ChunkPage,
+    ChunkRecord,
+    ChunkUpdate,
+    ScoredChunk,
+    SearchFilter,
+    SearchStoreUnavailable,
+)
 from backend.search.vector_cache import VectorCache
 
 T = TypeVar("T")
@@ -97,6 +106,13 @@ class EmbeddedSearchStore:
 
     async def open(self) -> None:
         await self.run(lambda conn: None, write=False)
+
+    async def check(self, within: float) -> None:
+        """A read transaction on the file (it is local: only a broken disk fails it)."""
+        try:
+            await asyncio.wait_for(self.open(), within)
+        except (sqlite3.Error, OSError, TimeoutError) as exc:
+            raise SearchStoreUnavailable(f"{self.path}: {exc or 'no answer in time'}") from exc
 
     async def close(self) -> None:
         self.executor.shutdown(wait=True)
@@ -250,9 +266,17 @@ class EmbeddedSearchStore:
         self, terms: Sequence[str], vector: np.ndarray | None, filter: SearchFilter, top_k: int
     ) -> tuple[list[ScoredChunk], list[ScoredChunk]]:
         def work(conn: sqlite3.Connection) -> tuple[list[ScoredChunk], list[ScoredChunk]]:
+            started = time.perf_counter()
             keyword = keyword_hits(conn, terms, filter, top_k)
+            between = time.perf_counter()
+            SEARCH_SECONDS.labels("embedded", "keyword").observe(between - started)
             if vector is None:
                 return keyword, []
-            return keyword, vector_hits(conn, self.vectors, vector, filter, top_k)
+            by_vector = vector_hits(conn, self.vectors, vector, filter, top_k)
+            SEARCH_SECONDS.labels("embedded", "vector").observe(time.perf_counter() - between)
+            return keyword, by_vector
 
-        return await self.run(work, write=False)
+        started = time.perf_counter()
+        legs = await self.run(work, write=False)
+        SEARCH_SECONDS.labels("embedded", "legs").observe(time.perf_counter() - started)
+        return legs

@@ -110,12 +110,21 @@ class ChunkPage:
     chunks: list[ChunkRecord]
 
 
+class SearchStoreUnavailable(Exception):
+    """The store cannot serve; the message says why (readiness names it)."""
+
+
 class SearchStore(Protocol):
     async def open(self) -> None:
         """Create what the store needs (tables, indices); idempotent."""
         ...
 
     async def close(self) -> None: ...
+
+    async def check(self, within: float) -> None:
+        """Raise `SearchStoreUnavailable` when the store cannot serve (readiness): one
+        cheap read, given up after `within` seconds."""
+        ...
 
     # -- writes --------------------------------------------------------------------------
     async def replace_document(self, document_id: str, records: Sequence[ChunkRecord]) -> None:

@@ -1,12 +1,14 @@
 """The search store this process uses, built from settings once and shared.
 
 SEARCH_STORE chooses it: `embedded` (one SQLite file) or `elasticsearch`
-(ELASTICSEARCH_URL, indices under ELASTICSEARCH_INDEX_PREFIX); both serve the same
+(ELASTICSEARCH_URL's nodes with its credentials and CA, indices under
+ELASTICSEARCH_INDEX_PREFIX: `elasticsearch_client.py`); both serve the same
 `SearchStore` interface and pass one contract suite.
 """
 
 from __future__ import annotations
 
+from backend.search.elasticsearch_client import ElasticsearchConnection
 from backend.search.elasticsearch_store import ElasticsearchSearchStore
 from backend.search.embedded import EmbeddedSearchStore
 from backend.search.store import SearchStore
@@ -18,7 +20,8 @@ _store: SearchStore | None = None
 def build_search_store(settings: Settings) -> SearchStore:
     if settings.search_store == "elasticsearch":
         return ElasticsearchSearchStore(
-            settings.elasticsearch_url, prefix=settings.elasticsearch_index_prefix
+            ElasticsearchConnection.from_settings(settings),
+            prefix=settings.elasticsearch_index_prefix,
         )
     return EmbeddedSearchStore(
         settings.search_db_file, vector_cache_bytes=settings.search_vector_cache_mb * 1024 * 1024

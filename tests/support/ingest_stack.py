@@ -140,7 +140,7 @@ def embedding_settings(base_url: str) -> dict[str, Any]:
 
 @asynccontextmanager
 async def ingest_stack(
-    base: Settings, log_dir: Path, *, workers: int = 1, **overrides: Any
+    base: Settings, log_dir: Path, *, workers: int = 1, web_workers: int = 1, **overrides: Any
 ) -> AsyncIterator[IngestStack]:
     embeddings = SlowEmbeddings()
     upstream = FakeEmbeddingServer(embeddings)
@@ -160,7 +160,7 @@ async def ingest_stack(
             **overrides,
         }
     )
-    server = await start_hypercorn(settings, log_dir)
+    server = await start_hypercorn(settings, log_dir, workers=web_workers)
     stack = IngestStack(settings, server, log_dir, embeddings, upstream)
     try:
         for _ in range(workers):

@@ -26,7 +26,7 @@ from backend.services.upload_access import inline_uploads
 from backend.settings import Settings
 from backend.streams.task_stream import TaskStream
 from schemas.events import QueuedEvent, ReferenceEvent, TokenEvent
-from workers.jobs import knowledge
+from workers.jobs import knowledge, task_metrics
 from workers.jobs.citing import with_citations
 from workers.jobs.knowledge import KnowledgeTurn
 from workers.jobs.relay import Ending, Relay
@@ -104,6 +104,7 @@ async def answer_without_model(
     return "succeeded"
 
 
+@task_metrics.counted
 async def generate_answer(ctx: dict[str, Any], task_id: str) -> str:
     settings: Settings = ctx["settings"]
     redis = ctx["redis"]
@@ -111,6 +112,7 @@ async def generate_answer(ctx: dict[str, Any], task_id: str) -> str:
     if task is None:
         return "skipped: task is not queued"
     turn: KnowledgeTurn | None = None
+    clock = task_metrics.TokenClock(task.created_at)
     try:
         request = await chat_request(task, settings)
         stream = TaskStream.for_task(redis, settings, task_id, ctx.get("event_writer"))
@@ -125,6 +127,7 @@ async def generate_answer(ctx: dict[str, Any], task_id: str) -> str:
                 return await answer_without_model(task, turn, plan, redis, settings)
 
         async def send(text: str) -> None:
+            clock.token()
             await stream.append(TokenEvent(delta=text))
 
         async def queued(position: int) -> None:
@@ -182,6 +185,7 @@ async def generate_answer(ctx: dict[str, Any], task_id: str) -> str:
         completion_tokens=usage.completion_tokens if usage else count_tokens(relayed.answer),
         finish_reason=usage.finish_reason if usage else FinishReason.STOP,
     )
+    generated = answer.completion_tokens  # the answer's own, before a rewrite call's
     if turn is not None:
         if relayed.ending is not Ending.CANCELLED:
             answer = await with_citations(
@@ -199,4 +203,5 @@ async def generate_answer(ctx: dict[str, Any], task_id: str) -> str:
         )
         return "cancelled"
     await task_outcomes.succeed(task, request.model, answer, redis=redis, settings=settings)
+    clock.finished(generated)
     return "succeeded"

@@ -10,6 +10,7 @@ from backend.knowledge.chunk_embedding import embed_stored_chunks
 from backend.knowledge.ingest_recovery import sweep_documents
 from backend.knowledge.ingestion import IngestContext, ingest_document
 from backend.knowledge.parse_preview import PreviewFile, PreviewResult, preview_chunks
+from backend.metrics.instruments import INGEST_DOCUMENTS
 
 
 def ingest_context(ctx: dict[str, Any]) -> IngestContext:
@@ -19,7 +20,10 @@ def ingest_context(ctx: dict[str, Any]) -> IngestContext:
 
 
 async def parse_document(ctx: dict[str, Any], document_id: str, run_id: str) -> str:
-    return await ingest_document(ingest_context(ctx), document_id, run_id)
+    outcome = await ingest_document(ingest_context(ctx), document_id, run_id)
+    # "done", "failed", "stopped" or "skipped: why"; chunks are counted by `index`.
+    INGEST_DOCUMENTS.labels(outcome.partition(":")[0]).inc()
+    return outcome
 
 
 async def embed_chunks(ctx: dict[str, Any], document_id: str, chunk_ids: list[str]) -> int:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from quart import Blueprint, current_app
 from quart_schema import hide
-from tortoise import connections
 
 from backend.http.responses import error_response
+from backend.services.readiness import ReadinessProbes, down_message
 
 blueprint = Blueprint("health", __name__)
 
@@ -20,15 +20,10 @@ async def healthz():
 @blueprint.get("/readyz")
 @hide
 async def readyz():
-    down = []
-    try:
-        await connections.get("default").execute_query("SELECT 1")
-    except Exception:
-        down.append("sql")
-    try:
-        await current_app.config["REDIS"].ping()
-    except Exception:
-        down.append("redis")
-    if down:
-        return error_response(503, "Not ready: unreachable " + ", ".join(down))
+    """503 naming every dependency that is down, and why; within READINESS_TIMEOUT_SECONDS
+    whatever hangs (backend/services/readiness.py)."""
+    probes: ReadinessProbes = current_app.config["READINESS"]
+    failures = await probes.down(current_app.config["SETTINGS"].readiness_timeout_seconds)
+    if failures:
+        return error_response(503, down_message(failures))
     return {"status": "ready"}
