@@ -5,11 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from tortoise import Tortoise
+from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.migrations.api import migrate
 
 from backend.settings import Settings
 
 MIGRATIONS_PACKAGE = "backend.migrations"
+# Transactions that begin with the write lock (backend/sqlite_engine.py).
+SQLITE_ENGINE = "backend.sqlite_engine"
 # WAL (Tortoise's default) with synchronous=NORMAL: commits don't wait for fsync, and the
 # database can't be corrupted; only a power loss can drop the last commits. Any of these
 # can be overridden in DATABASE_URL, e.g. `?synchronous=FULL`.
@@ -27,9 +30,14 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def tortoise_config(settings: Settings) -> dict[str, Any]:
+def tortoise_config(settings: Settings, *, serving: bool = False) -> dict[str, Any]:
+    """`serving`: the service's own connections, SQLite's with `SQLITE_ENGINE`."""
+    url = normalize_url(settings.effective_database_url)
+    connection: str | dict[str, Any] = url
+    if serving and url.startswith("sqlite://"):
+        connection = {**expand_db_url(url), "engine": SQLITE_ENGINE}
     return {
-        "connections": {"default": normalize_url(settings.effective_database_url)},
+        "connections": {"default": connection},
         "apps": {
             "models": {
                 "models": ["backend.models"],
@@ -58,7 +66,9 @@ async def migrate_database(settings: Settings) -> None:
 async def open_database(settings: Settings) -> None:
     ensure_sqlite_dir(settings)
     # Lifespan hooks run in another task than requests, so the context must be global.
-    await Tortoise.init(config=tortoise_config(settings), _enable_global_fallback=True)
+    await Tortoise.init(
+        config=tortoise_config(settings, serving=True), _enable_global_fallback=True
+    )
 
 
 async def close_database() -> None:

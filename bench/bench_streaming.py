@@ -5,16 +5,27 @@ a Hypercorn web process and an arq chat worker, then measures:
 
 (a) time to first token through Sluice (POST /api/v1/tasks with `stream: true` → first
     `token` event at the client) next to the provider's own first-token time, p50/p99,
-    at 1 and at 200 concurrent streams; the difference is what Sluice adds. Each level
-    also prints its demand: the cores the harness and Sluice need for the load it offers;
-(b) delivered tokens/s and CPU seconds (web + worker processes) per 1k tokens at 500
-    concurrent streams, next to the raw provider's tokens/s and CPU;
+    at 1, 20 and more concurrent streams; the difference is what Sluice adds. Each level
+    also prints its demand (the cores the harness and Sluice need for the load it offers)
+    and the cores the web and worker processes used: the highest level whose added p99
+    stays within 100 ms, divided by those cores, is the streams per core;
+(b) delivered tokens/s and CPU (web + worker processes) per answer and per 1k tokens at
+    500 concurrent streams, next to the raw provider's tokens/s and CPU;
+(f) where an answer's CPU goes: CPU per answer of the web and worker processes for
+    answers of 2 and of 60 tokens at the same load, solved for a fixed part per answer
+    and a part per token;
 (c) RSS of the web process holding 5,000 idle open SSE streams.
 
-Usage: python -m bench.bench_streaming [--quick] [--database-url URL] [--chat-workers N]
-       [--web-workers N] [--tokens N] [--rate TOKENS_PER_S] [--streams N]
-       [--ttft-streams 1,200] [--phases abc] [--profile DIR]
-Targets: added first-token p50 <= 15 ms and p99 <= 60 ms at 200 streams.
+With `--base DIR` (another checkout, e.g. `git worktree add /tmp/sluice-base <commit>`)
+every phase runs first against that code and then against this one, in the same run,
+and a last table puts both next to the targets of docs/streaming.md.
+
+Usage: python -m bench.bench_streaming [--quick] [--base DIR] [--database-url URL]
+       [--chat-workers N] [--web-workers N] [--tokens N] [--rate TOKENS_PER_S]
+       [--streams N] [--ttft-streams 1,20,40] [--phases abfc] [--profile DIR]
+Targets: CPU per 60-token answer <= 16 ms and half the base; tokens/s at 500 streams
+>= 0.25x the raw provider; added first token p50 <= 8 ms, p99 <= 15 ms at 1 stream and
+p99 <= 50 ms at 20; >= 50 streams per core at added p99 <= 100 ms; idle stream <= 40 KB.
 """
 
 from __future__ import annotations
@@ -41,6 +52,7 @@ import redis
 
 from backend.settings import Settings
 from bench.service import free_port, redis_url
+from bench.streaming_report import CostSplit, Figures, Level, Throughput, compare
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_ID = "bench-model"
@@ -55,11 +67,13 @@ class Plan:
     idle_streams: int
     tokens: int
     tokens_per_second: float
-    phases: str = "abc"
+    phases: str = "abfc"
+    cost_streams: int = 100
+    short_tokens: int = 2
 
 
-FULL = Plan((1, 200), 10.0, 500, 5000, 60, 50.0)
-QUICK = Plan((1, 50), 4.0, 100, 300, 30, 50.0)
+FULL = Plan((1, 20, 40, 60, 80, 100), 10.0, 500, 5000, 60, 50.0)
+QUICK = Plan((1, 20), 4.0, 100, 300, 30, 50.0, cost_streams=50)
 
 
 # --- processes ---------------------------------------------------------------------------
@@ -108,12 +122,14 @@ class Stack:
     web_port: int
     fake_port: int
     redis_pid: int
+    tree: Path = ROOT
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
-    def start(self, name: str, args: list[str]) -> subprocess.Popen:
+    def start(self, name: str, args: list[str], cwd: Path | None = None) -> subprocess.Popen:
+        """A process of the code under test (`tree`), or of this checkout with `cwd`."""
         process = subprocess.Popen(
             args,
-            cwd=ROOT,
+            cwd=cwd or self.tree,
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -136,6 +152,11 @@ class Stack:
 
     def pid(self, name: str) -> int:
         return self.processes[name].pid
+
+    def cpu_by_role(self) -> dict[str, float]:
+        """CPU seconds so far of the web process(es) and of all chat workers."""
+        workers = [p.pid for n, p in self.processes.items() if n.startswith("worker")]
+        return {"web": cpu_seconds([self.pid("web")]), "worker": cpu_seconds(workers)}
 
 
 def wait_http(url: str, seconds: float = 60) -> None:
@@ -162,7 +183,10 @@ def stack(
     web_workers: int,
     chat_workers: int = 1,
     profile: Path | None = None,
+    tree: Path = ROOT,
 ) -> Iterator[Stack]:
+    """The fake provider (always this checkout's), and Sluice's web and chat worker
+    processes run from `tree`'s code."""
     with tempfile.TemporaryDirectory() as data_dir, redis_url() as redis_address:
         web_port, fake_port = free_port(), free_port()
         models = [
@@ -192,11 +216,11 @@ def stack(
             "NEW_USER_CREDITS": "0",
         }
         server = redis.Redis.from_url(redis_address).info("server")
-        running = Stack(env, web_port, fake_port, int(server["process_id"]))
+        running = Stack(env, web_port, fake_port, int(server["process_id"]), tree)
         try:
             subprocess.run(
                 [sys.executable, "-m", "backend", "migrate"],
-                cwd=ROOT,
+                cwd=tree,
                 env=env,
                 check=True,
                 stdout=subprocess.DEVNULL,
@@ -214,6 +238,7 @@ def stack(
                     "--tokens",
                     str(plan.tokens),
                 ],
+                cwd=ROOT,
             )
             web = [*python(profile, "web"), "hypercorn", "backend.asgi:app"]
             # Profiled, Hypercorn serves in its own process (--workers 0), not a child.
@@ -379,6 +404,8 @@ class Fixture:
     token: str
     user_id: int
     sessions: list[str]
+    # Sessions of an assistant whose max_tokens caps answers at `Plan.short_tokens`.
+    short_sessions: list[str]
 
 
 @contextlib.asynccontextmanager
@@ -396,24 +423,29 @@ async def database(env: dict[str, str]) -> AsyncIterator[Settings]:
         await close_database()
 
 
-async def prepare(env: dict[str, str], sessions: int) -> Fixture:
-    """A user and `sessions` chat sessions, created directly in the service's database."""
+async def prepare(env: dict[str, str], sessions: int, short: int, short_tokens: int) -> Fixture:
+    """A user, `sessions` chat sessions and `short` of an assistant answering in
+    `short_tokens` tokens, created directly in the service's database."""
     from backend.models import Assistant, ChatSession
     from backend.services.tokens import issue_access_token
     from backend.services.users import create_user
 
     async with database(env) as settings:
         user = await create_user(settings, f"bench{uuid.uuid4().hex[:8]}", "bench-password-1")
-        assistant = await Assistant.create(
-            owner_id=user.id, name="bench", llm={"model_name": MODEL_ID}
-        )
-        ids = []
-        for index in range(sessions):
-            session = await ChatSession.create(
-                assistant_id=assistant.id, user_id=user.id, name=f"s{index}"
-            )
-            ids.append(session.id)
-        return Fixture(issue_access_token(user, settings), user.id, ids)
+
+        async def sessions_of(llm: dict, count: int) -> list[str]:
+            assistant = await Assistant.create(owner_id=user.id, name="bench", llm=llm)
+            ids = []
+            for index in range(count):
+                session = await ChatSession.create(
+                    assistant_id=assistant.id, user_id=user.id, name=f"s{index}"
+                )
+                ids.append(session.id)
+            return ids
+
+        ids = await sessions_of({"model_name": MODEL_ID}, sessions)
+        brief = await sessions_of({"model_name": MODEL_ID, "max_tokens": short_tokens}, short)
+        return Fixture(issue_access_token(user, settings), user.id, ids, brief)
 
 
 async def queued_tasks(env: dict[str, str], fixture: Fixture, count: int) -> list[str]:
@@ -511,7 +543,9 @@ def harness_cores(before: dict[str, float], after: dict[str, float], seconds: fl
     return sum(after[n] - before[n] for n in ("fake provider", "load generator")) / seconds
 
 
-async def first_token(running: Stack, token: str, sessions: list[str], plan: Plan) -> None:
+async def first_token(
+    running: Stack, token: str, sessions: list[str], plan: Plan, figures: Figures
+) -> None:
     print(
         f"\n(a) time to first token (ms), {plan.tokens} tokens per answer at "
         f"{plan.tokens_per_second:g} tokens/s, closed loop for {plan.seconds:g} s per level"
@@ -526,12 +560,14 @@ async def first_token(running: Stack, token: str, sessions: list[str], plan: Pla
             concurrency, plan, lambda i: provider_stream(running.fake_port)
         )
         raw_after = before = cpu_split(running)
+        roles_before = running.cpu_by_role()
         ours, seconds = await closed_loop(
             concurrency,
             plan,
             lambda i: sluice_stream(running.web_port, token, sessions[i]),
         )
         after = cpu_split(running)
+        roles = {k: (v - roles_before[k]) / seconds for k, v in running.cpu_by_role().items()}
         r50, r99 = (
             pct([r.first_token_ms for r in raw], 0.5),
             pct([r.first_token_ms for r in raw], 0.99),
@@ -541,12 +577,19 @@ async def first_token(running: Stack, token: str, sessions: list[str], plan: Pla
             pct([r.first_token_ms for r in ours], 0.99),
         )
         failed = sum(not r.ok for r in ours)
+        figures.levels[concurrency] = Level(
+            concurrency, r50, r99, p50, p99, len(ours), failed, roles["web"], roles["worker"]
+        )
         print(
             f"{concurrency:>8} {r50:>13.2f} {r99:>8.2f} {p50:>11.2f} {p99:>8.2f} "
             f"{p50 - r50:>10.2f} {p99 - r99:>8.2f} {len(ours):>6} {failed:>7}"
         )
         cores = ", ".join(f"{name} {(after[name] - before[name]) / seconds:.2f}" for name in after)
-        print(f"{'':>8} cores busy during the Sluice run: {cores}")
+        print(
+            f"{'':>8} cores busy during the Sluice run: {cores} (web {roles['web']:.2f}, "
+            f"worker {roles['worker']:.2f}; {concurrency / (sum(roles.values()) or 1e-9):.0f} "
+            "streams per Sluice core)"
+        )
         answers = max(len(ours), 1)
         demand = Demand(
             offered_answers_per_s=len(raw) / raw_seconds,
@@ -563,7 +606,9 @@ async def first_token(running: Stack, token: str, sessions: list[str], plan: Pla
         )
 
 
-async def throughput(running: Stack, token: str, sessions: list[str], plan: Plan) -> None:
+async def throughput(
+    running: Stack, token: str, sessions: list[str], plan: Plan, figures: Figures
+) -> None:
     streams = plan.throughput_streams
     print(
         f"\n(b) throughput at {streams} concurrent streams, closed loop for {plan.seconds:g} s "
@@ -604,6 +649,15 @@ async def throughput(running: Stack, token: str, sessions: list[str], plan: Plan
     )
     rate_ratio = (tokens / seconds) / (raw_tokens / raw_seconds)
     cpu_ratio = (cpu / max(tokens, 1)) / max(raw_cpu / max(raw_tokens, 1), 1e-9)
+    figures.throughput = Throughput(
+        streams=streams,
+        raw_tokens_per_s=raw_tokens / raw_seconds,
+        tokens_per_s=tokens / seconds,
+        cpu_ms_per_answer=cpu * 1000 / max(len(ours), 1),
+        cpu_s_per_1k_tokens=cpu / max(tokens / 1000, 1e-9),
+        raw_cpu_s_per_1k_tokens=raw_cpu / max(raw_tokens / 1000, 1e-9),
+        failed=failed,
+    )
     print(
         f"ratios: sluice delivers {rate_ratio:.2f}x the raw provider's tokens/s and spends "
         f"{cpu_ratio:.1f}x its CPU per token; failed streams {failed}; "
@@ -611,7 +665,7 @@ async def throughput(running: Stack, token: str, sessions: list[str], plan: Plan
     )
 
 
-async def idle_streams(running: Stack, fixture: Fixture, plan: Plan) -> None:
+async def idle_streams(running: Stack, fixture: Fixture, plan: Plan, figures: Figures) -> None:
     """Hold many open SSE streams of queued tasks: nothing is sent on them but heartbeats."""
     count = plan.idle_streams
     print(f"\n(c) web RSS with {count} idle open SSE streams")
@@ -640,6 +694,7 @@ async def idle_streams(running: Stack, fixture: Fixture, plan: Plan) -> None:
     live = sum(r.status == 200 for r in opened)
     await asyncio.sleep(2)
     after = rss_mb(web)
+    figures.idle_kb = (after - before) * 1024 / max(live, 1)
     print(
         f"opened {live}/{count} streams in {elapsed:.1f} s; web RSS {before:.1f} MB -> "
         f"{after:.1f} MB ({(after - before) * 1024 / max(live, 1):.1f} KB per open stream)"
@@ -654,23 +709,67 @@ def raise_open_files() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-async def run(running: Stack, plan: Plan) -> None:
-    fixture = await prepare(running.env, max(*plan.ttft_concurrency, plan.throughput_streams))
+async def cost_split(running: Stack, fixture: Fixture, plan: Plan, figures: Figures) -> None:
+    """CPU per answer of web and workers for short and full-length answers, same load."""
+    streams = plan.cost_streams
+    print(
+        f"\n(f) CPU per answer by process, {streams} streams, answers of {plan.short_tokens} "
+        f"and {plan.tokens} tokens, closed loop for {plan.seconds:g} s each"
+    )
+    measured: dict[str, tuple[float, dict[str, float]]] = {}
+    for name, sessions in (("short", fixture.short_sessions), ("long", fixture.sessions)):
+        before = running.cpu_by_role()
+        results, seconds = await closed_loop(
+            streams,
+            plan,
+            lambda i, sessions=sessions: sluice_stream(
+                running.web_port, fixture.token, sessions[i]
+            ),
+        )
+        done = [r for r in results if r.ok] or [StreamResult()]
+        spent = {k: (v - before[k]) * 1000 / len(done) for k, v in running.cpu_by_role().items()}
+        tokens = sum(r.tokens for r in done) / len(done)
+        measured[name] = (tokens, spent)
+        print(
+            f"{name:>6}: {len(done)} answers of {tokens:.1f} tokens ({len(done) / seconds:.0f}/s, "
+            f"failed {len(results) - sum(r.ok for r in results)}); CPU per answer: web "
+            f"{spent['web']:.2f} ms, worker {spent['worker']:.2f} ms"
+        )
+    figures.costs = CostSplit(
+        streams,
+        measured["short"][0],
+        measured["long"][0],
+        measured["short"][1],
+        measured["long"][1],
+    )
+
+
+async def run(running: Stack, plan: Plan, figures: Figures) -> None:
+    most = max(*plan.ttft_concurrency, plan.throughput_streams, plan.cost_streams)
+    fixture = await prepare(running.env, most, plan.cost_streams, plan.short_tokens)
     token, sessions = fixture.token, fixture.sessions
     warm = await asyncio.gather(*(sluice_stream(running.web_port, token, s) for s in sessions[:5]))
     if not all(r.ok for r in warm):
         raise SystemExit("warm-up streams failed: is the stack healthy?")
     if "a" in plan.phases:
-        await first_token(running, token, sessions, plan)
+        await first_token(running, token, sessions, plan, figures)
     if "b" in plan.phases:
-        await throughput(running, token, sessions, plan)
+        await throughput(running, token, sessions, plan, figures)
+    if "f" in plan.phases:
+        await cost_split(running, fixture, plan, figures)
     if "c" in plan.phases:
-        await idle_streams(running, fixture, plan)
+        await idle_streams(running, fixture, plan, figures)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small numbers, for a smoke run")
+    parser.add_argument(
+        "--base",
+        type=Path,
+        help="another checkout (e.g. a git worktree of the old commit): measure it first, "
+        "in the same run, and compare",
+    )
     parser.add_argument("--database-url", default=None, help="default: SQLite in a temp dir")
     parser.add_argument("--web-workers", type=int, default=1, help="Hypercorn --workers")
     parser.add_argument("--chat-workers", type=int, default=1, help="arq chat worker processes")
@@ -685,7 +784,7 @@ def main() -> None:
         "--rate", type=float, help="the provider's tokens/s per stream (plan default: 50)"
     )
     parser.add_argument(
-        "--phases", default="abc", help="which measurements to run, e.g. `ab` (default: abc)"
+        "--phases", default="abfc", help="which measurements to run, e.g. `ab` (default: abfc)"
     )
     parser.add_argument(
         "--profile",
@@ -706,10 +805,21 @@ def main() -> None:
     print(f"plan: {plan}")
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
-    with stack(
-        plan, args.database_url, args.web_workers, args.chat_workers, args.profile
-    ) as running:
-        asyncio.run(run(running, plan))
+    trees = [("base", args.base.resolve())] if args.base else []
+    trees.append(("this code" if args.base else "sluice", ROOT))
+    measured = []
+    for label, tree in trees:
+        print(f"\n===== {label}: {tree} =====")
+        figures = Figures(label)
+        profile = args.profile / label.replace(" ", "-") if args.profile else None
+        if profile:
+            profile.mkdir(parents=True, exist_ok=True)
+        with stack(
+            plan, args.database_url, args.web_workers, args.chat_workers, profile, tree
+        ) as running:
+            asyncio.run(run(running, plan, figures))
+        measured.append(figures)
+    compare(measured)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,16 @@
 """Chat over any OpenAI-compatible endpoint: OpenAI, DeepSeek, DashScope (compatible
 mode), vLLM, Ollama. Streams with `include_usage` and falls back to counting tokens for
 servers that don't report usage.
+
+The stream is read by `openai_sse.ChatStreamClient` (aiohttp + orjson), not the `openai`
+SDK: see that module for why and for what it takes over. `translate` maps the SDK's
+failures for the non-streaming calls that still use it (embeddings, images).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import openai
@@ -22,6 +25,7 @@ from backend.providers.base import (
     Usage,
     finish_reason_of,
 )
+from backend.providers.openai_sse import ChatStreamClient
 from backend.providers.tokens import count_message_tokens, count_tokens
 
 CONNECT_TIMEOUT_SECONDS = 10.0
@@ -64,43 +68,9 @@ def translate(exc: Exception, label: str, timeout: float, key_setting: str) -> P
     return failures.unavailable(label, exc.__class__.__name__)
 
 
-@dataclass(frozen=True)
-class Chunk:
-    """The parts of one `chat.completion.chunk` Sluice uses."""
-
-    text: str
-    finished: bool
-    usage: Usage | None
-    finish_reason: str | None = None
-
-
-def chunk_of(line: str, label: str) -> Chunk | None:
-    """One SSE line of a chat completion stream; None for lines that carry no chunk."""
-    if not line.startswith("data:"):
-        return None
-    data = line[5:].strip()
-    if not data or data == "[DONE]":
-        return None
-    payload = json.loads(data)
-    if not isinstance(payload, dict):
-        raise failures.malformed(label, "a chunk is not a JSON object")
-    if error := payload.get("error"):
-        detail = error.get("message") if isinstance(error, dict) else str(error)
-        raise failures.unavailable(label, f"it reported an error mid-stream: {detail}")
-    reported = payload.get("usage")
-    usage = Usage(reported["prompt_tokens"], reported["completion_tokens"]) if reported else None
-    choices = payload.get("choices") or []
-    if not choices:
-        return Chunk("", False, usage)
-    choice = choices[0]
-    delta = choice.get("delta") or {}
-    reason = choice.get("finish_reason")
-    return Chunk(delta.get("content") or "", reason is not None, usage, reason)
-
-
 class OpenAICompatibleProvider:
-    """One AsyncOpenAI client (and its aiohttp connection pool, up to the SDK's 1,000
-    connections) per endpoint and key."""
+    """One chat stream client (and its aiohttp connection pool, up to 1,000 connections)
+    per endpoint and key."""
 
     def __init__(
         self,
@@ -113,15 +83,13 @@ class OpenAICompatibleProvider:
     ) -> None:
         self.timeout = timeout
         self.key_setting = key_setting
-        self.client = openai.AsyncOpenAI(
-            base_url=base_url,
-            # Self-hosted servers (vLLM, Ollama) take any key; the SDK insists on one.
-            api_key=api_key or "unset",
-            timeout=openai.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT_SECONDS)),
+        self.client = ChatStreamClient(
+            base_url,
+            api_key,
+            timeout=timeout,
+            connect_timeout=min(timeout, CONNECT_TIMEOUT_SECONDS),
             max_retries=max_retries,
-            # aiohttp's C parser reads a token chunk for about a fifth less CPU than the
-            # default httpx transport; the worker reads one chunk per token of every stream.
-            http_client=openai.DefaultAioHttpClient(),
+            key_setting=key_setting,
         )
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
@@ -130,34 +98,22 @@ class OpenAICompatibleProvider:
         usage: Usage | None = None
         finished = False
         reported: str | None = None
+        payload = {
+            "model": request.model.upstream,
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            **sampling_arguments(request.params, request.model.max_output),
+        }
         try:
-            # The SDK sends, authenticates and retries the request and maps error statuses,
-            # but two of its per-call costs are skipped: the body goes as `extra_body`, not
-            # through its typed-params transform (0.8 ms of CPU per request), and chunks are
-            # read raw, not parsed into SDK models (more CPU than the rest of a token's path
-            # through Sluice together). `messages` is required by the signature; the
-            # extra body's replaces it.
-            async with self.client.chat.completions.with_streaming_response.create(
-                model=request.model.upstream,
-                messages=[],
-                stream=True,
-                extra_body={
-                    "messages": [{"role": m.role, "content": m.content} for m in request.messages],
-                    "stream_options": {"include_usage": True},
-                    **sampling_arguments(request.params, request.model.max_output),
-                },
-            ) as response:
-                async for line in response.iter_lines():
-                    chunk = chunk_of(line, label)
-                    if chunk is None:
-                        continue
-                    if chunk.usage is not None:
-                        usage = chunk.usage
-                    finished = finished or chunk.finished
-                    reported = chunk.finish_reason or reported
-                    if chunk.text:
-                        texts.append(chunk.text)
-                        yield Delta(chunk.text)
+            async for chunk in self.client.chunks(payload, label):
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                finished = finished or chunk.finished
+                reported = chunk.finish_reason or reported
+                if chunk.text:
+                    texts.append(chunk.text)
+                    yield Delta(chunk.text)
         except ProviderError:
             raise
         except Exception as exc:
@@ -170,4 +126,4 @@ class OpenAICompatibleProvider:
         yield replace(counted, finish_reason=finish_reason_of(reported))
 
     async def aclose(self) -> None:
-        await self.client.close()
+        await self.client.aclose()

@@ -21,6 +21,7 @@ from tortoise.transactions import in_transaction
 from backend.errors import BadRequest, Conflict, NotFound, PaymentRequired
 from backend.models import CreditEntry, CreditReservation, User
 from backend.models.credits import CreditReason, ReservationState
+from backend.sqlite_engine import takes_write_lock
 
 T = TypeVar("T")
 
@@ -31,7 +32,9 @@ TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})
 TRANSIENT_MESSAGES = ("database is locked", "database table is locked", "database is busy")
 # BEGIN IMMEDIATE semantics for SQLite: a transaction that reads before it writes fails
 # at once with "database is locked" if another process writes meanwhile, while one that
-# writes first waits in SQLite's busy timeout. This no-op write goes first.
+# writes first waits in SQLite's busy timeout. The service's connections begin
+# IMMEDIATE (backend/sqlite_engine.py); on any other SQLite connection this no-op write
+# goes first.
 SQLITE_TAKE_WRITE_LOCK = "UPDATE credit_reservations SET id = id WHERE 0"
 TRANSACTION_ATTEMPTS = 8
 RETRY_BASE_SECONDS = 0.02
@@ -62,7 +65,7 @@ async def atomically(operation: Callable[[], Awaitable[T]]) -> T:
     while True:
         try:
             async with in_transaction() as connection:
-                if connection.capabilities.dialect == "sqlite":
+                if connection.capabilities.dialect == "sqlite" and not takes_write_lock(connection):
                     await connection.execute_query(SQLITE_TAKE_WRITE_LOCK)
                 return await operation()
         except Exception as error:

@@ -73,6 +73,11 @@ class Subscription:
         self.deliver(entries)
         self.deliver(held)
 
+    @property
+    def waiting(self) -> int:
+        """Entries delivered to this subscription and not taken yet."""
+        return self.queue.qsize()
+
     def wake(self) -> None:
         """Make a waiting `get` return None now, as if its time had run out."""
         self.queue.put_nowait(None)
@@ -115,14 +120,18 @@ class StreamReader:
             self.task = None
         await self.redis.delete(self.wake_key)
 
-    async def wake(self) -> None:
+    async def wake_and_read(self, key: str, last_id: str) -> list:
+        """Wake the blocked read (unless a wake is already on its way) and read `key`
+        after `last_id`, in one round trip: a new stream's subscription paid two."""
         if self.wake_pending:
-            return
+            return await self.redis.xrange(key, min=f"({last_id}")
         self.wake_pending = True
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.xadd(self.wake_key, {"w": "1"}, maxlen=WAKE_MAX_LEN, approximate=True)
             pipe.expire(self.wake_key, WAKE_TTL_SECONDS)
-            await pipe.execute()
+            pipe.xrange(key, min=f"({last_id}")
+            replies = await pipe.execute()
+        return replies[-1]
 
     async def subscribe(
         self, key: str, last_id: str, parse: EntryParser = StreamEntry.from_redis
@@ -134,8 +143,9 @@ class StreamReader:
         try:
             if key not in self.positions:
                 self.positions[key] = last_id
-                await self.wake()
-            rows = await self.redis.xrange(key, min=f"({last_id}")
+                rows = await self.wake_and_read(key, last_id)
+            else:
+                rows = await self.redis.xrange(key, min=f"({last_id}")
         except BaseException:
             self.unsubscribe(subscription)
             raise

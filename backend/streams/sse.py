@@ -26,6 +26,7 @@ from backend.streams.task_stream import StreamEntry
 SEPARATOR = "\n"
 HEARTBEAT = ServerSentEvent(comment="heartbeat", sep=SEPARATOR).encode()
 TASK_EVENT = "task"
+MAX_EVENTS_PER_WRITE = 64
 SSE_HEADERS = {
     "Cache-Control": "no-cache",
     # Tells nginx not to buffer this response, so tokens are not held back.
@@ -34,7 +35,14 @@ SSE_HEADERS = {
 
 
 def encode_entry(entry: StreamEntry) -> bytes:
-    return ServerSentEvent(id=entry.id, event=entry.type, data=entry.data, sep=SEPARATOR).encode()
+    """The frame sse-starlette would encode, built by one f-string: an entry's id and type
+    are single-line by construction and its data is JSON, whose strings escape line
+    breaks, so there is nothing to split (a frame per token made this a measurable part
+    of the web process's CPU). Data that did hold a line break goes the long way."""
+    data = entry.data
+    if "\n" in data or "\r" in data:
+        return ServerSentEvent(id=entry.id, event=entry.type, data=data, sep=SEPARATOR).encode()
+    return f"id: {entry.id}\nevent: {entry.type.value}\ndata: {data}\n\n".encode()
 
 
 def opening_frame(reader: TaskReader, *, announce_task: bool) -> bytes:
@@ -45,13 +53,35 @@ def opening_frame(reader: TaskReader, *, announce_task: bool) -> bytes:
     return ServerSentEvent(event=TASK_EVENT, data=data, retry=retry, sep=SEPARATOR).encode()
 
 
+def waiting(reader: TaskReader) -> int:
+    subscription = reader.subscription
+    return subscription.waiting if subscription is not None else 0
+
+
 async def frames(reader: TaskReader, *, announce_task: bool = False) -> AsyncIterator[bytes]:
-    """The stream's frames; `announce_task` for a stream the request has just started."""
+    """The stream's frames; `announce_task` for a stream the request has just started.
+
+    Events that are already waiting when one is taken go out in the same write (each
+    still its own frame with its own id), up to `MAX_EVENTS_PER_WRITE`: under load a
+    reader that fell behind catches up with one pass through Quart, Hypercorn and the
+    socket instead of one per event.
+    """
     try:
         yield opening_frame(reader, announce_task=announce_task)
         async with aclosing(reader.events()) as events:
             async for entry in events:
-                yield HEARTBEAT if entry is None else encode_entry(entry)
+                if entry is None:
+                    yield HEARTBEAT
+                    continue
+                frame = encode_entry(entry)
+                taken = 1
+                while not entry.terminal and taken < MAX_EVENTS_PER_WRITE and waiting(reader):
+                    following = await anext(events, None)
+                    if following is None:  # the delivery ended (superseded, lease lost)
+                        break
+                    entry, taken = following, taken + 1
+                    frame += encode_entry(entry)
+                yield frame
     finally:
         # A client gone right after the opening frame never started `events`, whose
         # own `finally` gives the lease up.

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from redis.asyncio import Redis
 
 from backend.constants import task_consumed_key, task_events_key, task_lease_key
@@ -118,9 +119,20 @@ class TaskStream:
         events and at most once a second in between, so an abandoned stream vanishes
         about one retention period after its last event while a token costs one XADD.
         """
-        fields = {"type": str(event.type), "data": event.model_dump_json(exclude={"type"})}
+        return await self.append_fields(
+            event.type, event.model_dump_json(exclude={"type"}), terminal=event.type.terminal
+        )
+
+    async def append_token(self, delta: str) -> str:
+        """`append(TokenEvent(delta=delta))`, the event of every burst of tokens, without
+        building and dumping a model: orjson writes the same JSON."""
+        data = orjson.dumps({"delta": delta}).decode()
+        return await self.append_fields(EventType.TOKEN, data, terminal=False)
+
+    async def append_fields(self, type_: EventType, data: str, *, terminal: bool) -> str:
+        fields = {"type": type_.value, "data": data}
         now = time.monotonic()
-        refresh = event.type.terminal or now - self.expiry_pushed_at >= EXPIRY_REFRESH_SECONDS
+        refresh = terminal or now - self.expiry_pushed_at >= EXPIRY_REFRESH_SECONDS
         entry_id = await self.writer.append(
             self.key,
             fields,
