@@ -107,15 +107,33 @@ async def guarded_body(
     mark: int,
     final_frame: Callable[[str], bytes],
 ) -> AsyncIterator[bytes | str]:
-    """`body`'s frames until it ends, or until the credential ends: then `final_frame`."""
+    """`body`'s frames until it ends, or until the credential ends: then `final_frame`.
+
+    `ConnectionGuard.wait_for` inlined, and the owner taken once: this runs once per
+    token, so it costs no coroutine, wrapper or task lookup per frame (about 0.5 µs a
+    frame over the bare body: bench/bench_credential_guard.py).
+    """
     guard = ConnectionGuard()
     await guard.start(watch, credential, mark)
     try:
         async with aclosing(body) as frames:  # type: ignore[type-var]
-            while True:
-                frame = await guard.wait_for(anext(frames, None))
-                if frame is None:
+            following = frames.__anext__
+            # The task serving the response iterates its body throughout.
+            guard.owner = asyncio.current_task()
+            while guard.reason is None:
+                guard.waiting = True
+                try:
+                    frame = await following()
+                except StopAsyncIteration:
                     break
+                except asyncio.CancelledError:
+                    if not guard.interrupted:
+                        raise
+                    guard.interrupted = False
+                    guard.owner.uncancel()  # type: ignore[union-attr]
+                    break
+                finally:
+                    guard.waiting = False
                 yield frame
         if guard.reason is not None:
             yield final_frame(guard.reason)
