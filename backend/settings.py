@@ -241,7 +241,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def check_storage(self) -> Settings:
         """A STORAGE_URL that names no directory or bucket stops the process at start."""
-        from backend.storage.configured import parse_storage_url
+        from backend.storage_url import parse_storage_url
 
         parse_storage_url(self.storage_url, self.data_dir)
         return self

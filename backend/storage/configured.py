@@ -11,12 +11,12 @@ import asyncio
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from backend.settings import Settings
 from backend.storage.base import FileStorage, StorageUnavailable
 from backend.storage.local import LocalFileStorage
 from backend.storage.scoped import ScopedStorage
+from backend.storage_url import parse_storage_url
 
 if TYPE_CHECKING:
     from backend.storage.s3_client import S3Location
@@ -25,23 +25,6 @@ log = logging.getLogger("sluice.storage")
 MB = 1024 * 1024
 
 _storages: dict[tuple[object, ...], FileStorage] = {}
-
-
-def parse_storage_url(url: str, data_dir: Path) -> Path | tuple[str, str]:
-    """A local directory, or (bucket, prefix); ValueError naming what is wrong."""
-    if not url:
-        return data_dir
-    if url.startswith("file://"):
-        path = url[len("file://") :]
-        if not path:
-            raise ValueError("STORAGE_URL file:// names no directory: e.g. file:///var/sluice")
-        return Path(path)
-    parts = urlsplit(url)
-    if parts.scheme == "s3":
-        if not parts.netloc:
-            raise ValueError(f"STORAGE_URL {url!r} names no bucket: s3://bucket/prefix")
-        return parts.netloc, parts.path.strip("/")
-    raise ValueError(f"STORAGE_URL {url!r}: use file:///directory or s3://bucket/prefix")
 
 
 def s3_location(settings: Settings, bucket: str, prefix: str) -> S3Location:
