@@ -16,6 +16,7 @@ from backend.http.body_limits import BodyLimits
 from backend.http.credential_guard import stop_watch, watch_for
 from backend.http.error_handlers import register_error_handlers
 from backend.http.flow_control import FlowControlledConnection
+from backend.http.forwarded_scheme import WebSocketScheme
 from backend.http.openapi import SluiceOpenAPIProvider
 from backend.http.path_ids import register_path_ids
 from backend.http.request_metrics import ConnectionMetrics, register_request_metrics
@@ -114,7 +115,7 @@ def create_app(settings: Settings | None = None) -> Quart:
 
     if settings.trusted_proxy_hops:
         app.asgi_app = ProxyFixMiddleware(  # type: ignore[method-assign]
-            app.asgi_app, mode="legacy", trusted_hops=settings.trusted_proxy_hops
+            WebSocketScheme(app.asgi_app), mode="legacy", trusted_hops=settings.trusted_proxy_hops
         )
     app.asgi_app = BodyLimits(app, app.asgi_app)  # type: ignore[method-assign]
     app.asgi_app = ConnectionMetrics(app.asgi_app)  # type: ignore[method-assign]
