@@ -106,7 +106,8 @@ class EventStream:
             assert frame is not None, "the stream ended without an error event"
             if frame.event is not None:
                 break
-        assert frame.event == "error" and frame.data["code"] == 401, frame
+        assert frame.event == "error" and frame.data["code"] == "unauthorized", frame
+        assert frame.data["status"] == 401
         ending = await asyncio.wait_for(self.frames.get(), deadline - time.monotonic())
         assert ending is None, f"the stream went on after its error event: {ending}"
         return frame.data["message"]

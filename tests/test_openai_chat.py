@@ -252,3 +252,38 @@ async def test_a_failure_mid_stream_is_an_error_frame(
             "code": None,
         }
     }
+
+
+async def test_deleting_the_api_key_ends_its_stream_with_an_error_the_sdk_raises(
+    live_chat: LiveServer,
+) -> None:
+    """The stream's credential is revoked mid-answer: OpenAI's SDK raises the error frame,
+    and the abandoned answer is cancelled (issue 19, item 2)."""
+    account = await create_account(live_chat.settings)
+    async with httpx.AsyncClient(base_url=live_chat.base_url, timeout=30) as http:
+        created = await http.post(
+            "/api/v1/users/me/api-keys", json={"name": "sdk"}, headers=account.headers
+        )
+        key = created.json()["data"]
+        client = openai.AsyncOpenAI(
+            api_key=key["key"], base_url=live_chat.base_url + "/v1", max_retries=0
+        )
+        words = " ".join(f"w{i}" for i in range(500))
+        stream = await client.chat.completions.create(
+            model=LIVE_MODEL, messages=[{"role": "user", "content": words}], stream=True
+        )
+        task_id = ""
+        with pytest.raises(openai.APIError, match="revoked API key"):
+            async with asyncio.timeout(10):
+                async for chunk in stream:
+                    task_id = chunk.id.removeprefix("chatcmpl-")
+                    if chunk.choices and chunk.choices[0].delta.content and key:
+                        deleted = await http.delete(
+                            f"/api/v1/users/me/api-keys/{key['id']}", headers=account.headers
+                        )
+                        assert deleted.status_code == 200
+                        key = None
+    deadline = asyncio.get_running_loop().time() + 10
+    while (task := await Task.get(id=task_id)).state.value != "cancelled":
+        assert asyncio.get_running_loop().time() < deadline, task.state
+        await asyncio.sleep(0.1)

@@ -94,10 +94,21 @@ class ConnectionGuard:
             self.watched = None
 
 
+UNAUTHORIZED_CODE = "unauthorized"
+
+
 def sse_error_frame(reason: str) -> bytes:
-    """The terminal frame of a stream whose credential ended (SSE clients see `error`)."""
-    data = json.dumps({"code": 401, "message": reason}, ensure_ascii=False)
-    return f"event: error\ndata: {data}\n\n".encode()
+    """The terminal frame of a stream whose credential ended: the task stream's `error`
+    event (`code` a string, as its other errors), with the HTTP status beside it."""
+    body = {"code": UNAUTHORIZED_CODE, "message": reason, "status": 401}
+    return f"event: error\ndata: {json.dumps(body, ensure_ascii=False)}\n\n".encode()
+
+
+def openai_error_frame(reason: str) -> bytes:
+    """The same end as OpenAI's SDKs read an error inside a stream (`event: error` with
+    an `error` object), so they raise it instead of parsing it as a chunk."""
+    error = {"message": reason, "type": "authentication_error", "code": UNAUTHORIZED_CODE}
+    return f"event: error\ndata: {json.dumps({'error': error}, ensure_ascii=False)}\n\n".encode()
 
 
 async def guarded_body(

@@ -31,6 +31,7 @@ from quart_schema import document_response, validate_request
 
 from backend.http.auth import authenticated, current_user
 from backend.http.body_limits import body_limit, media_json
+from backend.http.credential_guard import openai_error_frame
 from backend.http.documented_errors import document_errors
 from backend.http.openapi import JSON, RawBody
 from backend.http.routes.task_streams import event_stream, new_task_reader
@@ -209,7 +210,7 @@ async def complete(data: ChatCompletionRequest, chat_id: str | None) -> Response
         steps = completions.progress(reader)
         usage_apart = bool(data.stream_options and data.stream_options.include_usage)
         body = chunk_stream(steps, identity, data.wants_reference(), abandon, usage_apart)
-        response = event_stream(body)
+        response = event_stream(body, openai_error_frame)
         response.headers["X-Task-ID"] = task.id
         return response
     try:
