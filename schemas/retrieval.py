@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, model_validator
 
 from schemas.chunks import MAX_IDS, blank_as_none
-from schemas.common import MAX_PAGE
+from schemas.common import MAX_PAGE, SchemaSays
 from schemas.ids import UniqueIds
 
 QUESTION_MAX_CHARS = 8192
@@ -29,7 +29,16 @@ def unsupported(name: str, why: str) -> ValueError:
 
 
 class RetrievalRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        # What `check` enforces, as a schema says it: some datasets or some documents.
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["dataset_ids"], "properties": {"dataset_ids": {"minItems": 1}}},
+                {"required": ["document_ids"], "properties": {"document_ids": {"minItems": 1}}},
+            ]
+        },
+    )
 
     question: str = Field(
         "", max_length=QUESTION_MAX_CHARS, description="What to search for; empty finds nothing"
@@ -69,8 +78,12 @@ class RetrievalRequest(BaseModel):
     metadata_condition: dict[str, Any] | None = Field(
         None, description="Accepted empty (RAGFlow SDK)"
     )
-    use_kg: StrictBool = Field(False, description="Accepted false (RAGFlow SDK)")
-    toc_enhance: StrictBool = Field(False, description="Accepted false (RAGFlow SDK)")
+    use_kg: Annotated[StrictBool, SchemaSays(const=False)] = Field(
+        False, description="Accepted false (RAGFlow SDK)"
+    )
+    toc_enhance: Annotated[StrictBool, SchemaSays(const=False)] = Field(
+        False, description="Accepted false (RAGFlow SDK)"
+    )
 
     @model_validator(mode="after")
     def check(self) -> RetrievalRequest:

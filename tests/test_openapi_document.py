@@ -170,9 +170,14 @@ async def test_rules_the_server_enforces_are_in_the_schemas(client: QuartClient)
     for path in ("/api/v1/chats", "/api/v1/chats/{chat_id}/sessions"):
         ids = body_schema(doc, "delete", path)["properties"]["ids"]
         assert ids["uniqueItems"] is True and ids["minItems"] == 1
-    retrieval = body_schema(doc, "post", "/api/v1/retrieval")["properties"]
-    assert retrieval["dataset_ids"]["uniqueItems"] is retrieval["document_ids"]["uniqueItems"]
-    assert retrieval["dataset_ids"]["uniqueItems"] is True
+    retrieval = body_schema(doc, "post", "/api/v1/retrieval")
+    fields = retrieval["properties"]
+    assert fields["dataset_ids"]["uniqueItems"] is fields["document_ids"]["uniqueItems"] is True
+    assert sorted(branch["required"][0] for branch in retrieval["anyOf"]) == [
+        "dataset_ids",
+        "document_ids",
+    ]
+    assert fields["use_kg"]["const"] is fields["toc_enhance"]["const"] is False
     # Exactly one of question / content.
     task = body_schema(doc, "post", "/api/v1/tasks")
     assert [branch["required"] for branch in task["oneOf"]] == [["question"], ["content"]]
