@@ -72,6 +72,8 @@ async def test_write_read_delete(storage: FileStorage) -> None:
     await storage.delete(key)  # deleting what is gone is no error
     with pytest.raises(FileNotFoundError):
         await storage.read_bytes(key)
+    async with storage.local_copy(key) as path:  # parsers find no file, on both forms
+        assert not path.exists()
 
 
 async def test_ranged_and_chunked_reads(storage: FileStorage) -> None:

@@ -71,8 +71,11 @@ async def test_a_storage_that_refuses_or_is_gone_is_named(
                 await storage.read_bytes("uploads/x.png")
     finally:
         await storage.close()
+    # Readiness says the same (or, when botocore's retries outlast its wait, that the
+    # storage did not answer in time), naming the storage either way.
     problem = await storage_problem(broken)
-    assert problem is not None and reason in problem
+    assert problem is not None and problem.startswith("File storage (s3://")
+    assert reason in problem or "did not answer" in problem
 
 
 @contextlib.contextmanager

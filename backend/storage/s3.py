@@ -83,13 +83,18 @@ class S3FileStorage:
 
     @contextlib.asynccontextmanager
     async def local_copy(self, key: str) -> AsyncIterator[Path]:
-        """A temporary copy (under TMPDIR, never DATA_DIR), written chunk by chunk."""
+        """A temporary copy (under TMPDIR, never DATA_DIR), written chunk by chunk. For
+        a key that is not stored the path does not exist, as with the local form, so a
+        parser reports the file missing the same way on both."""
         name = check_key(key)[-1]
         with tempfile.TemporaryDirectory(prefix="sluice-storage-") as folder:
             path = Path(folder) / name
-            async with aiofiles.open(path, "wb") as handle:
-                async for chunk in self.read_chunks(key):
-                    await handle.write(chunk)
+            try:
+                async with aiofiles.open(path, "wb") as handle:
+                    async for chunk in self.read_chunks(key):
+                        await handle.write(chunk)
+            except FileNotFoundError:
+                path.unlink(missing_ok=True)
             yield path
 
     @contextlib.asynccontextmanager
