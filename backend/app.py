@@ -57,7 +57,7 @@ from backend.services.readiness import standard_probes
 from backend.services.users import ensure_admin
 from backend.settings import Settings, get_settings
 from backend.signing_key import SigningKeyError, signing_key
-from backend.storage.configured import check_storage_at_start, close_storage
+from backend.storage.configured import check_storage_at_start, close_storage, storage_probe
 
 log = logging.getLogger("sluice.http")
 
@@ -127,6 +127,7 @@ def create_app(settings: Settings | None = None) -> Quart:
         app.register_blueprint(blueprint)
     # /readyz's dependencies; a part with its own (file storage) adds a probe here.
     app.config["READINESS"] = standard_probes(lambda: app.config["REDIS"])
+    app.config["READINESS"].add("storage", lambda within: storage_probe(settings, within))
 
     @app.before_serving
     async def startup() -> None:
