@@ -192,10 +192,8 @@ async def close_reservation(reservation_id: str, state: ReservationState, wanted
     if not won:
         settled = await CreditReservation.get(id=reservation_id)
         return settled.charged or 0
-    await post_entry(
-        reservation.user_id,
-        reservation.amount - charged,
-        CreditReason.RELEASE,
-        task_id=reservation.task_id,
-    )
+    if refund := reservation.amount - charged:  # nothing to refund: no balance to read
+        await post_entry(
+            reservation.user_id, refund, CreditReason.RELEASE, task_id=reservation.task_id
+        )
     return charged
