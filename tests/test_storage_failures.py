@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from quart import Quart
 
 from backend.models import Document
@@ -40,6 +41,12 @@ async def s3(settings: Settings) -> S3Server:
     return server
 
 
+def storage_errors(backend: str, operation: str) -> float:
+    """The sluice_storage_errors counter's value in this process."""
+    labels = {"backend": backend, "operation": operation}
+    return REGISTRY.get_sample_value("sluice_storage_errors_total", labels) or 0.0
+
+
 def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -59,9 +66,11 @@ async def test_a_storage_that_refuses_or_is_gone_is_named(
 ) -> None:
     broken = s3.settings(settings, s3_timeout_seconds=2.0, **changes)
     storage = make_storage(broken)
+    counted = storage_errors("s3", "check")
     try:
         with pytest.raises(StorageUnavailable, match=reason) as caught:
             await storage.check()
+        assert storage_errors("s3", "check") == counted + 1
         assert caught.value.status == 503
         assert "File storage (s3://" in caught.value.message
         if reason != "unreachable":  # (botocore's retries make each try take seconds)
@@ -96,11 +105,13 @@ def tmpfs(path: Path, options: str) -> Iterator[Path]:
 async def test_a_full_disk_is_a_507_and_leaves_nothing(settings: Settings, tmp_path: Path) -> None:
     with tmpfs(tmp_path / "small", "size=1m") as root:
         storage = make_storage(settings, f"file://{root}")
+        counted = storage_errors("local", "write")
         with pytest.raises(StorageFull) as caught:
             async with storage.writing("documents/d1/big.txt") as writer:
                 for _ in range(4):
                     await writer.write(b"x" * 512 * 1024)
         assert caught.value.status == 507 and "full" in caught.value.message
+        assert storage_errors("local", "write") == counted + 1
         assert not any(path.is_file() for path in root.rglob("*"))
         await storage.write_bytes("documents/d1/small.txt", b"fits")  # space came back
 

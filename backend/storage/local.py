@@ -23,6 +23,7 @@ import aiofiles
 import aiofiles.os
 import aiofiles.threadpool
 
+from backend.metrics.instruments import STORAGE_ERRORS
 from backend.storage.base import (
     NAMESPACES,
     READ_CHUNK_BYTES,
@@ -37,14 +38,15 @@ PARTIAL_SUFFIX = ".part"
 
 
 @contextlib.contextmanager
-def disk_errors(where: str) -> Iterator[None]:
-    """OS errors of the storage itself as the client's 507 or 503; a missing file stays
-    FileNotFoundError for the caller."""
+def disk_errors(where: str, operation: str) -> Iterator[None]:
+    """OS errors of the storage itself as the client's 507 or 503, counted by
+    `operation`; a missing file stays FileNotFoundError for the caller."""
     try:
         yield
     except FileNotFoundError:
         raise
     except OSError as error:
+        STORAGE_ERRORS.labels("local", operation).inc()
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
             raise StorageFull(
                 f"File storage ({where}) is full: no space left to store the file"
@@ -59,7 +61,7 @@ class LocalWriter:
         self.written = 0
 
     async def write(self, chunk: bytes) -> None:
-        with disk_errors(self.where):
+        with disk_errors(self.where, "write"):
             await self.handle.write(chunk)
         self.written += len(chunk)
 
@@ -84,13 +86,13 @@ class LocalFileStorage:
         cancelled (a client hanging up), behind the back of the cleanup that follows."""
         path = self.path_of(key)
         partial = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}")
-        with disk_errors(self.description):
+        with disk_errors(self.description, "write"):
             path.parent.mkdir(parents=True, exist_ok=True)
             raw = partial.open("wb")
         handle = aiofiles.threadpool.wrap(raw)
         try:
             yield LocalWriter(handle, self.description)
-            with disk_errors(self.description):
+            with disk_errors(self.description, "write"):
                 await handle.close()
                 os.replace(partial, path)
         except BaseException:
@@ -144,7 +146,7 @@ class LocalFileStorage:
         return await aiofiles.os.path.isfile(self.path_of(key))
 
     async def delete(self, key: str) -> None:
-        with contextlib.suppress(FileNotFoundError), disk_errors(self.description):
+        with contextlib.suppress(FileNotFoundError), disk_errors(self.description, "delete"):
             await aiofiles.os.remove(self.path_of(key))
 
     async def delete_prefix(self, prefix: str) -> None:
@@ -178,8 +180,10 @@ class LocalFileStorage:
         try:
             await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
         except OSError as error:
+            STORAGE_ERRORS.labels("local", "check").inc()
             raise unavailable(self.description, error.strerror or str(error)) from error
         if not os.access(self.root, os.W_OK | os.X_OK):
+            STORAGE_ERRORS.labels("local", "check").inc()
             raise StorageUnavailable(
                 f"File storage ({self.description}) is unavailable: not writable"
             )

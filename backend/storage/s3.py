@@ -56,7 +56,7 @@ class S3FileStorage:
         if start or end is not None:
             ranged["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
         try:
-            async with s3_errors(self.location, key):
+            async with s3_errors(self.location, key, "read"):
                 response = await client.get_object(
                     Bucket=self.location.bucket, Key=self.location.object_key(key), **ranged
                 )
@@ -70,7 +70,7 @@ class S3FileStorage:
         body = response["Body"]
         try:
             while True:
-                async with s3_errors(self.location, key):
+                async with s3_errors(self.location, key, "read"):
                     chunk = await body.read(READ_CHUNK_BYTES)
                 if not chunk:
                     break
@@ -110,7 +110,7 @@ class S3FileStorage:
         check_key(key)
         client = await self.connection.client()
         try:
-            async with s3_errors(self.location, key):
+            async with s3_errors(self.location, key, "read"):
                 head = await client.head_object(
                     Bucket=self.location.bucket, Key=self.location.object_key(key)
                 )
@@ -124,7 +124,7 @@ class S3FileStorage:
     async def delete(self, key: str) -> None:
         check_key(key)
         client = await self.connection.client()
-        async with s3_errors(self.location, key):
+        async with s3_errors(self.location, key, "delete"):
             await client.delete_object(
                 Bucket=self.location.bucket, Key=self.location.object_key(key)
             )
@@ -137,7 +137,7 @@ class S3FileStorage:
         for start in range(0, len(keys), DELETE_BATCH):
             batch = keys[start : start + DELETE_BATCH]
             objects = [{"Key": self.location.object_key(key)} for key in batch]
-            async with s3_errors(self.location, prefix):
+            async with s3_errors(self.location, prefix, "delete"):
                 await client.delete_objects(
                     Bucket=self.location.bucket, Delete={"Objects": objects, "Quiet": True}
                 )
@@ -152,7 +152,7 @@ class S3FileStorage:
         pages = client.get_paginator("list_objects_v2").paginate(
             Bucket=self.location.bucket, Prefix=folder
         )
-        async with s3_errors(self.location, prefix):
+        async with s3_errors(self.location, prefix, "list"):
             async for page in pages:
                 for item in page.get("Contents", []):
                     yield StoredObject(self.location.storage_key(item["Key"]), int(item["Size"]))
@@ -160,7 +160,7 @@ class S3FileStorage:
     async def check(self) -> None:
         """The bucket exists and the credentials may use it (HEAD bucket)."""
         client = await self.connection.client()
-        async with s3_errors(self.location):
+        async with s3_errors(self.location, "", "check"):
             await client.head_bucket(Bucket=self.location.bucket)
 
     async def close(self) -> None:

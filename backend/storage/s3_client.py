@@ -20,6 +20,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
+from backend.metrics.instruments import STORAGE_ERRORS
 from backend.storage.base import StorageUnavailable, unavailable
 
 MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
@@ -93,17 +94,22 @@ def refusal(location: S3Location, error: ClientError) -> StorageUnavailable:
 
 
 @contextlib.asynccontextmanager
-async def s3_errors(location: S3Location, key: str = "") -> AsyncIterator[None]:
-    """S3's failures as storage errors; a missing object as FileNotFoundError."""
+async def s3_errors(
+    location: S3Location, key: str = "", operation: str = "read"
+) -> AsyncIterator[None]:
+    """S3's failures as storage errors, counted by `operation` (write, read, delete,
+    list, check); a missing object as FileNotFoundError."""
     try:
         yield
     except ClientError as error:
         if error_code(error) in MISSING_CODES and error.operation_name != "HeadBucket":
             raise FileNotFoundError(key) from error
+        STORAGE_ERRORS.labels("s3", operation).inc()
         raise refusal(location, error) from error
     except (BotoCoreError, aiohttp.ClientError, TimeoutError, OSError) as error:
         if isinstance(error, FileNotFoundError):
             raise
+        STORAGE_ERRORS.labels("s3", operation).inc()
         reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
         raise unavailable(
             location.description, f"unreachable ({type(error).__name__}: {reason})"

@@ -42,7 +42,7 @@ class S3Writer:
 
     async def send_part(self, data: bytes) -> None:
         client = await self.connection.client()
-        async with s3_errors(self.location, self.key):
+        async with s3_errors(self.location, self.key, "write"):
             if self.upload_id is None:
                 started = await client.create_multipart_upload(
                     Bucket=self.location.bucket, Key=self.object_key
@@ -61,14 +61,14 @@ class S3Writer:
     async def finish(self) -> None:
         client = await self.connection.client()
         if self.upload_id is None:
-            async with s3_errors(self.location, self.key):
+            async with s3_errors(self.location, self.key, "write"):
                 await client.put_object(
                     Bucket=self.location.bucket, Key=self.object_key, Body=bytes(self.buffer)
                 )
             return
         if self.buffer:
             await self.send_part(bytes(self.buffer))
-        async with s3_errors(self.location, self.key):
+        async with s3_errors(self.location, self.key, "write"):
             await client.complete_multipart_upload(
                 Bucket=self.location.bucket,
                 Key=self.object_key,
