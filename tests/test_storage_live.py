@@ -116,7 +116,17 @@ async def test_documents_avatars_and_images_live_in_the_bucket_only(
     got = await client.get(f"/api/v1/uploads/{upload_id}")
     assert got.status_code == 200 and got.content == png
 
+    # QAnything's document_parser parses without keeping: nothing stays in the bucket.
+    parsed = await client.post(
+        "/api/qanything/document_parser",
+        data={"user_id": str(account.id)},
+        files=[("file", ("lake.txt", b"Lake Baikal is the deepest lake in the world.\n"))],
+    )
+    assert parsed.status_code == 200, parsed.text
+    assert parsed.json()["parser_documents"], parsed.text
+
     keys = await stored_keys(stack.settings)
+    assert not [key for key in keys if "/previews/" in key]
     assert {
         f"documents/{dataset_id}/{doc['id']}.{doc['name'].rsplit('.', 1)[1]}"
         for doc in documents.values()
