@@ -241,7 +241,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def check_storage(self) -> Settings:
         """A STORAGE_URL that names no directory or bucket stops the process at start."""
-        from backend.storage_url import parse_storage_url
+        from backend.service_urls import parse_storage_url
 
         parse_storage_url(self.storage_url, self.data_dir)
         return self
@@ -249,7 +249,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def check_elasticsearch(self) -> Settings:
         """ELASTICSEARCH_URL's nodes parse, and one kind of credentials is given."""
-        from backend.search.elasticsearch_client import hosts_of
+        from backend.service_urls import hosts_of
 
         hosts_of(self.elasticsearch_url)
         if self.elasticsearch_api_key and self.elasticsearch_username:

@@ -28,18 +28,8 @@ from elasticsearch import (
 from elasticsearch import ConnectionError as ElasticsearchConnectionError
 from elasticsearch.serializer import OrjsonSerializer
 
+from backend.service_urls import hosts_of
 from backend.settings import Settings
-
-
-def hosts_of(url: str) -> tuple[str, ...]:
-    """The nodes of ELASTICSEARCH_URL: one URL, or several separated by commas."""
-    hosts = tuple(part.strip() for part in url.split(",") if part.strip())
-    if not hosts:
-        raise ValueError("ELASTICSEARCH_URL names no node")
-    for host in hosts:
-        if not host.startswith(("http://", "https://")):
-            raise ValueError(f"ELASTICSEARCH_URL: {host!r} should start with http:// or https://")
-    return hosts
 
 
 @dataclass(frozen=True)

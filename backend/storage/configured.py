@@ -12,11 +12,11 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from backend.service_urls import parse_storage_url
 from backend.settings import Settings
 from backend.storage.base import FileStorage, StorageUnavailable
 from backend.storage.local import LocalFileStorage
 from backend.storage.scoped import ScopedStorage
-from backend.storage_url import parse_storage_url
 
 if TYPE_CHECKING:
     from backend.storage.s3_client import S3Location
