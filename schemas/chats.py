@@ -153,7 +153,7 @@ class AssistantCreate(BaseModel):
     description: str = ""
     llm: LlmSettings = Field(default_factory=LlmSettings)
     prompt: PromptSettings = Field(default_factory=PromptSettings)
-    dataset_ids: list[str] = Field(default_factory=list)
+    dataset_ids: list[PublicId] = Field(default_factory=list, max_length=MAX_BATCH_IDS)
     preset_messages: list[PresetMessage] = Field(default_factory=list)
     public: StrictBool = False
 
@@ -166,7 +166,7 @@ class AssistantUpdate(BaseModel):
     description: str | None = None
     llm: LlmUpdate | None = None
     prompt: PromptUpdate | None = None
-    dataset_ids: list[str] | None = None
+    dataset_ids: list[PublicId] | None = Field(None, max_length=MAX_BATCH_IDS)
     preset_messages: list[PresetMessage] | None = None
     public: StrictBool | None = None
 

@@ -80,6 +80,9 @@ async def test_create_requires_auth(client: QuartClient) -> None:
         {"name": "x", "preset_messages": [{"role": "tool", "content": "x"}]},
         {"name": "x", "preset_messages": [{"role": "user", "content": ""}]},
         {"name": "x", "dataset_ids": "abc"},
+        # Ids of another shape cannot name a dataset: 422 before SQL (was a 500 for long ones).
+        {"name": "x", "dataset_ids": ["d1"]},
+        {"name": "x", "dataset_ids": ["\u092a\u0928\u094d\u0939 " * 20]},
     ],
 )
 async def test_create_rejects_malformed_input(
@@ -95,11 +98,12 @@ async def test_create_rejects_malformed_input(
 async def test_create_rejects_datasets_unknown_model_and_duplicates(
     client: QuartClient, owner: Account
 ) -> None:
+    unknown_id = "d1" * 16
     datasets = await client.post(
-        "/api/v1/chats", json={"name": "kb", "dataset_ids": ["d1"]}, headers=owner.headers
+        "/api/v1/chats", json={"name": "kb", "dataset_ids": [unknown_id]}, headers=owner.headers
     )
     assert datasets.status_code == 404
-    assert "Dataset 'd1' not found" in (await datasets.get_json())["message"]
+    assert f"Dataset '{unknown_id}' not found" in (await datasets.get_json())["message"]
 
     unknown = await client.post(
         "/api/v1/chats",
@@ -221,7 +225,7 @@ async def test_update_merges_and_validates(client: QuartClient, owner: Account) 
     )
     assert malformed.status_code == 422
     datasets = await client.put(
-        f"/api/v1/chats/{chat['id']}", json={"dataset_ids": ["x"]}, headers=owner.headers
+        f"/api/v1/chats/{chat['id']}", json={"dataset_ids": ["0" * 32]}, headers=owner.headers
     )
     assert datasets.status_code == 404
     stored = await client.get(f"/api/v1/chats/{chat['id']}", headers=owner.headers)
