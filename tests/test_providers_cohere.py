@@ -11,6 +11,7 @@ from backend.providers.base import (
     ChatMessage,
     ChatRequest,
     Delta,
+    FinishReason,
     ModelSpec,
     ProviderError,
     ProviderErrorCode,
@@ -59,6 +60,14 @@ async def test_streams_deltas_in_order_then_billed_usage(
     assert body["stream"] is True
     assert fake.stats.requests[-1].path == "/v2/chat"
     assert fake.stats.requests[-1].headers["authorization"] == "Bearer co-key"
+
+
+async def test_a_reply_cut_by_max_tokens_reports_length(provider: CohereProvider) -> None:
+    cut = await collect(provider, request_for("command-r", max_tokens=4))
+    assert isinstance(cut[-1], Usage) and cut[-1].completion_tokens == 4
+    assert cut[-1].finish_reason is FinishReason.LENGTH  # Cohere's MAX_TOKENS
+    whole = await collect(provider, request_for("command-r"))
+    assert whole[-1].finish_reason is FinishReason.STOP
 
 
 async def test_sends_converted_messages_and_sampling(

@@ -14,6 +14,7 @@ from backend.providers.base import (
     ChatMessage,
     ChatRequest,
     Delta,
+    FinishReason,
     ModelSpec,
     ProviderError,
     ProviderErrorCode,
@@ -70,6 +71,13 @@ async def test_generates_tokens_then_usage_without_blocking_the_loop(
     # The loop kept turning while the model ran on its own thread (a blocked loop ticks ~0
     # times; the bound is loose so a busy machine doesn't fail it).
     assert ticks >= max(3, elapsed / 0.05)
+
+
+async def test_an_answer_cut_by_max_tokens_reports_length(provider: LocalLlamaProvider) -> None:
+    request = request_for("Count from one to one hundred.", max_tokens=4)
+    usage = [e async for e in provider.stream(request)][-1]
+    assert isinstance(usage, Usage) and usage.completion_tokens == 4
+    assert usage.finish_reason is FinishReason.LENGTH
 
 
 async def test_cancelling_the_stream_stops_the_generation_thread(

@@ -12,6 +12,7 @@ from backend.providers.base import (
     ChatMessage,
     ChatRequest,
     Delta,
+    FinishReason,
     ModelSpec,
     ProviderError,
     ProviderErrorCode,
@@ -91,6 +92,10 @@ async def test_max_tokens_caps_the_answer(provider: OpenAICompatibleProvider) ->
     events = await collect(provider, request_for("fake-gpt", max_tokens=4))
     assert [e for e in events if isinstance(e, Delta)] == [Delta(token_text(i)) for i in range(4)]
     assert events[-1].completion_tokens == 4
+    # The upstream's finish_reason "length" is carried (OpenAI clients offer "continue").
+    assert events[-1].finish_reason is FinishReason.LENGTH
+    whole = await collect(provider, request_for("fake-gpt"))
+    assert whole[-1].finish_reason is FinishReason.STOP
 
 
 async def test_counts_usage_with_tiktoken_when_upstream_reports_none(
