@@ -121,7 +121,7 @@ class Settings(BaseSettings):
     aws_secret_access_key: str = ""
     aws_session_token: str = ""
     # Uploads above this go to S3 in parts of this size (S3's floor is 5 MiB); a part is
-    # the most of a file a process holds in memory.
+    # gathered in memory up to 1 MiB, in a temporary file (TMPDIR) beyond.
     s3_part_size_mb: int = Field(8, ge=5, le=512)
     s3_timeout_seconds: float = Field(30.0, gt=0)
 

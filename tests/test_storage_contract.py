@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -96,12 +97,18 @@ async def test_ranged_and_chunked_reads(storage: FileStorage) -> None:
 async def test_a_large_file_streams_in_parts(storage: FileStorage) -> None:
     data = payload(2 * PART + 12345)
     key = "documents/d2/large.pdf"
+    assert not await storage.exists(key)  # the client is made (and its models loaded) first
+    tracemalloc.start()
     async with storage.writing(key) as writer:
         for start in range(0, len(data), MIB):
             await writer.write(data[start : start + MIB])
         if hasattr(writer, "upload_id"):  # S3: parts went up while the file arrived
             assert writer.upload_id is not None and len(writer.parts) == 2
         assert not await storage.exists(key), "visible before the write completed"
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    # Never the file, nor even a part, in memory (a MiB of it and the chunks in flight).
+    assert peak < PART, f"{peak / MIB:.1f} MiB held while writing"
     assert await storage.size(key) == len(data)
     assert await read(storage, key, PART - 3, PART + 3) == data[PART - 3 : PART + 3]
 

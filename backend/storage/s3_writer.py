@@ -1,6 +1,8 @@
 """Streaming a file into S3: one PUT when it fits in a part, a multipart upload above.
 
-A write holds at most one part in memory (S3_PART_SIZE_MB). The object appears only
+A write gathers one part at a time (S3_PART_SIZE_MB): its first MiB in memory, the rest
+in a temporary file under TMPDIR (never DATA_DIR), so a process holds at most about a
+MiB of any upload in memory, whatever the file's size. The object appears only
 when the write completes (PUT, or CompleteMultipartUpload); a write that fails or is
 cancelled aborts its multipart upload, so nothing half-written is ever visible. Should
 even the abort fail (S3 gone), the parts stay invisible to every reader and listing;
@@ -12,12 +14,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import tempfile
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import IO, Any
 
 from backend.storage.s3_client import S3Connection, s3_errors
 
 log = logging.getLogger("sluice.storage")
+SPOOL_MEMORY_BYTES = 1024 * 1024
+
+
+class PartBuffer:
+    """The part being gathered: in memory up to SPOOL_MEMORY_BYTES, then in a file."""
+
+    def __init__(self) -> None:
+        self.file: IO[bytes] = tempfile.SpooledTemporaryFile(  # noqa: SIM115 (closed by owner)
+            max_size=SPOOL_MEMORY_BYTES, prefix="sluice-part-"
+        )
+        self.size = 0
+
+    def add(self, data: bytes) -> None:
+        self.file.write(data)
+        self.size += len(data)
+
+    def body(self) -> IO[bytes]:
+        """The part from its start, for botocore to hash and send (and rewind on a retry)."""
+        self.file.seek(0)
+        return self.file
+
+    def close(self) -> None:
+        self.file.close()
 
 
 class S3Writer:
@@ -27,20 +53,23 @@ class S3Writer:
         self.key = key
         self.object_key = self.location.object_key(key)
         self.part_size = part_size
-        self.buffer = bytearray()
+        self.buffer = PartBuffer()
         self.upload_id: str | None = None
         self.parts: list[dict[str, Any]] = []
         self.written = 0
 
     async def write(self, chunk: bytes) -> None:
-        self.buffer.extend(chunk)
         self.written += len(chunk)
-        while len(self.buffer) >= self.part_size:
-            part = bytes(self.buffer[: self.part_size])
-            del self.buffer[: self.part_size]
-            await self.send_part(part)
+        view = memoryview(chunk)
+        while view:
+            room = self.part_size - self.buffer.size
+            self.buffer.add(view[:room])
+            view = view[room:]
+            if self.buffer.size == self.part_size:
+                await self.send_part()
 
-    async def send_part(self, data: bytes) -> None:
+    async def send_part(self) -> None:
+        """Send the gathered part and start the next one."""
         client = await self.connection.client()
         async with s3_errors(self.location, self.key, "write"):
             if self.upload_id is None:
@@ -54,20 +83,27 @@ class S3Writer:
                 Key=self.object_key,
                 UploadId=self.upload_id,
                 PartNumber=number,
-                Body=data,
+                Body=self.buffer.body(),
+                ContentLength=self.buffer.size,
             )
         self.parts.append({"ETag": sent["ETag"], "PartNumber": number})
+        self.buffer.close()
+        self.buffer = PartBuffer()
 
     async def finish(self) -> None:
         client = await self.connection.client()
         if self.upload_id is None:
             async with s3_errors(self.location, self.key, "write"):
                 await client.put_object(
-                    Bucket=self.location.bucket, Key=self.object_key, Body=bytes(self.buffer)
+                    Bucket=self.location.bucket,
+                    Key=self.object_key,
+                    Body=self.buffer.body(),
+                    ContentLength=self.buffer.size,
                 )
+            self.buffer.close()
             return
-        if self.buffer:
-            await self.send_part(bytes(self.buffer))
+        if self.buffer.size:
+            await self.send_part()
         async with s3_errors(self.location, self.key, "write"):
             await client.complete_multipart_upload(
                 Bucket=self.location.bucket,
@@ -75,9 +111,10 @@ class S3Writer:
                 UploadId=self.upload_id,
                 MultipartUpload={"Parts": self.parts},
             )
+        self.buffer.close()
 
     async def abort(self) -> None:
-        self.buffer = bytearray()
+        self.buffer.close()
         if self.upload_id is None:
             return
         try:
