@@ -212,8 +212,10 @@ async def test_the_openai_sdk_gets_the_reference_in_the_final_chunk(
     chunks = [chunk async for chunk in stream]
 
     final = chunks[-1]
-    assert final.choices[0].finish_reason == "stop"
     assert 1 <= final.usage.completion_tokens <= 4
+    # max_tokens=4 cuts SmolLM2's answer: OpenAI's "length", as the model reported it.
+    cut = final.usage.completion_tokens == 4
+    assert final.choices[0].finish_reason == ("length" if cut else "stop")
     assert "".join(c.choices[0].delta.content or "" for c in chunks).strip()
     assert_names_the_document(final.choices[0].delta.model_extra["reference"], knowledge)
     assert all(c.choices[0].delta.model_extra.get("reference") is None for c in chunks[:-1])
