@@ -282,3 +282,19 @@ async def test_a_revocation_in_another_process_closes_the_ragflow_socket(
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await asyncio.wait_for(ws.recv(), CLOSE_WITHIN_SECONDS)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+
+
+async def test_a_revocation_announced_while_the_channel_was_down_is_caught_up(
+    live_processes: LiveServer,
+    http: httpx.AsyncClient,
+    live_user: Account,
+    redis: aioredis.Redis,
+) -> None:
+    """The announcement is lost (Redis drops the subscriber connections, and the key is
+    revoked in SQL meanwhile): on re-subscribing the server re-checks every open
+    connection's credential and closes this idle one without any command from it."""
+    key_id, key = await new_api_key(http, live_user)
+    async with open_socket(live_processes, key) as ws:
+        await ApiKey.filter(id=key_id).update(revoked_at=datetime.now(UTC))
+        assert await redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub") >= 1
+        assert "revoked API key" in await closed_unauthorized(ws)

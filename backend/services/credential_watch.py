@@ -113,21 +113,26 @@ class CredentialWatch:
             if not watchers:
                 del self.by_user[user_id]
 
-    async def recheck(self, watched: Watched) -> None:
-        """End the connection if its credential no longer authenticates."""
+    async def recheck(self, *watchers: Watched) -> None:
+        """End the connections if their (one) credential no longer authenticates."""
         try:
-            await authenticate_credential(watched.credential.token, self.settings, self.redis)
+            await authenticate_credential(watchers[0].credential.token, self.settings, self.redis)
         except Unauthorized as error:
-            watched.end(error.message)
+            for watched in watchers:
+                watched.end(error.message)
         except Exception:
             log.warning("re-checking a watched credential failed", exc_info=True)
 
     def recheck_all(self) -> None:
-        for watchers in list(self.by_user.values()):
-            for watched in list(watchers):
-                task = asyncio.create_task(self.recheck(watched))
-                self.rechecks.add(task)
-                task.add_done_callback(self.rechecks.discard)
+        """Every watched credential once (many connections may share one token)."""
+        by_token: dict[str, list[Watched]] = {}
+        for watchers in self.by_user.values():
+            for watched in watchers:
+                by_token.setdefault(watched.credential.token, []).append(watched)
+        for watchers in by_token.values():
+            task = asyncio.create_task(self.recheck(*watchers))
+            self.rechecks.add(task)
+            task.add_done_callback(self.rechecks.discard)
 
     def dispatch(self, data: bytes | str) -> None:
         self.generation += 1
