@@ -146,3 +146,32 @@ async def test_the_feed_is_bounded_in_length_and_time(
     assert not await arq_redis.xrange(key, min="1-0", max="1-0")  # older than the retention
     assert 0 < await arq_redis.ttl(key) <= 60
     await arq_redis.delete(key)
+
+
+class LeaseWitness:
+    """The search store, noting whether the document's lease was held while it indexed."""
+
+    def __init__(self, store: object, redis: ArqRedis, settings: Settings) -> None:
+        self.store, self.redis, self.settings = store, redis, settings
+        self.lease_held: list[bool] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.store, name)
+
+    async def replace_document(self, document_id: str, records: list) -> None:
+        key = ingest_lease_key(self.settings.redis_prefix, document_id)
+        self.lease_held.append(bool(await self.redis.exists(key)))
+        await self.store.replace_document(document_id, records)
+
+
+async def test_indexing_happens_under_the_lease(
+    client: QuartClient, owner: Account, settings: Settings, arq_redis: ArqRedis
+) -> None:
+    """Writing to Elasticsearch takes seconds: without its lease, a run being indexed
+    looks dead to another worker's sweep, which re-queued it (seen with two workers)."""
+    document, run_id = await queued(client, owner)
+    store = LeaseWitness(search_store(), arq_redis, settings)
+    ingest = IngestContext(arq_redis, settings, store, document_storage(settings))
+    assert await ingest_document(ingest, document.id, run_id) == "done"
+    assert store.lease_held == [True]
+    assert not await arq_redis.exists(ingest_lease_key(settings.redis_prefix, document.id))

@@ -207,7 +207,9 @@ async def ingest_document(context: IngestContext, document_id: str, run_id: str)
                     watch.guard(prepare(context, document, report)),
                     settings.ingest_document_timeout_seconds,
                 )
-            outcome = await index(context, document, prepared)
+                # Still under the lease: indexing into Elasticsearch takes seconds, and a
+                # run without its lease looks dead to the other workers' sweeps.
+                outcome = await index(context, document, prepared)
         except RunStopped:
             return "stopped"
         except ParseFailure as failure:
