@@ -129,7 +129,12 @@ class Settings(BaseSettings):
     embedding_models: str = ""
     embedding_batch_size: int = Field(16, ge=1, le=2048)
     local_embedding_threads: int = Field(0, ge=0)
+    # Embedding batches are sized to take about this long (backend/knowledge/batch_pace.py).
+    embedding_batch_seconds: float = Field(1.0, gt=0)
     search_store: Literal["embedded", "elasticsearch"] = "embedded"
+    # Questions embedded at once by the local model per process (short ones first, one
+    # slot always left for short ones: backend/providers/query_line.py).
+    local_embedding_query_slots: int = Field(2, ge=1, le=16)
     search_db_path: str = ""
     search_vector_cache_mb: int = Field(512, ge=0)
     elasticsearch_url: str = "http://127.0.0.1:9200"
@@ -158,7 +163,14 @@ class Settings(BaseSettings):
     auto_citations: bool = True
 
     # Knowledge: the ingest worker (backend/knowledge/ingestion.py) and the status feed.
-    ingest_worker_max_jobs: int = Field(2, ge=1)
+    ingest_worker_max_jobs: int = Field(16, ge=1)
+    # Taken in turns, round-robin by user then document (backend/knowledge/ingest_turns.py).
+    ingest_parse_slots: int = Field(2, ge=1)
+    ingest_embedding_slots: int = Field(4, ge=1)
+    ingest_max_chunks: int = Field(5000, ge=0)
+    # A parse's time limit: base + per MB of file, at most INGEST_PARSE_TIMEOUT_SECONDS.
+    ingest_parse_base_seconds: float = Field(10.0, gt=0)
+    ingest_parse_seconds_per_mb: float = Field(10.0, ge=0)
     ingest_document_timeout_seconds: float = Field(1800.0, gt=0)
     ingest_parse_timeout_seconds: float = Field(120.0, gt=0)
     ingest_parse_memory_mb: int = Field(1024, ge=0)

@@ -28,8 +28,10 @@ class FeedEventType(StrEnum):
 
 
 class DocumentEvent(BaseModel):
-    """A document's parsing state changed. `progress_msg` is the newest line of the
-    document's log (the whole log is in the document's `progress_msg`)."""
+    """A document's parsing state changed, or a reminder that it is still being worked
+    on (at least every PROGRESS_HEARTBEAT_SECONDS, 2 s, while its run is in a worker).
+    `progress_msg` is the newest line of the document's log (the whole log is in the
+    document's `progress_msg`) or, between steps, what the worker is doing now."""
 
     type: FeedEventType
     document_id: str
@@ -41,6 +43,13 @@ class DocumentEvent(BaseModel):
     chunk_count: int = 0
     token_count: int = 0
     process_duration: float = Field(0.0, description="Seconds spent parsing so far")
+    chunks_done: int | None = Field(
+        None, description="While embedding: chunks embedded so far (of `chunks_total`)"
+    )
+    chunks_total: int | None = Field(None, description="While embedding: the document's chunks")
+    eta_seconds: float | None = Field(
+        None, description="While embedding: seconds left at the speed measured so far"
+    )
     timestamp: int = Field(description="Milliseconds since the epoch")
 
 

@@ -4,12 +4,16 @@ uploaded file parsed and chunked by the worker, its chunks returned in QAnything
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
+from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
 from quart import Quart
 
 from backend.settings import Settings
@@ -192,3 +196,69 @@ async def test_no_worker_answering_is_a_503(app: Quart, settings: Settings, tmp_
             status, body = await parse(http, {"user_id": str(account.id)}, "a.txt", LAKE.encode())
     assert status == 503, body
     assert body["code"] == 503 and "did not parse the file" in body["msg"]
+
+
+async def preview_jobs(redis: aioredis.Redis) -> tuple[list[bytes], list[bytes]]:
+    """The arq job keys of queued or running jobs (not the sweep's cron runs), and those
+    of them running now."""
+    jobs = [key async for key in redis.scan_iter(match=f"{job_key_prefix}*")]
+    running = [
+        key
+        for key in jobs
+        if await redis.exists(in_progress_key_prefix + key.decode()[len(job_key_prefix) :])
+    ]
+    return jobs, running
+
+
+async def until_jobs(
+    redis: aioredis.Redis, done: Callable[[list[bytes], list[bytes]], bool], within: float
+) -> None:
+    async with asyncio.timeout(within):
+        while True:
+            if done(*await preview_jobs(redis)):
+                return
+            await asyncio.sleep(0.05)
+
+
+def stored_previews(stack: IngestStack) -> list[Path]:
+    folder = stack.settings.documents_dir / "previews"
+    return [path for path in folder.rglob("*") if path.is_file()] if folder.exists() else []
+
+
+async def test_a_caller_who_hangs_up_stops_its_parse_and_nothing_stays(
+    stack: IngestStack, client: httpx.AsyncClient, account: Account
+) -> None:
+    kb_id = await create_kb(client, parser_config={"chunk_token_num": 8})
+    # About 12 MB of short lines: tens of seconds of parsing and chunking.
+    lines = "\n".join(f"Line {n} of the lake survey, depth {n % 1642} m." for n in range(260_000))
+    fields = {"user_id": str(account.id), "kb_id": kb_id}
+    redis = aioredis.from_url(stack.settings.redis_url)
+    try:
+        request = asyncio.create_task(
+            client.post(
+                ROUTE,
+                data=fields,
+                files=[("file", ("survey.txt", lines.encode()))],
+                timeout=httpx.Timeout(120, read=8),
+            )
+        )
+        await until_jobs(redis, lambda jobs, running: bool(running), within=30)
+        # The job carries a storage key, not the file: the payload is in file storage.
+        jobs, _ = await preview_jobs(redis)
+        sizes = [await redis.memory_usage(key) or 0 for key in jobs]
+        assert jobs and max(sizes) < 16 * 1024, sizes
+        assert [path.stat().st_size for path in stored_previews(stack)] == [len(lines.encode())]
+        with pytest.raises(httpx.ReadTimeout):
+            await request  # the caller gives up and hangs up
+        hung_up = time.monotonic()
+        # Its job is aborted: the worker stops parsing it and the job is gone.
+        await until_jobs(redis, lambda jobs, running: not jobs, within=5)
+        assert time.monotonic() - hung_up < 5
+        assert stored_previews(stack) == []
+        results = [key async for key in redis.scan_iter(match=f"{result_key_prefix}*")]
+        assert [key for key in results if await redis.ttl(key) > 10] == []
+    finally:
+        await redis.aclose()
+    # The worker is free again at once: a small parse answers.
+    status, body = await parse(client, fields, "small.txt", LAKE.encode())
+    assert status == 200, body

@@ -12,9 +12,16 @@ from arq import cron, func
 
 from backend.connections import redis_settings
 from backend.constants import INGEST_QUEUE, queue_name
-from backend.knowledge.parse_preview import PARSE_PREVIEW_JOB
+from backend.knowledge.chunked_parse import start_parse_server
+from backend.knowledge.ingest_turns import IngestTurns
+from backend.knowledge.parse_preview import PARSE_PREVIEW_JOB, PREVIEW_RESULT_SECONDS
 from backend.knowledge.parse_queue import EMBED_CHUNKS_JOB, PARSE_DOCUMENT_JOB
-from backend.providers.embedding_registry import close_embeddings, configure_embeddings
+from backend.providers.embedding_registry import (
+    close_embeddings,
+    configure_embeddings,
+    embedding_provider,
+    list_embedding_models,
+)
 from backend.providers.tokens import count_tokens
 from backend.search.stores import close_search_store, configure_search_store
 from backend.settings import get_settings
@@ -25,6 +32,11 @@ from workers.jobs.ingest import embed_chunks, parse_document, parse_preview, swe
 _settings = get_settings()
 
 
+def build_embedding_providers() -> None:
+    for spec in list_embedding_models():
+        embedding_provider(spec.id)
+
+
 async def startup(ctx: dict[str, Any]) -> None:
     await lifecycle.startup(ctx)
     settings = ctx["settings"]
@@ -32,8 +44,15 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["store"] = configure_search_store(settings)
     ctx["files"] = document_storage(settings)
     await check_storage_at_start(settings)
+    # Parse slots and embedding batches, shared by this process's jobs in turns.
+    ctx["turns"] = IngestTurns(settings)
     # The tokenizer takes about a second to load; not on the first document's clock.
     await asyncio.to_thread(count_tokens, "warm-up")
+    # Nor the parse children's server, which preloads the parsers, tokenizer and jieba,
+    # nor the embedding providers' SDK imports (seconds on a busy machine, which in the
+    # first job's event loop would stall its lease refresh).
+    await asyncio.to_thread(start_parse_server)
+    await asyncio.to_thread(build_embedding_providers)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
@@ -57,13 +76,14 @@ class WorkerSettings:
         ),
         # The web process waits for this one's result (CHUNK_EMBED_WAIT_SECONDS).
         func(embed_chunks, name=EMBED_CHUNKS_JOB, max_tries=1, timeout=600, keep_result=60),
-        # The web process waits for this one's chunks (DOCUMENT_PARSER_WAIT_SECONDS).
+        # The web process waits for this one's chunks (DOCUMENT_PARSER_WAIT_SECONDS),
+        # reads them at once and deletes them; kept briefly if it is gone.
         func(
             parse_preview,
             name=PARSE_PREVIEW_JOB,
             max_tries=1,
             timeout=_settings.ingest_parse_timeout_seconds + 60,
-            keep_result=60,
+            keep_result=PREVIEW_RESULT_SECONDS,
         ),
     ]
     cron_jobs = [
@@ -80,6 +100,8 @@ class WorkerSettings:
     on_startup = startup
     on_shutdown = shutdown
     max_jobs = _settings.ingest_worker_max_jobs
+    # A document_parser caller who hangs up aborts its job (backend/knowledge/document_parser.py).
+    allow_abort_jobs = True
     job_timeout = _settings.ingest_document_timeout_seconds + 60
     # Enqueues wake the worker (backend.job_queue); this is only the idle poll.
     poll_delay = 0.5

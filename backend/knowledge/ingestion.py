@@ -1,9 +1,10 @@
 """The ingest worker's pipeline for one document run: parse -> chunk -> embed -> index.
 
     lease -> start (RUNNING, "Task has been received.")
-          -> parse in a child process under time and memory limits (parsing/runner.py)
-          -> chunk by tokens (chunking.py)
-          -> embed in batches (EMBEDDING_BATCH_SIZE; progress per batch: the slow part)
+          -> parse and chunk in a child process under time and memory limits
+             (chunked_parse.py, parsing/runner.py), in turns for a parse slot
+          -> embed in batches of about EMBEDDING_BATCH_SECONDS, in turns with the
+             worker's other documents (fair_embedding.py; progress per batch)
           -> replace the document's chunks in the search store, in one step
           -> DONE with chunk_count, token_count, content_length, process_duration
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,10 +34,12 @@ from redis.asyncio import Redis
 
 from backend.errors import ApiError
 from backend.knowledge import document_runs
-from backend.knowledge.chunk_records import embed_in_batches, embedding_text, parsed_records
-from backend.knowledge.chunking import Chunk, chunk_document
-from backend.knowledge.parsing.document import ParsedDocument, ParseFailure
-from backend.knowledge.parsing.runner import run_parse_with_limits
+from backend.knowledge.chunk_records import embedding_text, parsed_records
+from backend.knowledge.chunked_parse import ChunkedDocument, chunked_in_child, parse_budget
+from backend.knowledge.chunking import Chunk
+from backend.knowledge.fair_embedding import embed_in_turns
+from backend.knowledge.ingest_turns import IngestTurns
+from backend.knowledge.parsing.document import ParseFailure
 from backend.knowledge.run_report import RunReport
 from backend.knowledge.run_watch import RunStopped, RunWatch
 from backend.metrics.instruments import INGEST_CHUNKS
@@ -55,17 +59,23 @@ MB = 1024 * 1024
 
 @dataclass
 class IngestContext:
-    """What a job needs, from the worker's context."""
+    """What a job needs, from the worker's context. `turns` are the worker process's
+    shared turns (one per process, so documents share them fairly)."""
 
     redis: Redis
     settings: Settings
     store: SearchStore
     files: FileStorage
+    turns: IngestTurns | None = None
+
+    def __post_init__(self) -> None:
+        if self.turns is None:
+            self.turns = IngestTurns(self.settings)
 
 
 @dataclass
 class Prepared:
-    chunks: list[Chunk]
+    chunks: Sequence[Chunk]
     vectors: np.ndarray
     content_length: int
     token_count: int
@@ -75,47 +85,48 @@ def counted(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
-def parse_summary(parsed: ParsedDocument, seconds: float) -> str:
+def parse_summary(parsed: ChunkedDocument) -> str:
+    seconds = parsed.parse_seconds
     if parsed.qa_pairs:
         what = counted(len(parsed.qa_pairs), "question/answer pair")
         return f"Read {what} in {seconds:.2f}s."
     if parsed.page_count:
         return f"Parsed {counted(parsed.page_count, 'page')} in {seconds:.2f}s."
-    return f"Parsed {counted(len(parsed.sections), 'section')} in {seconds:.2f}s."
+    return f"Parsed {counted(parsed.section_count, 'section')} in {seconds:.2f}s."
 
 
-async def parse(context: IngestContext, document: Document) -> ParsedDocument:
+async def parse(context: IngestContext, document: Document) -> ChunkedDocument:
+    """Parse and chunk in the limited child (`chunked_parse.py`)."""
     settings = context.settings
     async with context.files.local_copy(document.location) as path:
-        return await asyncio.to_thread(
-            run_parse_with_limits,
+        return await chunked_in_child(
             path,
             document.suffix,
             document.chunk_method,
-            settings.ingest_parse_timeout_seconds,
-            settings.ingest_parse_memory_mb * MB or None,
+            document.parser_config,
+            max_chunks=settings.ingest_max_chunks,
+            timeout_s=parse_budget(document.size, settings),
+            memory_limit=settings.ingest_parse_memory_mb * MB or None,
         )
 
 
 async def prepare(context: IngestContext, document: Document, report: RunReport) -> Prepared:
     """Everything before indexing; raises ParseFailure, ProviderError or ApiError with
     a reason for the user."""
-    begun = time.monotonic()
-    parsed = await parse(context, document)
-    await report.step(PARSED, parse_summary(parsed, time.monotonic() - begun))
+    turns = context.turns
+    assert turns is not None
+    report.doing("Waiting for a free parser")
+    async with turns.parsing.turn(document.owner_id, document.id):
+        report.doing("Parsing")
+        parsed = await parse(context, document)
+    await report.step(PARSED, parse_summary(parsed))
     for warning in parsed.warnings:
         await report.step(PARSED, f"Warning: {warning}")
-
-    begun = time.monotonic()
-    chunks = await asyncio.to_thread(
-        chunk_document, parsed, document.chunk_method, document.parser_config
-    )
-    if not chunks:
-        raise ParseFailure("The document has no text to index once parsed")
-    tokens = sum(chunk.token_count for chunk in chunks)
-    seconds = time.monotonic() - begun
+    chunks, tokens = parsed.chunks, parsed.token_count
     await report.step(
-        CHUNKED, f"Cut into {counted(len(chunks), 'chunk')} ({tokens} tokens) in {seconds:.2f}s."
+        CHUNKED,
+        f"Cut into {counted(len(chunks), 'chunk')} ({tokens} tokens) in "
+        f"{parsed.chunk_seconds:.2f}s.",
     )
 
     dataset = await Dataset.get_or_none(id=document.dataset_id)
@@ -128,20 +139,25 @@ async def prepare(context: IngestContext, document: Document, report: RunReport)
             f"embedding model '{provider.name}' now gives {provider.dimension}: an operator "
             "must restore the model's configuration"
         )
-    size = context.settings.embedding_batch_size
     await report.step(
-        CHUNKED, f"Embedding {len(chunks)} chunks with {provider.name}, {size} at a time."
+        CHUNKED,
+        f"Embedding {len(chunks)} chunks with {provider.name}, in turns with other documents.",
     )
+    report.doing("Embedding")
     begun = time.monotonic()
 
-    async def batch_done(done: int, total: int) -> None:
-        progress = CHUNKED + (EMBEDDED - CHUNKED) * done / total
-        await report.live(
-            progress, f"Embedded {done}/{total} chunks ({time.monotonic() - begun:.1f}s)."
-        )
+    async def batch_done(done: int, total: int, eta: float | None) -> None:
+        await report.live(CHUNKED + (EMBEDDED - CHUNKED) * done / total, done, total, eta)
 
-    texts = [embedding_text(chunk.content, chunk.questions) for chunk in chunks]
-    vectors = await embed_in_batches(provider, texts, size, batch_done)
+    vectors = await embed_in_turns(
+        provider,
+        [embedding_text(chunk.content, chunk.questions) for chunk in chunks],
+        line=turns.embedding_line(provider.name, getattr(provider, "parallel_batches", None)),
+        pace=turns.pace(provider.name),
+        user=document.owner_id,
+        document=document.id,
+        on_batch=batch_done,
+    )
     seconds = time.monotonic() - begun
     rate = len(chunks) / seconds if seconds > 0 else float(len(chunks))
     await report.step(EMBEDDED, f"Embedded {len(chunks)} chunks in {seconds:.1f}s ({rate:.1f}/s).")
@@ -200,7 +216,7 @@ async def ingest_document(context: IngestContext, document_id: str, run_id: str)
             return "skipped: the run is no longer live"
         report = RunReport(context.redis, settings, document, run_id)
         await report.started()
-        watch.on_poll = report.flush
+        watch.on_poll = report.heartbeat
         try:
             async with watch:
                 prepared = await asyncio.wait_for(

@@ -2,13 +2,14 @@
 worker's side.
 
 The web process never parses (parsers are CPU-heavy and run untrusted files through C
-libraries), so the uploaded bytes travel to the ingest worker inside the arq job and
-come back as chunk texts. The worker parses them exactly as it parses a stored
-document: the content check of an upload (`formats.check_content`), the parse in a
-child process under INGEST_PARSE_TIMEOUT_SECONDS and INGEST_PARSE_MEMORY_MB
-(`parsing/runner.py`), then the chunker (`chunking.py`) with the knowledge base's
-chunk method and settings. The file lives only in a temporary directory for the
-parse; nothing reaches storage, SQL or the search store.
+libraries). It streams the upload into file storage under `previews/` (never into
+Redis: six abandoned 15 MB calls once left 16 MB jobs there) and enqueues a small job
+naming it. The worker parses it exactly as it parses a stored document, in turns with
+every other document (`ingest_turns.py`): the content check of an upload
+(`formats.check_content`), then parse *and* chunk in one child process under the
+size-proportional time budget, INGEST_PARSE_MEMORY_MB and INGEST_MAX_CHUNKS
+(`chunked_parse.py`). The stored payload is deleted when the job ends, whatever the
+outcome; a caller who hung up aborts the job, which kills its child at once.
 
 The outcome is data, never an exception: a file the user must fix comes back as an
 HTTP status and a message for the web process to answer with.
@@ -17,36 +18,39 @@ HTTP status and a message for the web process to answer with.
 from __future__ import annotations
 
 import asyncio
-import tempfile
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from backend.errors import ApiError
 from backend.knowledge import formats
-from backend.knowledge.chunking import chunk_document
+from backend.knowledge.chunked_parse import chunked_in_child, parse_budget
+from backend.knowledge.ingest_turns import IngestTurns
 from backend.knowledge.parsing.document import ParseFailure
-from backend.knowledge.parsing.runner import run_parse_with_limits
 from backend.settings import Settings
+from backend.storage.base import FileStorage
 
 PARSE_PREVIEW_JOB = "parse_preview"
 MB = 1024 * 1024
 UNPARSABLE = 422
+# How long a result waits for a caller who never reads it (the web reads and deletes it).
+PREVIEW_RESULT_SECONDS = 10
+GONE = 410
 
 
 @dataclass(frozen=True)
 class PreviewFile:
-    """The upload as the job carries it. Its repr is short: arq logs a job's
-    arguments, and a 16 MiB `bytes` repr would cost the worker 64 MB per job."""
+    """The upload as the job names it: stored at `key` in the document storage, `size`
+    bytes, parsed for `owner_id` (whose turn it takes)."""
 
     name: str
     fmt: formats.DocumentFormat
-    data: bytes = field(repr=False)
+    key: str
+    size: int
+    owner_id: int
     chunk_method: str = "naive"
     parser_config: dict[str, Any] = field(default_factory=dict)
-
-    def __repr__(self) -> str:
-        return f"PreviewFile({self.name!r}, {self.fmt.value}, {len(self.data)} bytes)"
 
 
 @dataclass(frozen=True)
@@ -75,40 +79,54 @@ def faq_of(parsed_pairs: tuple[Any, ...], index: int) -> dict[str, str]:
     return {"question": pair.question, "answer": pair.answer}
 
 
-def parse_file(preview: PreviewFile, settings: Settings) -> PreviewResult:
-    """Check, parse and chunk the file. Blocking (it waits on the parse child and runs
-    the chunker): call it in a thread."""
-    with tempfile.TemporaryDirectory(prefix="sluice-preview-") as folder:
-        path = Path(folder) / f"upload.{preview.fmt.value}"
-        path.write_bytes(preview.data)
-        head = preview.data[: formats.SNIFF_BYTES]
-        formats.check_content(preview.name, preview.fmt, head, path)
-        parsed = run_parse_with_limits(
+def read_head(path: Path) -> bytes:
+    with path.open("rb") as handle:
+        return handle.read(formats.SNIFF_BYTES)
+
+
+async def parsed_chunks(
+    preview: PreviewFile, settings: Settings, files: FileStorage
+) -> PreviewResult:
+    """Check, parse and chunk the stored file; raises ParseFailure or the check's 415."""
+    async with files.local_copy(preview.key) as path:
+        head = await asyncio.to_thread(read_head, path)
+        await asyncio.to_thread(
+            formats.check_content, preview.name, preview.fmt, head, path, settings.image_max_pixels
+        )
+        chunked = await chunked_in_child(
             path,
             preview.fmt,
             preview.chunk_method,
-            settings.ingest_parse_timeout_seconds,
-            settings.ingest_parse_memory_mb * MB or None,
+            preview.parser_config,
+            max_chunks=settings.ingest_max_chunks,
+            timeout_s=parse_budget(preview.size, settings),
+            memory_limit=settings.ingest_parse_memory_mb * MB or None,
         )
-    chunks = chunk_document(parsed, preview.chunk_method, preview.parser_config)
-    if not chunks:
-        raise ParseFailure(f"File '{preview.name}' has no text once parsed")
     return PreviewResult(
         200,
         chunks=[
-            PreviewChunk(chunk.content, faq_of(parsed.qa_pairs, index))
-            for index, chunk in enumerate(chunks)
+            PreviewChunk(chunk.content, faq_of(chunked.qa_pairs, index))
+            for index, chunk in enumerate(chunked.chunks)
         ],
     )
 
 
-async def preview_chunks(preview: PreviewFile, settings: Settings) -> PreviewResult:
-    """The job's work: the file's chunks, or why there are none."""
+async def preview_chunks(
+    preview: PreviewFile, settings: Settings, files: FileStorage, turns: IngestTurns
+) -> PreviewResult:
+    """The job's work: the file's chunks, or why there are none; the payload is deleted
+    at the end either way."""
     try:
-        return await asyncio.to_thread(parse_file, preview, settings)
+        async with turns.parsing.turn(preview.owner_id, preview.key):
+            return await parsed_chunks(preview, settings, files)
+    except FileNotFoundError:  # the caller gave up and its payload is gone
+        return PreviewResult(GONE, f"File '{preview.name}' is no longer stored")
     except ParseFailure as failure:
         return PreviewResult(
             UNPARSABLE, f"File '{preview.name}' cannot be parsed: {failure.reason}"
         )
     except ApiError as error:  # the content check's 415
         return PreviewResult(error.status, error.message)
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(files.delete(preview.key))

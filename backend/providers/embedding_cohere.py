@@ -18,6 +18,7 @@ import numpy as np
 from backend.providers import failures
 from backend.providers.base import ProviderError
 from backend.providers.cohere import translate
+from backend.providers.embedding_input import cut_all
 from backend.providers.embeddings import EmbeddingSpec, embedding_label, unit_rows
 
 REQUEST_BATCH = 96
@@ -54,6 +55,7 @@ class CohereEmbeddingProvider:
             {"output_dimension": self.dimension} if self.spec.send_dimension else {}
         )
         parts = []
+        texts = cut_all(list(texts), self.spec.max_input_tokens)
         for start in range(0, len(texts), REQUEST_BATCH):
             batch = list(texts[start : start + REQUEST_BATCH])
             try:

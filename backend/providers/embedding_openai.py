@@ -15,6 +15,7 @@ import numpy as np
 import openai
 
 from backend.providers.base import ProviderError
+from backend.providers.embedding_input import cut_all
 from backend.providers.embeddings import EmbeddingSpec, embedding_label, unit_rows
 from backend.providers.openai_compatible import CONNECT_TIMEOUT_SECONDS, translate
 
@@ -47,6 +48,7 @@ class OpenAIEmbeddingProvider:
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
         parts = []
+        texts = cut_all(list(texts), self.spec.max_input_tokens)
         for start in range(0, len(texts), REQUEST_BATCH):
             batch = [text or " " for text in texts[start : start + REQUEST_BATCH]]
             extra = {"dimensions": self.dimension} if self.spec.send_dimension else {}

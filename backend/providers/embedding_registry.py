@@ -77,7 +77,10 @@ class EmbeddingRegistry:
         from backend.providers.embedding_local import LocalEmbeddingProvider
 
         return LocalEmbeddingProvider(
-            spec.id, spec.upstream, threads=settings.local_embedding_threads
+            spec.id,
+            spec.upstream,
+            threads=settings.local_embedding_threads,
+            query_slots=settings.local_embedding_query_slots,
         )
 
     async def aclose(self) -> None:

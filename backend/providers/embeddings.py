@@ -70,6 +70,9 @@ class EmbeddingEntry(BaseModel):
     send_dimension: bool = False
     base_url: str = ""
     api_key: str = ""
+    # The model's input window in tokens (cl100k_base); longer texts are cut to it.
+    # Omitted: REMOTE_WINDOWS' value for the provider. Local models have e5's 512.
+    max_input_tokens: int | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def check_dimension(self) -> EmbeddingEntry:
@@ -91,6 +94,12 @@ class EmbeddingSpec:
     upstream: str
     dimension: int
     send_dimension: bool = False
+    max_input_tokens: int | None = None
+
+
+# A remote model's input window when its entry does not say: OpenAI's embedding models
+# read 8,191 tokens; Cohere's embed v3 models 512 (v4 reads more: set it in the entry).
+REMOTE_WINDOWS = {EmbeddingProviderKind.OPENAI: 8191, EmbeddingProviderKind.COHERE: 512}
 
 
 DEFAULT_LOCAL_EMBEDDING = EmbeddingEntry(
@@ -124,6 +133,7 @@ def spec_of(entry: EmbeddingEntry) -> EmbeddingSpec:
         upstream=upstream,
         dimension=entry.dimension or LOCAL_DIMENSION,
         send_dimension=entry.send_dimension,
+        max_input_tokens=entry.max_input_tokens or REMOTE_WINDOWS.get(entry.provider),
     )
 
 

@@ -146,16 +146,20 @@ async def document_parser():
     app = current_app._get_current_object()
     settings = app.config["SETTINGS"]
     fields: dict[str, str] = {}
-    upload = OneFileUpload(settings)
-    await read_multipart(request.body, request.headers.get("Content-Type"), upload, fields)
-    user_id = fields.get("user_id")
-    check_user_id(QAnythingRequest(user_id=user_id))
-    kb_id = fields.get("kb_id", "").strip() or None
-    dataset: Dataset | None = None
-    if kb_id is not None:
-        dataset = await datasets.get_dataset(current_user(), known_kb_id(kb_id))
-    preview = upload.preview(dataset)
-    result = await parse_in_worker(app.config["REDIS"], settings, preview)
+    upload = OneFileUpload(settings, document_storage(settings))
+    try:
+        await read_multipart(request.body, request.headers.get("Content-Type"), upload, fields)
+        user_id = fields.get("user_id")
+        check_user_id(QAnythingRequest(user_id=user_id))
+        kb_id = fields.get("kb_id", "").strip() or None
+        dataset: Dataset | None = None
+        if kb_id is not None:
+            dataset = await datasets.get_dataset(current_user(), known_kb_id(kb_id))
+        preview = upload.preview(dataset, current_user().id)
+        await upload.keep()
+        result = await parse_in_worker(app.config["REDIS"], settings, preview)
+    finally:
+        await upload.discard()
     file_id = uuid.uuid4().hex
     return DocumentParserReply(
         msg="document parser success",

@@ -12,8 +12,9 @@ Children come from a forkserver that has already imported the parsers: each docu
 costs a fork (milliseconds), not a Python start-up and imports (about a second), and a
 child never inherits the worker's threads, event loop or sockets.
 
-Chunking runs in the worker on the returned sections: it is linear in the text and
-needs the tokenizer and jieba loaded once per worker rather than once per document.
+The ingest worker's target parses *and* chunks (`knowledge/chunked_parse.py`), so
+chunking runs under the same limits; the forkserver preloads the tokenizer and jieba
+(`knowledge/chunk_warmup.py`) so no child loads them again.
 """
 
 from __future__ import annotations
@@ -21,20 +22,22 @@ from __future__ import annotations
 import multiprocessing
 import resource
 import threading
+import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from backend.knowledge.parsing.document import ParsedDocument, ParseFailure
+from backend.knowledge.parsing.document import ParseFailure
 from backend.knowledge.parsing.parse import parse_document
 
 DEFAULT_TIMEOUT_S = 120.0
 DEFAULT_MEMORY_LIMIT = 1024 * 1024 * 1024
-PRELOAD = ["backend.knowledge.parsing"]
+PRELOAD = ["backend.knowledge.parsing", "backend.knowledge.chunk_warmup"]
 MB = 1024 * 1024
+STOP_POLL_SECONDS = 0.1
 
-Parser = Callable[[Path, Any, str], ParsedDocument]
+Parser = Callable[..., Any]
 
 _context_lock = threading.Lock()
 _context: Any = None
@@ -71,13 +74,14 @@ def parse_in_child(
     chunk_method: str,
     memory_limit: int | None,
     timeout_s: float,
+    extra: tuple[Any, ...] = (),
 ) -> None:
     """The child's work: parse under limits and send back ("ok", parsed) or
     ("failed", reason). Never raises: whatever happens is the document's failure."""
     outcome: tuple[str, Any]
     try:
         limit_self(memory_limit, timeout_s)
-        outcome = ("ok", target(Path(path), fmt, chunk_method))
+        outcome = ("ok", target(Path(path), fmt, chunk_method, *extra))
     except ParseFailure as exc:
         outcome = ("failed", exc.reason)
     except MemoryError:
@@ -90,6 +94,20 @@ def parse_in_child(
         sender.send(("failed", memory_message(memory_limit)))
     finally:
         sender.close()
+
+
+def answered(receiver: Connection, timeout_s: float, stop: threading.Event | None) -> bool:
+    """Whether the child answered within `timeout_s`; False early once `stop` is set."""
+    if stop is None:
+        return receiver.poll(timeout_s)
+    deadline = time.monotonic() + timeout_s
+    while not stop.is_set():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        if receiver.poll(min(left, STOP_POLL_SECONDS)):
+            return True
+    return False
 
 
 def crash_message(exit_code: int | None, memory_limit: int | None) -> str:
@@ -108,25 +126,30 @@ def run_parse_with_limits(
     memory_limit: int | None = DEFAULT_MEMORY_LIMIT,
     *,
     target: Parser = parse_document,
-) -> ParsedDocument:
-    """`target(path, fmt, chunk_method)` (parse_document) in a child process, killed
+    extra: tuple[Any, ...] = (),
+    stop: threading.Event | None = None,
+) -> Any:
+    """`target(path, fmt, chunk_method, *extra)` (parse_document) in a child process, killed
     after `timeout_s` seconds, its data segment limited to `memory_limit` bytes (None:
     unlimited). Returns the parsed document or raises ParseFailure: for the file's own
     faults, for the time or memory limit, and for a crash of the parser. Blocking:
     call it in a thread from async code. `target` must be importable by name (a
-    module-level function) so the child can unpickle it."""
+    module-level function) so the child can unpickle it. Setting `stop` (from another
+    thread: the caller was cancelled) kills the child within STOP_POLL_SECONDS."""
     context = parse_context()
     receiver, sender = context.Pipe(duplex=False)
     process = context.Process(
         target=parse_in_child,
-        args=(sender, target, str(path), str(fmt), chunk_method, memory_limit, timeout_s),
+        args=(sender, target, str(path), str(fmt), chunk_method, memory_limit, timeout_s, extra),
         name="sluice-parse",
         daemon=True,
     )
     process.start()
     sender.close()
     try:
-        if not receiver.poll(timeout_s):
+        if not answered(receiver, timeout_s, stop):
+            if stop is not None and stop.is_set():
+                raise ParseFailure("Parsing was stopped")
             raise ParseFailure(
                 f"Parsing took longer than {timeout_s:g} s and was stopped: the file is "
                 "damaged, or too large to parse in time"

@@ -1,0 +1,52 @@
+"""A document's chunks embedded in turns with every other document of the worker.
+
+Each batch waits for its turn in the model's line (`ingest_turns.py`: round-robin by
+user, then by document), is sized by the model's measured speed (`batch_pace.py`: about
+EMBEDDING_BATCH_SECONDS), and reports chunks done/total with an ETA after it. The ETA is
+the chunks left at this document's own rate so far, waits for its turns included, so it
+already accounts for the documents it shares the model with.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+import numpy as np
+
+from backend.knowledge.batch_pace import BatchPace
+from backend.knowledge.ingest_turns import FairTurns
+from backend.providers.embeddings import EmbeddingProvider
+
+# Called after each batch with (chunks embedded, all of them, seconds left or None).
+Progress = Callable[[int, int, float | None], Awaitable[None]]
+
+
+async def embed_in_turns(
+    provider: EmbeddingProvider,
+    texts: Sequence[str],
+    *,
+    line: FairTurns,
+    pace: BatchPace,
+    user: int,
+    document: str,
+    on_batch: Progress,
+) -> np.ndarray:
+    """(len(texts), dimension) float32 rows, one fairly-scheduled batch at a time."""
+    rows: list[np.ndarray] = []
+    begun = time.monotonic()
+    start = 0
+    while start < len(texts):
+        async with line.turn(user, document):
+            end = pace.batch_end(texts, start)
+            batch = texts[start:end]
+            called = time.monotonic()
+            rows.append(await provider.embed_documents(batch))
+            pace.record(batch, time.monotonic() - called)
+        start = end
+        elapsed = time.monotonic() - begun
+        left = len(texts) - start
+        await on_batch(start, len(texts), left * elapsed / start if elapsed > 0 else None)
+    if not rows:
+        return np.empty((0, provider.dimension), dtype=np.float32)
+    return np.concatenate(rows)
