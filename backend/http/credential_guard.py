@@ -95,6 +95,16 @@ class ConnectionGuard:
 
 
 UNAUTHORIZED_CODE = "unauthorized"
+# The data of `sse_error_frame`, for the OpenAPI document of streams.
+CREDENTIAL_ENDED_SCHEMA = {
+    "type": "object",
+    "required": ["code", "message", "status"],
+    "properties": {
+        "code": {"const": UNAUTHORIZED_CODE},
+        "message": {"type": "string"},
+        "status": {"const": 401},
+    },
+}
 
 
 def sse_error_frame(reason: str) -> bytes:

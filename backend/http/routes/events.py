@@ -11,6 +11,7 @@ from quart_schema import document_headers, document_response, validate_querystri
 from sse_starlette import ServerSentEvent
 
 from backend.http.auth import authenticated, current_user
+from backend.http.credential_guard import CREDENTIAL_ENDED_SCHEMA
 from backend.http.documented_errors import document_errors
 from backend.http.openapi import RawBody, sse_frame_schema
 from backend.http.routes.task_streams import event_stream
@@ -37,7 +38,8 @@ def data_schema(model: type[DocumentEvent] | type[FeedResetEvent]) -> dict[str, 
 
 class FeedEventStream(RawBody):
     """A text/event-stream of document events, each frame with an `id:` (a `feed.reset`
-    notice has none); the schema is one frame's."""
+    notice has none, nor the `error` that ends the stream when your credential is revoked
+    or expires); the schema is one frame's."""
 
     media_type = "text/event-stream"
     schema = sse_frame_schema(
@@ -47,7 +49,10 @@ class FeedEventStream(RawBody):
             if kind is not FeedEventType.RESET
         },
         with_id=True,
-        unnumbered={FeedEventType.RESET.value: data_schema(FeedResetEvent)},
+        unnumbered={
+            FeedEventType.RESET.value: data_schema(FeedResetEvent),
+            "error": CREDENTIAL_ENDED_SCHEMA,
+        },
     )
 
 
