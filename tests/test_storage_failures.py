@@ -5,9 +5,11 @@ by itself when it is back.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -25,7 +27,7 @@ from backend.storage.configured import make_storage, storage_problem
 from tests.support.accounts import create_account
 from tests.support.images import image_bytes
 from tests.support.knowledge import BOUNDARY, MULTIPART, multipart
-from tests.support.live_server import LiveServer, start_hypercorn
+from tests.support.live_server import LiveServer, free_port, spawn, start_hypercorn
 from tests.support.raw_http import repeated, send_request
 from tests.support.s3_server import S3Server, s3_server_or_skip, wait_for_bucket
 from tests.support.tcp_switch import TcpSwitch
@@ -226,3 +228,35 @@ async def test_storage_lost_mid_upload_leaves_no_half_file(switched: tuple) -> N
         )
     finally:
         await storage.close()
+
+
+async def test_refused_credentials_at_start_are_a_clear_readiness_error(
+    app: Quart, s3: S3Server, settings: Settings, tmp_path: Path
+) -> None:
+    """The process starts anyway (no crash loop), logs why, and /readyz names storage."""
+    refused = s3.settings(
+        settings,
+        aws_secret_access_key="not-the-secret",
+        redis_prefix=f"storage-{uuid.uuid4().hex[:8]}",
+        admin_username="",
+        admin_password="",
+    )
+    port = free_port()
+    args = [sys.executable, "-m", "hypercorn", "backend.asgi:app", "--bind", f"127.0.0.1:{port}"]
+    server = spawn(f"hypercorn-{port}", args, refused, tmp_path)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            deadline = time.monotonic() + 60
+            while True:
+                assert server.process.poll() is None, server.log_tail()
+                with contextlib.suppress(httpx.TransportError):
+                    if (await http.get("/healthz")).status_code == 200:
+                        break
+                assert time.monotonic() < deadline, server.log_tail()
+                await asyncio.sleep(0.2)
+            ready = await http.get("/readyz")
+        assert ready.status_code == 503, ready.text
+        assert "storage (File storage (s3://" in ready.text and "access denied" in ready.text
+        assert "access denied" in server.log_tail()
+    finally:
+        server.stop()
