@@ -13,11 +13,18 @@ from backend.errors import Conflict
 from backend.models.users import Level
 from backend.services.users import create_user
 from backend.settings import get_settings
+from backend.signing_key import SigningKeyError, signing_key
 
 
 async def run_migrate() -> None:
-    await migrate_database(get_settings())
+    settings = get_settings()
+    await migrate_database(settings)
     print("database migrated")
+    try:
+        # `make run` migrates first: the processes it starts then find the key made.
+        signing_key(settings)
+    except SigningKeyError as error:
+        raise SystemExit(str(error)) from None
 
 
 async def run_create_admin(username: str, password: str) -> None:

@@ -125,6 +125,20 @@ def test_unsafe_keys_stop_start_up_with_one_line(
     assert "short-key" not in result.stderr  # a secret is never printed, even a bad one
 
 
+@pytest.mark.sqlite_only
+def test_make_runs_first_step_makes_the_key_or_stops_on_an_unsafe_file(tmp_path: Path) -> None:
+    """`python -m backend migrate` (before `make run` starts its processes) makes the key;
+    a key file others can read stops it with one line."""
+    assert start_line(tmp_path).returncode == 0
+    path = tmp_path / KEY_FILE_NAME
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    path.chmod(0o640)
+    result = start_line(tmp_path)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "chmod 600" in lines[0], result.stderr
+
+
 async def test_a_token_forged_with_the_old_default_is_refused_by_make_runs_server(
     live_settings: Settings, live_log_dir: Path, tmp_path: Path
 ) -> None:
