@@ -99,3 +99,8 @@ def s3_endpoint() -> Iterator[S3Endpoint]:
         finally:
             process.terminate()
             process.wait(10)
+            # weed puts its gRPC sockets in /tmp whatever TMPDIR says.
+            for flag, port in ports.items():
+                if flag.endswith(".grpc"):
+                    for socket_path in glob.glob(f"/tmp/seaweedfs-*-grpc-{port}.sock"):
+                        Path(socket_path).unlink(missing_ok=True)

@@ -323,7 +323,8 @@ start_seaweedfs() {
         -filer.localSocket="$dir/filer.sock" -s3.localSocket="$dir/s3.sock" \
         >"$dir/weed.log" 2>&1 &
     pid=$!
-    add_cleanup "stop_seaweedfs $pid '$dir'"
+    # weed puts its gRPC sockets in /tmp whatever TMPDIR says: removed by their ports.
+    add_cleanup "stop_seaweedfs $pid '$dir' '${p[1]} ${p[3]} ${p[5]} ${p[7]} ${p[10]}'"
     export TEST_S3_ENDPOINT_URL="http://127.0.0.1:${p[6]}" TEST_S3_BUCKET="$bucket" \
         TEST_S3_ACCESS_KEY="$key" TEST_S3_SECRET_KEY="$secret"
     for _ in $(seq 120); do
@@ -360,4 +361,6 @@ stop_seaweedfs() {
     done
     kill -9 "$1" 2>/dev/null || true
     rm -rf "$2"
+    local port
+    for port in $3; do rm -f /tmp/seaweedfs-*-grpc-"$port".sock; done
 }
