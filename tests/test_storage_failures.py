@@ -48,6 +48,7 @@ def closed_port() -> int:
         ({"aws_secret_access_key": "not-the-secret"}, "access denied"),
         ({"storage_url": "s3://no-such-bucket-for-sluice/x"}, "does not exist"),
         ({"s3_endpoint_url": f"http://127.0.0.1:{closed_port()}"}, "unreachable"),
+        ({"s3_endpoint_url": "127.0.0.1:9000"}, "no S3 client can be made"),
     ],
 )
 async def test_a_storage_that_refuses_or_is_gone_is_named(

@@ -132,8 +132,14 @@ class S3Connection:
         async with self.locks.setdefault(loop, asyncio.Lock()):
             if loop not in self.clients:
                 stack = contextlib.AsyncExitStack()
-                creator = get_session().create_client("s3", **self.location.client_options())
-                self.clients[loop] = (await stack.enter_async_context(creator), stack)
+                try:
+                    creator = get_session().create_client("s3", **self.location.client_options())
+                    self.clients[loop] = (await stack.enter_async_context(creator), stack)
+                except (ValueError, BotoCoreError) as error:  # e.g. an endpoint without scheme
+                    STORAGE_ERRORS.labels("s3", "check").inc()
+                    raise unavailable(
+                        self.location.description, f"no S3 client can be made: {error}"
+                    ) from error
         return self.clients[loop][0]
 
     async def close(self) -> None:
