@@ -30,8 +30,9 @@ from tests.support.replica_stack import ReplicaStack, replica_stack, require_ser
 from tests.support.sse_client import Frame, events, frames
 from tests.support.task_models import SLOW
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.postgres_only]
 RECEIVE_TIMEOUT = 30
+TERMINAL_FEED_EVENTS = ("document.done", "document.failed", "document.cancelled")
 TEXT = "\n\n".join(f"Paragraph {n}: the heron named Quillon nests by lake {n}." for n in range(40))
 
 
@@ -112,7 +113,7 @@ async def sse_feed_until_done(stack: ReplicaStack, account: Account) -> list:
                 if frame.id is None:
                     continue
                 received.append(frame)
-                if frame.event == "document.done":
+                if frame.event in TERMINAL_FEED_EVENTS:
                     return received
     raise AssertionError("the feed ended early")
 
@@ -127,7 +128,7 @@ async def ws_feed_until_done(stack: ReplicaStack, account: Account) -> list:
             while True:
                 message = json.loads(await ws.recv())
                 received.append(message)
-                if message["type"] == "document.done":
+                if message["type"] in TERMINAL_FEED_EVENTS:
                     return received
 
 
@@ -149,7 +150,10 @@ async def test_upload_parse_and_watch_the_feed_through_both_replicas(
     # Listed through each replica in turn: the same chunks from the shared stores.
     listings = []
     for _ in range(2):
-        response = await client.get(f"/api/v1/datasets/{dataset_id}/documents/{document_id}/chunks")
+        response = await client.get(
+            f"/api/v1/datasets/{dataset_id}/documents/{document_id}/chunks",
+            params={"page_size": 1000},
+        )
         assert response.status_code == 200, response.text
         listings.append(sorted(chunk["id"] for chunk in response.json()["data"]["chunks"]))
     assert listings[0] == listings[1] and len(listings[0]) == done["chunk_count"]
@@ -311,7 +315,7 @@ async def test_an_ingest_worker_killed_mid_document_is_replaced_by_the_other(
     done = await wait_done(client, dataset_id, document_id)
     assert done["run"] == "DONE", done
     chunks = await client.get(
-        f"/api/v1/datasets/{dataset_id}/documents/{document_id}/chunks", params={"page_size": 1024}
+        f"/api/v1/datasets/{dataset_id}/documents/{document_id}/chunks", params={"page_size": 1000}
     )
     contents = [chunk["content"] for chunk in chunks.json()["data"]["chunks"]]
     assert len(contents) == done["chunk_count"] == len(set(contents)), "chunks lost or doubled"

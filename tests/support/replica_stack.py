@@ -232,7 +232,7 @@ def shared_settings(base: Settings, embeddings_url: str, chat_url: str, slow_url
             "auto_citations": False,
             "admin_username": "",
             "admin_password": "",
-            "log_level": "WARNING",
+            "log_level": os.environ.get("SLUICE_REPLICAS_LOG_LEVEL", "WARNING"),
             "sse_heartbeat_seconds": 1.0,
             "stream_lease_wait_seconds": 2.0,
             "embedding_batch_size": 4,
