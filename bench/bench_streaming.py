@@ -775,6 +775,7 @@ def main() -> None:
     parser.add_argument("--chat-workers", type=int, default=1, help="arq chat worker processes")
     parser.add_argument("--tokens", type=int, help="tokens per answer (plan default otherwise)")
     parser.add_argument("--streams", type=int, help="concurrent streams for (b)")
+    parser.add_argument("--idle-streams", type=int, help="open idle SSE streams for (c)")
     parser.add_argument(
         "--ttft-streams",
         type=lambda value: tuple(int(n) for n in value.split(",")),
@@ -799,6 +800,7 @@ def main() -> None:
         tokens_per_second=args.rate or plan.tokens_per_second,
         ttft_concurrency=args.ttft_streams or plan.ttft_concurrency,
         throughput_streams=args.streams or plan.throughput_streams,
+        idle_streams=args.idle_streams or plan.idle_streams,
         phases=args.phases,
     )
     raise_open_files()

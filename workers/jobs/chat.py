@@ -128,7 +128,7 @@ async def generate_answer(ctx: dict[str, Any], task_id: str) -> str:
 
         async def send(text: str) -> None:
             clock.token()
-            await stream.append(TokenEvent(delta=text))
+            await stream.append_token(text)
 
         async def queued(position: int) -> None:
             await stream.append(QueuedEvent(position=position))
