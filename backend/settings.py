@@ -75,7 +75,8 @@ class Settings(BaseSettings):
     task_heartbeat_ttl_seconds: int = 5
     task_heartbeat_interval_seconds: float = 1.0
     task_cancel_poll_seconds: float = 0.1
-    task_coalesce_ms: float = 4.0
+    # A token event carries the deltas of this window (docs/streaming.md, Measured).
+    task_coalesce_ms: float = 40.0
     task_queued_timeout_seconds: int = 600
     task_reap_interval_seconds: int = 2
     chat_job_timeout_seconds: int = 900
