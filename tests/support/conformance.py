@@ -36,6 +36,8 @@ CHECKS = (
     "status_code_conformance",
     "content_type_conformance",
     "response_schema_conformance",
+    # A method no operation documents (TRACE, PATCH on a GET route...) is a 405 with `Allow`.
+    "unsupported_method",
 )
 # How often a generated id is swapped for one of the caller's real ones, so that the
 # success responses (and streams) are checked too, not only the 404s of random ids.
