@@ -14,3 +14,4 @@ bench:  ## print the benchmark figures quoted in the README (about 4 minutes)
 	.venv/bin/python -m bench.bench_streaming
 	.venv/bin/python -m bench.bench_ingest
 	.venv/bin/python -m bench.bench_rag
+	.venv/bin/python -m bench.bench_storage  # needs the weed binary `make test` builds
