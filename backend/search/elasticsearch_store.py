@@ -95,8 +95,11 @@ class ElasticsearchSearchStore(ElasticsearchWrites):
 
     async def check(self, within: float) -> None:
         """Readiness: one search of Sluice's indices (what the app needs the user to be
-        allowed), one try, `within` seconds; raises `SearchStoreUnavailable` saying why."""
-        client = self.client.options(request_timeout=within, max_retries=0)
+        allowed), one try per node (one node gone is no outage), `within` seconds each
+        (readiness abandons the whole after that anyway); raises `SearchStoreUnavailable`
+        saying why."""
+        retries = len(self.connection.hosts) - 1
+        client = self.client.options(request_timeout=within, max_retries=retries)
         try:
             await client.search(index=self.pattern, size=0, **SEARCH_OPTIONS)
         except Exception as exc:
