@@ -14,8 +14,10 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
+from arq.jobs import deserialize_job
 from quart import Quart
 
+from backend.knowledge.parse_preview import PARSE_PREVIEW_JOB
 from backend.settings import Settings
 from tests.support.accounts import Account, create_account
 from tests.support.document_files import docx_file, pdf_file
@@ -199,9 +201,14 @@ async def test_no_worker_answering_is_a_503(app: Quart, settings: Settings, tmp_
 
 
 async def preview_jobs(redis: aioredis.Redis) -> tuple[list[bytes], list[bytes]]:
-    """The arq job keys of queued or running jobs (not the sweep's cron runs), and those
-    of them running now."""
-    jobs = [key async for key in redis.scan_iter(match=f"{job_key_prefix}*")]
+    """The arq job keys of queued or running `parse_preview` jobs, and those of them
+    running now (other modules' stopped stacks may leave other jobs' keys behind)."""
+    jobs = [
+        key
+        async for key in redis.scan_iter(match=f"{job_key_prefix}*")
+        if (raw := await redis.get(key)) is not None
+        and deserialize_job(raw).function == PARSE_PREVIEW_JOB
+    ]
     running = [
         key
         for key in jobs
