@@ -101,6 +101,8 @@ async def test_documents_avatars_and_images_live_in_the_bucket_only(
         f"/api/v1/datasets/{dataset_id}/documents/{documents['notes.docx']['id']}"
     )
     assert download.status_code == 200 and download.content == word.read_bytes()
+    part = await client.get(download.url, headers={"Range": "bytes=100-199"})
+    assert part.status_code == 206 and part.content == word.read_bytes()[100:200]
 
     avatar = await client.put(
         "/api/v1/users/me/avatar", content=image_bytes(), headers={"Content-Type": "image/png"}

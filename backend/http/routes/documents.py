@@ -21,6 +21,7 @@ from quart_schema import (
 from backend.errors import Unprocessable
 from backend.http.auth import authenticated, current_user
 from backend.http.body_limits import MULTIPART_OVERHEAD, body_limit
+from backend.http.byte_ranges import RangeNotSatisfiable, range_not_satisfiable, requested_range
 from backend.http.documented_errors import document_errors
 from backend.http.multipart_files import read_multipart
 from backend.http.openapi import RawBody
@@ -167,21 +168,31 @@ def content_disposition(name: str, suffix: str) -> str:
 @authenticated
 @document_response(DocumentFile, 200)
 async def download_document(dataset_id: str, document_id: str) -> Response:
-    """The original file, as uploaded, with its media type and name."""
+    """The original file, as uploaded, with its media type and name. `Range: bytes=a-b`
+    (one range) answers 206 with that part, streamed from a ranged read of storage."""
     document = await documents.get_document(current_user(), dataset_id, document_id)
     storage = document_storage(current_app.config["SETTINGS"])
     await documents.check_stored(document, storage)
+    try:
+        part = requested_range(request.headers.get("Range"), document.size)
+    except RangeNotSatisfiable:
+        return range_not_satisfiable(document.size)
+    start, end = part or (0, document.size)
     response = Response(
-        storage.read_chunks(document.location),
+        storage.read_chunks(document.location, start, end),
+        status=206 if part else 200,
         mimetype=document.content_type,
         headers={
             "Content-Disposition": content_disposition(document.name, document.suffix),
             "X-Content-Type-Options": "nosniff",
             "Content-Security-Policy": "sandbox",
             "Cache-Control": "private, no-cache",
+            "Accept-Ranges": "bytes",
         },
     )
-    response.content_length = document.size
+    if part:
+        response.headers["Content-Range"] = f"bytes {start}-{end - 1}/{document.size}"
+    response.content_length = end - start
     return response
 
 
