@@ -21,13 +21,19 @@ from typing import Any
 from arq.constants import in_progress_key_prefix
 from arq.utils import timestamp_ms
 from arq.worker import Worker, check_health, get_kwargs
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from backend.connections import open_redis
 from backend.job_queue import WakeListener
 from backend.observability import configure_logging
+from backend.outage import Outage
 from backend.settings import get_settings
 
 QUEUES = ("chat", "ingest")
+# A lost or refused connection, or a server that stopped answering (paused, restarting).
+REDIS_OUTAGES = (RedisConnectionError, RedisTimeoutError, OSError)
+log = logging.getLogger("sluice.worker")
 
 # KEYS: the job's in-progress key, the queue; ARGV: job id, now (ms), in-progress TTL (ms).
 # The job's score when this worker now runs it; nil if it runs elsewhere, is gone or
@@ -49,18 +55,31 @@ class QueueWorker(Worker):
         self.idle_poll_seconds = self.poll_delay_s
         self.poll_delay_s = 0
         self.wakes: WakeListener | None = None
+        self.redis_outage = Outage("Redis", log)
 
     async def main(self) -> None:
-        if self._pool is None:
-            self._pool = await open_redis(get_settings(), self.queue_name)
+        while self._pool is None:
+            try:
+                self._pool = await open_redis(get_settings(), self.queue_name)
+            except REDIS_OUTAGES as error:
+                await self.redis_outage.failed(error)
+        self.redis_outage.recovered()
         await super().main()
 
     async def _poll_iteration(self) -> None:
-        if self.wakes is None:
-            self.wakes = WakeListener(self.pool, self.queue_name)
-        else:
-            await self.wakes.wait(self.idle_poll_seconds)
-        await super()._poll_iteration()
+        """arq's poll, riding out a Redis outage: arq lets a lost connection end the
+        worker for good; here the poll is tried again with back-off until Redis is back
+        (redis-py reconnects by itself), while jobs in progress carry on."""
+        try:
+            if self.wakes is None:
+                self.wakes = WakeListener(self.pool, self.queue_name)
+            else:
+                await self.wakes.wait(self.idle_poll_seconds)
+            await super()._poll_iteration()
+        except REDIS_OUTAGES as error:
+            await self.redis_outage.failed(error)
+            return
+        self.redis_outage.recovered()
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         """arq's `start_jobs` (a slot per job, up to `max_jobs`), its claims in one round

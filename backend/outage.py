@@ -1,0 +1,48 @@
+"""A dependency outage as a long-running process lives through it: retried with capped
+exponential back-off, logged once when it starts and once when it ends (with how long it
+lasted), never once per attempt, so a minute without Redis is two log lines, not six
+hundred."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+FIRST_DELAY_SECONDS = 0.1
+MAX_DELAY_SECONDS = 5.0
+
+
+class Outage:
+    def __init__(self, dependency: str, log: logging.Logger) -> None:
+        self.dependency = dependency
+        self.log = log
+        self.since: float | None = None
+        self.delay = FIRST_DELAY_SECONDS
+
+    @property
+    def ongoing(self) -> bool:
+        return self.since is not None
+
+    async def failed(self, error: BaseException) -> None:
+        """One failed attempt: note the outage (logged at its start) and wait before the
+        next attempt."""
+        if self.since is None:
+            self.since = time.monotonic()
+            self.log.warning(
+                "%s is unreachable (%s: %s); retrying with back-off up to %g s",
+                self.dependency,
+                type(error).__name__,
+                error,
+                MAX_DELAY_SECONDS,
+            )
+        await asyncio.sleep(self.delay)
+        self.delay = min(self.delay * 2, MAX_DELAY_SECONDS)
+
+    def recovered(self) -> None:
+        """An attempt succeeded: the outage, if there was one, is over."""
+        if self.since is None:
+            return
+        self.log.warning("%s is back after %.1f s", self.dependency, time.monotonic() - self.since)
+        self.since = None
+        self.delay = FIRST_DELAY_SECONDS
