@@ -1,8 +1,8 @@
 """Elasticsearch going away and coming back under a live web process and ingest worker
-(a TCP switch in front of the test node): both processes stay up; readiness names the
-search store while it is gone; a parse ends FAIL saying the search store is unavailable
-(and parses once it is back); a request that needs the store is a 503 naming it, never
-a 500."""
+and chat worker (a TCP switch in front of the test node): the processes stay up;
+readiness names the search store while it is gone; a parse ends FAIL saying the search
+store is unavailable (and parses once it is back); a request that needs the store is a
+503 naming it, never a 500; a RAG turn ends with an error event saying so."""
 
 from __future__ import annotations
 
@@ -17,8 +17,12 @@ from quart import Quart
 
 from backend.settings import Settings
 from tests.support.accounts import Account, create_account
+from tests.support.fake_openai import fake_openai_server
 from tests.support.ingest_stack import IngestStack, ingest_stack, wait_for_run
 from tests.support.knowledge import MULTIPART, multipart
+from tests.support.live_server import start_chat_worker
+from tests.support.sse_client import ask_task
+from tests.support.task_models import CHEAP, with_models
 from tests.support.tcp_switch import TcpSwitch
 
 pytestmark = pytest.mark.sqlite_only
@@ -42,14 +46,18 @@ async def stack(
     switch = TcpSwitch(int(elasticsearch_url.rstrip("/").rsplit(":", 1)[1]))
     await switch.on()
     try:
-        async with ingest_stack(
-            settings,
-            tmp_path_factory.mktemp("search-outage"),
-            search_store="elasticsearch",
-            elasticsearch_url=f"http://127.0.0.1:{switch.port}",
-            elasticsearch_index_prefix=f"sluice-outage-{time.monotonic_ns()}",
-            elasticsearch_max_retries=1,
-        ) as running:
+        async with (
+            fake_openai_server(tokens=5) as upstream,
+            ingest_stack(
+                with_models(settings, upstream.base_url, upstream.base_url),
+                tmp_path_factory.mktemp("search-outage"),
+                search_store="elasticsearch",
+                elasticsearch_url=f"http://127.0.0.1:{switch.port}",
+                elasticsearch_index_prefix=f"sluice-outage-{time.monotonic_ns()}",
+                elasticsearch_max_retries=1,
+            ) as running,
+        ):
+            running.workers.append(await start_chat_worker(running.settings, running.log_dir))
             yield OutageStack(running, switch)
     finally:
         await switch.off()
@@ -57,7 +65,7 @@ async def stack(
 
 @pytest.fixture(scope="module")
 async def account(stack: OutageStack) -> Account:
-    return await create_account(stack.ingest.settings, password=False)
+    return await create_account(stack.ingest.settings, credits=1000, password=False)
 
 
 async def parse(client: httpx.AsyncClient, dataset_id: str) -> dict:
@@ -81,6 +89,14 @@ async def test_the_store_going_away_and_back(stack: OutageStack, account: Accoun
         assert created.status_code == 201, created.text
         dataset_id = created.json()["data"]["id"]
         assert (await parse(client, dataset_id))["run"] == "DONE"
+        assistant = await client.post(
+            "/api/v1/chats",
+            json={"name": "outage", "dataset_ids": [dataset_id], "llm": {"model_name": CHEAP}},
+        )
+        assert assistant.status_code == 201, assistant.text
+        chat_id = assistant.json()["data"]["id"]
+        session = await client.post(f"/api/v1/chats/{chat_id}/sessions", json={"name": "s"})
+        session_id = session.json()["data"]["id"]
 
         await stack.switch.off()
         ready = await client.get("/readyz")
@@ -99,6 +115,13 @@ async def test_the_store_going_away_and_back(stack: OutageStack, account: Accoun
         )
         assert found.status_code == 503, found.text
         assert (await client.get("/healthz")).status_code == 200
+        frames = await ask_task(client, session_id, "How deep is Lake Baikal?")
+        assert frames[-1].event == "error", [f.event for f in frames]
+        assert frames[-1].data["code"] == "search_unavailable"
+        assert frames[-1].data["message"] == (
+            "Searching the knowledge bases failed: the search store is unavailable "
+            "(no node answers); try again"
+        )
 
         await stack.switch.on()
         deadline = time.monotonic() + 60

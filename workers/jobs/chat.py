@@ -20,6 +20,7 @@ from backend.providers.base import (
 )
 from backend.providers.registry import get_model, provider_for
 from backend.providers.tokens import count_tokens
+from backend.search.store import SearchStoreUnavailable
 from backend.services import task_outcomes
 from backend.services.task_outcomes import Answer
 from backend.services.upload_access import inline_uploads
@@ -36,6 +37,7 @@ log = logging.getLogger("sluice.worker.chat")
 
 INTERNAL_ERROR = "internal_error"
 RETRIEVAL_FAILED = "retrieval_failed"
+SEARCH_UNAVAILABLE = "search_unavailable"
 
 
 def watch_of(ctx: dict[str, Any]) -> Watch:
@@ -148,6 +150,18 @@ async def generate_answer(ctx: dict[str, Any], task_id: str) -> str:
             task,
             str(error.code) if isinstance(error, ProviderError) else RETRIEVAL_FAILED,
             f"Searching the knowledge bases failed: {error.message}",
+            expected=TaskState.RUNNING,
+            redis=redis,
+            settings=settings,
+        )
+        return "failed"
+    except SearchStoreUnavailable as error:
+        # Elasticsearch is down or refuses us: the operator's to fix, the user's to retry.
+        await task_outcomes.fail(
+            task,
+            SEARCH_UNAVAILABLE,
+            f"Searching the knowledge bases failed: the search store is unavailable "
+            f"({error}); try again",
             expected=TaskState.RUNNING,
             redis=redis,
             settings=settings,
