@@ -16,8 +16,7 @@ from PIL import Image
 from backend.errors import PayloadTooLarge, UnsupportedMediaType
 from backend.knowledge import formats
 from backend.knowledge.parsing.document import ParsedDocument, ParseFailure
-from backend.knowledge.parsing.ocr import OcrLine
-from backend.knowledge.parsing.ocr_layout import page_text
+from backend.knowledge.parsing.ocr_layout import OcrLine, page_text
 from backend.knowledge.parsing.ocr_run import OcrOptions, ocr_text_pages
 from backend.knowledge.parsing.parse_progress import ParseProgress
 from backend.knowledge.parsing.runner import run_parse_with_limits

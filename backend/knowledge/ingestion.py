@@ -39,6 +39,7 @@ from backend.knowledge.chunked_parse import ChunkedDocument, chunked_in_child, p
 from backend.knowledge.chunking import Chunk
 from backend.knowledge.fair_embedding import embed_in_turns
 from backend.knowledge.ingest_turns import IngestTurns
+from backend.knowledge.ocr_feed import ocr_feed
 from backend.knowledge.parsing.document import ParseFailure
 from backend.knowledge.run_report import RunReport
 from backend.knowledge.run_watch import RunStopped, RunWatch
@@ -118,7 +119,8 @@ async def prepare(context: IngestContext, document: Document, report: RunReport)
     report.doing("Waiting for a free parser")
     async with turns.parsing.turn(document.owner_id, document.id):
         report.doing("Parsing")
-        parsed = await parse(context, document)
+        async with ocr_feed(context.settings, document, report, share=PARSED):
+            parsed = await parse(context, document)
     await report.step(PARSED, parse_summary(parsed))
     for warning in parsed.warnings:
         await report.step(PARSED, f"Warning: {warning}")

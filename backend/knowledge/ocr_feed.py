@@ -45,6 +45,7 @@ def ocr_options(settings: Settings, layout_recognize: Any) -> OcrOptions:
         max_pixels=settings.image_max_pixels,
         max_pages=settings.ocr_max_pages,
         threads=settings.ocr_threads,
+        memory_mb=settings.ocr_memory_mb,
     )
 
 

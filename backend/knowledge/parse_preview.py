@@ -27,6 +27,7 @@ from backend.errors import ApiError
 from backend.knowledge import formats
 from backend.knowledge.chunked_parse import chunked_in_child, parse_budget
 from backend.knowledge.ingest_turns import IngestTurns
+from backend.knowledge.ocr_feed import ocr_settings
 from backend.knowledge.parsing.document import ParseFailure
 from backend.settings import Settings
 from backend.storage.base import FileStorage
@@ -93,15 +94,16 @@ async def parsed_chunks(
         await asyncio.to_thread(
             formats.check_content, preview.name, preview.fmt, head, path, settings.image_max_pixels
         )
-        chunked = await chunked_in_child(
-            path,
-            preview.fmt,
-            preview.chunk_method,
-            preview.parser_config,
-            max_chunks=settings.ingest_max_chunks,
-            timeout_s=parse_budget(preview.size, settings),
-            memory_limit=settings.ingest_parse_memory_mb * MB or None,
-        )
+        with ocr_settings(settings, preview.parser_config):
+            chunked = await chunked_in_child(
+                path,
+                preview.fmt,
+                preview.chunk_method,
+                preview.parser_config,
+                max_chunks=settings.ingest_max_chunks,
+                timeout_s=parse_budget(preview.size, settings),
+                memory_limit=settings.ingest_parse_memory_mb * MB or None,
+            )
     return PreviewResult(
         200,
         chunks=[

@@ -66,7 +66,7 @@ def scan(
     width_in: float = 6.0,
     seed: int = 7,
 ) -> Image.Image:
-    """A grey page `width_in` inches wide holding `lines` at `points` size, one line a
+    """A grey page `width_in` inches wide (wider if a line needs it) holding `lines` at `points` size, one line a
     row with a blank row between paragraphs (an empty string in `lines`), turned by
     `angle` degrees and with Gaussian noise of `noise` grey levels."""
     font = font or font_path(LATIN_FONTS)
@@ -75,7 +75,8 @@ def scan(
     step = round(points * 1.8 * dpi / 72)
     margin = round(0.5 * dpi)
     height = 2 * margin + step * len(lines)
-    page = Image.new("L", (round(width_in * dpi), height), 255)
+    longest = max((face.getlength(line) for line in lines), default=0.0)
+    page = Image.new("L", (max(round(width_in * dpi), round(longest) + 2 * margin), height), 255)
     draw = ImageDraw.Draw(page)
     for row, line in enumerate(lines):
         if line:

@@ -15,10 +15,15 @@ measured on scans made from known text (`bench/bench_ocr.py`):
   English words ("Quarterlyinvoicenumber7731"): 12-15 % character errors. Scaled crops
   fix most of it; the smoothing fixes the rest, left by JPEG blocks and scanner noise
   at 150 dpi (English 0.3 % -> 0 % over 18 test scans, Chinese 1.0 % -> 0.8 %).
-- **Detection runs on the page shrunk to at most DETECT_MAX_SIDE px** (1600): its
+- **Detection runs on the page shrunk to at most DETECT_MAX_SIDE px** (1280): its
   feature maps grow with the pixels and at 2000 px needed over 1 GB (std::bad_alloc
   under the parse child's memory cap); text lines are still found at this size, and
-  their text is read from the full page anyway.
+  their text is read from the full page anyway. An allocation ONNX Runtime is refused
+  all the same becomes a MemoryError: the parse fails with the memory limit's reason.
+
+This module is imported only when a page is OCR'd (`ocr_run.ocr_text`): OpenCV and ONNX
+Runtime add about 185 MB to a process's data segment, which a parse child of any other
+format would otherwise carry under its memory cap.
 
 ONNX Runtime uses `threads` threads (OCR_THREADS, default 1): the parse child's CPU limit
 is counted in CPU seconds, and an ingest worker runs a document per core. The engine
@@ -28,13 +33,14 @@ is created once per process, on first use (in the parse child: about 0.3 s).
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
 from rapidocr_onnxruntime import RapidOCR
 
-DETECT_MAX_SIDE = 1600
+from backend.knowledge.parsing.ocr_layout import OcrLine
+
+DETECT_MAX_SIDE = 1280
 DETECT_MIN_SIDE = 32
 LINE_HEIGHT = 48.0
 MAX_UPSCALE = 3.0
@@ -42,22 +48,6 @@ MIN_SCORE = 0.5
 
 _engine_lock = threading.Lock()
 _engines: dict[int, RapidOCR] = {}
-
-
-@dataclass(frozen=True, slots=True)
-class OcrLine:
-    """A line of text found on a page, with its box in the page's pixels."""
-
-    text: str
-    left: float
-    top: float
-    right: float
-    bottom: float
-    score: float
-
-    @property
-    def height(self) -> float:
-        return self.bottom - self.top
 
 
 def engine(threads: int = 1) -> RapidOCR:
@@ -71,17 +61,16 @@ def engine(threads: int = 1) -> RapidOCR:
 
 def detection_image(pixels: np.ndarray) -> tuple[np.ndarray, float]:
     """The page shrunk to at most DETECT_MAX_SIDE a side (padded with white to at least
-    DETECT_MIN_SIDE), and the factor from its pixels back to the page's."""
+    DETECT_MIN_SIDE), and the factor from its pixels back to the page's. The detector
+    then brings a short side up to 736 px, as the library's own call does."""
     height, width = pixels.shape[:2]
     ratio = min(1.0, DETECT_MAX_SIDE / max(height, width))
     image = pixels
     if ratio < 1.0:
         size = (max(1, round(width * ratio)), max(1, round(height * ratio)))
         image = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
-    short_h, short_w = (
-        max(0, DETECT_MIN_SIDE - image.shape[0]),
-        max(0, DETECT_MIN_SIDE - image.shape[1]),
-    )
+    short_h = max(0, DETECT_MIN_SIDE - image.shape[0])
+    short_w = max(0, DETECT_MIN_SIDE - image.shape[1])
     if short_h or short_w:
         image = cv2.copyMakeBorder(
             image, 0, short_h, 0, short_w, cv2.BORDER_CONSTANT, value=(255, 255, 255)
@@ -113,7 +102,15 @@ def line_crop(pixels: np.ndarray, points: np.ndarray, scale: float) -> np.ndarra
 def read_lines(pixels: np.ndarray, threads: int = 1) -> list[OcrLine]:
     """The text lines on a page image (RGB, uint8, height x width x 3), in no
     particular order (`ocr_layout.page_text` orders them)."""
-    ocr = engine(threads)
+    try:
+        return lines_of(engine(threads), pixels)
+    except Exception as exc:  # rapidocr wraps ONNX Runtime's errors in its own
+        if "bad_alloc" in str(exc):
+            raise MemoryError("ONNX Runtime could not allocate") from exc
+        raise
+
+
+def lines_of(ocr: RapidOCR, pixels: np.ndarray) -> list[OcrLine]:
     image, back = detection_image(pixels)
     boxes, _ = ocr.text_det(image)
     if boxes is None or len(boxes) == 0:

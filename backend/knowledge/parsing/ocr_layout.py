@@ -16,17 +16,32 @@ across the columns: no column detection.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from statistics import median
 
 import regex
-
-from backend.knowledge.parsing.ocr import OcrLine
 
 # Full-width punctuation (U+3000-303F, U+FF00-FFEF) counts as CJK: no space beside it.
 CJK_EDGE = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}\u3000-\u303f\uff00-\uffef]")
 SAME_ROW = 0.5
 PARAGRAPH_GAP = 1.6
 PARAGRAPH_MIN_EXTRA = 0.6
+
+
+@dataclass(frozen=True, slots=True)
+class OcrLine:
+    """A line of text found on a page, with its box in the page's pixels."""
+
+    text: str
+    left: float
+    top: float
+    right: float
+    bottom: float
+    score: float
+
+    @property
+    def height(self) -> float:
+        return self.bottom - self.top
 
 
 def rows_of(lines: Sequence[OcrLine]) -> list[list[OcrLine]]:

@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from backend.knowledge.parsing.ocr import read_lines
 from backend.knowledge.parsing.ocr_layout import page_text
 from backend.knowledge.parsing.parse_progress import ParseProgress, allow_cpu, report
 
+OCR_FORMATS = frozenset({"pdf", "png", "jpg", "webp", "tiff"})
 # RAGFlow's values of `layout_recognize` that mean "text layer only" (its PlainParser).
 PLAIN_TEXT = frozenset({"plain text", "plaintext", "plain", "false", "0", "off", "none", ""})
 
@@ -36,6 +36,9 @@ class OcrOptions:
     max_pixels: int = 4096 * 4096
     max_pages: int = 2000
     threads: int = 1
+    # The parse child's memory cap for a document OCR may read (PDFs, images), when
+    # larger than the parse's own: ONNX Runtime's detector needs 500-700 MB for a page.
+    memory_mb: int = 1536
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +78,18 @@ def options() -> OcrOptions:
     return _options
 
 
+def ocr_memory_limit(memory_limit: int | None, fmt: str, ocr: OcrOptions | None) -> int | None:
+    """The parse child's memory cap: OcrOptions.memory_mb for a format OCR may read."""
+    if not memory_limit or ocr is None or not ocr.enabled or str(fmt) not in OCR_FORMATS:
+        return memory_limit
+    return max(memory_limit, ocr.memory_mb * 1024 * 1024)
+
+
 def ocr_text(pixels: np.ndarray) -> str:
-    """A page image's text, in reading order."""
+    """A page image's text, in reading order. OCR's libraries are imported here, on
+    first use, not by every parse child (`ocr.py`)."""
+    from backend.knowledge.parsing.ocr import read_lines
+
     return page_text(read_lines(pixels, _options.threads))
 
 

@@ -27,7 +27,6 @@ import pypdfium2
 import pypdfium2.raw as pdfium_c
 
 from backend.knowledge.parsing.document import ParseFailure
-from backend.knowledge.parsing.ocr import read_lines
 from backend.knowledge.parsing.ocr_layout import page_text
 from backend.knowledge.parsing.ocr_run import OcrOptions, ocr_pages, ocr_text, options
 
@@ -76,6 +75,8 @@ def text_boxes(page: pypdfium2.PdfPage) -> list[tuple[float, float, float, float
 
 def uncovered_text(page: pypdfium2.PdfPage, scale: float, pixels: np.ndarray, threads: int) -> str:
     """OCR'd lines of the rendered page that the text layer has no characters under."""
+    from backend.knowledge.parsing.ocr import read_lines  # on first use: see ocr.py
+
     left, _, _, top = page.get_cropbox()
     boxes = text_boxes(page)
     kept = []

@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from backend.knowledge.parsing.document import ParseFailure
+from backend.knowledge.parsing.ocr_run import OCR_SETUP, OcrOptions, configure, ocr_memory_limit
 from backend.knowledge.parsing.parse import parse_document
+from backend.knowledge.parsing.parse_progress import ParseClock, ParseProgress, set_sink
 
 DEFAULT_TIMEOUT_S = 120.0
 DEFAULT_MEMORY_LIMIT = 1024 * 1024 * 1024
@@ -59,11 +61,13 @@ def memory_message(memory_limit: int | None) -> str:
     return f"Parsing needed more memory than {limit}: the file is too large or damaged"
 
 
-def limit_self(memory_limit: int | None, timeout_s: float) -> None:
+def limit_self(memory_limit: int | None, timeout_s: float, ocr: OcrOptions | None = None) -> None:
     if memory_limit:
         resource.setrlimit(resource.RLIMIT_DATA, (memory_limit, memory_limit))
     cpu_seconds = int(timeout_s) + 2
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 2))
+    # OCR raises the soft limit page by page (parse_progress.allow_cpu): keep the hard one.
+    hard = resource.getrlimit(resource.RLIMIT_CPU)[1] if ocr and ocr.enabled else cpu_seconds + 2
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, hard))
 
 
 def parse_in_child(
@@ -75,12 +79,16 @@ def parse_in_child(
     memory_limit: int | None,
     timeout_s: float,
     extra: tuple[Any, ...] = (),
+    ocr: OcrOptions | None = None,
 ) -> None:
     """The child's work: parse under limits and send back ("ok", parsed) or
-    ("failed", reason). Never raises: whatever happens is the document's failure."""
+    ("failed", reason), after any ("progress", ParseProgress) on the way. Never raises:
+    whatever happens is the document's failure."""
     outcome: tuple[str, Any]
     try:
-        limit_self(memory_limit, timeout_s)
+        limit_self(memory_limit, timeout_s, ocr)
+        configure(ocr)
+        set_sink(lambda progress: sender.send(("progress", progress)))
         outcome = ("ok", target(Path(path), fmt, chunk_method, *extra))
     except ParseFailure as exc:
         outcome = ("failed", exc.reason)
@@ -128,6 +136,8 @@ def run_parse_with_limits(
     target: Parser = parse_document,
     extra: tuple[Any, ...] = (),
     stop: threading.Event | None = None,
+    ocr: OcrOptions | None = None,
+    on_progress: Callable[[ParseProgress], None] | None = None,
 ) -> Any:
     """`target(path, fmt, chunk_method, *extra)` (parse_document) in a child process, killed
     after `timeout_s` seconds, its data segment limited to `memory_limit` bytes (None:
@@ -135,30 +145,52 @@ def run_parse_with_limits(
     faults, for the time or memory limit, and for a crash of the parser. Blocking:
     call it in a thread from async code. `target` must be importable by name (a
     module-level function) so the child can unpickle it. Setting `stop` (from another
-    thread: the caller was cancelled) kills the child within STOP_POLL_SECONDS."""
+    thread: the caller was cancelled) kills the child within STOP_POLL_SECONDS. `ocr`
+    says what OCR may do (parsing/ocr_run.py); each step the child reports ("OCR page
+    3/12") goes to `on_progress`, on this thread, and an OCR page gets its own budget
+    (parse_progress.ParseClock). Both default to the context's `ocr_run.OCR_SETUP`."""
+    setup = OCR_SETUP.get()
+    if setup is not None:
+        ocr = ocr or setup.options
+        on_progress = on_progress or setup.on_progress
+    memory_limit = ocr_memory_limit(memory_limit, fmt, ocr)
     context = parse_context()
     receiver, sender = context.Pipe(duplex=False)
     process = context.Process(
         target=parse_in_child,
-        args=(sender, target, str(path), str(fmt), chunk_method, memory_limit, timeout_s, extra),
+        args=(
+            sender,
+            target,
+            str(path),
+            str(fmt),
+            chunk_method,
+            memory_limit,
+            timeout_s,
+            extra,
+            ocr,
+        ),
         name="sluice-parse",
         daemon=True,
     )
     process.start()
     sender.close()
+    clock = ParseClock(timeout_s)
     try:
-        if not answered(receiver, timeout_s, stop):
-            if stop is not None and stop.is_set():
-                raise ParseFailure("Parsing was stopped")
-            raise ParseFailure(
-                f"Parsing took longer than {timeout_s:g} s and was stopped: the file is "
-                "damaged, or too large to parse in time"
-            )
-        try:
-            status, value = receiver.recv()
-        except (EOFError, OSError):
-            process.join(timeout=5)
-            raise ParseFailure(crash_message(process.exitcode, memory_limit)) from None
+        while True:
+            if not answered(receiver, clock.left(), stop):
+                if stop is not None and stop.is_set():
+                    raise ParseFailure("Parsing was stopped")
+                raise ParseFailure(clock.overdue())
+            try:
+                status, value = receiver.recv()
+            except (EOFError, OSError):
+                process.join(timeout=5)
+                raise ParseFailure(crash_message(process.exitcode, memory_limit)) from None
+            if status != "progress":
+                break
+            clock.advance(value)
+            if on_progress is not None:
+                on_progress(value)
     finally:
         receiver.close()
         if process.is_alive():
