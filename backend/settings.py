@@ -175,6 +175,17 @@ class Settings(BaseSettings):
     ingest_document_timeout_seconds: float = Field(1800.0, gt=0)
     ingest_parse_timeout_seconds: float = Field(120.0, gt=0)
     ingest_parse_memory_mb: int = Field(1024, ge=0)
+    # OCR of scans and images (backend/knowledge/parsing/ocr.py), in the parse child: the
+    # operator's switch, each page's own time budget, the resolution PDF pages are
+    # rendered at, the most pages a document may have OCR'd, ONNX Runtime's threads.
+    ocr_enabled: bool = True
+    ocr_page_seconds: float = Field(60.0, gt=0)
+    ocr_dpi: int = Field(200, ge=72, le=600)
+    ocr_max_pages: int = Field(2000, ge=1)
+    ocr_threads: int = Field(1, ge=1, le=64)
+    # The parse child's memory cap for PDFs and images when OCR is on (if larger than
+    # INGEST_PARSE_MEMORY_MB): the detector needs 500-700 MB for a page.
+    ocr_memory_mb: int = Field(1536, ge=256)
     ingest_lease_seconds: float = Field(10.0, gt=0)
     ingest_cancel_poll_seconds: float = Field(0.5, gt=0)
     ingest_max_restarts: int = Field(2, ge=0)
