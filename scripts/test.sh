@@ -19,6 +19,9 @@ ES_UNAVAILABLE=""
 start_elasticsearch || true
 command -v nginx >/dev/null || apt_install nginx-light \
     || echo "==> nginx could not be installed; the nginx proxy test will be skipped"
+# The OCR tests render Chinese scans (tests/support/scanned_pages.py): a CJK font.
+[ -e /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc ] || apt_install fonts-wqy-zenhei \
+    || echo "==> no CJK font could be installed; the Chinese OCR tests will be skipped"
 ensure_redis
 ensure_docker_compose
 ensure_helm || true
