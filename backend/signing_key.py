@@ -17,7 +17,7 @@ import secrets
 import stat
 from pathlib import Path
 
-from backend.settings import SECRET_KEY_MIN_BYTES, Settings
+from backend.settings import PUBLIC_SECRET_KEY, SECRET_KEY_MIN_BYTES, Settings
 
 KEY_FILE_NAME = "secret_key"
 GENERATED_BYTES = 48
@@ -71,9 +71,9 @@ def read(path: Path) -> str:
             "to generate a new key (which logs everybody out), or set SECRET_KEY"
         )
     key = path.read_text().strip()
-    if len(key.encode()) < SECRET_KEY_MIN_BYTES:
+    if len(key.encode()) < SECRET_KEY_MIN_BYTES or key == PUBLIC_SECRET_KEY:
         raise SigningKeyError(
-            f"{path} holds no usable key (under {SECRET_KEY_MIN_BYTES} bytes): delete it to "
-            "generate a new one, or set SECRET_KEY"
+            f"{path} holds no usable key (public, or under {SECRET_KEY_MIN_BYTES} bytes): "
+            "delete it to generate a new one, or set SECRET_KEY"
         )
     return key

@@ -81,9 +81,10 @@ def test_a_key_file_others_can_read_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SigningKeyError, match="chmod 600"):
         read_or_create(path)
     path.chmod(0o600)
-    path.write_text("too-short\n")
-    with pytest.raises(SigningKeyError, match="no usable key"):
-        read_or_create(path)
+    for unusable in ("too-short", PUBLIC_SECRET_KEY):
+        path.write_text(unusable + "\n")
+        with pytest.raises(SigningKeyError, match="no usable key"):
+            read_or_create(path)
 
 
 @pytest.mark.sqlite_only
