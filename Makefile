@@ -11,6 +11,8 @@ lint:
 
 bench:  ## print the benchmark figures quoted in the README (about 4 minutes)
 	.venv/bin/python -m bench.bench_auth
+	.venv/bin/python -m bench.bench_revocation
+	.venv/bin/python -m bench.bench_credential_guard
 	.venv/bin/python -m bench.bench_streaming
 	.venv/bin/python -m bench.bench_ingest
 	.venv/bin/python -m bench.bench_rag
