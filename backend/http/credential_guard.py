@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import aclosing
 from typing import TypeVar
 
@@ -65,6 +65,8 @@ class ConnectionGuard:
     async def wait_for(self, awaitable: Awaitable[T]) -> T | None:
         """`awaitable`'s result, or None if the credential ended meanwhile."""
         if self.reason is not None:
+            if isinstance(awaitable, Coroutine):
+                awaitable.close()  # never started: no "was never awaited" warning
             return None
         self.owner = asyncio.current_task()
         self.waiting = True
