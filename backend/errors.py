@@ -69,4 +69,13 @@ class BadGateway(ApiError):
 
 
 class ServiceUnavailable(ApiError):
+    """A dependency is down or not set up: answered with `Retry-After` (seconds), so a
+    client backs off instead of hammering a recovering service."""
+
     status = 503
+
+    def __init__(
+        self, message: str, *, code: int | None = None, retry_after: int | None = 5
+    ) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after

@@ -9,7 +9,8 @@ from quart import Quart
 from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
-from backend.errors import ApiError, TooManyRequests
+from backend.dependency_failures import DependencyFailure, dependency_failure
+from backend.errors import ApiError, ServiceUnavailable, TooManyRequests
 from backend.http.responses import error_response
 from backend.search.store import SearchStoreUnavailable
 
@@ -30,11 +31,21 @@ def describe_validation_error(error: Exception) -> str:
     return "Invalid request body: expected JSON matching the documented schema"
 
 
+def dependency_unavailable(failure: DependencyFailure, error: Exception):
+    """The database or Redis is down or busy: a 503 (507 for a full disk) the client can
+    retry, naming the dependency; the web process carries on and answers again as soon
+    as the dependency is back (the drivers reconnect on the next request)."""
+    log.warning("%s unavailable: %s: %s", failure.dependency, type(error).__name__, error)
+    response = error_response(failure.status, failure.message)
+    response.headers["Retry-After"] = str(failure.retry_after)
+    return response
+
+
 def register_error_handlers(app: Quart) -> None:
     @app.errorhandler(ApiError)
     async def api_error(error: ApiError):
         response = error_response(error.status, error.message, error.code)
-        if isinstance(error, TooManyRequests) and error.retry_after is not None:
+        if isinstance(error, TooManyRequests | ServiceUnavailable) and error.retry_after:
             response.headers["Retry-After"] = str(error.retry_after)
         return response
 
@@ -73,5 +84,8 @@ def register_error_handlers(app: Quart) -> None:
 
     @app.errorhandler(Exception)
     async def unexpected(error: Exception):
+        failure = dependency_failure(error)
+        if failure is not None:
+            return dependency_unavailable(failure, error)
         log.exception("unhandled error", exc_info=error)
         return error_response(500, "Internal server error; quote the request_id when reporting it")

@@ -1,0 +1,197 @@
+"""Outages of the SQL database and of Redis under a live web process are 503s naming the
+dependency, with `Retry-After`, never a 500 (which a client cannot tell from a bug); the
+keep-alive connection stays usable and the same process answers 200 again once the
+dependency is back. Real faults: a private PostgreSQL stopped with `pg_ctl` and started
+again, a private Redis killed and restarted, a SQLite file whose write lock another
+process holds past the busy timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from backend.settings import Settings
+from tests.support.live_server import ROOT, LiveServer, process_env, start_hypercorn
+from tests.support.private_postgres import PrivatePostgres, pg_bindir
+from tests.support.private_redis import PrivateRedis
+
+pytestmark = pytest.mark.sqlite_only
+
+PASSWORD = "outage-password-123"
+DATABASE_DOWN = "The database is unavailable; retry shortly"
+DATABASE_BUSY = "The database is busy (locked by another writer); retry shortly"
+REDIS_DOWN = "Redis (queues and streams) is unavailable; retry shortly"
+RECOVERY_SECONDS = 20.0
+
+
+@dataclass
+class Stack:
+    web: LiveServer
+    postgres: PrivatePostgres
+    redis: PrivateRedis
+
+
+def migrate(settings: Settings) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "backend", "migrate"],
+        cwd=ROOT,
+        env=process_env(settings),
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture(scope="module")
+async def stack(
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Stack]:
+    bindir = pg_bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL is not installed (initdb not found)")
+    postgres = PrivatePostgres(bindir)
+    redis = PrivateRedis(tmp_path_factory.mktemp("outage-redis"))
+    web: LiveServer | None = None
+    try:
+        postgres.initdb()
+        postgres.start()
+        await redis.start()
+        live = settings.model_copy(
+            update={
+                "database_url": postgres.admin_url,
+                "redis_url": redis.url,
+                "redis_prefix": "outage",
+                "data_dir": tmp_path_factory.mktemp("outage-data"),
+                "admin_username": "",
+                "admin_password": "",
+            }
+        )
+        await asyncio.to_thread(migrate, live)
+        web = await start_hypercorn(live, tmp_path_factory.mktemp("outage-logs"))
+        yield Stack(web, postgres, redis)
+    finally:
+        if web is not None:
+            web.server.stop()
+        redis.kill()
+        postgres.remove()
+
+
+async def sign_in(client: httpx.AsyncClient) -> dict[str, str]:
+    username = f"u{uuid.uuid4().hex[:10]}"
+    created = await client.post("/api/v1/users", json={"username": username, "password": PASSWORD})
+    assert created.status_code == 201, created.text
+    token = await client.post(
+        "/api/v1/session/oauth2/token", data={"username": username, "password": PASSWORD}
+    )
+    assert token.status_code == 200, token.text
+    return {"Authorization": f"Bearer {token.json()['access_token']}"}
+
+
+def local_port(response: httpx.Response) -> int:
+    """The client's port of the connection that carried `response`."""
+    return response.extensions["network_stream"].get_extra_info("client_addr")[1]
+
+
+def assert_unavailable(response: httpx.Response, message: str) -> None:
+    assert response.status_code == 503, response.text
+    assert response.headers["Retry-After"] == "5"
+    body = response.json()
+    assert (body["code"], body["message"]) == (503, message), body
+
+
+async def wait_until_served(client: httpx.AsyncClient, headers: dict[str, str]) -> float:
+    """Seconds until `/users/me` answers 200 again."""
+    started = time.monotonic()
+    while (await client.get("/api/v1/users/me", headers=headers)).status_code != 200:
+        assert time.monotonic() - started < RECOVERY_SECONDS, "not served again"
+        await asyncio.sleep(0.2)
+    return time.monotonic() - started
+
+
+def one_connection(base_url: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=base_url, timeout=30, limits=httpx.Limits(max_connections=1))
+
+
+async def test_postgresql_stopped_is_a_503_and_served_again_once_started(stack: Stack) -> None:
+    async with one_connection(stack.web.base_url) as client:
+        headers = await sign_in(client)
+        before = await client.get("/api/v1/users/me", headers=headers)
+        assert before.status_code == 200, before.text
+
+        stack.postgres.stop("fast")
+        try:
+            read = await client.get("/api/v1/users/me", headers=headers)
+            assert_unavailable(read, DATABASE_DOWN)
+            write = await client.post("/api/v1/datasets", json={"name": "x"}, headers=headers)
+            assert_unavailable(write, DATABASE_DOWN)
+            assert local_port(write) == local_port(read), "the keep-alive connection was lost"
+            assert (await client.get("/healthz")).status_code == 200
+        finally:
+            stack.postgres.start()
+        await wait_until_served(client, headers)
+        created = await client.post("/api/v1/datasets", json={"name": "x"}, headers=headers)
+        assert created.status_code == 201, created.text
+    assert stack.web.server.process.poll() is None, stack.web.server.log_tail()
+    assert "Internal server error" not in stack.web.server.log_path.read_text()
+
+
+async def test_redis_killed_is_a_503_and_served_again_once_restarted(stack: Stack) -> None:
+    async with one_connection(stack.web.base_url) as client:
+        headers = await sign_in(client)
+        stack.redis.kill()
+        try:
+            # Every bearer token is checked against the revocations Redis holds.
+            read = await client.get("/api/v1/users/me", headers=headers)
+            assert_unavailable(read, REDIS_DOWN)
+            login = await client.post(
+                "/api/v1/session/oauth2/token", data={"username": "nobody", "password": "x" * 12}
+            )
+            assert_unavailable(login, REDIS_DOWN)
+            assert local_port(login) == local_port(read), "the keep-alive connection was lost"
+        finally:
+            await stack.redis.start()
+        await wait_until_served(client, headers)
+    assert stack.web.server.process.poll() is None, stack.web.server.log_tail()
+
+
+async def test_sqlite_locked_past_the_busy_timeout_is_a_503(
+    settings: Settings, tmp_path: Path, redis_url: str
+) -> None:
+    path = tmp_path / "locked.sqlite3"
+    live = settings.model_copy(
+        update={
+            "database_url": f"sqlite://{path}?busy_timeout=300",
+            "redis_prefix": f"locked-{uuid.uuid4().hex[:6]}",
+            "data_dir": tmp_path / "data",
+            "admin_username": "",
+            "admin_password": "",
+        }
+    )
+    await asyncio.to_thread(migrate, live)
+    web = await start_hypercorn(live, tmp_path)
+    try:
+        async with one_connection(web.base_url) as client:
+            headers = await sign_in(client)
+            holder = sqlite3.connect(path, isolation_level=None)
+            holder.execute("BEGIN IMMEDIATE")
+            try:
+                write = await client.post("/api/v1/datasets", json={"name": "x"}, headers=headers)
+                assert_unavailable(write, DATABASE_BUSY)
+            finally:
+                holder.execute("ROLLBACK")
+                holder.close()
+            created = await client.post("/api/v1/datasets", json={"name": "x"}, headers=headers)
+            assert created.status_code == 201, created.text
+            assert local_port(created) == local_port(write)
+    finally:
+        web.server.stop()
