@@ -8,7 +8,6 @@ when it can (root, apt-get present), and otherwise skips saying why.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -24,35 +23,21 @@ from backend.streams.task_stream import TaskStream
 from schemas.events import DoneEvent, TokenEvent
 from tests.support.accounts import Account
 from tests.support.live_server import LiveServer, ServerProcess, free_port, spawn
-from tests.support.nginx import install_nginx, wait_listening
+from tests.support.nginx import install_nginx, main_config, wait_listening
 from tests.support.sse_client import bearer, events
 
 FIRST_TOKEN_BUDGET_SECONDS = 1.0
 
-CONFIG = """
-{user}
-worker_processes 1;
-daemon off;
-pid {root}/nginx.pid;
-error_log {root}/error.log warn;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {root}/body;
-    proxy_temp_path {root}/proxy;
-    fastcgi_temp_path {root}/fastcgi;
-    uwsgi_temp_path {root}/uwsgi;
-    scgi_temp_path {root}/scgi;
-    upstream sluice {{ server 127.0.0.1:{upstream}; }}
-    server {{
+SITE = """
+    upstream sluice { server 127.0.0.1:{upstream}; }
+    server {
         listen 127.0.0.1:{port};
-        location / {{
+        location / {
             proxy_pass http://sluice;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
-        }}
-    }}
-}}
+        }
+    }
 """
 
 
@@ -75,11 +60,9 @@ async def nginx(
     port = free_port()
     config = root / "nginx.conf"
     config.write_text(
-        CONFIG.format(
-            user="user root;" if os.geteuid() == 0 else "",
-            root=root,
-            upstream=live_server.port,
-            port=port,
+        main_config(
+            root,
+            SITE.replace("{upstream}", str(live_server.port)).replace("{port}", str(port)),
         )
     )
     process = spawn(

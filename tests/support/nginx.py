@@ -17,6 +17,30 @@ import pytest
 from tests.support.live_server import ServerProcess
 
 INSTALL_TIMEOUT_SECONDS = 300
+# nginx run by a test: in the foreground, every path under its own directory, as root when
+# the tests are (nginx's workers would otherwise drop to `nobody`).
+MAIN_CONFIG = """
+{user}
+worker_processes 1;
+daemon off;
+pid {root}/nginx.pid;
+error_log {root}/error.log warn;
+events {{ worker_connections 512; }}
+http {{
+    access_log off;
+    client_body_temp_path {root}/body;
+    proxy_temp_path {root}/proxy;
+    fastcgi_temp_path {root}/fastcgi;
+    uwsgi_temp_path {root}/uwsgi;
+    scgi_temp_path {root}/scgi;
+{site}
+}}
+"""
+
+
+def main_config(root: Path, site: str) -> str:
+    """A whole nginx.conf around `site` (upstreams and servers)."""
+    return MAIN_CONFIG.format(user="user root;" if os.geteuid() == 0 else "", root=root, site=site)
 
 
 def nginx_binary() -> str | None:

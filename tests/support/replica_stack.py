@@ -44,28 +44,11 @@ from tests.support.live_server import (
     start_chat_worker,
     start_hypercorn,
 )
-from tests.support.nginx import install_nginx, wait_listening
+from tests.support.nginx import install_nginx, main_config, wait_listening
 from tests.support.task_models import with_models
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY_NGINX = ROOT / "deploy" / "nginx" / "sluice.conf"
-NGINX_MAIN = """
-{user}
-worker_processes 1;
-daemon off;
-pid {root}/nginx.pid;
-error_log {root}/error.log warn;
-events {{ worker_connections 512; }}
-http {{
-    access_log off;
-    client_body_temp_path {root}/body;
-    proxy_temp_path {root}/proxy;
-    fastcgi_temp_path {root}/fastcgi;
-    uwsgi_temp_path {root}/uwsgi;
-    scgi_temp_path {root}/scgi;
-{site}
-}}
-"""
 
 
 def missing_services(settings: Settings) -> list[str]:
@@ -274,8 +257,7 @@ async def replica_stack(
             nginx_root.mkdir()
             site = render_site([web.port for web in stack.webs], https_port, http_port, cert, key)
             config = nginx_root / "nginx.conf"
-            user = "user root;" if os.geteuid() == 0 else ""
-            config.write_text(NGINX_MAIN.format(user=user, root=nginx_root, site=site))
+            config.write_text(main_config(nginx_root, site))
             stack.nginx = spawn(
                 "nginx", [nginx_binary, "-c", str(config), "-p", str(nginx_root)], settings, root
             )
