@@ -239,6 +239,29 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def check_replica_shared_state(self) -> Settings:
+        """A replica keeps nothing on its own disk: what lives in DATA_DIR (SQLite, the
+        embedded search store, local files) would be seen by one replica only."""
+        if not self.replica_mode:
+            return self
+        if not self.database_url.startswith(("postgres://", "postgresql://")):
+            raise ValueError(
+                "DATABASE_URL must name PostgreSQL when REPLICA_MODE is on: SQLite lives in "
+                "one DATA_DIR (postgres://user:password@host:5432/db)"
+            )
+        if self.search_store != "elasticsearch":
+            raise ValueError(
+                "SEARCH_STORE must be elasticsearch when REPLICA_MODE is on: the embedded "
+                "store lives in one DATA_DIR (and set ELASTICSEARCH_URL)"
+            )
+        if not self.storage_url.startswith("s3://"):
+            raise ValueError(
+                "STORAGE_URL must be s3://bucket/prefix when REPLICA_MODE is on: local files "
+                "are seen by one machine only (and set S3_ENDPOINT_URL and AWS_* credentials)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def check_models(self) -> Settings:
         """A bad MODELS entry or DEFAULT_MODEL stops the process at start, naming it."""
         from backend.providers.catalog import default_id_of, parse_entries

@@ -127,6 +127,28 @@ def test_unsafe_keys_stop_start_up_with_one_line(
 
 
 @pytest.mark.sqlite_only
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, "DATABASE_URL must name PostgreSQL when REPLICA_MODE is on"),
+        ({"DATABASE_URL": "postgres://u:p@127.0.0.1:1/x"}, "SEARCH_STORE must be elasticsearch"),
+        (
+            {"DATABASE_URL": "postgres://u:p@127.0.0.1:1/x", "SEARCH_STORE": "elasticsearch"},
+            "STORAGE_URL must be s3://bucket/prefix when REPLICA_MODE is on",
+        ),
+    ],
+)
+def test_replicas_with_a_key_refuse_state_on_their_own_disk(
+    tmp_path: Path, env: dict[str, str], expected: str
+) -> None:
+    """A replica with its key still refuses SQLite, the embedded store and local files."""
+    result = start_line(tmp_path, REPLICA_MODE="true", SECRET_KEY="r" * 48, **env)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], result.stderr
+
+
+@pytest.mark.sqlite_only
 def test_make_runs_first_step_makes_the_key_or_stops_on_an_unsafe_file(tmp_path: Path) -> None:
     """`python -m backend migrate` (before `make run` starts its processes) makes the key;
     a key file others can read stops it with one line."""
