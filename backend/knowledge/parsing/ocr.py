@@ -110,6 +110,21 @@ def read_lines(pixels: np.ndarray, threads: int = 1) -> list[OcrLine]:
         raise
 
 
+def upright_reading(ocr: RapidOCR, crops: list[np.ndarray]) -> list[tuple[str, float]]:
+    """Each crop's (text, score). A line the direction classifier calls upside down is
+    read both ways and the better score kept: on its own, the classifier turned a
+    right-way-up line of a 300-dpi test page over, and the line was lost."""
+    _, directions, _ = ocr.text_cls(list(crops))
+    recognised = [(str(text), float(score)) for text, score, *_ in ocr.text_rec(crops)[0]]
+    flipped = [index for index, (label, _) in enumerate(directions) if label == "180"]
+    if flipped:
+        turned, _ = ocr.text_rec([np.rot90(crops[index], 2) for index in flipped])
+        for index, (text, score, *_) in zip(flipped, turned, strict=True):
+            if score > recognised[index][1]:
+                recognised[index] = (str(text), float(score))
+    return recognised
+
+
 def lines_of(ocr: RapidOCR, pixels: np.ndarray) -> list[OcrLine]:
     image, back = detection_image(pixels)
     boxes, _ = ocr.text_det(image)
@@ -119,8 +134,7 @@ def lines_of(ocr: RapidOCR, pixels: np.ndarray) -> list[OcrLine]:
     heights = [box_size(box)[1] for box in boxes]
     scale = float(np.clip(LINE_HEIGHT / max(float(np.median(heights)), 1.0), 1.0, MAX_UPSCALE))
     crops = [line_crop(pixels, box, scale) for box in boxes]
-    crops, _, _ = ocr.text_cls(crops)
-    recognised, _ = ocr.text_rec(crops)
+    recognised = upright_reading(ocr, crops)
     lines = []
     for box, (text, score) in zip(boxes, recognised, strict=True):
         text = text.strip()
