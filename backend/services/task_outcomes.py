@@ -9,7 +9,9 @@ credits are settled in the transition's transaction: an ender that dies leaves b
 undone or both done.
 
 SQL is committed before the terminal event is appended: a reader that sees `done` can
-fetch the stored message at once. An ending, once started, is shielded from
+fetch the stored message at once. The append is retried while Redis is away and is
+written at most once (`streams.endings`); a reader that finds the task settled and its
+stream without an ending rebuilds it from SQL. An ending, once started, is shielded from
 cancellation: an ender cancelled between the two (a web reader whose client left while
 it was failing a task of a dead worker, a worker shutting down) would otherwise leave
 the task ended in SQL, where no reaper looks again, and its stream without a terminal
@@ -36,8 +38,16 @@ from backend.providers.base import FinishReason, ModelSpec
 from backend.services import credits
 from backend.services.pricing import price
 from backend.settings import Settings
+from backend.streams.endings import append_ending_until_written
 from backend.streams.task_stream import TaskStream
-from schemas.events import CancelledEvent, DoneEvent, ErrorEvent, Reference, UsageEvent
+from schemas.events import (
+    CancelledEvent,
+    DoneEvent,
+    ErrorEvent,
+    Reference,
+    TaskEvent,
+    UsageEvent,
+)
 
 
 @dataclass(frozen=True)
@@ -113,6 +123,16 @@ async def _end(
     return await credits.atomically(run)
 
 
+async def write_ending(redis: Redis, settings: Settings, task_id: str, *events: TaskEvent) -> None:
+    """The terminal event (after `usage` for a `done`), written once: retried through a
+    Redis outage, never doubled (`streams.endings`)."""
+    await append_ending_until_written(
+        TaskStream.for_task(redis, settings, task_id),
+        list(events),
+        give_up_after=settings.stream_retention_seconds,
+    )
+
+
 def runs_to_the_end(ending: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
     """An ending that, once started, finishes (transition and terminal event) even if its
     caller is cancelled meanwhile; the caller still gets its CancelledError after."""
@@ -136,24 +156,19 @@ async def succeed(
     ended = await _end(task, TaskState.SUCCEEDED, TaskState.RUNNING, spec, answer)
     if ended is None:
         return False
-    stream = TaskStream.for_task(redis, settings, task.id)
-    # Started together, the two appends share one round trip, in this order.
-    await asyncio.gather(
-        stream.append(
-            UsageEvent(
-                prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens
-            )
-        ),
-        stream.append(
-            DoneEvent(
-                message_id=ended.message_id,
-                prompt_tokens=answer.prompt_tokens,
-                completion_tokens=answer.completion_tokens,
-                cost=ended.charged,
-                reference=answer.reference,
-                finish_reason=answer.finish_reason,
-                answer=answer.text if answer.revised else None,
-            )
+    await write_ending(
+        redis,
+        settings,
+        task.id,
+        UsageEvent(prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens),
+        DoneEvent(
+            message_id=ended.message_id,
+            prompt_tokens=answer.prompt_tokens,
+            completion_tokens=answer.completion_tokens,
+            cost=ended.charged,
+            reference=answer.reference,
+            finish_reason=answer.finish_reason,
+            answer=answer.text if answer.revised else None,
         ),
     )
     return True
@@ -173,13 +188,16 @@ async def cancel(
     ended = await _end(task, TaskState.CANCELLED, expected, spec, answer)
     if ended is None:
         return False
-    await TaskStream.for_task(redis, settings, task.id).append(
+    await write_ending(
+        redis,
+        settings,
+        task.id,
         CancelledEvent(
             message_id=ended.message_id,
             prompt_tokens=answer.prompt_tokens,
             completion_tokens=answer.completion_tokens,
             cost=ended.charged,
-        )
+        ),
     )
     return True
 
@@ -209,7 +227,5 @@ async def fail(
 
     if not await credits.atomically(run):
         return False
-    await TaskStream.for_task(redis, settings, task.id).append(
-        ErrorEvent(code=code, message=message)
-    )
+    await write_ending(redis, settings, task.id, ErrorEvent(code=code, message=message))
     return True

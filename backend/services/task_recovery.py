@@ -24,6 +24,8 @@ from backend.models import Task
 from backend.models.tasks import TaskState
 from backend.services import task_outcomes
 from backend.settings import Settings
+from backend.streams.endings import settle_stream
+from backend.streams.task_stream import TaskStream
 
 log = logging.getLogger("sluice.tasks.recovery")
 
@@ -47,12 +49,20 @@ async def heartbeat_alive(redis: Redis, settings: Settings, task_ids: list[str])
 async def reap_if_dead(redis: Redis, settings: Settings, task_id: str) -> bool:
     """Fail one running task if its worker's heartbeat has expired; True if this call did.
 
-    A live heartbeat answers from Redis alone, so readers can ask this often.
+    A live heartbeat answers from Redis alone, so readers can ask this often. A task
+    found settled gets its stream's ending made from SQL if the stream lacks one.
     """
     if await redis.exists(task_heartbeat_key(settings.redis_prefix, task_id)):
         return False
-    task = await Task.get_or_none(id=task_id).only(*SLIM)
-    if task is None or task.state is not TaskState.RUNNING:
+    task = await Task.get_or_none(id=task_id)
+    if task is None:
+        return False
+    if task.state.terminal:
+        # Settled, yet its reader still waits: the ender lost the ending to a Redis
+        # outage and died or gave up. The ending is made from SQL (never twice).
+        await settle_stream(TaskStream.for_task(redis, settings, task_id), task)
+        return False
+    if task.state is not TaskState.RUNNING:
         return False
     return await reap_running(redis, settings, [task]) == 1
 

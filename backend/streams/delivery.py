@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from backend.errors import BadRequest, Conflict, Gone, NotFound
 from backend.models import Task, User
 from backend.settings import Settings
+from backend.streams.endings import settle_stream
 from backend.streams.hub import StreamHub, Subscription
 from backend.streams.takeover import take_lease
 from backend.streams.task_stream import START, StreamEntry, TaskStream, entry_id_key, is_entry_id
@@ -242,6 +243,11 @@ async def ensure_readable(
     if last is None:
         if stream_expired(task, settings):
             raise Gone(expired_message(task.id))
+        return
+    if task.state.terminal and not last.terminal:
+        # Settled in SQL, but its ender never wrote the ending (it died while Redis was
+        # away): made from SQL now, so this reader does not wait on heartbeats for it.
+        await settle_stream(stream, task)
         return
     if (
         last_event_id is not None
