@@ -68,7 +68,7 @@ class Document(Model):
     # The file's key in the file storage (never derived from the client's file name).
     location = fields.CharField(max_length=512)
     size = fields.BigIntField(default=0)
-    # RAGFlow's file type: "pdf" for PDFs, "doc" for every other text document.
+    # RAGFlow's file type: "pdf" for PDFs, "visual" for images, "doc" for other documents.
     type = fields.CharField(max_length=16)
     # The detected format (backend/knowledge/formats.py), e.g. "pdf", "docx", "md".
     suffix = fields.CharField(max_length=16)
