@@ -6,6 +6,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
+from schemas.common import RequestBody
+
 
 class PasswordGrant(BaseModel):
     """RFC 6749 section 4.3 form fields; `grant_type` may be omitted."""
@@ -32,7 +34,7 @@ class OAuthErrorOut(BaseModel):
     message: str
 
 
-class RefreshIn(BaseModel):
+class RefreshIn(RequestBody):
     refresh_token: str = Field(min_length=1, max_length=512)
 
 
@@ -40,13 +42,13 @@ class LoggedOut(BaseModel):
     revoked: bool = True
 
 
-class WechatLoginIn(BaseModel):
+class WechatLoginIn(RequestBody):
     code: str = Field(
         min_length=1, max_length=256, description="The code from the mini-program's wx.login()"
     )
 
 
-class ApiKeyCreate(BaseModel):
+class ApiKeyCreate(RequestBody):
     name: str = Field(min_length=1, max_length=128, examples=["laptop script"])
 
 

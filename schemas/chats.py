@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from schemas.common import Pagination, exactly_one_of
+from schemas.common import Pagination, RequestBody, exactly_one_of
 from schemas.events import Reference
 from schemas.ids import MAX_BATCH_IDS, PublicId, UniqueIds
 
@@ -65,7 +65,7 @@ class ListQuery(Pagination):
     id: PublicId | None = None
 
 
-class DeleteIds(BaseModel):
+class DeleteIds(RequestBody):
     """Assistants or sessions to delete: at least one id, each once (RAGFlow's SDK sends
     the ids it was given; there is no "delete all" here)."""
 
@@ -74,7 +74,7 @@ class DeleteIds(BaseModel):
     ids: UniqueIds = Field(min_length=1, max_length=MAX_BATCH_IDS, description="IDs to delete")
 
 
-class LlmSettings(BaseModel):
+class LlmSettings(RequestBody):
     """Sampling settings; RAGFlow's defaults. `model_name` None means the default model."""
 
     model_name: str | None = None
@@ -85,7 +85,7 @@ class LlmSettings(BaseModel):
     max_tokens: int = Field(512, ge=1)
 
 
-class LlmUpdate(BaseModel):
+class LlmUpdate(RequestBody):
     model_name: str | None = None
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
@@ -94,7 +94,7 @@ class LlmUpdate(BaseModel):
     max_tokens: int | None = Field(None, ge=1)
 
 
-class PromptVariable(BaseModel):
+class PromptVariable(RequestBody):
     key: str = Field(min_length=1)
     optional: StrictBool = True
 
@@ -103,7 +103,7 @@ def default_variables() -> list[PromptVariable]:
     return [PromptVariable(key="knowledge", optional=True)]
 
 
-class PromptSettings(BaseModel):
+class PromptSettings(RequestBody):
     """RAGFlow's prompt block. The retrieval fields take effect once datasets are attached:
     `top_k` candidates are fetched, those at `similarity_threshold` or above are kept and
     the best `top_n` go into `{knowledge}` in `prompt`. `empty_response` (None or "" to
@@ -125,7 +125,7 @@ class PromptSettings(BaseModel):
     tts: StrictBool = False
 
 
-class PromptUpdate(BaseModel):
+class PromptUpdate(RequestBody):
     prompt: str | None = None
     opener: str | None = None
     empty_response: str | None = None
@@ -140,14 +140,14 @@ class PromptUpdate(BaseModel):
     tts: StrictBool | None = None
 
 
-class PresetMessage(BaseModel):
+class PresetMessage(RequestBody):
     """A system instruction or a few-shot turn sent before the conversation."""
 
     role: Literal["system", "user", "assistant"]
     content: str = Field(min_length=1)
 
 
-class AssistantCreate(BaseModel):
+class AssistantCreate(RequestBody):
     name: Name
     avatar: str = ""
     description: str = ""
@@ -158,7 +158,7 @@ class AssistantCreate(BaseModel):
     public: StrictBool = False
 
 
-class AssistantUpdate(BaseModel):
+class AssistantUpdate(RequestBody):
     """Only the fields sent change; `llm` and `prompt` are merged key by key, as in RAGFlow."""
 
     name: Name | None = None
@@ -206,12 +206,12 @@ class AssistantOut(BaseModel):
     update_date: str
 
 
-class TextPart(BaseModel):
+class TextPart(RequestBody):
     type: Literal["text"] = "text"
     text: str
 
 
-class ImagePart(BaseModel):
+class ImagePart(RequestBody):
     """An image by URL (http(s) or data URL) or by an uploaded image's id: `upload_id`,
     or the URL `upload:<id>`. Either must be the sender's own upload, and is stored as
     `upload_id` (backend/services/upload_access.py)."""
@@ -236,7 +236,7 @@ class MessageRole(StrEnum):
     SYSTEM = "system"
 
 
-class MessageCreate(BaseModel):
+class MessageCreate(RequestBody):
     """`content` (a string or parts) or RAGFlow's `question`; `stream: true` starts the answer."""
 
     model_config = ConfigDict(
@@ -296,11 +296,11 @@ class MessagePage(BaseModel):
     page_size: int
 
 
-class SessionCreate(BaseModel):
+class SessionCreate(RequestBody):
     name: Name = "New session"
 
 
-class SessionUpdate(BaseModel):
+class SessionUpdate(RequestBody):
     name: Name
 
 
@@ -313,7 +313,7 @@ class SessionOut(BaseModel):
     update_time: int = Field(description="Milliseconds since the epoch")
 
 
-class CompletionRequest(BaseModel):
+class CompletionRequest(RequestBody):
     """RAGFlow's converse call: without `session_id` a new session is started."""
 
     question: str = Field(min_length=1)

@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from schemas.common import Pagination
+from schemas.common import Pagination, RequestBody
 from schemas.documents import DocumentOut
 from schemas.ids import PublicId, UniqueIds
 
@@ -38,7 +38,7 @@ def blank_as_none(value: Any) -> Any:
     return None if isinstance(value, str) and not value.strip() else value
 
 
-class ParseRequest(BaseModel):
+class ParseRequest(RequestBody):
     """The documents to start (POST) or stop (DELETE) parsing."""
 
     model_config = ConfigDict(extra="forbid")
@@ -57,7 +57,7 @@ def no_tags(tags: list[str] | None) -> list[str] | None:
     return tags
 
 
-class ChunkFields(BaseModel):
+class ChunkFields(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     @field_validator("content", check_fields=False)
@@ -90,7 +90,7 @@ class ChunkUpdate(ChunkFields):
     tag_kwd: list[str] | None = Field(None, description="Accepted empty (RAGFlow SDK)")
 
 
-class ChunkDelete(BaseModel):
+class ChunkDelete(RequestBody):
     """RAGFlow's chunk delete: `chunk_ids` deletes those (all or nothing; unknown ids are
     404; `[]` deletes nothing); without ids, `delete_all: true` deletes every chunk of the
     document. A body naming neither (`{}`, `{"chunk_ids": null}`) is a 422, never a
@@ -159,14 +159,14 @@ class ChunkCreated(BaseModel):
     chunk: ChunkOut
 
 
-class FaqPair(BaseModel):
+class FaqPair(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     question: Question
     answer: Content
 
 
-class FaqImport(BaseModel):
+class FaqImport(RequestBody):
     """QAnything's upload_faqs: question/answer pairs become one FAQ document (a CSV of
     the pairs, chunk method `qa`), one chunk per pair, matched on the question."""
 

@@ -1,9 +1,10 @@
-"""Small shared request shapes."""
+"""Small shared request shapes, and the base of every JSON request body."""
 
+import copy
 from typing import Any
 
-from pydantic import BaseModel, Field, GetJsonSchemaHandler
-from pydantic_core import CoreSchema
+from pydantic import BaseModel, Field, GetCoreSchemaHandler, GetJsonSchemaHandler
+from pydantic_core import CoreSchema, PydanticCustomError
 
 # Pages past the data are empty, not errors; this bound only keeps the SQL OFFSET
 # ((page - 1) * page_size) a number every database accepts, instead of a 500.
@@ -46,3 +47,43 @@ def exactly_one_of(**fields: dict[str, Any]) -> dict[str, Any]:
             {"required": [name], "properties": {name: schema}} for name, schema in fields.items()
         ]
     }
+
+
+def json_number(value: Any) -> Any:
+    """A number, never a boolean: pydantic's lax mode reads `false` as 0. (Numeric text
+    stays accepted: SwiftChat sends an image's `width` as "1024".)"""
+    if isinstance(value, bool):
+        raise PydanticCustomError("json_number", "Input should be a number, not a boolean")
+    return value
+
+
+def json_scalars(schema: Any) -> Any:
+    """`schema` (a pydantic core schema) with booleans strict and numbers refusing them."""
+    if isinstance(schema, list):
+        for item in schema:
+            json_scalars(item)
+    elif isinstance(schema, dict):
+        for value in schema.values():
+            json_scalars(value)
+        if schema.get("type") == "bool":
+            schema["strict"] = True
+        elif schema.get("type") in ("int", "float"):
+            inner = dict(schema)
+            schema.clear()
+            schema.update(
+                type="function-before",
+                function={"type": "no-info", "function": json_number},
+                schema=inner,
+            )
+    return schema
+
+
+class RequestBody(BaseModel):
+    """Every JSON request body, and each model it nests, derives from this: its booleans
+    are JSON booleans (`0`, `"true"` are 422s) and its numbers are never booleans
+    (`false` is a 422), where pydantic's lax mode would guess. Query strings and forms
+    are text and keep their lax models."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return json_scalars(copy.deepcopy(handler(source)))

@@ -7,6 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel, Field, field_validator
 
 from backend.models.credits import CreditReason
+from schemas.common import RequestBody
 
 CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{3,63}$"
 
@@ -32,7 +33,7 @@ class CreditsOut(BaseModel):
     page_size: int
 
 
-class RedeemIn(BaseModel):
+class RedeemIn(RequestBody):
     code: str = Field(min_length=1, max_length=64, examples=["K7QX-M2PA-ZR9D"])
 
 
@@ -42,7 +43,7 @@ class RedeemOut(BaseModel):
     balance: int = Field(description="The balance after redeeming")
 
 
-class AdjustIn(BaseModel):
+class AdjustIn(RequestBody):
     """A positive delta grants credits, a negative one deducts (never below zero)."""
 
     delta: int = Field(ge=-(10**12), le=10**12)
@@ -62,7 +63,7 @@ class AdjustOut(BaseModel):
     balance: int
 
 
-class CodeCreate(BaseModel):
+class CodeCreate(RequestBody):
     credits: int = Field(gt=0, le=10**12, description="Credits granted per redemption")
     max_uses: int = Field(1, ge=1, le=10**9, description="How many users may redeem it")
     expires_at: datetime | None = Field(None, description="Future time; no offset means UTC")

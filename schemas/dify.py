@@ -12,22 +12,23 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from schemas.common import RequestBody
 from schemas.retrieval import MAX_PAGE_SIZE, QUESTION_MAX_CHARS, unsupported
 
 
-class DifyRetrievalSetting(BaseModel):
+class DifyRetrievalSetting(RequestBody):
     top_k: int = Field(ge=1, le=MAX_PAGE_SIZE, description="Most records returned")
     score_threshold: float = Field(
         0.0, ge=0, le=1, description="Records below this score are dropped (0: none)"
     )
 
 
-class DifyMetadataCondition(BaseModel):
+class DifyMetadataCondition(RequestBody):
     logical_operator: str = "and"
     conditions: list[dict[str, Any]] = Field(default_factory=list)
 
 
-class DifyRetrievalRequest(BaseModel):
+class DifyRetrievalRequest(RequestBody):
     model_config = ConfigDict(extra="ignore")
 
     knowledge_id: str = Field(

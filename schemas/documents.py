@@ -17,7 +17,7 @@ from pydantic import (
 )
 from quart_schema.pydantic import File
 
-from schemas.common import Pagination
+from schemas.common import Pagination, RequestBody
 from schemas.ids import PublicId
 from schemas.knowledge import ChunkMethod, IdList, ParserConfig, as_list, empty_as_none
 
@@ -97,7 +97,7 @@ class DocumentListQuery(Pagination):
 MetaValue = str | int | float | list[str | int | float]
 
 
-class DocumentUpdate(BaseModel):
+class DocumentUpdate(RequestBody):
     """RAGFlow's document update: the fields sent change. A new `chunk_method` or
     `parser_config` takes effect at the next parse."""
 
@@ -166,7 +166,7 @@ class DocumentPage(BaseModel):
     total: int
 
 
-class StatusRequest(BaseModel):
+class StatusRequest(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     ids: list[PublicId] = Field(min_length=1, max_length=MAX_STATUS_IDS)

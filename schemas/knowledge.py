@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from schemas.chats import ListQuery
-from schemas.common import SchemaSays
+from schemas.common import RequestBody, SchemaSays
 from schemas.ids import PublicId, UniqueIds
 
 NAME_MAX_CHARS = 128
@@ -95,7 +95,7 @@ EmbeddingModel = Annotated[
 Ratio = Annotated[float, Field(ge=0, le=1)]
 
 
-class ParserConfig(BaseModel):
+class ParserConfig(RequestBody):
     """Parser settings. The fields below are checked; any other RAGFlow field (raptor,
     graphrag, pages, ...) is accepted and stored as sent. Omitted fields take the chunk
     method's defaults."""
@@ -126,7 +126,7 @@ def empty_as_none(value: Any) -> Any:
     return None if value == {} else value
 
 
-class DatasetFields(BaseModel):
+class DatasetFields(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     @field_validator("parser_config", mode="before", check_fields=False)
@@ -190,7 +190,7 @@ class DatasetListQuery(ListQuery):
     include_parsing_status: bool = False
 
 
-class DeleteSelection(BaseModel):
+class DeleteSelection(RequestBody):
     """RAGFlow's batch delete, with nothing implied: `ids` deletes those (all or nothing,
     unknown ids are 404; `[]` deletes nothing); `delete_all: true` (without ids) deletes
     every one. A body that names neither (`{}`, `{"ids": null}`) is a 422: an empty or

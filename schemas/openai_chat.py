@@ -11,15 +11,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
+from schemas.common import RequestBody
+
 PLACEHOLDER_MODEL = "model"
 
 
-class ImageUrl(BaseModel):
+class ImageUrl(RequestBody):
     url: str = Field(min_length=1, max_length=16_000_000)
     detail: str | None = None
 
 
-class ContentPart(BaseModel):
+class ContentPart(RequestBody):
     """`{"type":"text","text":...}` or `{"type":"image_url","image_url":{"url":...}}`."""
 
     type: Literal["text", "image_url"]
@@ -27,17 +29,17 @@ class ContentPart(BaseModel):
     image_url: ImageUrl | None = None
 
 
-class OpenAIMessage(BaseModel):
+class OpenAIMessage(RequestBody):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
 
 
-class StreamOptions(BaseModel):
+class StreamOptions(RequestBody):
     include_usage: StrictBool | None = None
 
 
-class ChatCompletionRequest(BaseModel):
+class ChatCompletionRequest(RequestBody):
     """OpenAI's request. On `/v1/chat/completions` `model` is a chat assistant's id or a
     model name (GET /api/models lists them); on the chat-scoped paths it is the
     assistant's model, `"model"` (RAGFlow's placeholder) or another model to use."""

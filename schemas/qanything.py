@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from quart_schema.pydantic import File
 
 from schemas.chunks import MAX_IDS, Content, FaqPair
+from schemas.common import RequestBody
 from schemas.documents import DuplicateMode, SkippedFile, StatusBatch
 from schemas.ids import PublicId
 from schemas.retrieval import MAX_PAGE_SIZE, QUESTION_MAX_CHARS
@@ -22,7 +23,7 @@ MAX_FAQS = 1000
 SUCCESS = 200
 
 
-class QAnythingRequest(BaseModel):
+class QAnythingRequest(RequestBody):
     model_config = ConfigDict(extra="ignore")
 
     user_id: str | None = Field(None, max_length=255, description="Your user id or username")

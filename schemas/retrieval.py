@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, model_validator
 
 from schemas.chunks import MAX_IDS, blank_as_none
-from schemas.common import MAX_PAGE, SchemaSays
+from schemas.common import MAX_PAGE, RequestBody, SchemaSays
 from schemas.ids import UniqueIds
 
 QUESTION_MAX_CHARS = 8192
@@ -28,7 +28,7 @@ def unsupported(name: str, why: str) -> ValueError:
     return ValueError(f"{name} is not supported: {why}. Leave it out (or send its default).")
 
 
-class RetrievalRequest(BaseModel):
+class RetrievalRequest(RequestBody):
     model_config = ConfigDict(
         extra="forbid",
         # What `check` enforces, as a schema says it: some datasets or some documents.

@@ -12,30 +12,32 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StrictBool, StringConstraints
 
+from schemas.common import RequestBody
+
 Version = Annotated[str, StringConstraints(pattern=r"^\d{1,4}\.\d{1,4}\.\d{1,4}$")]
 
 
-class Base64Source(BaseModel):
+class Base64Source(RequestBody):
     bytes: str = Field(description="Base64-encoded content")
 
 
-class ImageBlock(BaseModel):
+class ImageBlock(RequestBody):
     format: Literal["png", "jpeg", "gif", "webp"]
     source: Base64Source
 
 
-class DocumentBlock(BaseModel):
+class DocumentBlock(RequestBody):
     format: str
     name: str = "document"
     source: Base64Source
 
 
-class VideoBlock(BaseModel):
+class VideoBlock(RequestBody):
     format: str
     source: Base64Source
 
 
-class ContentBlock(BaseModel):
+class ContentBlock(RequestBody):
     """One Bedrock converse content block: `text`, `image`, `document` or `video`.
 
     SwiftChat's app sends `video` for an attached clip; no model served here reads video,
@@ -48,16 +50,16 @@ class ContentBlock(BaseModel):
     video: VideoBlock | None = None
 
 
-class ConverseMessage(BaseModel):
+class ConverseMessage(RequestBody):
     role: Literal["user", "assistant"]
     content: list[ContentBlock] = Field(min_length=1)
 
 
-class SystemBlock(BaseModel):
+class SystemBlock(RequestBody):
     text: str
 
 
-class ConverseRequest(BaseModel):
+class ConverseRequest(RequestBody):
     messages: list[ConverseMessage] = Field(min_length=1)
     modelId: str | None = Field(None, description="A model id from /api/models; default model")
     system: list[SystemBlock] | None = None
@@ -120,7 +122,7 @@ class ConverseStreamEvent(BaseModel):
         return self.model_dump_json(exclude_none=True).encode() + b"\n\n"
 
 
-class ModelsRequest(BaseModel):
+class ModelsRequest(RequestBody):
     region: str | None = Field(None, description="Accepted for compatibility, ignored")
 
 
@@ -134,7 +136,7 @@ class ModelsResponse(BaseModel):
     imageModel: list[ModelEntry]
 
 
-class ImageRequest(BaseModel):
+class ImageRequest(RequestBody):
     prompt: str = Field(min_length=1)
     modelId: str | None = None
     width: int = Field(1024, ge=64, le=4096)
@@ -149,7 +151,7 @@ class ImageResponse(BaseModel):
     image: str = Field(description="Base64-encoded image")
 
 
-class UpgradeRequest(BaseModel):
+class UpgradeRequest(RequestBody):
     os: str = Field(min_length=1, description="Platform, e.g. android, mac")
     version: Version
 
@@ -160,7 +162,7 @@ class UpgradeResponse(BaseModel):
     url: str
 
 
-class AppVersionUpdate(BaseModel):
+class AppVersionUpdate(RequestBody):
     version: Version
     url: str = Field("", max_length=1024)
     notes: str = ""

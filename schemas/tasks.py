@@ -8,11 +8,11 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from backend.models.tasks import TaskState
 from schemas.chats import ContentPart
-from schemas.common import exactly_one_of
+from schemas.common import RequestBody, exactly_one_of
 from schemas.ids import PublicId
 
 
-class TaskCreate(BaseModel):
+class TaskCreate(RequestBody):
     """Ask a question in a session: `question` (plain text) or `content` (parts)."""
 
     model_config = ConfigDict(

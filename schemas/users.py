@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, StrictBool
 
-from schemas.common import Pagination
+from schemas.common import Pagination, RequestBody
 
 USERNAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{2,31}$"
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
@@ -15,7 +15,7 @@ PASSWORD_MIN = 8
 PASSWORD_MAX = 128
 
 
-class UserCreate(BaseModel):
+class UserCreate(RequestBody):
     username: str = Field(
         pattern=USERNAME_PATTERN,
         description="3-32 characters: a letter, then letters, digits, '_', '.' or '-'",
@@ -36,7 +36,7 @@ class UserOut(BaseModel):
     created_at: datetime
 
 
-class ProfileUpdate(BaseModel):
+class ProfileUpdate(RequestBody):
     """Only the fields sent are changed; a new password needs the current one."""
 
     nickname: str | None = Field(None, min_length=1, max_length=64)
@@ -45,7 +45,7 @@ class ProfileUpdate(BaseModel):
     current_password: str | None = Field(None, max_length=PASSWORD_MAX)
 
 
-class AdminUserUpdate(BaseModel):
+class AdminUserUpdate(RequestBody):
     """Only the fields sent are changed. Credits are adjusted through the credits API."""
 
     nickname: str | None = Field(None, min_length=1, max_length=64)

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from schemas.common import RequestBody
 from schemas.ids import PublicId
 from schemas.tasks import ContentPart
 
@@ -21,7 +22,7 @@ REF_MAX_LENGTH = 128
 Ref = Annotated[str | None, Field(max_length=REF_MAX_LENGTH)]
 
 
-class AuthMessage(BaseModel):
+class AuthMessage(RequestBody):
     """First message when the token was not given as `?access_token=`."""
 
     type: Literal["auth"]
@@ -29,7 +30,7 @@ class AuthMessage(BaseModel):
     ref: Ref = None
 
 
-class SubscribeMessage(BaseModel):
+class SubscribeMessage(RequestBody):
     """Stream a task's events; `last_event_id` resumes after an event already received."""
 
     type: Literal["subscribe"]
@@ -38,13 +39,13 @@ class SubscribeMessage(BaseModel):
     ref: Ref = None
 
 
-class UnsubscribeMessage(BaseModel):
+class UnsubscribeMessage(RequestBody):
     type: Literal["unsubscribe"]
     task_id: TaskId
     ref: Ref = None
 
 
-class CancelMessage(BaseModel):
+class CancelMessage(RequestBody):
     """Stop generating; the subscription then ends with a `cancelled` event."""
 
     type: Literal["cancel"]
@@ -52,7 +53,7 @@ class CancelMessage(BaseModel):
     ref: Ref = None
 
 
-class SendMessage(BaseModel):
+class SendMessage(RequestBody):
     """Ask in a session (text or content parts): starts a task and subscribes to it."""
 
     type: Literal["send"]
@@ -66,12 +67,12 @@ class SendMessage(BaseModel):
         return [part.model_dump(exclude_none=True) for part in self.content]
 
 
-class PingMessage(BaseModel):
+class PingMessage(RequestBody):
     type: Literal["ping"]
     ref: Ref = None
 
 
-class SubscribeFeedMessage(BaseModel):
+class SubscribeFeedMessage(RequestBody):
     """Follow your document status feed (as GET /api/v1/events) on this socket, beside
     any task streams; `last_event_id` resumes after a feed event already received."""
 
@@ -80,7 +81,7 @@ class SubscribeFeedMessage(BaseModel):
     ref: Ref = None
 
 
-class UnsubscribeFeedMessage(BaseModel):
+class UnsubscribeFeedMessage(RequestBody):
     type: Literal["unsubscribe_feed"]
     ref: Ref = None
 

@@ -24,7 +24,7 @@ import json
 from contextlib import aclosing
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, StrictBool, ValidationError
+from pydantic import Field, StrictBool, ValidationError
 from quart import Blueprint, Response, current_app, websocket
 from quart_cors import cors_exempt
 
@@ -42,6 +42,7 @@ from backend.services.authentication import Credential, authenticate_credential
 from backend.settings import Settings
 from backend.streams.delivery import open_new_task_reader
 from schemas.chats import CompletionRequest
+from schemas.common import RequestBody
 from schemas.ids import PublicId
 
 blueprint = Blueprint("ragflow_ws", __name__)
@@ -50,7 +51,7 @@ PATH = "/v1/ws/chat"
 CLOSE_POLICY_VIOLATION = 1008
 
 
-class ChatMessage(BaseModel):
+class ChatMessage(RequestBody):
     type: Literal["chat"]
     chat_id: PublicId
     question: str = Field(min_length=1)
