@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, suppress
 from typing import Any
 
 from backend.knowledge.parsing.ocr_run import OCR_SETUP, OcrOptions, OcrSetup, ocr_text_pages
@@ -70,8 +70,9 @@ class OcrFeed:
         self.writer = asyncio.create_task(self.write())
 
     def on_progress(self, progress: ParseProgress) -> None:
-        """Called on the runner's thread."""
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, progress)
+        """Called on the runner's thread; nothing once the loop is closed (shutdown)."""
+        with suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, progress)
 
     def log_line(self, progress: ParseProgress) -> str | None:
         now = time.monotonic()
