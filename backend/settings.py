@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     chat_job_timeout_seconds: int = 900
     chat_worker_poll_delay_seconds: float = 0.5
     chat_worker_max_jobs: int = 1000
+    # On SIGTERM a chat worker stops taking jobs and lets the answers in progress finish
+    # for up to this long (queued ones stay for another worker), then exits; 0 = at once.
+    worker_drain_seconds: int = Field(30, ge=0)
 
     # Chats: assistants, sessions, messages, uploaded chat images.
     upload_image_max_bytes: int = 10 * 1024 * 1024

@@ -106,6 +106,9 @@ def settings(data_dir: Path, database_url: str, redis_url: str) -> Settings:
         redis_prefix="sluice-test",
         # Many tests log in from one address; the per-address limit has its own test.
         login_max_failures_per_address=1_000_000,
+        # A stopped worker drains its answers in progress this long (production: 30 s);
+        # the drain has its own test (test_worker_drain.py).
+        worker_drain_seconds=2,
         secret_key="test-secret-key-that-is-long-enough-for-hs256",
         admin_username="root",
         admin_password="root-password-123",

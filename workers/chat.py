@@ -76,3 +76,5 @@ class WorkerSettings:
     poll_delay = _settings.chat_worker_poll_delay_seconds
     keep_result = 60
     health_check_interval = 10
+    # SIGTERM drains: no new jobs, answers in progress finish (workers/queue_worker.py).
+    job_completion_wait = _settings.worker_drain_seconds

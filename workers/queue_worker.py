@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 from typing import Any
 
 from arq.constants import in_progress_key_prefix
@@ -56,6 +57,19 @@ class QueueWorker(Worker):
         self.poll_delay_s = 0
         self.wakes: WakeListener | None = None
         self.redis_outage = Outage("Redis", log)
+
+    def handle_sig_wait_for_completion(self, signum: signal.Signals) -> None:
+        """arq's drain (`job_completion_wait`): stop taking jobs, which stay queued for
+        another worker, and give the jobs in progress that long before cancelling them.
+        Said at WARNING (arq's own lines are INFO, silenced): a deploy's log shows it."""
+        running = sum(not task.done() for task in self.tasks.values())
+        log.warning(
+            "%s: draining; %d jobs in progress get up to %s s, queued jobs stay for another worker",
+            signal.Signals(signum).name,
+            running,
+            self._job_completion_wait,
+        )
+        super().handle_sig_wait_for_completion(signum)
 
     async def main(self) -> None:
         while self._pool is None:

@@ -63,11 +63,13 @@ class TaskStack:
 
 
 @asynccontextmanager
-async def task_stack(base: Settings, log_dir: Path, **overrides) -> AsyncIterator[TaskStack]:
-    """Fast fake (20 tokens at once) and slow fake (400 tokens at 20/s) behind the models."""
+async def task_stack(
+    base: Settings, log_dir: Path, *, slow_tokens: int = 400, **overrides
+) -> AsyncIterator[TaskStack]:
+    """Fast fake (20 tokens at once) and slow fake (`slow_tokens` at 20/s) behind the models."""
     async with (
         fake_openai_server(tokens=20) as fast,
-        fake_openai_server(tokens=400, tokens_per_second=20) as slow,
+        fake_openai_server(tokens=slow_tokens, tokens_per_second=20) as slow,
     ):
         settings = with_models(base, fast.base_url, slow.base_url).model_copy(
             update={
