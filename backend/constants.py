@@ -66,6 +66,13 @@ def ingest_lease_key(prefix: str, document_id: str) -> str:
     return f"{prefix}:ingest:{document_id}:lease"
 
 
+def ingest_orphan_key(prefix: str, document_id: str) -> str:
+    """`run_id:unix time` of the first sweep that found a started run without its lease:
+    the run is called dead only on a sweep a grace period later, so a job that outlived a
+    Redis outage (its lease lapsed meanwhile) has time to take the lease back."""
+    return f"{prefix}:ingest:{document_id}:orphan"
+
+
 def ingest_restarts_key(prefix: str, document_id: str) -> str:
     """How many times a document was re-queued after its worker died, so a document that
     kills every worker that parses it ends FAIL instead of looping."""

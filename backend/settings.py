@@ -194,6 +194,9 @@ class Settings(BaseSettings):
     ingest_max_restarts: int = Field(2, ge=0)
     ingest_sweep_interval_seconds: int = Field(5, ge=1, le=59)
     ingest_queued_timeout_seconds: float = Field(60.0, gt=0)
+    # How long a document's step waits out a dependency outage (PostgreSQL, Redis, the
+    # search store) before its run ends FAIL naming the step (backend/knowledge/step_retry.py).
+    ingest_outage_retry_seconds: float = Field(300.0, ge=0)
     chunk_embed_wait_seconds: float = Field(10.0, ge=0)
     document_parser_wait_seconds: float = Field(150.0, gt=0)
     feed_retention_seconds: int = Field(3600, ge=1)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -21,13 +19,13 @@ import httpx
 import pytest
 
 from backend.settings import Settings
-from tests.support.live_server import ROOT, LiveServer, process_env, start_hypercorn
+from tests.support.live_server import LiveServer, start_hypercorn
+from tests.support.own_database import migrate, sign_in
 from tests.support.private_postgres import PrivatePostgres, pg_bindir
 from tests.support.private_redis import PrivateRedis
 
 pytestmark = pytest.mark.sqlite_only
 
-PASSWORD = "outage-password-123"
 DATABASE_DOWN = "The database is unavailable; retry shortly"
 DATABASE_BUSY = "The database is busy (locked by another writer); retry shortly"
 REDIS_DOWN = "Redis (queues and streams) is unavailable; retry shortly"
@@ -39,17 +37,6 @@ class Stack:
     web: LiveServer
     postgres: PrivatePostgres
     redis: PrivateRedis
-
-
-def migrate(settings: Settings) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "backend", "migrate"],
-        cwd=ROOT,
-        env=process_env(settings),
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -84,17 +71,6 @@ async def stack(
             web.server.stop()
         redis.kill()
         postgres.remove()
-
-
-async def sign_in(client: httpx.AsyncClient) -> dict[str, str]:
-    username = f"u{uuid.uuid4().hex[:10]}"
-    created = await client.post("/api/v1/users", json={"username": username, "password": PASSWORD})
-    assert created.status_code == 201, created.text
-    token = await client.post(
-        "/api/v1/session/oauth2/token", data={"username": username, "password": PASSWORD}
-    )
-    assert token.status_code == 200, token.text
-    return {"Authorization": f"Bearer {token.json()['access_token']}"}
 
 
 def local_port(response: httpx.Response) -> int:

@@ -5,6 +5,7 @@ The whole path through a worker process is in tests/test_ingestion_live.py."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -84,13 +85,24 @@ async def started(document: Document, run_id: str, ago: float) -> None:
     await Document.filter(id=document.id).update(process_begin_at=begun)
 
 
+async def sweep_twice(redis: ArqRedis, settings: Settings) -> int:
+    """Two sweeps a third of a lease apart: the first only marks a run without its lease
+    (its job may take the lease back after a Redis outage), the second calls it dead."""
+    await ingest_recovery.sweep(redis, settings)
+    await asyncio.sleep(settings.ingest_lease_seconds / 3)
+    return await ingest_recovery.sweep(redis, settings)
+
+
 async def test_the_sweep_requeues_a_dead_run_then_fails_it(
     client: QuartClient, owner: Account, settings: Settings, arq_redis: ArqRedis
 ) -> None:
     document, run_id = await queued(client, owner)
-    limited = settings.model_copy(update={"ingest_max_restarts": 1})
+    limited = settings.model_copy(update={"ingest_max_restarts": 1, "ingest_lease_seconds": 0.6})
     await arq_redis.delete(ingest_restarts_key(settings.redis_prefix, document.id))
     await started(document, run_id, ago=30)
+    await ingest_recovery.sweep(arq_redis, limited)
+    assert (await Document.get(id=document.id)).run_id == run_id, "called dead at first sight"
+    await asyncio.sleep(limited.ingest_lease_seconds / 3)
     assert await ingest_recovery.sweep(arq_redis, limited) >= 1
     again = await Document.get(id=document.id)
     assert again.run is DocumentRun.RUNNING and again.run_id != run_id
@@ -101,7 +113,7 @@ async def test_the_sweep_requeues_a_dead_run_then_fails_it(
     assert await document_runs.start(document.id, run_id) is None
 
     await started(again, again.run_id, ago=30)
-    assert await ingest_recovery.sweep(arq_redis, limited) >= 1
+    assert await sweep_twice(arq_redis, limited) >= 1
     failed = await Document.get(id=document.id)
     assert failed.run is DocumentRun.FAIL
     assert "stopped unexpectedly twice" in failed.progress_msg.rsplit("\n", 1)[-1]

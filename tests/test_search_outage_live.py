@@ -55,6 +55,8 @@ async def stack(
                 elasticsearch_url=f"http://127.0.0.1:{switch.port}",
                 elasticsearch_index_prefix=f"sluice-outage-{time.monotonic_ns()}",
                 elasticsearch_max_retries=1,
+                # Indexing waits out an outage this long before the run ends FAIL.
+                ingest_outage_retry_seconds=1,
             ) as running,
         ):
             running.workers.append(await start_chat_worker(running.settings, running.log_dir))
@@ -105,11 +107,12 @@ async def test_the_store_going_away_and_back(stack: OutageStack, account: Accoun
         failed = await parse(client, dataset_id)
         assert failed["run"] == "FAIL"
         assert failed["progress_msg"].endswith(
-            f"{UNAVAILABLE}; parse the document again once it is back"
+            f"Indexing failed. {UNAVAILABLE}; parse the document again once it is back"
         ), failed["progress_msg"]
         chunks = await client.get(f"/api/v1/datasets/{dataset_id}/documents/{failed['id']}/chunks")
         assert chunks.status_code == 503
         assert chunks.json()["message"] == f"{UNAVAILABLE}; try again"
+        assert chunks.headers["Retry-After"] == "5"
         found = await client.post(
             "/api/v1/retrieval", json={"question": "deep lake", "dataset_ids": [dataset_id]}
         )

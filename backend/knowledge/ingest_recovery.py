@@ -11,6 +11,11 @@ sweeper at a time, by a short Redis lock):
 - A document queued for longer than INGEST_QUEUED_TIMEOUT_SECONDS whose job is not in
   Redis (an enqueue lost with Redis, a flushed queue) gets its job enqueued again.
 
+A started run is called dead on the first sweep that finds it without its lease at least
+a third of a lease after an earlier sweep found it so (`ingest_orphan_key`): a job that outlived
+a Redis outage, its lease lapsed meanwhile, takes the lease back within a poll of Redis
+answering, and keeps its run (no restart spent on a worker that was alive).
+
 A worker stopped gracefully (SIGTERM) leaves its documents RUNNING with their leases
 released, so the next sweep re-queues them at once. Every transition is conditional on
 the run id the sweep saw, so concurrent sweeps, and a job that was only slow, agree.
@@ -19,12 +24,13 @@ the run id the sweep saw, so concurrent sweeps, and a job that was only slow, ag
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 
 from arq.connections import ArqRedis
 from arq.constants import job_key_prefix
 
-from backend.constants import ingest_lease_key, ingest_restarts_key
+from backend.constants import ingest_lease_key, ingest_orphan_key, ingest_restarts_key
 from backend.knowledge import document_runs
 from backend.knowledge.parse_queue import announce_and_enqueue, parse_job_id
 from backend.knowledge.status_feed import publish_documents
@@ -84,6 +90,23 @@ async def restart(redis: ArqRedis, settings: Settings, document: Document) -> bo
     return bool(updated)
 
 
+async def long_orphaned(redis: ArqRedis, settings: Settings, document: Document) -> bool:
+    """Whether an earlier sweep, a third of a lease ago or more, found this run without its
+    lease too; the first sighting only marks it."""
+    key = ingest_orphan_key(settings.redis_prefix, document.id)
+    grace = settings.ingest_lease_seconds / 3
+    mark = f"{document.run_id}:{time.time()}"
+    expiry = max(1, int(grace * 4))
+    if await redis.set(key, mark, nx=True, ex=expiry):
+        return False
+    seen = (await redis.get(key) or b"").decode()
+    run_id, _, since = seen.rpartition(":")
+    if run_id != document.run_id:
+        await redis.set(key, mark, ex=expiry)
+        return False
+    return time.time() - float(since or 0) >= grace
+
+
 async def lease_held(redis: ArqRedis, settings: Settings, documents: list[Document]) -> list[bool]:
     async with redis.pipeline(transaction=False) as pipe:
         for document in documents:
@@ -110,7 +133,11 @@ async def sweep(redis: ArqRedis, settings: Settings) -> int:
     if started:
         for document, held in zip(started, await lease_held(redis, settings, started), strict=True):
             # The lease is taken before a run starts, so a started run without one is dead.
-            if not held and await restart(redis, settings, document):
+            if (
+                not held
+                and await long_orphaned(redis, settings, document)
+                and await restart(redis, settings, document)
+            ):
                 acted.append(document)
     queued_before = now - timedelta(seconds=settings.ingest_queued_timeout_seconds)
     for document in running:

@@ -11,8 +11,11 @@
 Every failure a user can cause or suffer (a broken, encrypted, empty or image-only file,
 a parser that loops or balloons, an embedding provider that is down, a document over
 INGEST_DOCUMENT_TIMEOUT_SECONDS) ends the run FAIL with a reason in `progress_msg`; an
-unexpected error too, logged. Nothing escapes to arq but a shutdown's cancellation, so
-the worker keeps serving the queue and no document is left RUNNING by this job.
+unexpected error too, logged, naming the step it happened in. A dependency outage
+(PostgreSQL, Redis, the search store) is waited out by the step that met it
+(`step_retry.py`), up to INGEST_OUTAGE_RETRY_SECONDS, without spending a restart.
+Nothing escapes to arq but a shutdown's cancellation, so the worker keeps serving the
+queue and no document is left RUNNING by this job.
 
 The run's watch (`run_watch.py`) stops the work the moment the run goes stale
 (cancelled, deleted, re-queued by the sweeper). Chunks are written only at the end, in
@@ -43,12 +46,13 @@ from backend.knowledge.ocr_feed import ocr_feed
 from backend.knowledge.parsing.document import ParseFailure
 from backend.knowledge.run_report import RunReport
 from backend.knowledge.run_watch import RunStopped, RunWatch
+from backend.knowledge.step_retry import StepUnavailable, retried
 from backend.metrics.instruments import INGEST_CHUNKS
 from backend.models import Dataset, Document
 from backend.models.knowledge import DocumentRun
 from backend.providers.base import ProviderError
 from backend.providers.embedding_registry import embedding_provider
-from backend.search.store import SearchStore, SearchStoreUnavailable
+from backend.search.store import SearchStore
 from backend.settings import Settings
 from backend.storage.base import FileStorage
 
@@ -131,7 +135,12 @@ async def prepare(context: IngestContext, document: Document, report: RunReport)
         f"{parsed.chunk_seconds:.2f}s.",
     )
 
-    dataset = await Dataset.get_or_none(id=document.dataset_id)
+    report.stage = "Embedding"
+    dataset = await retried(
+        "Embedding",
+        lambda: Dataset.get_or_none(id=document.dataset_id),
+        context.settings.ingest_outage_retry_seconds,
+    )
     if dataset is None:
         raise RunStopped
     provider = embedding_provider(dataset.embedding_model)
@@ -226,8 +235,14 @@ async def ingest_document(context: IngestContext, document_id: str, run_id: str)
                     settings.ingest_document_timeout_seconds,
                 )
                 # Still under the lease: indexing into Elasticsearch takes seconds, and a
-                # run without its lease looks dead to the other workers' sweeps.
-                outcome = await index(context, document, prepared)
+                # run without its lease looks dead to the other workers' sweeps. Indexing
+                # again is harmless (stable chunk ids, a finish conditional on the run).
+                report.stage = "Indexing"
+                outcome = await retried(
+                    "Indexing",
+                    lambda: index(context, document, prepared),
+                    settings.ingest_outage_retry_seconds,
+                )
         except RunStopped:
             return "stopped"
         except ParseFailure as failure:
@@ -242,14 +257,13 @@ async def ingest_document(context: IngestContext, document_id: str, run_id: str)
             return await report.fail(f"Embedding failed: {error.message}")
         except ApiError as error:
             return await report.fail(error.message)
-        except SearchStoreUnavailable as error:
-            return await report.fail(
-                f"The search store is unavailable ({error}); parse the document again "
-                "once it is back"
-            )
+        except StepUnavailable as error:
+            return await report.fail(f"{error}; parse the document again once it is back")
         except Exception:
             log.exception("ingesting document %s failed", document_id)
-            return await report.fail("Parsing failed because of an internal error; try again")
+            return await report.fail(
+                f"{report.stage} failed because of an internal error; try again"
+            )
         if outcome == "done":
             await report.ended()
         return outcome

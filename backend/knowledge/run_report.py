@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 from backend.knowledge import document_runs
 from backend.knowledge.run_watch import RunStopped
 from backend.knowledge.status_feed import ProgressThrottle, event_of, publish_quietly
+from backend.knowledge.step_retry import outage_of, retried
 from backend.models import Document
 from backend.models.knowledge import DocumentRun
 from backend.settings import Settings
@@ -75,6 +76,8 @@ class RunReport:
         self.sending = asyncio.Lock()
         self.last_sent = time.monotonic()
         self.activity: Activity | None = None
+        # The step under way, named in a failure's reason ("Indexing failed. …").
+        self.stage = "Parsing"
 
     def elapsed(self) -> float:
         return time.monotonic() - self.begun
@@ -104,7 +107,12 @@ class RunReport:
 
     async def step(self, progress: float, line: str) -> None:
         """A log line and the progress so far; RunStopped if the run is no longer live."""
-        if not await document_runs.record_progress(self.document.id, self.run_id, progress, line):
+        recorded = await retried(
+            self.stage,
+            lambda: document_runs.record_progress(self.document.id, self.run_id, progress, line),
+            self.settings.ingest_outage_retry_seconds,
+        )
+        if not recorded:
             raise RunStopped
         self.document.progress = progress
         self.document.progress_msg = document_runs.append(
@@ -135,10 +143,18 @@ class RunReport:
                 return
             event, progress = self.pending, self.pending_progress
             self.pending = self.pending_progress = None
-            if progress is not None and not await document_runs.record_progress(
-                self.document.id, self.run_id, progress
-            ):
-                return  # stale: the watch stops the run
+            try:
+                if progress is not None and not await document_runs.record_progress(
+                    self.document.id, self.run_id, progress
+                ):
+                    return  # stale: the watch stops the run
+            except Exception as error:
+                if outage_of(error) is None:
+                    raise
+                # Progress within a step is only news: the database being away must not
+                # end the run; the next update (or the step's line) carries it.
+                self.pending = self.pending or event
+                return
             await self.send(event)
 
     async def heartbeat(self) -> None:

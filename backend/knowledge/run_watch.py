@@ -8,6 +8,13 @@
   document's live one (`document_runs.current`). A cancel, a delete or a re-queue makes
   it stale, and the watch cancels the job's work at once, even mid-parse or mid-batch,
   instead of at its next write.
+
+Outages: the lease is refreshed whether or not SQL answers (a PostgreSQL restart must not
+let the lease lapse under a live job), and a lease that lapsed while Redis was away
+(paused or restarted past INGEST_LEASE_SECONDS) is taken back by the job still holding
+the run, unless another job took it meanwhile. The sweeper waits one sweep before it
+calls a lease-less run dead (`ingest_recovery.py`), time for the job to take it back, so
+an outage spends none of the document's restarts.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from typing import TypeVar
 
 from redis.asyncio import Redis
 
-from backend.constants import ingest_lease_key
+from backend.constants import ingest_lease_key, ingest_orphan_key
 from backend.knowledge import document_runs
 from backend.settings import Settings
 
@@ -31,7 +38,13 @@ log = logging.getLogger("sluice.ingest")
 T = TypeVar("T")
 
 REFRESH_LEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+local held = redis.call('GET', KEYS[1])
+if held == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if not held then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  redis.call('DEL', KEYS[2])
+  return 2
+end
 return 0
 """
 RELEASE_LEASE = """
@@ -50,6 +63,7 @@ class RunWatch:
         self.document_id = document_id
         self.run_id = run_id
         self.key = ingest_lease_key(settings.redis_prefix, document_id)
+        self.orphan_key = ingest_orphan_key(settings.redis_prefix, document_id)
         self.token = f"{run_id}:{secrets.token_hex(8)}"
         self.lease_ms = int(settings.ingest_lease_seconds * 1000)
         self.poll_seconds = settings.ingest_cancel_poll_seconds
@@ -58,6 +72,8 @@ class RunWatch:
         self.loop_task: asyncio.Task[None] | None = None
         # Called on every poll (the ingestion flushes throttled progress through it).
         self.on_poll: Callable[[], Awaitable[None]] | None = None
+        # Polls fail for as long as an outage lasts: logged when it starts and ends.
+        self.failing = False
 
     async def acquire(self) -> bool:
         """Take the document's lease; False when another job holds it."""
@@ -106,28 +122,45 @@ class RunWatch:
         if self.work is not None and not self.work.done():
             self.work.cancel()
 
+    async def refresh(self) -> bool:
+        """Refresh the lease (or take it back if it lapsed); False if another job has it."""
+        refreshed = await self.redis.eval(
+            REFRESH_LEASE, 2, self.key, self.orphan_key, self.token, self.lease_ms
+        )
+        if refreshed == 2:
+            log.warning("took the lapsed lease on document %s back", self.document_id)
+        return bool(refreshed)
+
     async def loop(self) -> None:
         next_refresh = time.monotonic() + self.lease_ms / 3000
         while True:
             await asyncio.sleep(self.poll_seconds)
             try:
-                if not await document_runs.current(self.document_id, self.run_id).exists():
-                    self.stop()
-                    return
+                # Before the SQL check, which may fail for as long as the database is down.
                 if time.monotonic() >= next_refresh:
-                    refreshed = await self.redis.eval(
-                        REFRESH_LEASE, 1, self.key, self.token, self.lease_ms
-                    )
-                    if not refreshed:
+                    if not await self.refresh():
                         log.warning("lost the lease on document %s", self.document_id)
                         self.stop()
                         return
                     next_refresh = time.monotonic() + self.lease_ms / 3000
+                if not await document_runs.current(self.document_id, self.run_id).exists():
+                    self.stop()
+                    return
                 if self.on_poll is not None:
                     await self.on_poll()
+                if self.failing:
+                    self.failing = False
+                    log.warning("watching document %s works again", self.document_id)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                # A database or Redis blip: try again at the next poll; the lease's TTL
-                # leaves a few polls to spare before the sweeper would step in.
-                log.warning("watching document %s failed", self.document_id, exc_info=True)
+            except Exception as error:
+                # A database or Redis outage: try again at the next poll (the lease is
+                # taken back if it lapsed meanwhile).
+                if not self.failing:
+                    self.failing = True
+                    log.warning(
+                        "watching document %s failed (%s: %s); retrying every poll",
+                        self.document_id,
+                        type(error).__name__,
+                        error,
+                    )
