@@ -126,7 +126,7 @@ def create_app(settings: Settings | None = None) -> Quart:
     for blueprint in blueprints():
         app.register_blueprint(blueprint)
     # /readyz's dependencies; a part with its own (file storage) adds a probe here.
-    app.config["READINESS"] = standard_probes(lambda: app.config["REDIS"])
+    app.config["READINESS"] = standard_probes(lambda: app.config["REDIS"], settings)
     app.config["READINESS"].add("storage", lambda within: storage_probe(settings, within))
 
     @app.before_serving

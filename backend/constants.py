@@ -8,6 +8,13 @@ def queue_name(prefix: str, queue: str) -> str:
     return f"{prefix}:queue:{queue}"
 
 
+def worker_health_key(prefix: str, queue: str) -> str:
+    """arq's health-check key of the queue's workers: each live worker rewrites it every
+    10 s with an 11 s expiry and deletes it when it stops; its absence means no live
+    worker (backend/services/readiness.py)."""
+    return f"{queue_name(prefix, queue)}:health-check"
+
+
 def queue_wake_key(queue: str) -> str:
     """Stream a job's producer appends to after enqueueing it, waking the queue's workers."""
     return f"{queue}:wake"

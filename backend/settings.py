@@ -209,6 +209,9 @@ class Settings(BaseSettings):
     worker_metrics_port: int = Field(0, ge=0, le=65535)
     worker_metrics_bind: str = "127.0.0.1"
     readiness_timeout_seconds: float = Field(1.5, gt=0, le=10)
+    # A queue (chat, ingest) with no live worker: reported by /readyz as "degraded" (200)
+    # by default, since the web process still serves everything else; true makes it a 503.
+    readiness_requires_workers: bool = False
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -16,7 +16,10 @@ async def test_healthz(client: QuartClient) -> None:
 async def test_readyz_reports_sql_and_redis(client: QuartClient) -> None:
     response = await client.get("/readyz")
     assert response.status_code == 200
-    assert (await response.get_json())["status"] == "ready"
+    body = await response.get_json()
+    # No worker runs beside the in-process app: its queues may be reported, nothing else.
+    assert body["status"] in ("ready", "degraded")
+    assert set(body.get("down", {})) <= {"chat workers", "ingest workers"}
 
 
 async def test_unknown_route_is_enveloped_404(client: QuartClient) -> None:

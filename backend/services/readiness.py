@@ -6,10 +6,12 @@ one that has not answered by then is reported down ("no answer in 1.5 s") and le
 behind, cancelled but not awaited, so a probe stuck in a half-open TCP connection (or
 one that ignores its cancellation) cannot hold `/readyz` past the timeout.
 
-The app registers SQL, Redis and the search store at start (`standard_probes`); any
+The app registers SQL, Redis, the search store and each queue's workers at start
+(`standard_probes`; a queue with no live worker leaves the process ready, "degraded",
+unless READINESS_REQUIRES_WORKERS); any
 other part adds its own with `probes.add(name, probe)` from `app.config["READINESS"]`
 (file storage does). Names are what an operator reads in the 503: "sql", "redis",
-"search store", "storage".
+"search store", "storage", "chat workers", "ingest workers".
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from collections.abc import Awaitable, Callable
 from redis.asyncio import Redis
 from tortoise import connections
 
+from backend.constants import CHAT_QUEUE, INGEST_QUEUE, worker_health_key
 from backend.search.stores import search_store
+from backend.settings import Settings
 
 Probe = Callable[[float], Awaitable[object]]
 SQL = "sql"
@@ -31,11 +35,16 @@ SEARCH = "search store"
 class ReadinessProbes:
     def __init__(self) -> None:
         self.probes: dict[str, Probe] = {}
+        # Names whose failure is reported but leaves the process ready ("degraded").
+        self.advisory: set[str] = set()
 
-    def add(self, name: str, probe: Probe) -> None:
+    def add(self, name: str, probe: Probe, *, required: bool = True) -> None:
         """`probe(within)` raises (its message the reason) when `name` is down;
-        `within` is the seconds it is given (it is abandoned after them anyway)."""
+        `within` is the seconds it is given (it is abandoned after them anyway).
+        A probe that is not `required` is reported without making the process unready."""
         self.probes[name] = probe
+        if not required:
+            self.advisory.add(name)
 
     async def down(self, within: float) -> dict[str, str]:
         """Every dependency that did not answer within `within` seconds, with why."""
@@ -62,13 +71,32 @@ def _consume(task: asyncio.Future[object]) -> None:
         task.exception()
 
 
-def standard_probes(redis: Callable[[], Redis]) -> ReadinessProbes:
-    """SQL, Redis (`redis()`: the process's client, made at start) and the search store."""
+def standard_probes(redis: Callable[[], Redis], settings: Settings) -> ReadinessProbes:
+    """SQL, Redis (`redis()`: the process's client, made at start), the search store and
+    each queue's workers (required only with READINESS_REQUIRES_WORKERS)."""
     probes = ReadinessProbes()
     probes.add(SQL, sql_probe)
     probes.add(REDIS, lambda within: redis_probe(redis()))
     probes.add(SEARCH, lambda within: search_store().check(within))
+    for queue in (CHAT_QUEUE, INGEST_QUEUE):
+        key = worker_health_key(settings.redis_prefix, queue)
+        probes.add(
+            f"{queue} workers",
+            lambda within, key=key: worker_probe(redis(), key),
+            required=settings.readiness_requires_workers,
+        )
     return probes
+
+
+async def worker_probe(redis: Redis, health_key: str) -> None:
+    """A queue has a live worker while arq's health-check key exists (rewritten every 10 s
+    with an 11 s expiry, deleted when the worker stops)."""
+    try:
+        alive = await redis.exists(health_key)
+    except Exception as exc:
+        raise RuntimeError(f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
+    if not alive:
+        raise RuntimeError("no live worker (no worker heartbeat in Redis)")
 
 
 async def sql_probe(within: float) -> None:
@@ -85,6 +113,6 @@ async def redis_probe(redis: Redis) -> None:
         raise RuntimeError(f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
 
 
-def down_message(failures: dict[str, str]) -> str:
+def down_message(failures: dict[str, str], label: str = "Not ready") -> str:
     """ "Not ready: sql (reason); search store (reason)" in probe order."""
-    return "Not ready: " + "; ".join(f"{name} ({reason})" for name, reason in failures.items())
+    return f"{label}: " + "; ".join(f"{name} ({reason})" for name, reason in failures.items())
