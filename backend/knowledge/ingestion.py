@@ -8,7 +8,7 @@
           -> replace the document's chunks in the search store, in one step
           -> DONE with chunk_count, token_count, content_length, process_duration
 
-Every failure a user can cause or suffer (a broken, encrypted, empty or image-only file,
+Every failure a user can cause or suffer (a broken, encrypted or empty file, a blank scan,
 a parser that loops or balloons, an embedding provider that is down, a document over
 INGEST_DOCUMENT_TIMEOUT_SECONDS) ends the run FAIL with a reason in `progress_msg`; an
 unexpected error too, logged, naming the step it happened in. A dependency outage

@@ -49,7 +49,7 @@ def parse_document(
 ) -> ParsedDocument:
     """Parse the file at `path` as `fmt`. The `qa` chunk method reads question/answer
     pairs; every other method reads sections of text. Raises ParseFailure for a file
-    that is broken, encrypted, empty, image-only, a bomb, or not what its format says."""
+    that is broken, encrypted, empty, a blank scan, a bomb, or not what its format says."""
     fmt = DocumentFormat(fmt)
     name = fmt.value.upper()
     try:
