@@ -54,7 +54,9 @@ def chinese_scan(**kwargs) -> Image.Image:
     return scan(CHINESE, font=font, **kwargs)
 
 
-def text_pdf(path: Path, lines: list[str], picture: Image.Image | None = None) -> Path:
+def text_pdf(
+    path: Path, lines: list[str], picture: Image.Image | None = None, width_mm: float = 150
+) -> Path:
     """A born-digital page of `lines`, with `picture` (a scan of other text) below."""
     pdf = FPDF()
     pdf.add_page()
@@ -62,7 +64,7 @@ def text_pdf(path: Path, lines: list[str], picture: Image.Image | None = None) -
     for number, line in enumerate(lines):
         pdf.text(15, 20 + 6 * number, line)
     if picture is not None:
-        pdf.image(picture, x=15, y=60, w=150)
+        pdf.image(picture, x=15, y=60, w=width_mm)
     pdf.output(str(path))
     return path
 
@@ -128,6 +130,11 @@ def test_layout_recognize_reads_the_pictures_of_text_pages(tmp_path: Path) -> No
     assert deep.text.count("harbour") == 1  # the text layer is not read twice
     [plain] = parsed(path, "pdf", OcrOptions(text_pages=False)).sections
     assert plain.text.strip() == typed[0]
+    # A small picture (a logo: under 4 % of the page) is not worth a page of OCR.
+    logo = text_pdf(tmp_path / "logo.pdf", typed, scan(["ACME"], dpi=200), width_mm=25)
+    steps: list[ParseProgress] = []
+    [section] = parsed(logo, "pdf", OcrOptions(text_pages=True), on_progress=steps.append).sections
+    assert section.text.strip() == typed[0] and steps == []
 
 
 def test_layout_recognize_values() -> None:

@@ -21,7 +21,7 @@ import regex
 
 from backend.knowledge.parsing.document import ParsedDocument, ParseFailure, Section
 from backend.knowledge.parsing.ocr_run import options
-from backend.knowledge.parsing.pdf_ocr import PageKind, has_pictures, ocr_document_pages
+from backend.knowledge.parsing.pdf_ocr import PageKind, ocr_document_pages, picture_share
 
 # Control characters PDFium may emit (soft hyphens as \x02, U+FFFE/FFFF markers) that
 # are no part of the text; tabs and newlines stay.
@@ -55,11 +55,11 @@ def page_kind(document: pypdfium2.PdfDocument, index: int) -> PageKind:
             text = text_page.get_text_bounded()
         finally:
             text_page.close()
-        pictures = has_pictures(page)
+        share = picture_share(page)
     finally:
         page.close()
     text = NOT_TEXT.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
-    return PageKind(index + 1, text, pictures)
+    return PageKind(index + 1, text, share)
 
 
 def page_sections(kinds: list[PageKind], ocr: dict[int, str]) -> list[Section]:

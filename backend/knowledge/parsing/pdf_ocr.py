@@ -10,7 +10,8 @@ Which pages are read (`pages_to_read`):
   inside figures, a pasted scan). Lines OCR reads where the text layer already has
   characters (a "searchable" scan's invisible text over its picture) are dropped, so
   nothing is indexed twice. Their text follows the page's text layer;
-- a page of text only (no pictures) is never OCR'd: OCR would read the same words back,
+- a page of text only (no pictures, or small ones: a logo, an icon, under
+  FIGURE_MIN_SHARE of the page) is never OCR'd: OCR would read the same words back,
   slower and less exactly.
 
 Pages are rendered at OcrOptions.dpi (200), fewer dots on a page so large it would pass
@@ -31,6 +32,8 @@ from backend.knowledge.parsing.ocr_layout import page_text
 from backend.knowledge.parsing.ocr_run import OcrOptions, ocr_pages, ocr_text, options
 
 SCANNED_MAX_CHARS = 16
+# A picture on a text page is read when it covers at least this share of the page.
+FIGURE_MIN_SHARE = 0.04
 COVERED = 0.5
 
 
@@ -38,14 +41,28 @@ COVERED = 0.5
 class PageKind:
     number: int
     text: str
-    pictures: bool
+    picture_share: float
+
+    @property
+    def pictures(self) -> bool:
+        return self.picture_share > 0
 
     def scanned(self) -> bool:
         return self.pictures and len("".join(self.text.split())) < SCANNED_MAX_CHARS
 
+    def figures(self) -> bool:
+        """Whether the page shows a picture large enough to hold words worth reading."""
+        return self.picture_share >= FIGURE_MIN_SHARE
 
-def has_pictures(page: pypdfium2.PdfPage) -> bool:
-    return next(page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE]), None) is not None
+
+def picture_share(page: pypdfium2.PdfPage) -> float:
+    """The share of the page its largest picture covers (0: no picture)."""
+    width, height = page.get_size()
+    largest = 0.0
+    for item in page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE]):
+        left, bottom, right, top = item.get_bounds()
+        largest = max(largest, abs((right - left) * (top - bottom)), 1e-9)
+    return min(1.0, largest / max(width * height, 1e-9))
 
 
 def render_scale(page: pypdfium2.PdfPage, settings: OcrOptions) -> float:
@@ -115,7 +132,7 @@ def ocr_document_pages(document: pypdfium2.PdfDocument, kinds: list[PageKind]) -
     mixed = {
         kind.number
         for kind in kinds
-        if settings.text_pages and kind.pictures and not kind.scanned()
+        if settings.text_pages and kind.figures() and not kind.scanned()
     }
     wanted = sorted(scanned | mixed)
     if not wanted or not settings.enabled:
