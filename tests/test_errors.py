@@ -144,7 +144,7 @@ class UnreachableDatabase:
 async def test_readyz_is_503_naming_sql_when_the_database_is_down(
     client: QuartClient, monkeypatch: pytest.MonkeyPatch
 ):
-    monkeypatch.setattr("backend.http.routes.health.connections", UnreachableDatabase())
+    monkeypatch.setattr("backend.services.readiness.connections", UnreachableDatabase())
     body = await envelope(await client.get("/readyz"), 503)
     assert "sql" in body["message"]
     assert "redis" not in body["message"]
