@@ -28,6 +28,7 @@ pytestmark = pytest.mark.sqlite_only
 
 DATABASE_DOWN = "The database is unavailable; retry shortly"
 DATABASE_BUSY = "The database is busy (locked by another writer); retry shortly"
+DATABASE_FULL = "The database's disk is full; retry once space is freed"
 REDIS_DOWN = "Redis (queues and streams) is unavailable; retry shortly"
 RECOVERY_SECONDS = 20.0
 
@@ -140,9 +141,17 @@ async def test_redis_killed_is_a_503_and_served_again_once_restarted(stack: Stac
     assert stack.web.server.process.poll() is None, stack.web.server.log_tail()
 
 
-async def test_sqlite_locked_past_the_busy_timeout_is_a_503(
+def page_count(path: Path) -> int:
+    with sqlite3.connect(path) as connection:
+        return connection.execute("PRAGMA page_count").fetchone()[0]
+
+
+async def test_sqlite_locked_is_a_503_and_full_a_507(
     settings: Settings, tmp_path: Path, redis_url: str
 ) -> None:
+    """Locked past the busy timeout (another process holds the write lock): 503. Full
+    (SQLite's own "database or disk is full", at a `max_page_count` 40 pages above the
+    migrated size, as a full disk answers): 507, and reads still answer."""
     path = tmp_path / "locked.sqlite3"
     live = settings.model_copy(
         update={
@@ -154,6 +163,8 @@ async def test_sqlite_locked_past_the_busy_timeout_is_a_503(
         }
     )
     await asyncio.to_thread(migrate, live)
+    limit = page_count(path) + 40
+    live = live.model_copy(update={"database_url": f"{live.database_url}&max_page_count={limit}"})
     web = await start_hypercorn(live, tmp_path)
     try:
         async with one_connection(web.base_url) as client:
@@ -169,5 +180,15 @@ async def test_sqlite_locked_past_the_busy_timeout_is_a_503(
             created = await client.post("/api/v1/datasets", json={"name": "x"}, headers=headers)
             assert created.status_code == 201, created.text
             assert local_port(created) == local_port(write)
+
+            for number in range(10):
+                big = {"name": f"big-{number}", "description": "x" * 60_000}  # ~15 pages
+                full = await client.post("/api/v1/datasets", json=big, headers=headers)
+                if full.status_code != 201:
+                    break
+            assert full.status_code == 507, full.text
+            assert full.headers["Retry-After"] == "60"
+            assert full.json()["message"] == DATABASE_FULL
+            assert (await client.get("/api/v1/users/me", headers=headers)).status_code == 200
     finally:
         web.server.stop()

@@ -222,7 +222,11 @@ async def ingest_document(context: IngestContext, document_id: str, run_id: str)
     if not await watch.acquire():
         return "skipped: another job is working on this document"
     try:
-        document = await document_runs.start(document_id, run_id)
+        document = await retried(
+            "Starting",
+            lambda: document_runs.start(document_id, run_id),
+            settings.ingest_outage_retry_seconds,
+        )
         if document is None:
             return "skipped: the run is no longer live"
         report = RunReport(context.redis, settings, document, run_id)
