@@ -1,7 +1,7 @@
 """Dependency outages mid-ingest spend none of the document's restarts: a private
-PostgreSQL stopped and a private Redis paused (SIGSTOP) for longer than the lease while a
-live ingest worker embeds a document; the run ends DONE with every chunk, its log names no
-restart, and the worker is still alive. (The search store down at index time is in
+PostgreSQL stopped, a private Redis paused (SIGSTOP) or restarted, each for longer than the
+lease, while a live ingest worker embeds a document; the run ends DONE with every chunk,
+its log names no restart, and the worker is still alive. (The search store down at index time is in
 tests/test_search_outage_live.py.)
 
 The lease is short (INGEST_LEASE_SECONDS 1.5) and the sweep runs every second, so a lapsed
@@ -123,15 +123,27 @@ async def test_postgresql_stopped_mid_embedding_spends_no_restart(stack: OutageS
     assert "internal error" not in log, log[-3000:]
 
 
-async def test_redis_paused_mid_embedding_spends_no_restart(stack: OutageStack) -> None:
+@pytest.mark.parametrize("fault", ["paused", "restarted"])
+async def test_redis_paused_or_restarted_mid_embedding_spends_no_restart(
+    stack: OutageStack, fault: str
+) -> None:
+    """Paused (SIGSTOP): commands wait, and the lease has lapsed when Redis answers again.
+    Restarted (killed, append-only): commands are refused meanwhile."""
     stack.ingest.embeddings.delay = 0.4
     async with httpx.AsyncClient(base_url=stack.ingest.base_url, timeout=30) as client:
         client.headers.update(await sign_in(client))
         dataset_id, document_id = await embedding(client)
         assert stack.redis.process is not None
-        stack.redis.process.send_signal(signal.SIGSTOP)
-        try:
-            await asyncio.sleep(OUTAGE_SECONDS)
-        finally:
-            stack.redis.process.send_signal(signal.SIGCONT)
+        if fault == "paused":
+            stack.redis.process.send_signal(signal.SIGSTOP)
+            try:
+                await asyncio.sleep(OUTAGE_SECONDS)
+            finally:
+                stack.redis.process.send_signal(signal.SIGCONT)
+        else:
+            stack.redis.kill()
+            try:
+                await asyncio.sleep(OUTAGE_SECONDS)
+            finally:
+                await stack.redis.start()
         await assert_done_without_restart(stack, client, dataset_id, document_id)
