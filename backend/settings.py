@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     task_coalesce_ms: float = 40.0
     task_queued_timeout_seconds: int = 600
     task_reap_interval_seconds: int = 2
+    # A worker whose answer is complete retries storing it through a database outage this
+    # long, keeping the task's heartbeat, so the reaper does not throw it away.
+    task_settle_retry_seconds: float = Field(60.0, ge=0)
     chat_job_timeout_seconds: int = 900
     chat_worker_poll_delay_seconds: float = 0.5
     chat_worker_max_jobs: int = 1000

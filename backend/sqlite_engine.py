@@ -13,6 +13,7 @@ Tortoise's own engine.
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
 
 from tortoise.backends.base.client import TransactionContext
 from tortoise.backends.sqlite.client import (
@@ -20,6 +21,7 @@ from tortoise.backends.sqlite.client import (
     SqliteTransactionContext,
     SqliteTransactionWrapper,
 )
+from tortoise.connection import get_connections
 from tortoise.exceptions import TransactionManagementError
 
 
@@ -33,9 +35,37 @@ class ImmediateTransactionWrapper(SqliteTransactionWrapper):
             raise TransactionManagementError(exc) from exc
 
 
+class ImmediateTransactionContext(SqliteTransactionContext):
+    """Tortoise's context, undone when BEGIN fails.
+
+    Tortoise takes the connection's lock and makes the transaction the task's connection
+    before BEGIN, and undoes both only in `__aexit__`, which does not run when
+    `__aenter__` raises. A BEGIN IMMEDIATE that found the database locked past the busy
+    timeout thus left the lock taken (every later transaction of the process waited for
+    ever) and the failed transaction as the task's connection: a retry in the same task
+    then ran as a "nested" transaction that never committed, so a worker sent `done`
+    for an answer that was never stored (tests/test_settle_outage.py).
+    """
+
+    async def __aenter__(self) -> Any:
+        await self._trxlock.acquire()
+        try:
+            await self.ensure_connection()
+            self.token = get_connections().set(self.connection_name, self.connection)
+            try:
+                await self.connection.begin()
+            except BaseException:
+                get_connections().reset(self.token)
+                raise
+        except BaseException:
+            self._trxlock.release()
+            raise
+        return self.connection
+
+
 class ImmediateSqliteClient(SqliteClient):
     def _in_transaction(self) -> TransactionContext:
-        return SqliteTransactionContext(ImmediateTransactionWrapper(self), self._lock)
+        return ImmediateTransactionContext(ImmediateTransactionWrapper(self), self._lock)
 
 
 client_class = ImmediateSqliteClient

@@ -37,6 +37,7 @@ from backend.models.tasks import TaskState
 from backend.providers.base import FinishReason, ModelSpec
 from backend.services import credits
 from backend.services.pricing import price
+from backend.services.settle_retry import settle_through_outage
 from backend.settings import Settings
 from backend.streams.endings import append_ending_until_written
 from backend.streams.task_stream import TaskStream
@@ -81,10 +82,17 @@ class Ended:
 
 
 async def _end(
-    task: Task, state: TaskState, expected: TaskState, spec: ModelSpec, answer: Answer
+    task: Task,
+    state: TaskState,
+    expected: TaskState,
+    spec: ModelSpec,
+    answer: Answer,
+    *,
+    redis: Redis,
+    settings: Settings,
 ) -> Ended | None:
-    """Transition the task, store the answer and settle its credits, in one transaction;
-    None if another ender won the race."""
+    """Transition the task, store the answer and settle its credits, in one transaction
+    (retried through a database outage); None if another ender won the race."""
     cost = price(spec, answer.prompt_tokens, answer.completion_tokens)
     message_id = new_id() if task.session_id is not None and answer.text else None
 
@@ -120,7 +128,13 @@ async def _end(
             )
         return Ended(message_id, charged)
 
-    return await credits.atomically(run)
+    return await settle_through_outage(
+        lambda: credits.atomically(run),
+        redis=redis,
+        settings=settings,
+        task_id=task.id,
+        retry_seconds=settings.task_settle_retry_seconds,
+    )
 
 
 async def write_ending(redis: Redis, settings: Settings, task_id: str, *events: TaskEvent) -> None:
@@ -153,7 +167,9 @@ def runs_to_the_end(ending: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[
 async def succeed(
     task: Task, spec: ModelSpec, answer: Answer, *, redis: Redis, settings: Settings
 ) -> bool:
-    ended = await _end(task, TaskState.SUCCEEDED, TaskState.RUNNING, spec, answer)
+    ended = await _end(
+        task, TaskState.SUCCEEDED, TaskState.RUNNING, spec, answer, redis=redis, settings=settings
+    )
     if ended is None:
         return False
     await write_ending(
@@ -185,7 +201,9 @@ async def cancel(
     settings: Settings,
 ) -> bool:
     """End a cancelled task, charging only the tokens produced before the cancel."""
-    ended = await _end(task, TaskState.CANCELLED, expected, spec, answer)
+    ended = await _end(
+        task, TaskState.CANCELLED, expected, spec, answer, redis=redis, settings=settings
+    )
     if ended is None:
         return False
     await write_ending(
@@ -211,8 +229,11 @@ async def fail(
     expected: TaskState,
     redis: Redis,
     settings: Settings,
+    retry_seconds: float | None = None,
 ) -> bool:
-    """End a task as failed and release its whole reservation: failures are not charged."""
+    """End a task as failed and release its whole reservation: failures are not charged.
+    The transaction is retried through a database outage for `retry_seconds` (default
+    TASK_SETTLE_RETRY_SECONDS; the reaper passes 0: it must not keep a heartbeat)."""
 
     async def run() -> int:
         won = await Task.filter(id=task.id, state=expected).update(
@@ -225,7 +246,16 @@ async def fail(
             await credits.close_reservation(task.reservation_id, ReservationState.RELEASED, 0)
         return won
 
-    if not await credits.atomically(run):
+    settled = await settle_through_outage(
+        lambda: credits.atomically(run),
+        redis=redis,
+        settings=settings,
+        task_id=task.id,
+        retry_seconds=settings.task_settle_retry_seconds
+        if retry_seconds is None
+        else retry_seconds,
+    )
+    if not settled:
         return False
     await write_ending(redis, settings, task.id, ErrorEvent(code=code, message=message))
     return True

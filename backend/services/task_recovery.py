@@ -84,6 +84,7 @@ async def reap_running(redis: Redis, settings: Settings, tasks: list[Task]) -> i
             expected=TaskState.RUNNING,
             redis=redis,
             settings=settings,
+            retry_seconds=0,
         ):
             log.warning("reaped a task whose worker died", extra={"task_id": task.id})
             reaped += 1
@@ -105,6 +106,7 @@ async def reap_unstarted(redis: Redis, settings: Settings) -> int:
             expected=TaskState.QUEUED,
             redis=redis,
             settings=settings,
+            retry_seconds=0,
         ):
             reaped += 1
     return reaped
