@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from pydantic import ValidationError
 from quart import Quart
@@ -15,6 +16,9 @@ from backend.http.responses import error_response
 from backend.search.store import SearchStoreUnavailable
 
 log = logging.getLogger("sluice.http")
+
+LOG_EVERY_SECONDS = 10.0
+LAST_LOGGED: dict[str, float] = {}
 
 
 def describe_validation_error(error: Exception) -> str:
@@ -35,7 +39,11 @@ def dependency_unavailable(failure: DependencyFailure, error: Exception):
     """The database or Redis is down or busy: a 503 (507 for a full disk) the client can
     retry, naming the dependency; the web process carries on and answers again as soon
     as the dependency is back (the drivers reconnect on the next request)."""
-    log.warning("%s unavailable: %s: %s", failure.dependency, type(error).__name__, error)
+    now = time.monotonic()
+    if now - LAST_LOGGED.get(failure.dependency, -LOG_EVERY_SECONDS) >= LOG_EVERY_SECONDS:
+        # Every request fails alike during an outage: one line per dependency per interval.
+        LAST_LOGGED[failure.dependency] = now
+        log.warning("%s unavailable: %s: %s", failure.dependency, type(error).__name__, error)
     response = error_response(failure.status, failure.message)
     response.headers["Retry-After"] = str(failure.retry_after)
     return response
