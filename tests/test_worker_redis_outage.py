@@ -7,76 +7,21 @@ outage once (not once per attempt) and its end, and serves a job again."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
-import redis.asyncio as aioredis
 
 from backend.connections import redis_pool
 from backend.constants import CHAT_QUEUE, INGEST_QUEUE, queue_name
 from backend.settings import Settings
 from tests.support.ingest_stack import start_ingest_worker
-from tests.support.live_server import ServerProcess, free_port, start_chat_worker
+from tests.support.live_server import ServerProcess, start_chat_worker
+from tests.support.private_redis import PrivateRedis
 
 OUTAGE_SECONDS = 3.0
 JOB_TIMEOUT_SECONDS = 30.0
-
-
-class PrivateRedis:
-    """A redis-server of the test's own, on one port and one directory across restarts."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def launch(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.skip("redis-server is not installed")
-        self.process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.directory),
-                "--appendonly",
-                "yes",
-                "--save",
-                "",
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-
-    async def start(self) -> None:
-        self.launch()
-        client = aioredis.from_url(self.url)
-        try:
-            for _ in range(100):
-                try:
-                    await client.ping()
-                    return
-                except (ConnectionError, OSError, aioredis.RedisError):
-                    await asyncio.sleep(0.1)
-            raise RuntimeError("the private redis-server did not start")
-        finally:
-            await client.aclose()
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.kill()
-        self.process.wait(10)
 
 
 @pytest.fixture
@@ -114,7 +59,9 @@ async def test_a_worker_outlives_a_redis_restart_and_serves_again(
         await private_redis.start()
         assert await ping(settings, queue) == "pong"
         assert worker.process.poll() is None, worker.log_tail()
-        log = worker.log_path.read_text()
+        # The poll that ends the outage logs it once that poll is over: the job it started
+        # may have answered a moment before.
+        log = await log_once_it_says(worker, "Redis is back after")
         assert log.count("Redis is unreachable") == 1, log
         assert log.count("Redis is back after") == 1, log
     finally:
@@ -131,3 +78,13 @@ async def ping(settings: Settings, queue: str) -> str:
         return await job.result(timeout=JOB_TIMEOUT_SECONDS, poll_delay=0.1)
     finally:
         await pool.aclose()
+
+
+async def log_once_it_says(worker: ServerProcess, words: str, within: float = 10.0) -> str:
+    """The worker's log, as soon as it holds `words` (or as it is after `within` s)."""
+    for _ in range(int(within / 0.1)):
+        log = worker.log_path.read_text()
+        if words in log:
+            return log
+        await asyncio.sleep(0.1)
+    return worker.log_path.read_text()

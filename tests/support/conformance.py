@@ -24,7 +24,13 @@ from backend.settings import Settings
 from tests.support.background_loop import in_background_loop
 from tests.support.fake_openai import FakeOpenAIServer, fake_openai_server
 from tests.support.images import image_bytes
-from tests.support.live_server import delete_prefix, start_chat_worker, start_hypercorn
+from tests.support.ingest_stack import start_ingest_worker
+from tests.support.live_server import (
+    ServerProcess,
+    delete_prefix,
+    start_chat_worker,
+    start_hypercorn,
+)
 from tests.support.task_models import with_models
 from tests.support.wechat_server import FakeWechat, fake_wechat_server
 
@@ -107,6 +113,10 @@ def stack_settings(
             "sse_heartbeat_seconds": 1.0,
             "stream_lease_wait_seconds": 1.0,
             "log_level": "WARNING",
+            # An ingest worker parses what the generated requests upload (QAnything's
+            # document_parser waits for it); OCR is not what this run checks, and the
+            # generated 1x1 PNG then ends at once with a 422 instead of a model load.
+            "ocr_enabled": False,
         }
     )
 
@@ -199,13 +209,14 @@ async def conformance_stack(base: Settings, root: Path) -> AsyncIterator[Conform
     with background_upstreams() as (openai, wechat):
         settings = stack_settings(base, root, openai, wechat)
         server = await start_hypercorn(settings, root)
-        worker = None
+        workers: list[ServerProcess] = []
         try:
-            worker = await start_chat_worker(settings, root)
+            workers.append(await start_chat_worker(settings, root))
+            workers.append(await start_ingest_worker(settings, root))
             user, admin = await callers(server.base_url)
             yield ConformanceStack(server.base_url, root, user, admin)
         finally:
-            if worker is not None:
+            for worker in workers:
                 worker.stop()
             server.server.stop()
             await delete_prefix(settings.redis_url, settings.redis_prefix)
