@@ -25,6 +25,7 @@ from backend.services import task_outcomes, task_recovery, tasks
 from backend.services.pricing import price
 from backend.services.uploads import save_upload
 from backend.settings import Settings
+from backend.streams import endings
 from backend.streams.task_stream import START, StreamEntry, TaskStream
 from schemas.events import EventType
 from tests.support.accounts import Account, create_account
@@ -265,14 +266,14 @@ async def test_an_ender_cancelled_after_the_transition_still_appends_the_termina
     task = await start(ctx, account, CHEAP)
     await Task.filter(id=task.id).update(state=TaskState.RUNNING, started_at=timezone.now())
     appending = asyncio.Event()
-    append = TaskStream.append
+    append = endings.append_ending
 
-    async def slow_append(self: TaskStream, event: Any) -> str:
+    async def slow_append(stream: TaskStream, events: list[Any]) -> str:
         appending.set()
         await asyncio.sleep(0.3)
-        return await append(self, event)
+        return await append(stream, events)
 
-    monkeypatch.setattr(TaskStream, "append", slow_append)
+    monkeypatch.setattr(endings, "append_ending", slow_append)
     ender = asyncio.create_task(
         task_outcomes.fail(
             task,

@@ -42,6 +42,12 @@ async def keep_heartbeat(redis: Redis, settings: Settings, task_id: str) -> None
         await redis.set(task_heartbeat_key(settings.redis_prefix, task_id), "1", ex=ttl)
 
 
+async def drop_heartbeat(redis: Redis, settings: Settings, task_id: str) -> None:
+    """Remove the heartbeat kept while settling; a Redis that is down lets it expire."""
+    with suppress(Exception):
+        await redis.delete(task_heartbeat_key(settings.redis_prefix, task_id))
+
+
 async def settle_through_outage(
     attempt: Callable[[], Awaitable[T]],
     *,
@@ -73,4 +79,7 @@ async def settle_through_outage(
             await outage.failed(error)
             continue
         outage.recovered()
+        if retry_seconds > 0:
+            # Settled: the heartbeat kept for the attempts is no longer anyone's signal.
+            await drop_heartbeat(redis, settings, task_id)
         return result
