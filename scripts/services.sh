@@ -201,8 +201,6 @@ start_elasticsearch() {
     export ELASTICSEARCH_URL="http://127.0.0.1:$port"
     # Tests that start secured nodes of their own (tests/support/elasticsearch_nodes.py).
     export SLUICE_ES_HOME="$home" SLUICE_ES_JAVA_HOME="$java"
-    # Tests that start secured nodes of their own (tests/support/elasticsearch_nodes.py).
-    export SLUICE_ES_HOME="$home" SLUICE_ES_JAVA_HOME="$java"
 }
 
 # Stops the node started with its files in $1: by the pid file it writes once running, and
