@@ -66,8 +66,9 @@ def scan(
     width_in: float = 6.0,
     seed: int = 7,
 ) -> Image.Image:
-    """A grey page `width_in` inches wide (wider if a line needs it) holding `lines` at `points` size, one line a
-    row with a blank row between paragraphs (an empty string in `lines`), turned by
+    """A grey page `width_in` inches wide (wider if a line needs it) holding `lines` at
+    `points` size, one line a row with a blank row between paragraphs (an empty string in
+    `lines`), turned by
     `angle` degrees and with Gaussian noise of `noise` grey levels."""
     font = font or font_path(LATIN_FONTS)
     assert font is not None, "no TrueType font for the scan"
