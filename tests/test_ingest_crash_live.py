@@ -9,37 +9,27 @@ longer times.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import httpx
-import pytest
-from quart import Quart
 
 from backend.connections import redis_pool
 from backend.job_queue import enqueue
 from backend.knowledge import document_runs
 from backend.knowledge.parse_queue import PARSE_DOCUMENT_JOB, enqueue_parse, ingest_queue
 from backend.models import Document
-from backend.settings import Settings
-from tests.support.ingest_stack import IngestStack, account_fixtures, ingest_stack, wait_for_run
+from tests.support.ingest_stack import IngestStack, account_fixtures, stack_fixture, wait_for_run
 from tests.support.knowledge import MULTIPART, multipart
 
 TEXT = "\n\n".join(f"Section {n}: the weir, the sluice gate and the mill race." for n in range(60))
 
 
-@pytest.fixture(scope="module")
-async def stack(
-    app: Quart, settings: Settings, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[IngestStack]:
-    async with ingest_stack(
-        settings,
-        tmp_path_factory.mktemp("ingest-crash"),
-        ingest_lease_seconds=1.5,
-        ingest_sweep_interval_seconds=1,
-        ingest_max_restarts=1,
-        ingest_queued_timeout_seconds=1.0,
-    ) as running:
-        yield running
+stack = stack_fixture(
+    "ingest-crash",
+    ingest_lease_seconds=1.5,
+    ingest_sweep_interval_seconds=1,
+    ingest_max_restarts=1,
+    ingest_queued_timeout_seconds=1.0,
+)
 
 
 account, client = account_fixtures()

@@ -13,34 +13,24 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator
 
 import httpx
-import pytest
 import redis.asyncio as aioredis
-from quart import Quart
 
 from backend.constants import document_feed_key
-from backend.settings import Settings
 from tests.support.accounts import Account, create_account
-from tests.support.ingest_stack import IngestStack, account_fixtures, ingest_stack, wait_for_run
+from tests.support.ingest_stack import IngestStack, account_fixtures, stack_fixture, wait_for_run
 from tests.support.knowledge import MULTIPART, multipart
 
 LINES = "\n".join(f"Line {n} tells of rivers, herons and otters." for n in range(200))
 
 
-@pytest.fixture(scope="module")
-async def stack(
-    app: Quart, settings: Settings, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[IngestStack]:
-    async with ingest_stack(
-        settings,
-        tmp_path_factory.mktemp("fairness"),
-        # One embedding batch at a time, as with the local model: turns decide who is next.
-        ingest_embedding_slots=1,
-        ingest_max_chunks=300,
-    ) as running:
-        yield running
+stack = stack_fixture(
+    "fairness",
+    # One embedding batch at a time, as with the local model: turns decide who is next.
+    ingest_embedding_slots=1,
+    ingest_max_chunks=300,
+)
 
 
 account, client = account_fixtures()

@@ -6,16 +6,12 @@ any other). The pages are small: each is read in a second or two."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import pytest
-from quart import Quart
 
-from backend.settings import Settings
 from tests.support.images import png_header_only
-from tests.support.ingest_stack import IngestStack, account_fixtures, ingest_stack, wait_for_run
+from tests.support.ingest_stack import IngestStack, account_fixtures, stack_fixture, wait_for_run
 from tests.support.knowledge import MULTIPART, multipart
 from tests.support.scanned_pages import ENGLISH, image_file, scan
 
@@ -26,20 +22,14 @@ DISTRACTORS = [
 ]
 
 
-@pytest.fixture(scope="module")
-async def stack(
-    app: Quart, settings: Settings, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[IngestStack]:
-    async with ingest_stack(
-        settings,
-        tmp_path_factory.mktemp("ocr-live"),
-        ingest_lease_seconds=5.0,
-        ingest_sweep_interval_seconds=1,
-        ingest_max_restarts=1,
-        ingest_queued_timeout_seconds=1.0,
-        image_max_pixels=4096 * 4096,
-    ) as running:
-        yield running
+stack = stack_fixture(
+    "ocr-live",
+    ingest_lease_seconds=5.0,
+    ingest_sweep_interval_seconds=1,
+    ingest_max_restarts=1,
+    ingest_queued_timeout_seconds=1.0,
+    image_max_pixels=4096 * 4096,
+)
 
 
 account, client = account_fixtures()

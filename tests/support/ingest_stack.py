@@ -235,3 +235,17 @@ def account_fixtures(scope: str = "function", **account: Any) -> tuple[Any, Any]
             yield http
 
     return account_fixture, client_fixture
+
+
+def stack_fixture(name: str, **overrides: Any) -> Any:
+    """A module's `stack` fixture: a private `IngestStack` with these setting overrides,
+    started once for the module. Assign it to that name: `stack = stack_fixture("feed")`."""
+
+    @pytest.fixture(scope="module", name="stack")
+    async def stack_of_module(
+        app: Any, settings: Settings, tmp_path_factory: pytest.TempPathFactory
+    ) -> AsyncIterator[IngestStack]:
+        async with ingest_stack(settings, tmp_path_factory.mktemp(name), **overrides) as running:
+            yield running
+
+    return stack_of_module
