@@ -9,6 +9,7 @@ import asyncio
 import signal
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -27,6 +28,13 @@ pytestmark = pytest.mark.sqlite_only
 
 BUDGET_SECONDS = 2.0
 EXIT_TIMEOUT_SECONDS = 15.0
+
+
+@pytest.fixture
+def live_settings(live_settings: Settings) -> Settings:
+    """The live settings under a Redis prefix of the test's own: the session's shared chat
+    worker (started by other modules) must not count as this test's live worker."""
+    return live_settings.model_copy(update={"redis_prefix": f"readyz-{uuid.uuid4().hex[:8]}"})
 
 
 async def timed_readyz(base_url: str) -> tuple[int, dict, float]:
