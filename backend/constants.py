@@ -80,6 +80,13 @@ def ingest_orphan_key(prefix: str, document_id: str) -> str:
     return f"{prefix}:ingest:{document_id}:orphan"
 
 
+def ingest_resume_key(prefix: str, document_id: str) -> str:
+    """Hash of the vectors a run embedded before its worker was stopped (a deploy), with
+    the fingerprint of the texts they belong to, for the next run to resume from
+    (backend/knowledge/embedding_resume.py)."""
+    return f"{prefix}:ingest:{document_id}:resume"
+
+
 def ingest_restarts_key(prefix: str, document_id: str) -> str:
     """How many times a document was re-queued after its worker died, so a document that
     kills every worker that parses it ends FAIL instead of looping."""

@@ -13,6 +13,7 @@ from arq import cron, func
 from backend.connections import redis_settings
 from backend.constants import INGEST_QUEUE, queue_name
 from backend.knowledge.chunked_parse import start_parse_server
+from backend.knowledge.ingest_drain import Drain
 from backend.knowledge.ingest_turns import IngestTurns
 from backend.knowledge.parse_preview import PARSE_PREVIEW_JOB, PREVIEW_RESULT_SECONDS
 from backend.knowledge.parse_queue import EMBED_CHUNKS_JOB, PARSE_DOCUMENT_JOB
@@ -46,6 +47,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     await check_storage_at_start(settings)
     # Parse slots and embedding batches, shared by this process's jobs in turns.
     ctx["turns"] = IngestTurns(settings)
+    # Set by SIGTERM (workers/queue_worker.py): documents are handed back at a boundary.
+    ctx["drain"] = Drain()
     # The tokenizer takes about a second to load; not on the first document's clock.
     await asyncio.to_thread(count_tokens, "warm-up")
     # Nor the parse children's server, which preloads the parsers, tokenizer and jieba,
@@ -103,6 +106,10 @@ class WorkerSettings:
     # A document_parser caller who hangs up aborts its job (backend/knowledge/document_parser.py).
     allow_abort_jobs = True
     job_timeout = _settings.ingest_document_timeout_seconds + 60
+    # SIGTERM drains: no new jobs; each document in progress is handed back to the queue
+    # at its next batch boundary, its restarts untouched (backend/knowledge/ingest_drain.py),
+    # and what has not reached one by then is cancelled and handed back from the start.
+    job_completion_wait = _settings.worker_drain_seconds
     # Enqueues wake the worker (backend.job_queue); this is only the idle poll.
     poll_delay = 0.5
     health_check_interval = 10

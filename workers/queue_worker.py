@@ -25,7 +25,7 @@ from arq.worker import Worker, check_health, get_kwargs
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from backend.connections import open_redis
+from backend.connections import blocking_read_ms, open_redis
 from backend.job_queue import WakeListener
 from backend.observability import configure_logging
 from backend.outage import Outage
@@ -53,7 +53,9 @@ class QueueWorker(Worker):
         super().__init__(*args, **kwargs)
         # `poll_delay` becomes the longest wait for a wake-up (see backend.job_queue);
         # arq's own loop then goes straight from one poll to the wait for the next.
-        self.idle_poll_seconds = self.poll_delay_s
+        # Capped below the socket timeout, which would end a quiet wait as an outage.
+        cap = blocking_read_ms(get_settings(), self.poll_delay_s) / 1000
+        self.idle_poll_seconds = cap
         self.poll_delay_s = 0
         self.wakes: WakeListener | None = None
         self.redis_outage = Outage("Redis", log)
@@ -69,7 +71,21 @@ class QueueWorker(Worker):
             running,
             self._job_completion_wait,
         )
+        self.request_drain()
         super().handle_sig_wait_for_completion(signum)
+
+    def handle_sig(self, signum: signal.Signals) -> None:
+        """arq's immediate stop (no drain time): jobs are cancelled at once; the ingest
+        jobs hand their documents back all the same."""
+        self.request_drain()
+        super().handle_sig(signum)
+
+    def request_drain(self) -> None:
+        """Tell the jobs in progress that the worker is stopping (the ingest worker's
+        `Drain` in its context: documents are handed back at their next boundary)."""
+        drain = self.ctx.get("drain")
+        if drain is not None:
+            drain.request()
 
     async def main(self) -> None:
         while self._pool is None:

@@ -16,8 +16,9 @@ a third of a lease after an earlier sweep found it so (`ingest_orphan_key`): a j
 a Redis outage, its lease lapsed meanwhile, takes the lease back within a poll of Redis
 answering, and keeps its run (no restart spent on a worker that was alive).
 
-A worker stopped gracefully (SIGTERM) leaves its documents RUNNING with their leases
-released, so the next sweep re-queues them at once. Every transition is conditional on
+A worker stopped gracefully (SIGTERM) hands its documents back itself, as new runs that
+spend no restart (`ingest_drain.py`); only one that could not (Redis or SQL away at that
+moment) is left to the sweep. Every transition is conditional on
 the run id the sweep saw, so concurrent sweeps, and a job that was only slow, agree.
 """
 

@@ -14,6 +14,8 @@ INGEST_DOCUMENT_TIMEOUT_SECONDS) ends the run FAIL with a reason in `progress_ms
 unexpected error too, logged, naming the step it happened in. A dependency outage
 (PostgreSQL, Redis, the search store) is waited out by the step that met it
 (`step_retry.py`), up to INGEST_OUTAGE_RETRY_SECONDS, without spending a restart.
+A worker being stopped (SIGTERM) hands the run back at its next boundary, the vectors
+embedded so far kept for the next run (`ingest_drain.py`), spending no restart either.
 Nothing escapes to arq but a shutdown's cancellation, so the worker keeps serving the
 queue and no document is left RUNNING by this job.
 
@@ -40,7 +42,7 @@ from backend.knowledge import document_runs
 from backend.knowledge.chunk_records import embedding_text, parsed_records
 from backend.knowledge.chunked_parse import ChunkedDocument, chunked_in_child, parse_budget
 from backend.knowledge.chunking import Chunk
-from backend.knowledge.fair_embedding import embed_in_turns
+from backend.knowledge.ingest_drain import Drain, WorkerDraining, embed_resumably, hand_back
 from backend.knowledge.ingest_turns import IngestTurns
 from backend.knowledge.ocr_feed import ocr_feed
 from backend.knowledge.parsing.document import ParseFailure
@@ -72,6 +74,8 @@ class IngestContext:
     store: SearchStore
     files: FileStorage
     turns: IngestTurns | None = None
+    # Set when the worker is stopping: the run is handed back at its next boundary.
+    drain: Drain | None = None
 
     def __post_init__(self) -> None:
         if self.turns is None:
@@ -122,6 +126,8 @@ async def prepare(context: IngestContext, document: Document, report: RunReport)
     assert turns is not None
     report.doing("Waiting for a free parser")
     async with turns.parsing.turn(document.owner_id, document.id):
+        if context.drain is not None:
+            context.drain.check()
         report.doing("Parsing")
         async with ocr_feed(context.settings, document, report, share=PARSED):
             parsed = await parse(context, document)
@@ -160,11 +166,13 @@ async def prepare(context: IngestContext, document: Document, report: RunReport)
     async def batch_done(done: int, total: int, eta: float | None) -> None:
         await report.live(CHUNKED + (EMBEDDED - CHUNKED) * done / total, done, total, eta)
 
-    vectors = await embed_in_turns(
+    vectors = await embed_resumably(
+        context.redis,
+        context.settings,
         provider,
         [embedding_text(chunk.content, chunk.questions) for chunk in chunks],
-        line=turns.embedding_line(provider.name, getattr(provider, "parallel_batches", None)),
-        pace=turns.pace(provider.name),
+        turns=turns,
+        drain=context.drain,
         user=document.owner_id,
         document=document.id,
         on_batch=batch_done,
@@ -249,6 +257,15 @@ async def ingest_document(context: IngestContext, document_id: str, run_id: str)
                 )
         except RunStopped:
             return "stopped"
+        except WorkerDraining as draining:
+            return await hand_back(
+                context.redis, settings, document_id, run_id, draining.kept, draining.total
+            )
+        except asyncio.CancelledError:
+            # The drain's time ran out before a boundary came (a long parse).
+            if context.drain is not None and context.drain.requested:
+                await asyncio.shield(hand_back(context.redis, settings, document_id, run_id))
+            raise
         except ParseFailure as failure:
             return await report.fail(failure.reason)
         except TimeoutError:

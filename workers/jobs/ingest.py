@@ -24,6 +24,7 @@ def ingest_context(ctx: dict[str, Any]) -> IngestContext:
         store=ctx["store"],
         files=ctx["files"],
         turns=ctx["turns"],
+        drain=ctx.get("drain"),
     )
 
 

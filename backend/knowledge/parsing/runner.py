@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import multiprocessing
 import resource
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -85,6 +86,10 @@ def parse_in_child(
     ("failed", reason), after any ("progress", ParseProgress) on the way. Never raises:
     whatever happens is the document's failure."""
     outcome: tuple[str, Any]
+    # A SIGTERM for the worker's whole process group (a deploy stopping the service) is
+    # the worker's to act on: it lets the parse end (a boundary of its drain) or kills
+    # this child when the drain's time is up. Dying of it here failed the document.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         limit_self(memory_limit, timeout_s, ocr)
         configure(ocr)
