@@ -45,6 +45,12 @@ def task_heartbeat_key(prefix: str, task_id: str) -> str:
     return f"{prefix}:task:{task_id}:heartbeat"
 
 
+def task_silence_key(prefix: str, task_id: str) -> str:
+    """Set by the reaper that first finds a running task's heartbeat missing; its age says
+    how long the task has been seen silent (backend/services/task_recovery.py)."""
+    return f"{prefix}:task:{task_id}:silence"
+
+
 def login_failures_key(prefix: str, scope: str) -> str:
     """Failed password logins in the current window, per account+address or per address."""
     return f"{prefix}:login-failures:{scope}"

@@ -10,7 +10,13 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, TypeAdapter
+from pydantic import (
+    BaseModel,
+    Field,
+    SerializerFunctionWrapHandler,
+    TypeAdapter,
+    model_serializer,
+)
 
 from backend.providers.base import FinishReason
 
@@ -115,6 +121,21 @@ class ErrorEvent(BaseModel):
     type: Literal[EventType.ERROR] = EventType.ERROR
     code: str
     message: str
+    message_id: str | None = Field(
+        None,
+        description="The partial answer stored when the worker died mid-answer (code "
+        "`worker_lost`): the assistant message holding what was streamed; absent otherwise",
+    )
+
+    @model_serializer(mode="wrap")
+    def without_absent_message(self, handler: SerializerFunctionWrapHandler):
+        """`message_id` only when a partial answer was stored: other errors keep their
+        `{code, message}` shape. (No return annotation: with one, the serialization
+        schema in the OpenAPI document would be that type's, not this model's fields.)"""
+        data = handler(self)
+        if data.get("message_id") is None:
+            data.pop("message_id", None)
+        return data
 
 
 class CancelledEvent(BaseModel):

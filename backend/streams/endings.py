@@ -102,7 +102,13 @@ async def ending_from_sql(task: Task) -> list[TaskEvent] | None:
     while the task is still queued or running. A `done` carries the stored text whole
     (`answer`): tokens streamed before an outage may be missing from the stream."""
     if task.state is TaskState.FAILED:
-        return [ErrorEvent(code=task.error_code or "failed", message=task.error_message or "")]
+        return [
+            ErrorEvent(
+                code=task.error_code or "failed",
+                message=task.error_message or "",
+                message_id=task.message_id,
+            )
+        ]
     if task.state is TaskState.CANCELLED:
         return [
             CancelledEvent(
