@@ -14,11 +14,16 @@ MAX_DELAY_SECONDS = 5.0
 
 
 class Outage:
-    def __init__(self, dependency: str, log: logging.Logger) -> None:
+    def __init__(
+        self, dependency: str, log: logging.Logger, *, max_delay: float = MAX_DELAY_SECONDS
+    ) -> None:
+        """`max_delay`: the back-off's cap; lower for work that must resume within
+        moments of the dependency's return (a heartbeat, an answer's tokens)."""
         self.dependency = dependency
         self.log = log
+        self.max_delay = max_delay
         self.since: float | None = None
-        self.delay = FIRST_DELAY_SECONDS
+        self.delay = min(FIRST_DELAY_SECONDS, max_delay)
 
     @property
     def ongoing(self) -> bool:
@@ -34,10 +39,10 @@ class Outage:
                 self.dependency,
                 type(error).__name__,
                 error,
-                MAX_DELAY_SECONDS,
+                self.max_delay,
             )
         await asyncio.sleep(self.delay)
-        self.delay = min(self.delay * 2, MAX_DELAY_SECONDS)
+        self.delay = min(self.delay * 2, self.max_delay)
 
     def recovered(self) -> None:
         """An attempt succeeded: the outage, if there was one, is over."""
@@ -45,4 +50,4 @@ class Outage:
             return
         self.log.warning("%s is back after %.1f s", self.dependency, time.monotonic() - self.since)
         self.since = None
-        self.delay = FIRST_DELAY_SECONDS
+        self.delay = min(FIRST_DELAY_SECONDS, self.max_delay)

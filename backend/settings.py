@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     # A worker whose answer is complete retries storing it through a database outage this
     # long, keeping the task's heartbeat, so the reaper does not throw it away.
     task_settle_retry_seconds: float = Field(60.0, ge=0)
+    # A chat worker whose token appends meet Redis unreachable (restart, failover, pause)
+    # keeps the answer going and retries them this long before failing the task
+    # (docs/operations.md, "Redis outages mid-answer"); 0 = fail at the first error.
+    redis_outage_tolerance_seconds: float = Field(60.0, ge=0)
     chat_job_timeout_seconds: int = 900
     chat_worker_poll_delay_seconds: float = 0.5
     chat_worker_max_jobs: int = 1000

@@ -28,7 +28,10 @@ _settings = get_settings()
 async def startup(ctx: dict[str, Any]) -> None:
     await lifecycle.startup(ctx)
     # One for every generation of the process: their token appends share round trips.
-    ctx["event_writer"] = EventWriter(ctx["redis"])
+    # It rides out a Redis outage for REDIS_OUTAGE_TOLERANCE_SECONDS (the answers go on).
+    ctx["event_writer"] = EventWriter(
+        ctx["redis"], outage_tolerance_seconds=_settings.redis_outage_tolerance_seconds
+    )
     # Loading the tokenizer takes about a second; do it before the first cancel needs it.
     await asyncio.to_thread(count_tokens, "warm-up")
 

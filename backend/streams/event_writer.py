@@ -7,14 +7,46 @@ the provider. Here appends made while a round trip is in flight wait for the nex
 and go together, so under load a pipeline carries dozens of them, while the lone append
 of an idle process still goes at once. Order per stream is kept: batches go one at a
 time and Redis runs a pipeline's commands in order.
+
+A writer given a tolerance (the chat worker's, `REDIS_OUTAGE_TOLERANCE_SECONDS`) rides out
+a Redis outage: a batch that meets a lost connection, a timeout, a loading or read-only
+Redis is retried with capped back-off (logged once per outage) until Redis answers or the
+outage has lasted the tolerance, when every waiting append fails with
+`StreamUnavailable`. A batch that failed in flight may have been partly applied; before
+each retry the appends that landed are found (`streams.landed`) and only the rest are
+sent again, so no event is written twice and each stream keeps its order. The appends
+made meanwhile wait for the next batch. Without a tolerance (the web process, whose
+requests answer 503 at once) the first error fails the batch, as before.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from backend.outage import Outage
+from backend.streams.landed import find_landed
+
+log = logging.getLogger("sluice.streams.writer")
+
+# The connection failed, not the command: Redis restarting, failing over (a replica that
+# is read-only until promoted), loading its data (BusyLoadingError is a ConnectionError),
+# paused past the socket timeout, or a socket error redis-py did not wrap.
+RETRYABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)
+# The back-off's cap while an answer waits: tokens flow again within a second of Redis.
+RETRY_MAX_DELAY_SECONDS = 1.0
+
+
+class StreamUnavailable(RedisConnectionError):
+    """Redis stayed unreachable for longer than the writer's tolerance."""
 
 
 @dataclass(slots=True)
@@ -24,16 +56,23 @@ class _Append:
     max_events: int
     expire_seconds: int | None
     done: asyncio.Future[bytes | str] = field(repr=False)
+    # The stream's last entry confirmed before this append (None: unknown); a retry looks
+    # after it for what landed.
+    after: str | None = None
 
 
 class EventWriter:
     """XADDs for one Redis client, batched; share one per process."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, *, outage_tolerance_seconds: float = 0.0) -> None:
         self.redis = redis
+        self.tolerance = outage_tolerance_seconds
         self.pending: list[_Append] = []
         self.flushing: asyncio.Task[None] | None = None
         self.round_trips = 0
+        self.outage = Outage(
+            "Redis (appending task events)", log, max_delay=RETRY_MAX_DELAY_SECONDS
+        )
 
     async def append(
         self,
@@ -42,12 +81,15 @@ class EventWriter:
         *,
         max_events: int,
         expire_seconds: int | None = None,
+        after: str | None = None,
     ) -> bytes | str:
         """Add an entry to the stream at `key` (trimmed to about `max_events`, its
-        expiry set when `expire_seconds` is given); returns the entry id."""
+        expiry set when `expire_seconds` is given); returns the entry id. `after`: the
+        id of the stream's last entry this caller saw written, so a retry after a failed
+        round trip can tell whether this append landed."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[bytes | str] = loop.create_future()
-        self.pending.append(_Append(key, fields, max_events, expire_seconds, done))
+        self.pending.append(_Append(key, fields, max_events, expire_seconds, done, after))
         if self.flushing is None:
             self.flushing = loop.create_task(self._flush())
         return await done
@@ -57,7 +99,15 @@ class EventWriter:
             while self.pending:
                 batch, self.pending = self.pending, []
                 try:
-                    replies = await self._write(batch)
+                    try:
+                        replies = await self._write(batch)
+                    except RETRYABLE as error:
+                        if self.tolerance <= 0:
+                            raise
+                        replies = await self._retry(batch, error)
+                    else:
+                        if self.outage.ongoing:
+                            self.outage.recovered()
                 except BaseException as exc:
                     for append in batch:
                         _settle(append.done, exc)
@@ -69,25 +119,72 @@ class EventWriter:
         finally:
             self.flushing = None
 
-    async def _write(self, batch: list[_Append]) -> list[object]:
-        """One pipeline; each append's XADD reply (or error), in batch order."""
+    async def _write(
+        self, batch: list[_Append], expire: list[_Append] | None = None
+    ) -> list[object]:
+        """One pipeline; each append's XADD reply (or error), in batch order. `expire`:
+        appends that landed in a failed round trip whose EXPIRE may not have."""
         async with self.redis.pipeline(transaction=False) as pipe:
+            for append in expire or ():
+                pipe.expire(append.key, append.expire_seconds)  # type: ignore[arg-type]
             for append in batch:
-                pipe.xadd(append.key, append.fields, maxlen=append.max_events, approximate=True)
-                if append.expire_seconds is not None:
-                    pipe.expire(append.key, append.expire_seconds)
+                _queue(pipe, append)
             replies = await pipe.execute(raise_on_error=False)
         self.round_trips += 1
-        xadds, index = [], 0
+        xadds, index = [], len(expire) if expire else 0
         for append in batch:
-            xadds.append(replies[index])
+            reply = replies[index]
+            if isinstance(reply, ReadOnlyError):  # a failover: the rest did not apply either
+                raise reply
+            xadds.append(reply)
             index += 1 if append.expire_seconds is None else 2
         return xadds
+
+    async def _retry(self, batch: list[_Append], error: BaseException) -> list[object]:
+        """`batch` after it failed with `error`: the appends that landed are found, the
+        rest re-sent, until Redis answers or the outage outlasts the tolerance."""
+        replies: dict[int, object] = {}
+        waiting = list(range(len(batch)))
+        while True:
+            since = self.outage.since
+            if since is not None and time.monotonic() - since >= self.tolerance:
+                raise StreamUnavailable(
+                    f"Redis was unreachable for more than {self.tolerance:g} s while "
+                    f"appending task events ({type(error).__name__}: {error})"
+                ) from error
+            await self.outage.failed(error)
+            try:
+                found = await find_landed(self.redis, [batch[i] for i in waiting])
+                fences: dict[str, str] = {}
+                for k, entry_id in found.items():
+                    replies[waiting[k]] = entry_id
+                    fences[batch[waiting[k]].key] = _text(entry_id)
+                expire = [batch[waiting[k]] for k in found if batch[waiting[k]].expire_seconds]
+                waiting = [i for k, i in enumerate(waiting) if k not in found]
+                for i in waiting:  # a later retry looks for what landed after these
+                    batch[i].after = fences.get(batch[i].key, batch[i].after)
+                sent = await self._write([batch[i] for i in waiting], expire)
+            except RETRYABLE as again:
+                error = again
+                continue
+            self.outage.recovered()
+            replies.update(zip(waiting, sent, strict=True))
+            return [replies[i] for i in range(len(batch))]
 
     async def aclose(self) -> None:
         """Wait for the appends already made to be written."""
         if self.flushing is not None:
             await asyncio.shield(self.flushing)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _queue(pipe: Pipeline, append: _Append) -> None:
+    pipe.xadd(append.key, append.fields, maxlen=append.max_events, approximate=True)
+    if append.expire_seconds is not None:
+        pipe.expire(append.key, append.expire_seconds)
 
 
 def _settle(done: asyncio.Future[bytes | str], outcome: object) -> None:

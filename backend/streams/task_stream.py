@@ -97,6 +97,10 @@ class TaskStream:
         self.retention_seconds = retention_seconds
         self.max_events = max_events
         self.expiry_pushed_at = -EXPIRY_REFRESH_SECONDS
+        # The id our last append returned: the fence after which a retried append looks
+        # for itself (streams.landed), so one that landed before a lost reply is not
+        # written twice.
+        self.last_id: str | None = None
 
     @classmethod
     def for_task(
@@ -138,10 +142,12 @@ class TaskStream:
             fields,
             max_events=self.max_events,
             expire_seconds=self.retention_seconds if refresh else None,
+            after=self.last_id,
         )
         if refresh:
             self.expiry_pushed_at = now
-        return text(entry_id)
+        self.last_id = text(entry_id)
+        return self.last_id
 
     async def read_after(
         self, last_id: str = START, block_ms: int | None = None, count: int | None = None

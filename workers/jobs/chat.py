@@ -25,6 +25,7 @@ from backend.services import task_outcomes
 from backend.services.task_outcomes import Answer
 from backend.services.upload_access import inline_uploads
 from backend.settings import Settings
+from backend.streams.event_writer import StreamUnavailable
 from backend.streams.task_stream import TaskStream
 from schemas.events import QueuedEvent, ReferenceEvent, TokenEvent
 from workers.jobs import knowledge, task_metrics
@@ -38,6 +39,7 @@ log = logging.getLogger("sluice.worker.chat")
 INTERNAL_ERROR = "internal_error"
 RETRIEVAL_FAILED = "retrieval_failed"
 SEARCH_UNAVAILABLE = "search_unavailable"
+STREAM_UNAVAILABLE = "stream_unavailable"
 
 
 def watch_of(ctx: dict[str, Any]) -> Watch:
@@ -90,12 +92,13 @@ def with_knowledge(answer: Answer, turn: KnowledgeTurn, usage: Any, plan: dict) 
 
 
 async def answer_without_model(
-    task: Task, turn: KnowledgeTurn, plan: dict, redis: Any, settings: Settings
+    task: Task, turn: KnowledgeTurn, plan: dict, stream: TaskStream, settings: Settings
 ) -> str:
     """Nothing relevant was found: the assistant's `empty_response` is the answer, and
     nothing is generated or charged for generation (only a rewrite call, if one ran)."""
     text = turn.empty_answer or ""
-    await TaskStream.for_task(redis, settings, task.id).append(TokenEvent(delta=text))
+    redis = stream.redis
+    await stream.append(TokenEvent(delta=text))
     answer = Answer(
         text=text,
         prompt_tokens=turn.rewrite_usage.prompt_tokens,
@@ -126,7 +129,7 @@ async def generate_answer(ctx: dict[str, Any], task_id: str) -> str:
                 # Sources first: a client shows them before (and while) the answer streams.
                 await stream.append(ReferenceEvent(**turn.reference.model_dump()))
             if turn.empty_answer is not None:
-                return await answer_without_model(task, turn, plan, redis, settings)
+                return await answer_without_model(task, turn, plan, stream, settings)
 
         async def send(text: str) -> None:
             clock.token()
@@ -162,6 +165,19 @@ async def generate_answer(ctx: dict[str, Any], task_id: str) -> str:
             SEARCH_UNAVAILABLE,
             f"Searching the knowledge bases failed: the search store is unavailable "
             f"({error}); try again",
+            expected=TaskState.RUNNING,
+            redis=redis,
+            settings=settings,
+        )
+        return "failed"
+    except StreamUnavailable as error:
+        # Redis stayed away longer than REDIS_OUTAGE_TOLERANCE_SECONDS mid-answer (the
+        # appends were retried until then): the operator's to fix, the user's to retry.
+        log.error("giving up the answer: %s", error, extra={"task_id": task_id})
+        await task_outcomes.fail(
+            task,
+            STREAM_UNAVAILABLE,
+            f"The answer could not be delivered: {error}; try again",
             expected=TaskState.RUNNING,
             redis=redis,
             settings=settings,

@@ -4,6 +4,13 @@ It polls the cancel flags of all running tasks in one Redis round trip every
 `task_cancel_poll_seconds` and refreshes their heartbeats every
 `task_heartbeat_interval_seconds`, so the Redis cost does not grow with a round trip
 per task per tick, and cancel takes effect even while the provider is silent.
+
+It lives through a Redis outage (restart, failover, a pause past the socket timeout):
+the outage is logged once when it starts and once when it ends, never per tick, the
+ticks go on at most a heartbeat interval apart, and the first tick that reaches Redis
+again refreshes every heartbeat at once, so the reaper sees the answers alive as soon as
+it can see anything. Setting or dropping one task's heartbeat while Redis is away is
+skipped: the loop sets it when Redis is back, and a heartbeat left behind expires.
 """
 
 from __future__ import annotations
@@ -16,7 +23,9 @@ from contextlib import asynccontextmanager, suppress
 from redis.asyncio import Redis
 
 from backend.constants import task_cancel_key, task_heartbeat_key
+from backend.outage import Outage
 from backend.settings import Settings
+from backend.streams.event_writer import RETRYABLE
 
 log = logging.getLogger("sluice.worker.watch")
 
@@ -30,12 +39,16 @@ class Watch:
         self.heartbeat_ttl = settings.task_heartbeat_ttl_seconds
         self.running: dict[str, Callable[[], None] | None] = {}
         self.loop_task: asyncio.Task[None] | None = None
+        self.outage = Outage(
+            "Redis (task heartbeats and cancels)", log, max_delay=self.heartbeat_every
+        )
 
     @asynccontextmanager
     async def track(self, task_id: str, on_cancel: Callable[[], None]) -> AsyncIterator[None]:
         """Heartbeat the task while the block runs; call `on_cancel` once if it is cancelled."""
         heartbeat = task_heartbeat_key(self.prefix, task_id)
-        await self.redis.set(heartbeat, "1", ex=self.heartbeat_ttl)
+        with suppress(*RETRYABLE):
+            await self.redis.set(heartbeat, "1", ex=self.heartbeat_ttl)
         self.running[task_id] = on_cancel
         if self.loop_task is None or self.loop_task.done():
             self.loop_task = asyncio.create_task(self.run())
@@ -43,7 +56,8 @@ class Watch:
             yield
         finally:
             self.running.pop(task_id, None)
-            await self.redis.delete(heartbeat)
+            with suppress(*RETRYABLE):
+                await self.redis.delete(heartbeat)
 
     async def run(self) -> None:
         beats_every = max(1, round(self.heartbeat_every / self.poll))
@@ -52,9 +66,14 @@ class Watch:
             await asyncio.sleep(self.poll)
             tick += 1
             try:
-                await self.check(heartbeat=tick % beats_every == 0)
+                await self.check(heartbeat=self.outage.ongoing or tick % beats_every == 0)
+            except RETRYABLE as error:
+                await self.outage.failed(error)  # backs off up to a heartbeat interval
+                continue
             except Exception:
                 log.exception("watching running tasks failed; retrying")
+                continue
+            self.outage.recovered()
 
     async def check(self, *, heartbeat: bool) -> None:
         ids = list(self.running)
