@@ -16,17 +16,21 @@ restarted within the test.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx
 import pytest
 import redis.asyncio as aioredis
 
 from backend.constants import ingest_restarts_key, ingest_resume_key
+from backend.knowledge.parsing import run_parse_with_limits
 from tests.support.accounts import Account
+from tests.support.hostile_parsers import slow_parser
 from tests.support.ingest_stack import (
     IngestStack,
     account_fixtures,
@@ -197,3 +201,21 @@ async def test_sigterm_without_drain_time_hands_the_document_back_from_the_start
     assert texts > document["chunk_count"]
     assert exited_after < DRAIN_SECONDS / 2
     assert "document.failed" not in [event["event"] for event in events], events
+
+
+async def test_a_parse_child_outlives_a_sigterm_to_the_process_group(tmp_path: Path) -> None:
+    """A service manager's SIGTERM reaches the parse child too: the parse must end (the
+    drain's boundary), not crash and fail the document ("exit signal 15")."""
+    path = tmp_path / "mill.txt"
+    path.write_text(TEXT)
+    parsing = asyncio.ensure_future(
+        asyncio.to_thread(run_parse_with_limits, path, "txt", target=slow_parser)
+    )
+    started = tmp_path / "started"
+    deadline = time.monotonic() + 20
+    while not started.exists() or not started.read_text():
+        assert time.monotonic() < deadline, "the parse child never started"
+        await asyncio.sleep(0.05)
+    os.kill(int(started.read_text()), signal.SIGTERM)
+    parsed = await parsing
+    assert "Section 59: the weir" in parsed.sections[-1].text

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
-from backend.knowledge.parsing import ParsedDocument
+from backend.knowledge.parsing import ParsedDocument, parse_document
 
 
 def looping_parser(path: Path, fmt: str, chunk_method: str) -> ParsedDocument:
@@ -32,3 +33,10 @@ def crashing_parser(path: Path, fmt: str, chunk_method: str) -> ParsedDocument:
 
 def buggy_parser(path: Path, fmt: str, chunk_method: str) -> ParsedDocument:
     return {}["missing"]
+
+
+def slow_parser(path: Path, fmt: str, chunk_method: str) -> ParsedDocument:
+    """Parses normally after 1.5 s: time for a test to signal the child mid-parse."""
+    (path.parent / "started").write_text(str(os.getpid()))
+    time.sleep(1.5)
+    return parse_document(path, fmt, chunk_method)
