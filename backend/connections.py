@@ -24,6 +24,9 @@ log = logging.getLogger("sluice.redis")
 CONNECT_TIMEOUT_SECONDS = 1.0
 STARTUP_ATTEMPTS = 5
 STARTUP_RETRY_SECONDS = 1.0
+# A blocking read waits at most this share of the socket timeout, so its reply (sent when
+# the block ends) arrives well within the timeout.
+BLOCKING_READ_SHARE = 0.5
 
 
 class _CPacking(AbstractConnection):
@@ -71,11 +74,26 @@ def redis_settings(settings: Settings) -> RedisSettings:
     return RedisSettings.from_dsn(settings.redis_url)
 
 
+def blocking_read_ms(settings: Settings, wanted_seconds: float) -> int:
+    """How long a blocking read (XREAD BLOCK) may wait: `wanted_seconds`, capped well
+    below the socket timeout, which would otherwise end a quiet read as a failure."""
+    cap = settings.redis_socket_timeout_seconds * BLOCKING_READ_SHARE
+    return max(1, int(min(wanted_seconds, cap) * 1000))
+
+
 def redis_pool(settings: Settings, queue_name: str = default_queue_name) -> ArqRedis:
     """An arq client (redis-py asyncio that can also enqueue jobs) on C-packing
-    connections; connects lazily."""
+    connections; connects lazily.
+
+    Every read has REDIS_SOCKET_TIMEOUT_SECONDS: a Redis that stops answering (paused,
+    failing over, a half-open connection) raises `TimeoutError` (a 503 on the web, a
+    retried step in a worker) instead of hanging the request or the job for good.
+    Blocking reads stay below it (`blocking_read_ms`); pub/sub reads pass their own.
+    """
     pool = ConnectionPool.from_url(
-        settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT_SECONDS
+        settings.redis_url,
+        socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        socket_timeout=settings.redis_socket_timeout_seconds,
     )
     pool.connection_class = PACKED.get(pool.connection_class, pool.connection_class)
     return ArqRedis(pool, default_queue_name=queue_name)

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     database_url: str = ""
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "sluice"
+    # A Redis command unanswered this long raises (a paused or unreachable server answers
+    # 503, not a hung request); blocking reads wait less than this (backend/connections.py).
+    redis_socket_timeout_seconds: float = Field(5.0, ge=0.5)
     # Empty: a random key kept in DATA_DIR/secret_key (backend/signing_key.py).
     secret_key: str = ""
     # This process is one of several replicas: shared settings must then be explicit.

@@ -11,10 +11,13 @@ from functools import partial
 
 from quart import Quart
 
+from backend.connections import blocking_read_ms
 from backend.services.task_recovery import reap_if_dead
 from backend.streams.hub import StreamHub
 
 HUB_EXTENSION = "stream_hub"
+# An idle hub re-issues its XREAD this often at most (less if the socket timeout is short).
+HUB_BLOCK_SECONDS = 30.0
 
 
 def hub_for(app: Quart) -> StreamHub:
@@ -24,7 +27,8 @@ def hub_for(app: Quart) -> StreamHub:
         settings = app.config["SETTINGS"]
         redis = app.config["REDIS"]
         check = partial(reap_if_dead, redis, settings)
-        hub = StreamHub(redis, settings.redis_prefix, worker_check=check)
+        block_ms = blocking_read_ms(settings, HUB_BLOCK_SECONDS)
+        hub = StreamHub(redis, settings.redis_prefix, worker_check=check, block_ms=block_ms)
         app.extensions[HUB_EXTENSION] = hub
     return hub
 

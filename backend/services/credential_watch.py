@@ -17,19 +17,18 @@ import time
 from collections.abc import Callable
 
 from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
 
 from backend.constants import credential_revocations_channel
 from backend.errors import Unauthorized
 from backend.services.authentication import Credential, authenticate_credential
 from backend.services.revocation import Revocation, RevocationKind
 from backend.settings import Settings
+from backend.streams.channel_subscriber import ChannelSubscriber
 
 log = logging.getLogger("sluice.auth")
 
 EXPIRED_MESSAGE = "Access token expired: refresh it and connect again"
 SUBSCRIBE_TIMEOUT_SECONDS = 2.0
-MAX_BACKOFF_SECONDS = 2.0
 # A mark taken while the channel is not subscribed: the registration always re-checks.
 UNSUBSCRIBED = -1
 
@@ -69,10 +68,12 @@ class CredentialWatch:
         self.settings = settings
         self.channel = credential_revocations_channel(settings.redis_prefix)
         self.by_user: dict[int, set[Watched]] = {}
-        self.subscribed = asyncio.Event()
+        self.subscriber = ChannelSubscriber(
+            redis, self.channel, self.dispatch, self.resubscribed, name="revocation channel"
+        )
+        self.subscribed = self.subscriber.subscribed
         # Bumped by every announcement and every (re)subscription.
         self.generation = 0
-        self.listener: asyncio.Task[None] | None = None
         self.rechecks: set[asyncio.Task[None]] = set()
 
     def mark(self) -> int:
@@ -80,17 +81,12 @@ class CredentialWatch:
         return self.generation if self.subscribed.is_set() else UNSUBSCRIBED
 
     def start(self) -> None:
-        if self.listener is None:
-            self.listener = asyncio.create_task(self.listen(), name="credential-revocations")
+        self.subscriber.start()
 
     async def watch(self, credential: Credential, on_end: OnEnd, mark: int) -> Watched:
         """Follow `credential` for one connection until `unwatch`; `on_end(reason)` is
         called at most once, possibly before this returns."""
-        self.start()
-        try:
-            async with asyncio.timeout(SUBSCRIBE_TIMEOUT_SECONDS):
-                await self.subscribed.wait()
-        except TimeoutError:
+        if not await self.subscriber.wait_subscribed(SUBSCRIBE_TIMEOUT_SECONDS):
             log.warning("revocation channel not subscribed yet; checking the credential")
         watched = Watched(credential, on_end)
         self.by_user.setdefault(credential.user.id, set()).add(watched)
@@ -143,45 +139,16 @@ class CredentialWatch:
             if watched.concerned_by(revocation):
                 watched.end(revocation.reason)
 
-    async def listen(self) -> None:
-        backoff = 0.05
-        pubsub: PubSub = self.redis.pubsub()
-        lost = False
-        try:
-            while True:
-                try:
-                    if not pubsub.subscribed:
-                        await pubsub.subscribe(self.channel)
-                    message = await pubsub.get_message(timeout=None)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("revocation channel failed; retrying in %.2fs", backoff)
-                    self.subscribed.clear()
-                    lost = True
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
-                    continue
-                backoff = 0.05
-                if message is None:
-                    continue
-                if message["type"] == "subscribe":
-                    self.generation += 1
-                    self.subscribed.set()
-                    if lost:
-                        # Announcements made meanwhile were not heard: ask the state.
-                        lost = False
-                        self.recheck_all()
-                elif message["type"] == "message":
-                    self.dispatch(message["data"])
-        finally:
-            self.subscribed.clear()
-            await asyncio.shield(pubsub.aclose())
+    def resubscribed(self, after_loss: bool) -> None:
+        self.generation += 1
+        if after_loss:
+            # Announcements made meanwhile were not heard: ask the state.
+            self.recheck_all()
 
     async def stop(self) -> None:
-        tasks = [*self.rechecks, *([self.listener] if self.listener else [])]
+        await self.subscriber.stop()
+        tasks = list(self.rechecks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self.listener = None
         self.by_user.clear()

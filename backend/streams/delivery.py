@@ -19,6 +19,8 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from backend.errors import BadRequest, Conflict, Gone, NotFound
 from backend.models import Task, User
@@ -169,7 +171,11 @@ class TaskReader:
         if self.closed:
             return
         self.closed = True
-        await asyncio.shield(self.stream.release_lease(self.lease))
+        try:
+            await asyncio.shield(self.stream.release_lease(self.lease))
+        except (RedisConnectionError, RedisTimeoutError) as error:
+            # Redis away: the lease expires by itself, and a resume takes it over at once.
+            log.warning("releasing the lease of task %s failed: %s", self.task_id, error)
 
 
 def stream_expired(task: Task, settings: Settings) -> bool:

@@ -18,6 +18,8 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sse_starlette import ServerSentEvent
 
 from backend.streams.delivery import TaskReader
@@ -27,6 +29,9 @@ SEPARATOR = "\n"
 HEARTBEAT = ServerSentEvent(comment="heartbeat", sep=SEPARATOR).encode()
 TASK_EVENT = "task"
 MAX_EVENTS_PER_WRITE = 64
+# Redis stopped answering mid-stream: the client comes back after about Retry-After.
+OUTAGE_RETRY_MS = 5000
+OUTAGE_MESSAGE = "Redis is unavailable: reconnect with your last event id"
 SSE_HEADERS = {
     "Cache-Control": "no-cache",
     # Tells nginx not to buffer this response, so tokens are not held back.
@@ -43,6 +48,13 @@ def encode_entry(entry: StreamEntry) -> bytes:
     if "\n" in data or "\r" in data:
         return ServerSentEvent(id=entry.id, event=entry.type, data=data, sep=SEPARATOR).encode()
     return f"id: {entry.id}\nevent: {entry.type.value}\ndata: {data}\n\n".encode()
+
+
+def reconnect_frame(message: str, retry_ms: int) -> bytes:
+    """Ends a stream that is not over: a comment (no event, so no parser mistakes it for
+    one) and `retry:`, after which EventSource reconnects with its Last-Event-ID; a
+    fetch() client does the same on seeing the body end without a terminal event."""
+    return f": reconnect: {message}\nretry: {retry_ms}\n\n".encode()
 
 
 def opening_frame(reader: TaskReader, *, announce_task: bool) -> bytes:
@@ -65,6 +77,9 @@ async def frames(reader: TaskReader, *, announce_task: bool = False) -> AsyncIte
     still its own frame with its own id), up to `MAX_EVENTS_PER_WRITE`: under load a
     reader that fell behind catches up with one pass through Quart, Hypercorn and the
     socket instead of one per event.
+
+    A Redis that stops answering ends the stream with `reconnect_frame`, not a broken
+    response: the client resumes from its last id once Redis is back.
     """
     try:
         yield opening_frame(reader, announce_task=announce_task)
@@ -82,6 +97,8 @@ async def frames(reader: TaskReader, *, announce_task: bool = False) -> AsyncIte
                     entry, taken = following, taken + 1
                     frame += encode_entry(entry)
                 yield frame
+    except (RedisConnectionError, RedisTimeoutError):
+        yield reconnect_frame(OUTAGE_MESSAGE, OUTAGE_RETRY_MS)
     finally:
         # A client gone right after the opening frame never started `events`, whose
         # own `finally` gives the lease up.

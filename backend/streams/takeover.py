@@ -18,17 +18,16 @@ import time
 from typing import Protocol
 
 from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
 
 from backend.constants import stream_takeover_channel
 from backend.settings import Settings
+from backend.streams.channel_subscriber import ChannelSubscriber
 from backend.streams.task_stream import START, TaskStream, text
 
 log = logging.getLogger("sluice.streams")
 
 LEASE_POLL_SECONDS = 0.05
 SUBSCRIBE_TIMEOUT_SECONDS = 2.0
-MAX_BACKOFF_SECONDS = 2.0
 
 
 class Replaceable(Protocol):
@@ -50,20 +49,15 @@ class Takeovers:
         self.redis = redis
         self.channel = stream_takeover_channel(prefix)
         self.deliveries: dict[str, set[Replaceable]] = {}
-        self.listener: asyncio.Task[None] | None = None
-        self.started: asyncio.Future[None] | None = None
+        self.subscriber = ChannelSubscriber(
+            redis, self.channel, self.dispatch, name="stream takeover channel"
+        )
 
     async def watch(self, delivery: Replaceable) -> None:
-        """Follow announcements for `delivery`'s task; the first call subscribes and
-        waits for Redis to confirm, so no announcement made after it can be missed."""
-        if self.started is None:
-            self.started = asyncio.get_running_loop().create_future()
-            self.listener = asyncio.create_task(self.listen(), name="stream-takeovers")
+        """Follow announcements for `delivery`'s task; waits for Redis to confirm the
+        subscription, so no announcement made after it can be missed."""
         self.deliveries.setdefault(delivery.task_id, set()).add(delivery)
-        try:
-            async with asyncio.timeout(SUBSCRIBE_TIMEOUT_SECONDS):
-                await asyncio.shield(self.started)
-        except TimeoutError:
+        if not await self.subscriber.wait_subscribed(SUBSCRIBE_TIMEOUT_SECONDS):
             log.warning("takeover channel not subscribed yet; relying on lease refresh")
 
     def unwatch(self, delivery: Replaceable) -> None:
@@ -83,38 +77,8 @@ class Takeovers:
             if delivery.lease != lease:
                 delivery.supersede()
 
-    async def listen(self) -> None:
-        backoff = 0.05
-        pubsub: PubSub = self.redis.pubsub()
-        try:
-            while True:
-                try:
-                    if not pubsub.subscribed:
-                        await pubsub.subscribe(self.channel)
-                    message = await pubsub.get_message(timeout=None)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("takeover channel failed; retrying in %.2fs", backoff)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
-                    continue
-                backoff = 0.05
-                if message is None:
-                    continue
-                if message["type"] == "subscribe" and self.started and not self.started.done():
-                    self.started.set_result(None)
-                elif message["type"] == "message":
-                    self.dispatch(message["data"])
-        finally:
-            await asyncio.shield(pubsub.aclose())
-
     async def stop(self) -> None:
-        if self.listener is not None:
-            self.listener.cancel()
-            await asyncio.gather(self.listener, return_exceptions=True)
-            self.listener = None
-        self.started = None
+        await self.subscriber.stop()
         self.deliveries.clear()
 
 
