@@ -12,7 +12,6 @@ Environment knobs:
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -24,46 +23,17 @@ from quart.testing import QuartClient
 from backend.app import create_app
 from backend.settings import Settings
 from tests.support.accounts import Account, create_account, register
+from tests.support.stack_database import session_database
 
 pytest_plugins = ["tests.support.live_server", "tests.support.task_stack"]
 
-TEST_DATABASE = os.environ.get("TEST_DATABASE", "sqlite")
-TEST_POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
-
-
-async def create_postgres_database() -> tuple[str, str]:
-    import asyncpg
-
-    name = f"sluice_test_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(TEST_POSTGRES_URL.replace("postgres://", "postgresql://", 1))
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    base = TEST_POSTGRES_URL.rsplit("/", 1)[0]
-    return name, f"{base}/{name}"
-
-
-async def drop_postgres_database(name: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(TEST_POSTGRES_URL.replace("postgres://", "postgresql://", 1))
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 @pytest.fixture(scope="session")
 async def database_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
-    if TEST_DATABASE == "postgres":
-        name, url = await create_postgres_database()
+    async with session_database(tmp_path_factory.mktemp("db")) as url:
         yield url
-        await drop_postgres_database(name)
-    else:
-        path = tmp_path_factory.mktemp("db") / "sluice.sqlite3"
-        yield f"sqlite://{path}"
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ import pytest
 from backend.settings import Settings
 from tests.support.live_server import LiveServer, start_hypercorn
 from tests.support.own_database import migrate, sign_in
-from tests.support.private_postgres import PrivatePostgres, pg_bindir
+from tests.support.private_postgres import PrivatePostgres, private_services
 from tests.support.private_redis import PrivateRedis
 
 pytestmark = pytest.mark.sqlite_only
@@ -44,34 +44,19 @@ class Stack:
 async def stack(
     settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Stack]:
-    bindir = pg_bindir()
-    if bindir is None:
-        pytest.skip("PostgreSQL is not installed (initdb not found)")
-    postgres = PrivatePostgres(bindir)
-    redis = PrivateRedis(tmp_path_factory.mktemp("outage-redis"))
-    web: LiveServer | None = None
-    try:
-        postgres.initdb()
-        postgres.start()
-        await redis.start()
-        live = settings.model_copy(
-            update={
-                "database_url": postgres.admin_url,
-                "redis_url": redis.url,
-                "redis_prefix": "outage",
-                "data_dir": tmp_path_factory.mktemp("outage-data"),
-                "admin_username": "",
-                "admin_password": "",
-            }
-        )
-        await asyncio.to_thread(migrate, live)
-        web = await start_hypercorn(live, tmp_path_factory.mktemp("outage-logs"))
-        yield Stack(web, postgres, redis)
-    finally:
-        if web is not None:
+    async with private_services(
+        settings,
+        tmp_path_factory.mktemp("outage-redis"),
+        redis_prefix="outage",
+        data_dir=tmp_path_factory.mktemp("outage-data"),
+        admin_username="",
+        admin_password="",
+    ) as services:
+        web = await start_hypercorn(services.settings, tmp_path_factory.mktemp("outage-logs"))
+        try:
+            yield Stack(web, services.postgres, services.redis)
+        finally:
             web.server.stop()
-        redis.kill()
-        postgres.remove()
 
 
 def local_port(response: httpx.Response) -> int:

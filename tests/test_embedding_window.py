@@ -32,21 +32,9 @@ from backend.providers.embeddings import (
 from backend.providers.query_line import SHORT_QUESTION_TOKENS, QueryLine
 from backend.providers.tokens import count_tokens
 from tests.support.fake_embeddings import FakeEmbeddingServer, fake_embedding_server
+from tests.support.long_questions import long_question
 
-WORDS = [
-    "lake",
-    "river",
-    "mountain",
-    "forest",
-    "water",
-    "deep",
-    "cold",
-    "ancient",
-    "basin",
-    "shore",
-    "island",
-]
-LONG = " ".join(WORDS[n % len(WORDS)] + str(n) for n in range(2000))[:8192]
+LONG = long_question()
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 
 import httpx
-import pytest
 
 from backend.connections import redis_pool
 from backend.job_queue import enqueue
@@ -20,10 +19,6 @@ from backend.knowledge.parse_queue import PARSE_DOCUMENT_JOB, enqueue_parse, ing
 from backend.models import Document
 from tests.support.ingest_stack import IngestStack, account_fixtures, stack_fixture, wait_for_run
 from tests.support.knowledge import MULTIPART, multipart
-
-# Timing under load (live processes on a shared 2-core machine, a session-wide
-# database that other live workers also sweep): retried, and must pass on a retry.
-pytestmark = pytest.mark.flaky(reruns=2, reruns_delay=1)
 
 TEXT = "\n\n".join(f"Section {n}: the weir, the sluice gate and the mill race." for n in range(60))
 

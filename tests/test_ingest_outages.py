@@ -21,8 +21,8 @@ import pytest
 from backend.settings import Settings
 from tests.support.ingest_stack import IngestStack, ingest_stack, wait_for_run
 from tests.support.knowledge import MULTIPART, multipart
-from tests.support.own_database import migrate, sign_in
-from tests.support.private_postgres import PrivatePostgres, pg_bindir
+from tests.support.own_database import sign_in
+from tests.support.private_postgres import PrivatePostgres, private_services
 from tests.support.private_redis import PrivateRedis
 
 pytestmark = pytest.mark.sqlite_only
@@ -42,30 +42,17 @@ class OutageStack:
 async def stack(
     settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[OutageStack]:
-    bindir = pg_bindir()
-    if bindir is None:
-        pytest.skip("PostgreSQL is not installed (initdb not found)")
-    postgres = PrivatePostgres(bindir)
-    redis = PrivateRedis(tmp_path_factory.mktemp("ingest-outage-redis"))
-    try:
-        postgres.initdb()
-        postgres.start()
-        await redis.start()
-        base = settings.model_copy(
-            update={"database_url": postgres.admin_url, "redis_url": redis.url}
-        )
-        await asyncio.to_thread(migrate, base)
-        async with ingest_stack(
-            base,
+    async with (
+        private_services(settings, tmp_path_factory.mktemp("ingest-outage-redis")) as services,
+        ingest_stack(
+            services.settings,
             tmp_path_factory.mktemp("ingest-outage"),
             ingest_lease_seconds=1.5,
             ingest_sweep_interval_seconds=1,
             ingest_outage_retry_seconds=60,
-        ) as running:
-            yield OutageStack(running, postgres, redis)
-    finally:
-        redis.kill()
-        postgres.remove()
+        ) as running,
+    ):
+        yield OutageStack(running, services.postgres, services.redis)
 
 
 async def embedding(client: httpx.AsyncClient) -> tuple[str, str]:

@@ -10,16 +10,11 @@ import re
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.support.images import png_header_only
 from tests.support.ingest_stack import IngestStack, account_fixtures, stack_fixture, wait_for_run
 from tests.support.knowledge import MULTIPART, multipart
 from tests.support.scanned_pages import ENGLISH, image_file, scan
-
-# Timing under load (live processes on a shared 2-core machine, a session-wide
-# database that other live workers also sweep): retried, and must pass on a retry.
-pytestmark = pytest.mark.flaky(reruns=2, reruns_delay=1)
 
 FACT = "The sluice keeper's spare key hangs in locker 4418 beside the pump house."
 DISTRACTORS = [

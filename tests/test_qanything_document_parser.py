@@ -23,10 +23,6 @@ from tests.support.accounts import Account, create_account
 from tests.support.document_files import docx_file, pdf_file
 from tests.support.ingest_stack import IngestStack, account_fixtures, ingest_stack
 
-# Timing under load (live processes on a shared 2-core machine, a session-wide
-# database that other live workers also sweep): retried, and must pass on a retry.
-pytestmark = pytest.mark.flaky(reruns=2, reruns_delay=1)
-
 ROUTE = "/api/qanything/document_parser"
 LAKE = "Lake Baikal is the deepest lake in the world."
 PINE = "Siberian pines grow on the rocky shore."

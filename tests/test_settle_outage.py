@@ -12,12 +12,7 @@ transaction, keeping the heartbeat, and settles the answer once the lock is rele
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
 import sqlite3
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,12 +26,10 @@ from tests.support.accounts import create_account
 from tests.support.ledger import assert_ledger_balanced, balance_of
 from tests.support.sse_client import Frame, events
 from tests.support.task_models import SLOW
-from tests.support.task_stack import TaskStack, task_stack
+from tests.support.task_stack import TaskStack, stack_fixture
 from tests.test_tasks import make_session
 
-# Timing under load (live processes on a shared 2-core machine, a session-wide
-# database that other live workers also sweep): retried, and must pass on a retry.
-pytestmark = [pytest.mark.sqlite_only, pytest.mark.flaky(reruns=2, reruns_delay=1)]
+pytestmark = pytest.mark.sqlite_only
 
 # 40 tokens at 20/s: the answer completes about 2 s in, while the lock is held.
 SLOW_TOKENS = 40
@@ -45,32 +38,18 @@ SLOW_TOKENS = 40
 LOCK_SECONDS = 12.0
 
 
-@pytest.fixture
-async def locked_stack(app, settings: Settings, tmp_path: Path) -> AsyncIterator[TaskStack]:
-    async with task_stack(
-        settings,
-        tmp_path,
-        slow_tokens=SLOW_TOKENS,
-        # The processes give up waiting for the lock after 0.3 s, as on a dead server.
-        database_url=f"{settings.database_url}?busy_timeout=300",
-    ) as stack:
-        yield stack
+# The processes give up waiting for the lock after 0.3 s, as on a dead server.
+stack = stack_fixture("settle", slow_tokens=SLOW_TOKENS, database_options="?busy_timeout=300")
 
 
 async def test_an_answer_completed_while_the_database_is_locked_is_settled_after(
-    locked_stack: TaskStack, settings: Settings
+    stack: TaskStack, settings: Settings
 ) -> None:
-    stack = locked_stack
     account = await create_account(settings, credits=10_000, password=False)
     session = await make_session(account, SLOW)
-    path = settings.database_url.removeprefix("sqlite://")
+    path = stack.settings.database_url.removeprefix("sqlite://").partition("?")[0]
     frames: list[Frame] = []
-    others = other_chat_workers(stack)
-    pause(others, signal.SIGSTOP)
-    try:
-        task_id = await answer_under_lock(stack, account, session.id, path, frames)
-    finally:
-        pause(others, signal.SIGCONT)
+    task_id = await answer_under_lock(stack, account, session.id, path, frames)
     assert [f.event for f in frames if f.terminal] == ["done"], frames[-1]
     streamed = "".join(f.data["delta"] for f in frames if f.event == "token")
     task = await Task.get(id=task_id)
@@ -83,30 +62,6 @@ async def test_an_answer_completed_while_the_database_is_locked_is_settled_after
     await assert_ledger_balanced()
     log = stack.workers[0].log_path.read_text()
     assert log.count("The database (settling a task) is unreachable") == 1, log
-
-
-def other_chat_workers(stack: TaskStack) -> list[int]:
-    """Chat workers this test did not start (the session's shared ones, under another
-    Redis prefix): their reapers see this test's task without a heartbeat under their
-    prefix and would fail it while the database is locked, so they pause meanwhile."""
-    own = {worker.process.pid for worker in stack.workers}
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) in own:
-            continue
-        try:
-            command = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if command[-3:-1] == [b"workers", b"chat"] or command[-2:] == [b"workers", b"chat"]:
-            found.append(int(entry.name))
-    return found
-
-
-def pause(pids: list[int], signum: int) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signum)
 
 
 async def answer_under_lock(

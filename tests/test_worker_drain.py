@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -26,7 +24,7 @@ from tests.support.accounts import create_account
 from tests.support.ledger import assert_ledger_balanced, balance_of
 from tests.support.sse_client import Frame, events
 from tests.support.task_models import CHEAP, SLOW
-from tests.support.task_stack import TaskStack, task_stack
+from tests.support.task_stack import TaskStack, stack_fixture
 from tests.test_tasks import make_session
 
 pytestmark = pytest.mark.sqlite_only
@@ -37,18 +35,12 @@ DRAIN_SECONDS = 30
 EXIT_TIMEOUT_SECONDS = 20.0
 
 
-@pytest.fixture
-async def drain_stack(app, settings: Settings, tmp_path: Path) -> AsyncIterator[TaskStack]:
-    async with task_stack(
-        settings, tmp_path, slow_tokens=SLOW_TOKENS, worker_drain_seconds=DRAIN_SECONDS
-    ) as stack:
-        yield stack
+stack = stack_fixture("drain", slow_tokens=SLOW_TOKENS, worker_drain_seconds=DRAIN_SECONDS)
 
 
 async def test_sigterm_lets_the_answer_in_progress_finish_and_leaves_queued_ones(
-    drain_stack: TaskStack, settings: Settings
+    stack: TaskStack, settings: Settings
 ) -> None:
-    stack = drain_stack
     account = await create_account(settings, credits=10_000, password=False)
     slow_session = await make_session(account, SLOW)
     fast_session = await make_session(account, CHEAP)

@@ -19,10 +19,7 @@ from backend.settings import Settings
 from tests.support.ingest_stack import start_ingest_worker
 from tests.support.live_server import ServerProcess, start_chat_worker
 from tests.support.private_redis import PrivateRedis
-
-# Timing under load (live processes on a shared 2-core machine, a session-wide
-# database that other live workers also sweep): retried, and must pass on a retry.
-pytestmark = pytest.mark.flaky(reruns=2, reruns_delay=1)
+from tests.support.stack_database import stack_database
 
 OUTAGE_SECONDS = 3.0
 JOB_TIMEOUT_SECONDS = 30.0
@@ -51,17 +48,16 @@ async def test_a_worker_outlives_a_redis_restart_and_serves_again(
     queue: str,
     start: Starter,
 ) -> None:
-    settings = live_settings.model_copy(
-        update={
-            "redis_url": private_redis.url,
-            "redis_prefix": f"outage-{uuid.uuid4().hex[:6]}",
-            # This ingest worker shares the session's database: its sweeps would take other
-            # modules' documents into its private Redis. It sweeps once, at start, here.
-            "ingest_sweep_interval_seconds": 59,
-            "ingest_queued_timeout_seconds": 3600.0,
-        }
-    )
-    worker = await start(settings, live_log_dir)
+    async with stack_database(live_settings, live_log_dir) as own:
+        prefix = f"outage-{uuid.uuid4().hex[:6]}"
+        settings = own.model_copy(update={"redis_url": private_redis.url, "redis_prefix": prefix})
+        await outlives_a_restart(settings, live_log_dir, private_redis, queue, start)
+
+
+async def outlives_a_restart(
+    settings: Settings, log_dir: Path, private_redis: PrivateRedis, queue: str, start: Starter
+) -> None:
+    worker = await start(settings, log_dir)
     try:
         assert await ping(settings, queue) == "pong"
         private_redis.kill()

@@ -1,11 +1,13 @@
 """A private live stack for the knowledge tests: Hypercorn + arq ingest workers + a fake
 OpenAI-compatible embedding upstream.
 
-Private (own Redis prefix, DATA_DIR, search store and workers), so a test may SIGKILL
-its ingest worker without disturbing anyone. The embedding model is the fake's
-(`fake-embed@openai`, 8 dimensions, a hashed bag of words: texts sharing words are
-close), so tests do not wait on the local model; `stack.embeddings.delay` slows each
-embedding request down, for tests that stop or kill a worker mid-document.
+Private (own Redis prefix, DATA_DIR, search store, workers and SQL database:
+tests/support/stack_database.py), so a test may SIGKILL its ingest worker without
+disturbing anyone, and no other stack's sweeper takes its documents. The embedding
+model is the fake's (`fake-embed@openai`, 8 dimensions, a hashed bag of words: texts
+sharing words are close), so tests do not wait on the local model;
+`stack.embeddings.delay` slows each embedding request down, for tests that stop or kill
+a worker mid-document.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from tests.support.live_server import (
     spawn,
     start_hypercorn,
 )
+from tests.support.stack_database import stack_database
 
 FAKE_MODEL = "fake-embed@openai"
 # A model whose upstream always answers 500.
@@ -142,6 +145,18 @@ def embedding_settings(base_url: str) -> dict[str, Any]:
 async def ingest_stack(
     base: Settings, log_dir: Path, *, workers: int = 1, web_workers: int = 1, **overrides: Any
 ) -> AsyncIterator[IngestStack]:
+    async with (
+        stack_database(base, log_dir) as own,
+        ingest_stack_on(own, log_dir, workers, web_workers, overrides) as stack,
+    ):
+        yield stack
+
+
+@asynccontextmanager
+async def ingest_stack_on(
+    base: Settings, log_dir: Path, workers: int, web_workers: int, overrides: dict[str, Any]
+) -> AsyncIterator[IngestStack]:
+    """`ingest_stack` on `base`'s database as it is."""
     embeddings = SlowEmbeddings()
     upstream = FakeEmbeddingServer(embeddings)
     await upstream.start()

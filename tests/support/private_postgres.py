@@ -5,11 +5,13 @@ test makes its own: `initdb` into a temporary directory, started with `pg_ctl` o
 port (as the unprivileged service user when we are root: PostgreSQL refuses root), as
 `scripts/services.sh ensure_postgres` does, and stopped for good at the end. `stop()` is a
 real outage (fast shutdown: the server closes every connection and the port refuses),
-`start()` brings the same data back on the same port.
+`start()` brings the same data back on the same port. `private_services` gives a test
+both a private PostgreSQL and a private Redis.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import glob
 import os
@@ -17,9 +19,18 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from backend.settings import Settings
 from tests.support.live_server import free_port
+from tests.support.own_database import migrate
+from tests.support.private_redis import PrivateRedis
 
 SERVICE_USER = os.environ.get("SLUICE_SERVICE_USER", "sluice")
 
@@ -89,3 +100,37 @@ class PrivatePostgres:
         with contextlib.suppress(RuntimeError):
             self.stop("immediate")
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@dataclass
+class PrivateServices:
+    """A private PostgreSQL and Redis, and settings on them (the database migrated)."""
+
+    postgres: PrivatePostgres
+    redis: PrivateRedis
+    settings: Settings
+
+
+@asynccontextmanager
+async def private_services(
+    base: Settings, directory: Path, **overrides: Any
+) -> AsyncIterator[PrivateServices]:
+    """Both servers started (the test skips where PostgreSQL is not installed), `base` on
+    them with `overrides`, removed at the end: what an outage test stops and starts."""
+    bindir = pg_bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL is not installed (initdb not found)")
+    postgres = PrivatePostgres(bindir)
+    redis = PrivateRedis(directory)
+    try:
+        postgres.initdb()
+        postgres.start()
+        await redis.start()
+        settings = base.model_copy(
+            update={"database_url": postgres.admin_url, "redis_url": redis.url, **overrides}
+        )
+        await asyncio.to_thread(migrate, settings)
+        yield PrivateServices(postgres, redis, settings)
+    finally:
+        redis.kill()
+        postgres.remove()

@@ -2,7 +2,8 @@
 nginx (TLS terminated there, round robin, the SSE and WebSocket settings of
 deploy/nginx/sluice.conf), two chat workers and two ingest workers. Each process has a
 DATA_DIR of its own and `REPLICA_MODE=true`; they share nothing but the network services:
-PostgreSQL, Redis, Elasticsearch and S3 (SeaweedFS), as deploy/compose.yaml lays out.
+PostgreSQL (a database of the layout's own: tests/support/stack_database.py), Redis,
+Elasticsearch and S3 (SeaweedFS), as deploy/compose.yaml lays out.
 
 The layout needs all four services; without one, the module skips saying which (in CI,
 where `make test` starts them all, it fails instead).
@@ -45,6 +46,7 @@ from tests.support.live_server import (
     start_hypercorn,
 )
 from tests.support.nginx import install_nginx, main_config, wait_listening
+from tests.support.stack_database import stack_database
 from tests.support.task_models import with_models
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -236,10 +238,11 @@ async def replica_stack(
     upstream = FakeEmbeddingServer(embeddings)
     await upstream.start()
     async with (
+        stack_database(base, root) as own,
         fake_openai_server(tokens=30, tokens_per_second=500) as fast,
         fake_openai_server(tokens=400, tokens_per_second=40) as slow,
     ):
-        settings = shared_settings(base, upstream.openai_base_url, fast.base_url, slow.base_url)
+        settings = shared_settings(own, upstream.openai_base_url, fast.base_url, slow.base_url)
         ca, cert, key = make_certificate(root)
         https_port, http_port = free_port(), free_port()
         stack = ReplicaStack(settings, root, ca, https_port, nginx=None)  # type: ignore[arg-type]

@@ -1,7 +1,9 @@
 """A private live stack for task lifecycle tests: Hypercorn + arq chat workers + fake upstreams.
 
-Private (own Redis prefix, own workers), so a test may SIGKILL its worker without
-disturbing anyone else's stack. A test module gets one with the `stack` fixture.
+Private (own Redis prefix, own workers, own SQL database: tests/support/stack_database.py),
+so a test may SIGKILL its worker without disturbing anyone else's stack, and no other
+stack's reaper fails its tasks. A test module gets one with the `stack` fixture, or with
+`stack_fixture(...)` for one with its own settings.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -27,6 +30,7 @@ from tests.support.live_server import (
     start_chat_worker,
     start_hypercorn,
 )
+from tests.support.stack_database import stack_database
 from tests.support.task_models import with_models
 
 
@@ -64,15 +68,23 @@ class TaskStack:
 
 @asynccontextmanager
 async def task_stack(
-    base: Settings, log_dir: Path, *, slow_tokens: int = 400, **overrides
+    base: Settings,
+    log_dir: Path,
+    *,
+    slow_tokens: int = 400,
+    database_options: str = "",
+    **overrides: Any,
 ) -> AsyncIterator[TaskStack]:
-    """Fast fake (20 tokens at once) and slow fake (`slow_tokens` at 20/s) behind the models."""
+    """Fast fake (20 tokens at once) and slow fake (`slow_tokens` at 20/s) behind the models;
+    the processes' DATABASE_URL is the stack's own with `database_options` (`?busy_timeout=`)."""
     async with (
+        stack_database(base, log_dir) as own,
         fake_openai_server(tokens=20) as fast,
         fake_openai_server(tokens=slow_tokens, tokens_per_second=20) as slow,
     ):
-        settings = with_models(base, fast.base_url, slow.base_url).model_copy(
+        settings = with_models(own, fast.base_url, slow.base_url).model_copy(
             update={
+                "database_url": own.database_url + database_options,
                 "redis_prefix": f"life-{uuid.uuid4().hex[:8]}",
                 "data_dir": log_dir,
                 "admin_username": "",
@@ -92,6 +104,20 @@ async def task_stack(
         finally:
             stack.stop()
             await delete_prefix(settings.redis_url, settings.redis_prefix)
+
+
+def stack_fixture(name: str, **options: Any) -> Any:
+    """A module's `stack` fixture: a private `TaskStack` made by `task_stack(..., **options)`,
+    started once for the module. Assign it to that name: `stack = stack_fixture("drain")`."""
+
+    @pytest.fixture(scope="module", name="stack")
+    async def stack_of_module(
+        app: Quart, settings: Settings, tmp_path_factory: pytest.TempPathFactory
+    ) -> AsyncIterator[TaskStack]:
+        async with task_stack(settings, tmp_path_factory.mktemp(name), **options) as running:
+            yield running
+
+    return stack_of_module
 
 
 @pytest.fixture(scope="module")
