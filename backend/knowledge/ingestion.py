@@ -227,7 +227,7 @@ async def ingest_document(context: IngestContext, document_id: str, run_id: str)
     """Run one document's parse; returns what happened (done, failed, stopped, skipped)."""
     settings = context.settings
     watch = RunWatch(context.redis, settings, document_id, run_id)
-    if not await watch.acquire():
+    if not await retried("Starting", watch.acquire, settings.ingest_outage_retry_seconds):
         return "skipped: another job is working on this document"
     try:
         document = await retried(

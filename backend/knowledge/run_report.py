@@ -19,6 +19,7 @@ embed (3s).", "Embedded 24/58 chunks (7.0s), about 9s left.").
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 
@@ -26,12 +27,14 @@ from redis.asyncio import Redis
 
 from backend.knowledge import document_runs
 from backend.knowledge.run_watch import RunStopped
-from backend.knowledge.status_feed import ProgressThrottle, event_of, publish_quietly
-from backend.knowledge.step_retry import outage_of, retried
+from backend.knowledge.status_feed import ProgressThrottle, event_of, publish, publish_quietly
+from backend.knowledge.step_retry import StepUnavailable, outage_of, retried
 from backend.models import Document
 from backend.models.knowledge import DocumentRun
 from backend.settings import Settings
 from schemas.feed import DocumentEvent, FeedEventType
+
+log = logging.getLogger("sluice.ingest")
 
 PROGRESS_HEARTBEAT_SECONDS = 2.0
 
@@ -168,14 +171,24 @@ class RunReport:
             await self.send(self.event(self.activity.line()))
 
     async def ended(self) -> None:
-        """Publish the run's final state as stored (done or failed), never throttled."""
+        """Publish the run's final state as stored (done or failed), never throttled, and
+        through an outage (Redis paused or restarting as the run ends): a subscriber must
+        not wait for an end that was dropped. Given up after INGEST_OUTAGE_RETRY_SECONDS
+        (the state is in SQL, for REST and the next `documents` read)."""
         self.pending = self.activity = None
+        try:
+            await retried("Reporting", self.publish_end, self.settings.ingest_outage_retry_seconds)
+        except StepUnavailable as error:
+            log.warning("the end of document %s was not published: %s", self.document.id, error)
+
+    async def publish_end(self) -> None:
         document = await Document.get_or_none(id=self.document.id)
         if document is None or document.run_id != self.run_id:
             return
         kind = FeedEventType.DONE if document.run is DocumentRun.DONE else FeedEventType.FAILED
         async with self.sending:
-            await self.send(event_of(document, kind))
+            await publish(self.redis, self.settings, document.owner_id, event_of(document, kind))
+            self.last_sent = time.monotonic()
 
     async def fail(self, reason: str) -> str:
         """End the run FAIL with `reason` (written for the user) and say so."""

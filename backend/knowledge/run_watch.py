@@ -30,6 +30,7 @@ from typing import TypeVar
 from redis.asyncio import Redis
 
 from backend.constants import ingest_lease_key, ingest_orphan_key
+from backend.dependency_failures import dependency_failure
 from backend.knowledge import document_runs
 from backend.settings import Settings
 
@@ -76,11 +77,23 @@ class RunWatch:
         self.failing = False
 
     async def acquire(self) -> bool:
-        """Take the document's lease; False when another job holds it."""
-        return bool(await self.redis.set(self.key, self.token, nx=True, px=self.lease_ms))
+        """Take the document's lease; False when another job holds it. Tried again after
+        an outage, an attempt whose reply was lost may have taken it: ours is ours."""
+        if await self.redis.set(self.key, self.token, nx=True, px=self.lease_ms):
+            return True
+        held = await self.redis.get(self.key)
+        if isinstance(held, bytes):
+            held = held.decode()
+        return held == self.token
 
     async def release(self) -> None:
-        await asyncio.shield(self.redis.eval(RELEASE_LEASE, 1, self.key, self.token))
+        """Give the lease up; if Redis is unavailable it expires by itself."""
+        try:
+            await asyncio.shield(self.redis.eval(RELEASE_LEASE, 1, self.key, self.token))
+        except Exception as error:
+            if dependency_failure(error) is None:
+                raise
+            log.warning("could not release the lease on document %s: %s", self.document_id, error)
 
     async def __aenter__(self) -> RunWatch:
         self.loop_task = asyncio.create_task(self.loop(), name=f"run-watch-{self.document_id}")
