@@ -19,6 +19,7 @@ import asyncio
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,21 +134,25 @@ async def read_answer(client: httpx.AsyncClient, session_id: str, seen: Seen) ->
             await asyncio.sleep(RETRY_SECONDS)
 
 
-async def answer_through(
-    stack: TaskStack, settings: Settings, fault: Callable[[], Awaitable[None]]
-) -> tuple[Seen, int]:
-    """One slow answer with `fault` injected after its first tokens; what the client saw
-    and the account's id."""
-    account = await create_account(settings, credits=1000, password=False)
-    session = await make_session(account, SLOW)
-    seen = Seen()
-    async with stack.client(account) as client:
-        reading = asyncio.create_task(read_answer(client, session.id, seen))
-        await asyncio.wait_for(seen.token_seen.wait(), timeout=20)
-        assert not reading.done()
+async def answers_through(
+    stack: TaskStack, settings: Settings, fault: Callable[[], Awaitable[None]], count: int
+) -> list[tuple[Seen, int]]:
+    """`count` slow answers at once (each its own user) with `fault` injected once each
+    has streamed its first tokens; what each client saw, with its user's id."""
+    accounts = [await create_account(settings, credits=1000, password=False) for _ in range(count)]
+    sessions = [await make_session(account, SLOW) for account in accounts]
+    seen = [Seen() for _ in accounts]
+    async with AsyncExitStack() as clients:
+        readings = []
+        for account, session, answer in zip(accounts, sessions, seen, strict=True):
+            client = await clients.enter_async_context(stack.client(account))
+            readings.append(asyncio.create_task(read_answer(client, session.id, answer)))
+        for answer in seen:
+            await asyncio.wait_for(answer.token_seen.wait(), timeout=20)
+        assert not any(reading.done() for reading in readings)
         await fault()
-        await asyncio.wait_for(reading, timeout=ANSWER_DEADLINE_SECONDS)
-    return seen, account.id
+        await asyncio.wait_for(asyncio.gather(*readings), timeout=ANSWER_DEADLINE_SECONDS)
+    return [(answer, account.id) for answer, account in zip(seen, accounts, strict=True)]
 
 
 async def assert_answered_once(stack: TaskStack, seen: Seen, user_id: int) -> None:
@@ -182,8 +187,10 @@ async def test_an_answer_rides_out_a_redis_restart(
         await redis_server.start()
 
     started = time.monotonic()
-    seen, user_id = await answer_through(outage_stack, settings, restart)
-    await assert_answered_once(outage_stack, seen, user_id)
+    # Two answers at once: the worker's one watch loop and one writer serve both, so
+    # each outage is one log line per loop, not one per answer.
+    for seen, user_id in await answers_through(outage_stack, settings, restart, count=2):
+        await assert_answered_once(outage_stack, seen, user_id)
     assert outage_lines(outage_stack, "appending task events") == 1
     assert outage_lines(outage_stack, "task heartbeats and cancels") == 1
     assert "Traceback" not in outage_stack.workers[0].log_path.read_text()
@@ -202,7 +209,7 @@ async def test_an_answer_rides_out_a_redis_pause_past_the_heartbeat_ttl(
         finally:
             redis_server.process.send_signal(signal.SIGCONT)
 
-    seen, user_id = await answer_through(outage_stack, settings, pause)
+    [(seen, user_id)] = await answers_through(outage_stack, settings, pause, count=1)
     await assert_answered_once(outage_stack, seen, user_id)
     # With a socket timeout the pause is an outage, ridden out; without one, a wait.
     expected = 1 if SOCKET_TIMEOUT else 0

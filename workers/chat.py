@@ -21,6 +21,7 @@ from backend.streams.event_writer import EventWriter
 from workers import lifecycle
 from workers.jobs.chat import generate_answer
 from workers.jobs.reaper import reap_tasks
+from workers.jobs.watch import Watch
 
 _settings = get_settings()
 
@@ -32,6 +33,9 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["event_writer"] = EventWriter(
         ctx["redis"], outage_tolerance_seconds=_settings.redis_outage_tolerance_seconds
     )
+    # One watch loop for every generation of the process (a job's ctx is a copy of this
+    # one: made per job, each answer had a loop of its own, and an outage a log line each).
+    ctx["watch"] = Watch(ctx["redis"], ctx["settings"])
     # Loading the tokenizer takes about a second; do it before the first cancel needs it.
     await asyncio.to_thread(count_tokens, "warm-up")
 

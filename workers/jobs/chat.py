@@ -43,7 +43,8 @@ STREAM_UNAVAILABLE = "stream_unavailable"
 
 
 def watch_of(ctx: dict[str, Any]) -> Watch:
-    """The process's watch loop, created on first use."""
+    """The process's watch loop (made at the worker's startup: a job's ctx is a copy of
+    the worker's), or one for this ctx when the job runs without a worker."""
     if "watch" not in ctx:
         ctx["watch"] = Watch(ctx["redis"], ctx["settings"])
     return ctx["watch"]
