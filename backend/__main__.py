@@ -1,4 +1,4 @@
-"""Operator commands: `python -m backend migrate | create-admin | reindex --to elasticsearch |
+"""Operator commands: `python -m backend web | migrate | create-admin | reindex --to elasticsearch |
 storage copy --to s3://bucket/prefix`."""
 
 from __future__ import annotations
@@ -78,6 +78,9 @@ async def run_reindex(concurrency: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m backend")
     commands = parser.add_subparsers(dest="command", required=True)
+    web = commands.add_parser("web", help="serve the API (drains open streams on SIGTERM)")
+    web.add_argument("--bind", help="HOST:PORT (default 0.0.0.0:$PORT)")
+    web.add_argument("--workers", type=int, help="serving processes (default $WEB_CONCURRENCY)")
     commands.add_parser("migrate", help="apply schema migrations")
     admin = commands.add_parser("create-admin", help="create an administrator account")
     admin.add_argument("--username", default=os.environ.get("ADMIN_USERNAME") or None)
@@ -95,6 +98,10 @@ def main() -> None:
     copy.add_argument("--to", required=True, help="s3://bucket/prefix or file:///directory")
     copy.add_argument("--from", dest="source", help="default: STORAGE_URL (or DATA_DIR)")
     args = parser.parse_args()
+    if args.command == "web":
+        from backend.web_server import run
+
+        raise SystemExit(run(args.bind, args.workers))
     if args.command == "migrate":
         asyncio.run(run_migrate())
     elif args.command == "reindex":

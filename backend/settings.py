@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     trusted_proxy_hops: int = 0
     max_body_bytes: int = 32 * 1024 * 1024
+    # On SIGTERM the web process stops accepting, tells open streams to reconnect
+    # elsewhere and gives requests in flight this long to finish (`python -m backend web`).
+    web_drain_seconds: float = Field(30.0, ge=0)
     # Body limits per route (backend/http/body_limits.py), all capped by max_body_bytes.
     json_body_max_bytes: int = 1024 * 1024
     json_media_body_max_bytes: int = 16 * 1024 * 1024

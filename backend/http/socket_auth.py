@@ -47,6 +47,14 @@ class SocketCredential:
     def stop(self) -> None:
         self.guard.stop(self.watch)
 
+    def restart(self) -> None:
+        """The process is shutting down (backend/http/drain.py): the socket closes 1012."""
+        self.guard.restart()
+
+    @property
+    def restarting(self) -> bool:
+        return self.guard.restarting
+
     @property
     def ended(self) -> str | None:
         """Why the socket must close, once the credential has ended."""

@@ -13,6 +13,7 @@ from sse_starlette import ServerSentEvent
 from backend.http.auth import authenticated, current_user
 from backend.http.credential_guard import CREDENTIAL_ENDED_SCHEMA
 from backend.http.documented_errors import document_errors
+from backend.http.drain import restart_frame
 from backend.http.openapi import RawBody, sse_frame_schema
 from backend.http.routes.task_streams import event_stream
 from backend.http.stream_hub import hub_for
@@ -101,4 +102,4 @@ async def stream_events(query_args: StreamQuery) -> Response:
         hub=hub_for(app),
         settings=app.config["SETTINGS"],
     )
-    return event_stream(feed_frames(reader))
+    return event_stream(feed_frames(reader), restart_frame=restart_frame)

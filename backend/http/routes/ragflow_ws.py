@@ -31,6 +31,7 @@ from quart_cors import cors_exempt
 from backend.errors import ApiError
 from backend.http.browser_origins import browser_origin_allowed
 from backend.http.credential_guard import CLOSE_UNAUTHORIZED, watch_for
+from backend.http.drain import CLOSE_SERVICE_RESTART, RESTART_MESSAGE, drain_for
 from backend.http.error_handlers import describe_validation_error
 from backend.http.json_bodies import decode_json
 from backend.http.responses import error_response
@@ -130,12 +131,19 @@ async def ragflow_chat() -> Response | None:
         await websocket.close(CLOSE_POLICY_VIOLATION, "Authentication failed: pass a valid token")
         return None
     credential = SocketCredential(first, watch, current_app.config["REDIS"], settings)
+    drain = drain_for(current_app)
     try:
         await credential.start(mark)
-        # Waiting and answering alike are interrupted when the credential ends.
+        drain.register(credential.restart)
+        # Waiting and answering alike are interrupted when the credential ends, or when
+        # the process drains (the answer carries on in its task; the client may resume it).
         await credential.guard.wait_for(questions(credential))
     finally:
+        drain.unregister(credential.restart)
         credential.stop()
+    if credential.restarting:
+        await websocket.close(CLOSE_SERVICE_RESTART, RESTART_MESSAGE)
+        return None
     reason = credential.ended or "Credentials no longer valid"
     await websocket.send(error_frame(401, reason))
     await websocket.close(CLOSE_UNAUTHORIZED, reason[:MAX_CLOSE_REASON])

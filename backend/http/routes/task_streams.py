@@ -10,6 +10,7 @@ from quart_schema import document_headers, document_response, validate_querystri
 from backend.http.auth import authenticated, current_user
 from backend.http.credential_guard import guard_stream, sse_error_frame
 from backend.http.documented_errors import document_errors
+from backend.http.drain import restart_frame
 from backend.http.openapi import EventStream
 from backend.http.stream_hub import hub_for, stop_hub
 from backend.models import Task, User
@@ -28,11 +29,15 @@ async def close_hub() -> None:
 def event_stream(
     body: AsyncIterator[bytes] | AsyncIterator[str],
     final_frame: Callable[[str], bytes] = sse_error_frame,
+    restart_frame: Callable[[], bytes] | None = None,
 ) -> Response:
     """A `text/event-stream` response that lasts as long as its task, whatever Quart's
     RESPONSE_TIMEOUT says, and that proxies pass through unbuffered. It ends with
-    `final_frame(reason)` as soon as the caller's credential is revoked or expires."""
-    guarded = guard_stream(current_app._get_current_object(), body, final_frame)
+    `final_frame(reason)` as soon as the caller's credential is revoked or expires, and,
+    for a stream the client can resume, with `restart_frame()` when the process drains
+    (backend/http/drain.py); one that cannot be resumed runs to its end."""
+    app = current_app._get_current_object()
+    guarded = guard_stream(app, body, final_frame, restart_frame)
     response = Response(guarded, mimetype="text/event-stream", headers=SSE_HEADERS)
     response.timeout = None
     return response
@@ -60,13 +65,14 @@ async def sse_response(user: User, task_id: str, last_event_id: str | None = Non
         hub=hub_for(app),
         settings=app.config["SETTINGS"],
     )
-    return event_stream(frames(reader))
+    return event_stream(frames(reader), restart_frame=restart_frame)
 
 
 async def new_task_sse_response(task: Task) -> Response:
     """The SSE stream of a task this request just created (POST with `stream: true`); it
     opens with `event: task` carrying the task id, and the `X-Task-ID` header has it too."""
-    response = event_stream(frames(await new_task_reader(task), announce_task=True))
+    reader = await new_task_reader(task)
+    response = event_stream(frames(reader, announce_task=True), restart_frame=restart_frame)
     response.headers["X-Task-ID"] = task.id
     return response
 

@@ -11,6 +11,7 @@ from quart_schema import document_response
 from backend.errors import ApiError, Unauthorized
 from backend.http.browser_origins import browser_origin_allowed
 from backend.http.credential_guard import watch_for
+from backend.http.drain import CLOSE_SERVICE_RESTART, RESTART_MESSAGE, drain_for
 from backend.http.responses import error_response
 from backend.http.socket_auth import SocketCredential, refuse
 from backend.http.socket_session import SocketSession, parse_message
@@ -109,16 +110,23 @@ async def socket() -> Response | None:
     session = SocketSession(
         first.user, websocket.send, redis=app.config["REDIS"], hub=hub_for(app), settings=settings
     )
+    drain = drain_for(app)
     try:
         await credential.start(mark)
+        drain.register(credential.restart)
         await session.reply(ReadyReply(user_id=first.user.id, ref=ref))
         while True:
             raw = await credential.guard.wait_for(websocket.receive())
             if raw is None or not await serve(raw, session, credential):
                 break
     finally:
+        drain.unregister(credential.restart)
         credential.stop()
         await session.close()
+    if credential.restarting:
+        # Subscriptions gave their leases up: the client resumes them on another replica.
+        await websocket.close(CLOSE_SERVICE_RESTART, RESTART_MESSAGE)
+        return
     # The credential was revoked, disabled, logged out or expired.
     await refuse(credential.ended or "Credentials no longer valid")
 
