@@ -117,7 +117,7 @@ async def hand_back(
 ) -> str:
     """Queue the run's document again as a new run (its restarts untouched). The job's
     lease must be released already, so the worker that picks the new job can take it.
-    "handed back", or "stopped" if the run was no longer live (cancelled meanwhile)."""
+    "requeued", or "stopped" if the run was no longer live (cancelled meanwhile)."""
     try:
         document = await document_runs.current(document_id, run_id).only("id", "progress_msg")
         if not document:
@@ -143,4 +143,4 @@ async def hand_back(
         log.warning("could not hand document %s back (%s); the sweeper will", document_id, error)
         return "stopped"
     log.warning("handed document %s back: this worker is stopping", document_id)
-    return "handed back"
+    return "requeued"

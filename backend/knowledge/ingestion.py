@@ -20,10 +20,10 @@ Nothing escapes to arq but a shutdown's cancellation, so the worker keeps servin
 queue and no document is left RUNNING by this job.
 
 The run's watch (`run_watch.py`) stops the work the moment the run goes stale
-(cancelled, deleted, re-queued by the sweeper). Chunks are written only at the end, in
-one `replace_document` whose chunk ids are stable: a stale job that got that far
-removes them again if the document is gone or cancelled, and a job delivered twice
-leaves one copy.
+(cancelled, deleted, re-queued by the sweeper). Chunks are written only at the end,
+in one `replace_document` whose chunk ids are stable (`run_index.py`): a stale job
+that got that far removes them again if the document is gone or cancelled, and a job
+delivered twice leaves one copy.
 """
 
 from __future__ import annotations
@@ -31,27 +31,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 from redis.asyncio import Redis
 
 from backend.errors import ApiError
 from backend.knowledge import document_runs
-from backend.knowledge.chunk_records import embedding_text, parsed_records
+from backend.knowledge.chunk_records import embedding_text
 from backend.knowledge.chunked_parse import ChunkedDocument, chunked_in_child, parse_budget
-from backend.knowledge.chunking import Chunk
 from backend.knowledge.ingest_drain import Drain, WorkerDraining, embed_resumably, hand_back
 from backend.knowledge.ingest_turns import IngestTurns
 from backend.knowledge.ocr_feed import ocr_feed
 from backend.knowledge.parsing.document import ParseFailure
+from backend.knowledge.run_index import Prepared, index
 from backend.knowledge.run_report import RunReport
 from backend.knowledge.run_watch import RunStopped, RunWatch
 from backend.knowledge.step_retry import StepUnavailable, retried
-from backend.metrics.instruments import INGEST_CHUNKS
 from backend.models import Dataset, Document
-from backend.models.knowledge import DocumentRun
 from backend.providers.base import ProviderError
 from backend.providers.embedding_registry import embedding_provider
 from backend.search.store import SearchStore
@@ -80,14 +76,6 @@ class IngestContext:
     def __post_init__(self) -> None:
         if self.turns is None:
             self.turns = IngestTurns(self.settings)
-
-
-@dataclass
-class Prepared:
-    chunks: Sequence[Chunk]
-    vectors: np.ndarray
-    content_length: int
-    token_count: int
 
 
 def counted(count: int, noun: str) -> str:
@@ -183,48 +171,8 @@ async def prepare(context: IngestContext, document: Document, report: RunReport)
     return Prepared(chunks, vectors, parsed.char_count, tokens)
 
 
-async def clean_up_stale(context: IngestContext, document_id: str) -> None:
-    """After a stale run may have indexed: remove its chunks if the document is gone or
-    cancelled. A re-queued document's next run replaces them; a finished one is left."""
-    document = await Document.get_or_none(id=document_id).only("id", "run")
-    if document is None or document.run is DocumentRun.CANCEL:
-        await context.store.delete_document(document_id)
-
-
-async def index(context: IngestContext, document: Document, prepared: Prepared) -> str:
-    """Write the chunks and end the run DONE; undo the write if the run went stale."""
-    begun = time.monotonic()
-    records = parsed_records(document, prepared.chunks, prepared.vectors)
-    if not await document_runs.current(document.id, document.run_id).exists():
-        return "stopped"
-    try:
-        await context.store.replace_document(document.id, records)
-    finally:
-        # Even cancelled, the write may have happened (it runs on the store's thread).
-        if not await document_runs.current(document.id, document.run_id).exists():
-            await asyncio.shield(clean_up_stale(context, document.id))
-    message = (
-        f"Indexed {len(records)} chunks in {time.monotonic() - begun:.2f}s. Task done "
-        f"({len(records)} chunks, {prepared.token_count} tokens)."
-    )
-    finished = await document_runs.finish(
-        document.id,
-        document.run_id,
-        DocumentRun.DONE,
-        message,
-        chunk_count=len(records),
-        token_count=prepared.token_count,
-        content_length=prepared.content_length,
-    )
-    if not finished:
-        await clean_up_stale(context, document.id)
-        return "stopped"
-    INGEST_CHUNKS.inc(len(records))
-    return "done"
-
-
 async def ingest_document(context: IngestContext, document_id: str, run_id: str) -> str:
-    """Run one document's parse; returns what happened (done, failed, stopped, skipped)."""
+    """Run one document's parse; what happened (done, failed, stopped, requeued, skipped)."""
     settings = context.settings
     watch = RunWatch(context.redis, settings, document_id, run_id)
     if not await retried("Starting", watch.acquire, settings.ingest_outage_retry_seconds):
@@ -252,7 +200,7 @@ async def ingest_document(context: IngestContext, document_id: str, run_id: str)
                 report.stage = "Indexing"
                 outcome = await retried(
                     "Indexing",
-                    lambda: index(context, document, prepared),
+                    lambda: index(context.store, document, prepared),
                     settings.ingest_outage_retry_seconds,
                 )
         except RunStopped:

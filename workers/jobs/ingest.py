@@ -44,7 +44,7 @@ async def parse_document(ctx: dict[str, Any], document_id: str, run_id: str) -> 
     finally:
         gc.collect()
         await asyncio.to_thread(return_freed_memory)
-    # "done", "failed", "stopped" or "skipped: why"; chunks are counted by `index`.
+    # "done", "failed", "stopped", "requeued" or "skipped: why"; chunks are counted by `index`.
     INGEST_DOCUMENTS.labels(outcome.partition(":")[0]).inc()
     return outcome
 
