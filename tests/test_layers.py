@@ -25,6 +25,7 @@ PACKAGES = ("backend", "workers", "schemas")
 LAYERS: dict[str, int] = {
     "backend.app": 5,
     "backend.asgi": 5,
+    "backend.web_server": 5,
     "backend.__main__": 5,
     "workers": 5,
     "backend.http": 4,
