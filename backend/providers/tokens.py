@@ -34,8 +34,24 @@ def encoding() -> tiktoken.Encoding:
         return tiktoken.get_encoding(OFFLINE_ENCODING)
 
 
-def count_tokens(text: str) -> int:
+# A turn counts every history message it sends (choosing what fits, then pricing it),
+# and the next turn counts the same messages again: short texts' counts are remembered.
+# Bounded: at most COUNT_CACHE_SIZE texts of at most COUNT_CACHE_MAX_CHARS characters.
+COUNT_CACHE_SIZE = 2048
+COUNT_CACHE_MAX_CHARS = 4096
+
+
+def encode_count(text: str) -> int:
     return len(encoding().encode(text, disallowed_special=()))
+
+
+cached_count = lru_cache(maxsize=COUNT_CACHE_SIZE)(encode_count)
+
+
+def count_tokens(text: str) -> int:
+    if len(text) <= COUNT_CACHE_MAX_CHARS:
+        return cached_count(text)
+    return encode_count(text)
 
 
 def count_content_tokens(content: str | list[dict]) -> int:

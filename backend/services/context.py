@@ -166,16 +166,16 @@ async def recent_history(session: ChatSession, vision: bool, budget: int) -> lis
     spent = 0
     offset = 0
     while spent <= budget:
+        # Only the two columns a turn needs: no model instances, no timestamps parsed.
         page = (
             await Message.filter(session_id=session.id)
             .order_by("-created_at", "-id")
             .offset(offset)
             .limit(HISTORY_PAGE)
+            .values_list("role", "content")
         )
-        for stored in page:
-            message = await to_chat_message(
-                str(stored.role), stored.content, vision, session.user_id
-            )
+        for role, content in page:
+            message = await to_chat_message(str(role), content, vision, session.user_id)
             if not message.content:
                 continue
             newest_first.append(message)

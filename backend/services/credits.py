@@ -21,6 +21,7 @@ from tortoise.transactions import in_transaction
 from backend.errors import BadRequest, Conflict, NotFound, PaymentRequired
 from backend.models import CreditEntry, CreditReservation, User
 from backend.models.credits import CreditReason, ReservationState
+from backend.models.returning import update_returning_values
 from backend.sqlite_engine import takes_write_lock
 
 T = TypeVar("T")
@@ -86,26 +87,27 @@ async def post_entry(
 ) -> int | None:
     """Move `delta` credits and record it; None when a debit exceeds the balance.
 
-    Must run inside a transaction. A zero delta changes nothing and writes no row.
+    Must run inside a transaction. A zero delta changes nothing and writes no row. The
+    new balance comes back from the UPDATE itself (`update_returning_values`).
     """
+    if not delta:
+        return await User.filter(id=user_id).first().values_list("credits", flat=True)
     balances = User.filter(id=user_id)
     if delta < 0:
         balances = balances.filter(credits__gte=-delta)
-    if delta and not await balances.update(credits=F("credits") + delta):
+    moved = await update_returning_values(balances.update(credits=F("credits") + delta), "credits")
+    if not moved:
         return None
-    balance = await User.filter(id=user_id).first().values_list("credits", flat=True)
-    if balance is None:
-        return None
-    if delta:
-        await CreditEntry.create(
-            user_id=user_id,
-            delta=delta,
-            reason=reason,
-            balance_after=balance,
-            task_id=task_id,
-            code=code,
-            note=note,
-        )
+    balance = int(moved[0]["credits"])
+    await CreditEntry.create(
+        user_id=user_id,
+        delta=delta,
+        reason=reason,
+        balance_after=balance,
+        task_id=task_id,
+        code=code,
+        note=note,
+    )
     return balance
 
 
@@ -162,7 +164,8 @@ async def hold(user_id: int, amount: int, *, task_id: str | None = None) -> str:
     """
     if amount < 0:
         raise ValueError("a reservation amount cannot be negative")
-    if await post_entry(user_id, -amount, CreditReason.RESERVE, task_id=task_id) is None:
+    # Holding nothing (a free model) moves no credits and reads no balance.
+    if amount and await post_entry(user_id, -amount, CreditReason.RESERVE, task_id=task_id) is None:
         have = await current_balance(user_id)
         raise PaymentRequired(
             f"Not enough credits: this request needs {amount} and your balance is "
@@ -182,6 +185,23 @@ async def close_reservation(reservation_id: str, state: ReservationState, wanted
     """
     if wanted < 0:
         raise ValueError("a charge cannot be negative")
+    # The usual case, a charge within the hold, in one statement: the winning UPDATE
+    # returns what the refund needs.
+    finished = await update_returning_values(
+        CreditReservation.filter(
+            id=reservation_id, state=ReservationState.RESERVED, amount__gte=wanted
+        ).update(state=state, charged=wanted, finished_at=timezone.now()),
+        "amount",
+        "user_id",
+        "task_id",
+    )
+    if finished:
+        row = finished[0]
+        if refund := int(row["amount"]) - wanted:
+            await post_entry(row["user_id"], refund, CreditReason.RELEASE, task_id=row["task_id"])
+        return wanted
+    # Not held any more (the loser of a race, a repeat call), missing, or a charge above
+    # the hold (capped).
     reservation = await CreditReservation.get_or_none(id=reservation_id)
     if reservation is None:
         raise NotFound(f"Reservation {reservation_id} not found")

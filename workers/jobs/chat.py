@@ -10,6 +10,7 @@ from tortoise.expressions import F
 
 from backend.errors import ApiError
 from backend.models import Task
+from backend.models.returning import update_returning
 from backend.models.tasks import TaskState
 from backend.providers.base import (
     ChatMessage,
@@ -54,12 +55,15 @@ async def claim(task_id: str) -> Task | None:
     """Move the task from queued to running; None if it is not queued any more.
 
     This makes the job idempotent: a duplicate or late delivery of the same job, or one
-    for a task already cancelled or reaped, does nothing.
+    for a task already cancelled or reaped, does nothing. The claimed row comes back from
+    the UPDATE itself (one statement, not an UPDATE and a SELECT).
     """
-    claimed = await Task.filter(id=task_id, state=TaskState.QUEUED).update(
-        state=TaskState.RUNNING, started_at=timezone.now(), attempts=F("attempts") + 1
+    claimed = await update_returning(
+        Task.filter(id=task_id, state=TaskState.QUEUED).update(
+            state=TaskState.RUNNING, started_at=timezone.now(), attempts=F("attempts") + 1
+        )
     )
-    return await Task.get(id=task_id) if claimed else None
+    return claimed[0] if claimed else None
 
 
 async def chat_request(task: Task, settings: Settings) -> ChatRequest:

@@ -1,0 +1,123 @@
+"""SQL statements an answer's hot path issues (issue 16: the fixed cost per answer).
+
+Each statement is a round trip (on SQLite a hop to aiosqlite's thread and back) and,
+under load, a turn in the queue for the process's one connection. These tests count
+what Tortoise sends (its `tortoise.db_client` log of every query) and check the result
+is what the longer path gave.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from quart.testing import QuartClient
+
+from backend.models import CreditEntry, CreditReservation, Task
+from backend.models.credits import CreditReason, ReservationState
+from backend.models.tasks import TaskState
+from backend.providers import tokens
+from backend.settings import Settings
+from tests.support.accounts import Account, create_account
+from tests.support.ledger import assert_ledger_balanced, balance_of, reserve, settle
+from workers.jobs.chat import claim
+
+QUERY_LOG = "tortoise.db_client"
+
+
+class Statements(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.sql: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if text.split(" ", 1)[0].upper() in ("SELECT", "INSERT", "UPDATE", "DELETE"):
+            self.sql.append(text)
+
+
+@contextmanager
+def counted() -> Iterator[Statements]:
+    logger = logging.getLogger(QUERY_LOG)
+    handler, level = Statements(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+@pytest.fixture
+async def member(client: QuartClient, settings: Settings) -> Account:
+    return await create_account(settings, password=False, credits=100)
+
+
+async def test_a_claim_is_one_statement_and_returns_the_claimed_row(member: Account) -> None:
+    task = await Task.create(
+        user_id=member.id, model="m", request={"messages": [{"role": "user", "content": "hé"}]}
+    )
+    with counted() as statements:
+        claimed = await claim(task.id)
+    assert len(statements.sql) == 1, statements.sql
+    stored = await Task.get(id=task.id)
+    assert claimed is not None
+    assert claimed.state is TaskState.RUNNING and claimed.attempts == 1
+    assert claimed.request == stored.request == task.request
+    assert claimed.started_at == stored.started_at and claimed.created_at == stored.created_at
+    with counted() as statements:
+        assert await claim(task.id) is None  # not queued any more: nothing claimed
+    assert len(statements.sql) == 1
+    assert (await Task.get(id=task.id)).attempts == 1
+
+
+async def test_settling_within_the_hold_reads_no_row_before_writing(member: Account) -> None:
+    reservation_id = await reserve(member.id, 40)
+    assert await balance_of(member.id) == 60
+    with counted() as statements:
+        assert await settle(reservation_id, 15) == 15
+    # The reservation's UPDATE … RETURNING, the balance's UPDATE … RETURNING, the
+    # ledger row: no SELECT.
+    assert len(statements.sql) == 3, statements.sql
+    assert not [sql for sql in statements.sql if sql.startswith("SELECT")]
+    assert await balance_of(member.id) == 85
+    held = await CreditReservation.get(id=reservation_id)
+    assert held.state is ReservationState.SETTLED and held.charged == 15
+    refund = await CreditEntry.filter(user_id=member.id, reason=CreditReason.RELEASE).first()
+    assert refund is not None and refund.delta == 25 and refund.balance_after == 85
+    # A repeat call changes nothing and reports the charge.
+    assert await settle(reservation_id, 30) == 15
+    assert await balance_of(member.id) == 85
+    await assert_ledger_balanced()
+
+
+async def test_a_charge_above_the_hold_is_capped(member: Account) -> None:
+    reservation_id = await reserve(member.id, 20)
+    assert await settle(reservation_id, 35) == 20
+    assert await balance_of(member.id) == 80
+    await assert_ledger_balanced()
+
+
+async def test_holding_nothing_reads_and_moves_nothing(member: Account) -> None:
+    with counted() as statements:
+        reservation_id = await reserve(member.id, 0)
+    assert [sql.split(" ", 1)[0] for sql in statements.sql] == ["INSERT"], statements.sql
+    assert (await CreditReservation.get(id=reservation_id)).amount == 0
+    assert not await CreditEntry.filter(user_id=member.id, reason=CreditReason.RESERVE)
+    assert await settle(reservation_id, 0) == 0
+
+
+def test_a_text_counted_again_is_not_tokenized_again() -> None:
+    text = "A history message every later turn of its session counts again. " * 3
+    expected = tokens.encode_count(text)
+    tokens.cached_count.cache_clear()
+    assert tokens.count_tokens(text) == expected
+    assert tokens.count_tokens(text) == expected
+    info = tokens.cached_count.cache_info()
+    assert (info.misses, info.hits) == (1, 1)
+    long_text = "x " * tokens.COUNT_CACHE_MAX_CHARS
+    assert tokens.count_tokens(long_text) == tokens.encode_count(long_text)
+    assert tokens.cached_count.cache_info().currsize == 1  # long texts are not kept
