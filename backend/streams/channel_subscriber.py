@@ -20,12 +20,17 @@ from collections.abc import Callable
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from backend.outage import Outage
 
 log = logging.getLogger("sluice.streams")
 
 POLL_SECONDS = 1.0
 FIRST_BACKOFF_SECONDS = 0.05
 MAX_BACKOFF_SECONDS = 2.0
+REDIS_OUTAGES = (RedisConnectionError, RedisTimeoutError, OSError)
 
 OnMessage = Callable[[bytes | str], None]
 OnSubscribed = Callable[[bool], None]
@@ -51,6 +56,8 @@ class ChannelSubscriber:
         self.name = name
         self.subscribed = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        # Logged when a Redis outage starts and ends, not at every failed read.
+        self.outage = Outage(f"Redis ({name})", log, max_delay=MAX_BACKOFF_SECONDS)
 
     def start(self) -> None:
         if self.task is None:
@@ -79,14 +86,18 @@ class ChannelSubscriber:
                     message = await pubsub.get_message(timeout=POLL_SECONDS)
                 except asyncio.CancelledError:
                     raise
-                except Exception:
-                    log.exception("%s failed; retrying in %.2fs", self.name, backoff)
+                except Exception as error:
                     self.subscribed.clear()
                     lost = True
+                    if isinstance(error, REDIS_OUTAGES):
+                        await self.outage.failed(error)
+                        continue
+                    log.exception("%s failed; retrying in %.2fs", self.name, backoff)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
                     continue
                 backoff = FIRST_BACKOFF_SECONDS
+                self.outage.recovered()
                 if message is None:
                     continue
                 if message["type"] == "subscribe":

@@ -22,8 +22,11 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from backend.constants import stream_hub_wake_key
+from backend.outage import Outage
 from backend.streams.takeover import Takeovers
 from backend.streams.task_stream import StreamEntry, entry_id_key, text
 
@@ -36,6 +39,8 @@ MAX_BACKOFF_SECONDS = 2.0
 # costs ~1 µs of client CPU per followed key; with hundreds of busy streams this cut the
 # web process's CPU by a sixth, for at most 3 ms more latency on a stream's later tokens.
 LINGER_SECONDS = 0.003
+# A Redis that is gone or does not answer (REDIS_SOCKET_TIMEOUT_SECONDS).
+REDIS_OUTAGES = (RedisConnectionError, RedisTimeoutError, OSError)
 
 # Turns a Redis Stream row into the entry its readers expect: a task stream's
 # `StreamEntry` by default; the document status feed has its own (`FeedEntry`).
@@ -130,6 +135,8 @@ class StreamReader:
         # subscriptions costs one wake and one re-issued read, not one each.
         self.wake_pending = False
         self.task: asyncio.Task[None] | None = None
+        # A Redis outage is logged when it starts and when it ends, not per failed read.
+        self.outage = Outage("Redis (stream hub)", log, max_delay=MAX_BACKOFF_SECONDS)
 
     def start(self) -> None:
         self.task = asyncio.create_task(self.run(), name="stream-hub-reader")
@@ -192,12 +199,16 @@ class StreamReader:
                 reply = await self.redis.xread(streams, block=self.block_ms)
             except asyncio.CancelledError:
                 raise
+            except REDIS_OUTAGES as error:
+                await self.outage.failed(error)
+                continue
             except Exception:
                 log.exception("stream hub read failed; retrying in %.2fs", backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
                 continue
             backoff = 0.05
+            self.outage.recovered()
             for raw_key, rows in reply or []:
                 self.dispatch(text(raw_key), rows)
             if reply:
