@@ -8,7 +8,9 @@ open on it; the first gets SIGTERM:
 - the SSE stream ends at once with the reconnect hint (a comment and `retry:`), no
   terminal event, and the task's lease is released;
 - the WebSocket closes with 1012 (Service Restart);
-- the process stops accepting and exits by itself, long before WEB_DRAIN_SECONDS;
+- an ordinary request in flight (a non-streamed OpenAI-compatible completion of a few
+  seconds) is answered in full; the process stops accepting and exits by itself once it
+  is, before WEB_DRAIN_SECONDS;
 - resuming with Last-Event-ID on the second process gets exactly the rest of the answer
   and one `done`: every entry of the stream was received once.
 
@@ -25,11 +27,14 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
 import websockets
 
 from backend.constants import task_events_key, task_lease_key
+from backend.models import Task
+from backend.models.tasks import TaskState
 from backend.settings import Settings
 from tests.support.accounts import create_account
 from tests.support.live_server import LiveServer, free_port, spawn, wait_ready
@@ -62,6 +67,14 @@ async def stack(app, settings: Settings, tmp_path: Path) -> AsyncIterator[TaskSt
         yield running
 
 
+async def generating(user_id: int, count: int) -> None:
+    """Until `count` of the user's tasks are being generated."""
+    deadline = time.monotonic() + PROMPT_SECONDS
+    while await Task.filter(user_id=user_id, state=TaskState.RUNNING).count() < count:
+        assert time.monotonic() < deadline, "the tasks did not start"
+        await asyncio.sleep(0.05)
+
+
 def position(entry_id: str) -> tuple[int, int]:
     milliseconds, _, sequence = entry_id.partition("-")
     return int(milliseconds), int(sequence)
@@ -81,6 +94,10 @@ async def test_sigterm_hands_streams_to_another_replica_with_nothing_lost(
         async with stack.client(account) as client:
             socket = await websockets.connect(f"{first.ws_url}?access_token={account.access_token}")
             assert '"ready"' in await socket.recv()
+            question = {"model": SLOW, "messages": [{"role": "user", "content": "Go on"}]}
+            in_flight = asyncio.create_task(
+                client.post(f"{first.base_url}/v1/chat/completions", json=question)
+            )
             async with client.stream(
                 "POST", f"{first.base_url}/api/v1/tasks", json=body
             ) as response:
@@ -91,6 +108,7 @@ async def test_sigterm_hands_streams_to_another_replica_with_nothing_lost(
                     seen.append(frame)
                     if sum(f.id is not None for f in seen) == 3:
                         break
+                await generating(account.id, count=2)  # the completion is in flight
                 first.server.process.send_signal(signal.SIGTERM)
                 signalled = time.monotonic()
                 async with asyncio.timeout(PROMPT_SECONDS):
@@ -114,10 +132,8 @@ async def test_sigterm_hands_streams_to_another_replica_with_nothing_lost(
                 assert lease == 0, "the drained stream kept its lease"
             finally:
                 await redis.aclose()
-            # The process ends by itself once its streams are gone, not at the drain limit.
-            exit_code = await asyncio.to_thread(first.server.process.wait, PROMPT_SECONDS)
-            assert exit_code == 0, first.server.log_tail()
-            assert "open streams told to reconnect" in first.server.log_path.read_text()
+            with pytest.raises(httpx.TransportError):  # no longer accepting
+                await client.get(f"{first.base_url}/healthz")
 
             last_id = [frame.id for frame in seen if frame.id is not None][-1]
             resumed: list[Frame] = []
@@ -130,6 +146,13 @@ async def test_sigterm_hands_streams_to_another_replica_with_nothing_lost(
                 async for frame in frames(response):
                     if frame.id is not None:
                         resumed.append(frame)
+            completed = await in_flight
+            assert completed.status_code == 200, completed.text
+            assert completed.json()["choices"][0]["message"]["content"]
+        # The process ends by itself once its requests are done, not at the drain limit.
+        exit_code = await asyncio.to_thread(first.server.process.wait, DRAIN_SECONDS / 2)
+        assert exit_code == 0, first.server.log_tail()
+        assert "open streams told to reconnect" in first.server.log_path.read_text()
         assert [frame.event for frame in resumed if frame.terminal] == ["done"]
         delivered = [frame.id for frame in seen + resumed if frame.id is not None]
         redis = aioredis.from_url(stack.settings.redis_url)
