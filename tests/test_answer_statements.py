@@ -1,4 +1,5 @@
-"""SQL statements an answer's hot path issues (issue 16: the fixed cost per answer).
+"""What an answer's hot path spends (issue 16: the fixed cost per answer): SQL statements,
+tokenizing, token checks.
 
 Each statement is a round trip (on SQLite a hop to aiosqlite's thread and back) and,
 under load, a turn in the queue for the process's one connection. These tests count
@@ -9,17 +10,24 @@ is what the longer path gave.
 from __future__ import annotations
 
 import logging
+import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import jwt
 import pytest
 from quart.testing import QuartClient
 
+from backend.errors import Unauthorized
 from backend.models import CreditEntry, CreditReservation, Task
 from backend.models.credits import CreditReason, ReservationState
 from backend.models.tasks import TaskState
 from backend.providers import tokens
+from backend.services import tokens as tokens_module
+from backend.services.tokens import ALGORITHM, decode_access_claims, verified_claims
 from backend.settings import Settings
+from backend.signing_key import signing_key
 from tests.support.accounts import Account, create_account
 from tests.support.ledger import assert_ledger_balanced, balance_of, reserve, settle
 from workers.jobs.chat import claim
@@ -121,3 +129,23 @@ def test_a_text_counted_again_is_not_tokenized_again() -> None:
     long_text = "x " * tokens.COUNT_CACHE_MAX_CHARS
     assert tokens.count_tokens(long_text) == tokens.encode_count(long_text)
     assert tokens.cached_count.cache_info().currsize == 1  # long texts are not kept
+
+
+def test_a_token_is_verified_once_and_its_expiry_checked_every_request(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = time.time()
+    claims = {"sub": "7", "typ": "access", "sid": uuid.uuid4().hex, "exp": int(now) + 60}
+    token = jwt.encode(claims, signing_key(settings), algorithm=ALGORITHM)
+    forged = jwt.encode(claims, "another-key-long-enough-for-hs256-0123456789", algorithm=ALGORITHM)
+    verified_claims.cache_clear()
+    assert decode_access_claims(token, settings).user_id == 7
+    assert decode_access_claims(token, settings).user_id == 7
+    assert verified_claims.cache_info().hits == 1
+    for _ in range(2):  # a refused token is not remembered: refused every time
+        with pytest.raises(Unauthorized, match="Invalid access token"):
+            decode_access_claims(forged, settings)
+    assert verified_claims.cache_info().currsize == 1
+    monkeypatch.setattr(tokens_module.time, "time", lambda: now + 61)
+    with pytest.raises(Unauthorized, match="expired"):
+        decode_access_claims(token, settings)

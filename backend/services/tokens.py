@@ -11,9 +11,11 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 import jwt
 
@@ -30,6 +32,8 @@ USER_ID_SUBJECT = re.compile(r"[1-9][0-9]{0,9}")
 # A login id as `new_login_id` writes it.
 LOGIN_ID = re.compile(r"[0-9a-f]{32}")
 REFRESH_PREFIX = "rt_"
+# Access tokens whose signature and claims were checked, remembered per process.
+VERIFIED_TOKENS = 4096
 
 
 @dataclass(frozen=True)
@@ -89,11 +93,25 @@ def decode_access_claims(token: str, settings: Settings) -> AccessClaims:
     and its subject must be a user id as issued: plain ASCII digits within the id
     column's range (`str.isdigit` also accepts "²" and "٣", which `int` rejects or
     reads as another number).
+
+    A token's signature and claims are checked once (`verified_claims`), not on every
+    request it makes; its expiry is checked every time. Whether its login or account
+    has ended since is the caller's check, per request (`authenticate_credential`).
     """
+    claims = verified_claims(token, signing_key(settings))
+    if claims.expires_at <= time.time():
+        raise Unauthorized("Access token expired: refresh it or log in again")
+    return claims
+
+
+@lru_cache(maxsize=VERIFIED_TOKENS)
+def verified_claims(token: str, key: str | bytes) -> AccessClaims:
+    """The claims of a token signed with `key` (a rotated key misses the cache); raises
+    Unauthorized, and remembers nothing, for any token that is not valid now."""
     try:
         claims = jwt.decode(
             token,
-            signing_key(settings),
+            key,
             algorithms=[ALGORITHM],
             options={"require": ["exp", "sub"]},
         )
