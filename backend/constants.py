@@ -93,6 +93,12 @@ def ingest_resume_key(prefix: str, document_id: str) -> str:
     return f"{prefix}:ingest:{document_id}:resume"
 
 
+def ingest_end_key(prefix: str, document_id: str, run_id: str) -> str:
+    """Set when a run's end (done or failed) is appended to its owner's feed, so a retried
+    append (through a Redis outage) adds it once (backend/knowledge/status_feed.py)."""
+    return f"{prefix}:ingest:{document_id}:ended:{run_id}"
+
+
 def ingest_restarts_key(prefix: str, document_id: str) -> str:
     """How many times a document was re-queued after its worker died, so a document that
     kills every worker that parses it ends FAIL instead of looping."""

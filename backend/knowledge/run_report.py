@@ -14,6 +14,10 @@ A person watching must never see the feed go silent while the worker has the doc
 nothing was published for PROGRESS_HEARTBEAT_SECONDS, the current state is published
 again, saying what the worker is doing now ("Parsing (6s).", "Waiting for its turn to
 embed (3s).", "Embedded 24/58 chunks (7.0s), about 9s left.").
+
+Redis away: a progress event that cannot be published is skipped, and so are the next
+ones for FEED_PAUSE_SECONDS, so the run goes on at full speed (each attempt on a paused
+Redis costs a socket timeout); the run's end is retried until it is published, once.
 """
 
 from __future__ import annotations
@@ -25,9 +29,15 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from backend.constants import ingest_end_key
 from backend.knowledge import document_runs
 from backend.knowledge.run_watch import RunStopped
-from backend.knowledge.status_feed import ProgressThrottle, event_of, publish, publish_quietly
+from backend.knowledge.status_feed import (
+    ProgressThrottle,
+    event_of,
+    publish,
+    publish_once,
+)
 from backend.knowledge.step_retry import StepUnavailable, outage_of, retried
 from backend.models import Document
 from backend.models.knowledge import DocumentRun
@@ -37,6 +47,7 @@ from schemas.feed import DocumentEvent, FeedEventType
 log = logging.getLogger("sluice.ingest")
 
 PROGRESS_HEARTBEAT_SECONDS = 2.0
+FEED_PAUSE_SECONDS = 5.0
 
 
 @dataclass
@@ -78,6 +89,7 @@ class RunReport:
         self.begun = time.monotonic()
         self.sending = asyncio.Lock()
         self.last_sent = time.monotonic()
+        self.feed_paused_until = 0.0
         self.activity: Activity | None = None
         # The step under way, named in a failure's reason ("Indexing failed. …").
         self.stage = "Parsing"
@@ -97,7 +109,24 @@ class RunReport:
         return event
 
     async def send(self, event: DocumentEvent) -> None:
-        await publish_quietly(self.redis, self.settings, self.document.owner_id, event)
+        """Publish a progress event, unless the feed failed within FEED_PAUSE_SECONDS: a
+        paused Redis answers each attempt only with a timeout (seconds), and progress
+        is news, not worth holding the document's embedding batches for."""
+        if time.monotonic() < self.feed_paused_until:
+            return
+        try:
+            await publish(self.redis, self.settings, self.document.owner_id, event)
+        except Exception as error:
+            self.feed_paused_until = time.monotonic() + FEED_PAUSE_SECONDS
+            log.warning(
+                "could not publish %s for document %s (%s: %s); progress events paused %g s",
+                event.type,
+                event.document_id,
+                type(error).__name__,
+                error,
+                FEED_PAUSE_SECONDS,
+            )
+            return
         self.last_sent = time.monotonic()
 
     async def started(self) -> None:
@@ -187,7 +216,9 @@ class RunReport:
             return
         kind = FeedEventType.DONE if document.run is DocumentRun.DONE else FeedEventType.FAILED
         async with self.sending:
-            await publish(self.redis, self.settings, document.owner_id, event_of(document, kind))
+            event = event_of(document, kind)
+            marker = ingest_end_key(self.settings.redis_prefix, document.id, self.run_id)
+            await publish_once(self.redis, self.settings, document.owner_id, event, marker)
             self.last_sent = time.monotonic()
 
     async def fail(self, reason: str) -> str:

@@ -75,6 +75,32 @@ async def publish(redis: Redis, settings: Settings, user_id: int, event: Documen
     return text(entry_id)
 
 
+# KEYS: the feed, the marker; ARGV: type, data, max length, oldest id, retention seconds.
+# The event is appended only if the marker was not set: once, however often it is tried.
+PUBLISH_ONCE = """
+if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[5]) then return false end
+local fields = {'type', ARGV[1], 'data', ARGV[2]}
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', unpack(fields))
+redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return id
+"""
+
+
+async def publish_once(
+    redis: Redis, settings: Settings, user_id: int, event: DocumentEvent, marker: str
+) -> bool:
+    """`publish`, at most once per `marker` key: a run's end is retried through an outage,
+    and a paused Redis runs a timed-out attempt when it resumes, so the retry must not
+    append a second end. False when an earlier attempt appended it."""
+    key = document_feed_key(settings.redis_prefix, user_id)
+    data = event.model_dump_json(exclude={"type"})
+    oldest = f"{now_ms() - settings.feed_retention_seconds * 1000}-0"
+    retention = settings.feed_retention_seconds
+    args = (event.type.value, data, settings.feed_max_events, oldest, retention)
+    return bool(await redis.eval(PUBLISH_ONCE, 2, key, marker, *args))
+
+
 async def publish_quietly(
     redis: Redis, settings: Settings, user_id: int, event: DocumentEvent
 ) -> None:
