@@ -13,8 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -183,3 +186,46 @@ async def test_an_outage_longer_than_the_tolerance_fails_the_appends(
     await client.aclose()
     assert all(isinstance(outcome, StreamUnavailable) for outcome in outcomes), outcomes
     assert "more than 0.5 s" in str(outcomes[0])
+
+
+def start_replica(port: int, directory: Path) -> subprocess.Popen:
+    """A redis-server replicating a primary that is not there: read-only until promoted."""
+    binary = shutil.which("redis-server")
+    assert binary is not None
+    flags = ["--bind", "127.0.0.1", "--dir", str(directory), "--save", ""]
+    primary = ["--replicaof", "127.0.0.1", str(free_port())]
+    return subprocess.Popen(
+        [binary, "--port", str(port), *flags, *primary], stdout=subprocess.DEVNULL
+    )
+
+
+async def test_a_read_only_replica_is_waited_out_until_it_is_promoted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failover's first moments: the address answers, but as a replica (READONLY)."""
+    port = free_port()
+    replica = start_replica(port, tmp_path)
+    client = aioredis.Redis(port=port)
+    try:
+        for _ in range(100):
+            with contextlib.suppress(aioredis.ConnectionError):
+                await client.ping()
+                break
+            await asyncio.sleep(0.1)
+        writer = EventWriter(client, outage_tolerance_seconds=30)
+        fields = {"type": "token", "data": "{}"}
+        with caplog.at_level(logging.WARNING, "sluice.streams.writer"):
+            appending = asyncio.create_task(writer.append("ew-ro", fields, max_events=10))
+            for _ in range(100):
+                if "ReadOnlyError" in caplog.text:
+                    break
+                await asyncio.sleep(0.05)
+            assert "is unreachable (ReadOnlyError" in caplog.text, caplog.text
+            assert not appending.done()
+            await client.execute_command("REPLICAOF", "NO", "ONE")
+            entry_id = await asyncio.wait_for(appending, timeout=10)
+        assert await client.xrange("ew-ro") == [(entry_id, {b"type": b"token", b"data": b"{}"})]
+    finally:
+        await client.aclose()
+        replica.kill()
+        replica.wait(10)
