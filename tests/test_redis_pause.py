@@ -10,7 +10,8 @@ and chat worker while an answer streams (REDIS_SOCKET_TIMEOUT_SECONDS=1 s):
   and a margin, on a keep-alive connection that serves again once Redis is resumed;
 - `/readyz` answers 503 naming Redis within 2 s;
 - the open stream ends with a reconnect hint (a comment and `retry:`), never a terminal
-  event, and a resume with its Last-Event-ID after SIGCONT gets the rest, one ending.
+  event, and a resume with its Last-Event-ID after SIGCONT gets the rest, one ending;
+- an open OpenAI-compatible stream (no resume) ends with an error chunk and `[DONE]`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from backend.services.completions import STREAM_INTERRUPTED
 from backend.settings import Settings
 from tests.support.accounts import create_account
 from tests.support.private_redis import PrivateRedis
@@ -90,13 +92,24 @@ async def test_a_paused_redis_is_a_prompt_503_and_streams_end_with_a_reconnect_h
         assert (await api.get("/api/v1/users/me")).status_code == 200
         body = {"session_id": session.id, "question": "Tell me everything", "stream": True}
         seen: list[Frame] = []
-        async with streamer.stream("POST", "/api/v1/tasks", json=body) as response:
-            assert response.status_code == 200
+        compat_seen: list[Frame] = []
+        messages = [{"role": "user", "content": "Tell me everything"}]
+        compat_body = {"model": SLOW, "messages": messages, "stream": True}
+        async with (
+            streamer.stream("POST", "/api/v1/tasks", json=body) as response,
+            streamer.stream("POST", "/v1/chat/completions", json=compat_body) as compat,
+        ):
+            assert response.status_code == 200 and compat.status_code == 200
             task_id = response.headers["X-Task-ID"]
             received = frames(response)
             async for frame in received:
                 seen.append(frame)
                 if sum(f.id is not None for f in seen) == 3:
+                    break
+            compat_received = frames(compat)
+            async for frame in compat_received:
+                compat_seen.append(frame)
+                if len(compat_seen) == 3:
                     break
             assert redis_server.process is not None
             redis_server.process.send_signal(signal.SIGSTOP)
@@ -120,12 +133,17 @@ async def test_a_paused_redis_is_a_prompt_503_and_streams_end_with_a_reconnect_h
                 async with asyncio.timeout(STREAM_END_BOUND_SECONDS + 5):
                     rest = [frame async for frame in received]
                 ended_after = time.monotonic() - started
+                async with asyncio.timeout(STREAM_END_BOUND_SECONDS):
+                    compat_rest = [frame async for frame in compat_received]
             finally:
                 redis_server.process.send_signal(signal.SIGCONT)
         assert ended_after < STREAM_END_BOUND_SECONDS, ended_after
         assert not any(frame.terminal for frame in seen + rest), rest
         hint = rest[-1]
         assert hint.retry == 5000 and hint.comment and "reconnect" in hint.comment, rest
+        # The OpenAI-compatible stream has no resume: it ends with an error the SDK raises.
+        assert compat_rest[-1].data_lines == ["[DONE]"], compat_rest[-3:]
+        assert compat_rest[-2].data["error"]["message"] == STREAM_INTERRUPTED, compat_rest[-3:]
         last_id = [frame.id for frame in seen + rest if frame.id is not None][-1]
 
         deadline = time.monotonic() + RECOVERY_SECONDS

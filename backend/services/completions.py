@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from arq.connections import ArqRedis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from backend.errors import BadGateway
 from backend.models import ChatSession, Task, User
@@ -29,6 +31,10 @@ from schemas.events import (
     ReferenceEvent,
     TaskEvent,
     TokenEvent,
+)
+
+STREAM_INTERRUPTED = (
+    "The stream was interrupted: Redis (queues and streams) is unavailable; retry shortly"
 )
 
 
@@ -83,7 +89,26 @@ async def ask(
 
 
 async def progress(reader: TaskReader) -> AsyncIterator[Progress]:
-    """One Progress per token or reference, then a final one (done, or with the error)."""
+    """One Progress per token or reference, then a final one (done, or with the error).
+
+    A Redis that stops answering mid-answer ends it with an error these formats can show
+    (they have no resume), rather than a response broken off without one.
+    """
+    answer = ""
+    reference: dict[str, Any] = {}
+    steps = steps_of(reader)
+    try:
+        async for step in steps:
+            answer, reference = step.answer, step.reference
+            yield step
+    except (RedisConnectionError, RedisTimeoutError):
+        yield Progress(answer, error=STREAM_INTERRUPTED, done=True, reference=reference)
+    finally:
+        await steps.aclose()
+
+
+async def steps_of(reader: TaskReader) -> AsyncIterator[Progress]:
+    """`progress` without its handling of a Redis outage."""
     answer = ""
     reference: dict[str, Any] = {}
     async with aclosing(reader.events()) as events:
@@ -118,8 +143,10 @@ async def progress(reader: TaskReader) -> AsyncIterator[Progress]:
 async def final_answer(reader: TaskReader) -> Progress:
     """Wait for the whole answer; a failed generation is a 502 with the provider's reason."""
     last = Progress("")
-    async for step in progress(reader):
-        last = step
+    # Unlike a stream, a Redis outage here is still a 503 (the response has not started).
+    async with aclosing(steps_of(reader)) as steps:
+        async for step in steps:
+            last = step
     if last.error is not None:
         raise BadGateway(last.error)
     return last
