@@ -1,7 +1,7 @@
 """The fate of answers under the reaper, with real parts: a private Redis (append-only)
 under a live web process and chat worker, a slow fake provider.
 
-- Redis paused (SIGSTOP) past the heartbeat TTL mid-answer, then resumed: every heartbeat
+- Redis paused (SIGSTOP) or restarted past the heartbeat TTL mid-answer: every heartbeat
   has expired when Redis answers again, though the worker is alive. Before, the reaper
   (which took one look at a missing heartbeat for death) failed the answer `worker_lost`
   after the client had seen it whole: nothing stored or billed. Now the answer is not
@@ -48,7 +48,8 @@ CREDITS = 10_000
 # Heartbeat TTL (2 s) + confirmation (2 heartbeat intervals, 2 s) + two reap intervals
 # (1 s each) + a new worker's start-up and slack: as tests/test_crash_recovery.py.
 RECOVERY_BOUND_SECONDS = 15
-RESUMES = 5
+# How long a client keeps resuming a stream a fault broke.
+RESUME_WITHIN_SECONDS = 30
 
 
 @dataclass
@@ -79,8 +80,10 @@ async def read_to_the_end(
     client: httpx.AsyncClient, source: AsyncIterator[Frame], task_id: str, frames: list[Frame]
 ) -> None:
     """The rest of the answer's events into `frames`: from `source`, then, if a fault
-    broke the stream before its ending, resumed from the last event as a client does."""
-    for _ in range(RESUMES):
+    broke the stream before its ending, resumed from the last event as a client does
+    (503 while Redis is away)."""
+    deadline = time.monotonic() + RESUME_WITHIN_SECONDS
+    while True:
         try:
             async for frame in source:
                 frames.append(frame)
@@ -88,6 +91,7 @@ async def read_to_the_end(
                     return
         except httpx.HTTPError:
             pass
+        assert time.monotonic() < deadline, f"no ending: {frames[-3:]}"
         await asyncio.sleep(0.5)
         last = frames[-1].id if frames else "0-0"
         try:
@@ -99,16 +103,28 @@ async def read_to_the_end(
                     return
         except httpx.HTTPError:
             pass
-    raise AssertionError(f"no ending after {RESUMES} resumes: {frames[-3:]}")
+        source = empty()
 
 
-async def pause(
-    server: PrivateRedis, seconds: float, heartbeat: str, observer: aioredis.Redis
+async def empty() -> AsyncIterator[Frame]:
+    return
+    yield
+
+
+async def fault(
+    server: PrivateRedis, kind: str, seconds: float, heartbeat: str, observer: aioredis.Redis
 ) -> bool:
-    """SIGSTOP the server for `seconds`; whether the task's heartbeat was missing when it
-    answered again (a look sent while it was paused, as a reaper's would be: a one-look
+    """Pause (SIGSTOP) or restart (a graceful stop, then a start on the same append-only
+    file) the server for `seconds`; whether the task's heartbeat was missing when it
+    answered again (a look sent while it was away, as a reaper's would be: a one-look
     rule would have failed the answer then)."""
     assert server.process is not None
+    if kind == "restarted":
+        server.process.terminate()
+        await asyncio.to_thread(server.process.wait, 10)
+        await asyncio.sleep(seconds)
+        await server.start()
+        return not await observer.exists(heartbeat)
     server.process.send_signal(signal.SIGSTOP)
     try:
         await asyncio.sleep(seconds - 0.5)
@@ -127,13 +143,18 @@ def streamed_text(frames: list[Frame]) -> str:
 
 
 @pytest.mark.parametrize(
-    "pause_seconds",
-    # Past the TTL (2 s), under the socket timeout (5 s): commands hang, then complete.
-    # Past both: commands time out and are retried.
-    [4.0, 7.0],
+    ("kind", "seconds"),
+    [
+        # Past the TTL (2 s), under the socket timeout (5 s): commands hang, then complete.
+        ("paused", 4.0),
+        # Past both: commands time out and are retried.
+        ("paused", 7.0),
+        # Down past the TTL: commands are refused, then reconnect.
+        ("restarted", 4.0),
+    ],
 )
-async def test_a_redis_pause_past_the_heartbeat_ttl_reaps_no_live_answer(
-    outage: OutageStack, settings: Settings, pause_seconds: float
+async def test_a_redis_outage_past_the_heartbeat_ttl_reaps_no_live_answer(
+    outage: OutageStack, settings: Settings, kind: str, seconds: float
 ) -> None:
     stack = outage.stack
     account = await create_account(settings, credits=CREDITS, password=False)
@@ -152,11 +173,11 @@ async def test_a_redis_pause_past_the_heartbeat_ttl_reaps_no_live_answer(
                     frames.append(frame)
                     if len(frames) == 3:
                         break
-                missing = await pause(outage.redis, pause_seconds, heartbeat, observer)
+                missing = await fault(outage.redis, kind, seconds, heartbeat, observer)
                 await read_to_the_end(client, source, task_id, frames)
     finally:
         await observer.aclose()
-    print(f"paused {pause_seconds} s: heartbeat missing when Redis answered again: {missing}")
+    print(f"{kind} {seconds} s: heartbeat missing when Redis answered again: {missing}")
 
     assert [f.event for f in frames if f.terminal] == ["done"], frames[-1]
     done = frames[-1].data
