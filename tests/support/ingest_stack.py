@@ -145,6 +145,8 @@ def embedding_settings(base_url: str) -> dict[str, Any]:
 async def ingest_stack(
     base: Settings, log_dir: Path, *, workers: int = 1, web_workers: int = 1, **overrides: Any
 ) -> AsyncIterator[IngestStack]:
+    if "database_url" in overrides:  # a database the caller made for it (private PostgreSQL)
+        base = base.model_copy(update={"database_url": overrides.pop("database_url")})
     async with (
         stack_database(base, log_dir) as own,
         ingest_stack_on(own, log_dir, workers, web_workers, overrides) as stack,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,22 +31,28 @@ from backend.settings import Settings
 TEST_POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
 
 
-# The session's shared database (tests/conftest.py makes it with `session_database`).
+# The session's shared database (tests/conftest.py makes it with `session_database`), and
+# by its URL the migrated empty database each stack's is copied from (made on first use:
+# a copy takes milliseconds, a migration seconds).
 SHARED: set[str] = set()
+TEMPLATES: dict[str, str] = {}
 
 
 def admin_dsn() -> str:
     return TEST_POSTGRES_URL.replace("postgres://", "postgresql://", 1)
 
 
-async def create_postgres_database() -> tuple[str, str]:
-    """A new empty database on the test server: (name, URL)."""
+async def create_postgres_database(
+    name: str | None = None, template: str | None = None
+) -> tuple[str, str]:
+    """A new database on the test server, empty or a copy of `template`: (name, URL)."""
     import asyncpg
 
-    name = f"sluice_test_{uuid.uuid4().hex[:12]}"
+    name = name or f"sluice_test_{uuid.uuid4().hex[:12]}"
+    copying = f' TEMPLATE "{template}"' if template else ""
     conn = await asyncpg.connect(admin_dsn())
     try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.execute(f'CREATE DATABASE "{name}"{copying}')
     finally:
         await conn.close()
     return name, f"{TEST_POSTGRES_URL.rsplit('/', 1)[0]}/{name}"
@@ -76,6 +83,38 @@ async def session_database(directory: Path) -> AsyncIterator[str]:
         yield url
     finally:
         await drop_postgres_database(name)
+        await drop_postgres_database(template_name(url))
+
+
+def template_name(session_url: str) -> str:
+    return session_url.rsplit("/", 1)[1] + "_template"
+
+
+async def template_of(session: Settings) -> str:
+    """The session's migrated empty database (made on first use): its URL."""
+    # Imported here: tests/conftest.py imports this module before pytest registers
+    # tests.support.live_server (which own_database imports) as a plugin to rewrite.
+    from tests.support.own_database import migrate
+
+    if session.database_url not in TEMPLATES:
+        if session.database_url.startswith("postgres"):
+            _, url = await create_postgres_database(template_name(session.database_url))
+        else:
+            url = session.database_url.removesuffix(".sqlite3") + "-template.sqlite3"
+        await asyncio.to_thread(migrate, session.model_copy(update={"database_url": url}))
+        TEMPLATES[session.database_url] = url
+    return TEMPLATES[session.database_url]
+
+
+def copy_sqlite(source: str, target: str) -> None:
+    """A consistent copy of the SQLite database `source` (a URL) at `target` (a URL)."""
+    origin = sqlite3.connect(source.removeprefix("sqlite://"))
+    copy = sqlite3.connect(target.removeprefix("sqlite://"))
+    try:
+        origin.backup(copy)
+    finally:
+        copy.close()
+        origin.close()
 
 
 @asynccontextmanager
@@ -102,21 +141,18 @@ async def stack_database(base: Settings, directory: Path) -> AsyncIterator[Setti
     """`base` with a new migrated database of the same kind (a SQLite file in `directory`),
     the test process's ORM answering from it, dropped after; `base` as it is when its
     database is not the session's shared one."""
-    # Imported here: tests/conftest.py imports this module before pytest registers
-    # tests.support.live_server (which own_database imports) as a plugin to rewrite.
-    from tests.support.own_database import migrate
-
     if base.database_url not in SHARED:
         yield base
         return
+    template = await template_of(base)
     name = None
     if base.database_url.startswith("postgres"):
-        name, url = await create_postgres_database()
+        name, url = await create_postgres_database(template=template.rsplit("/", 1)[1])
     else:
         url = f"sqlite://{directory / f'stack-{uuid.uuid4().hex[:8]}.sqlite3'}"
+        copy_sqlite(template, url)
     settings = base.model_copy(update={"database_url": url})
     try:
-        await asyncio.to_thread(migrate, settings)
         async with answering_from(settings):
             yield settings
     finally:

@@ -77,6 +77,8 @@ async def task_stack(
 ) -> AsyncIterator[TaskStack]:
     """Fast fake (20 tokens at once) and slow fake (`slow_tokens` at 20/s) behind the models;
     the processes' DATABASE_URL is the stack's own with `database_options` (`?busy_timeout=`)."""
+    if "database_url" in overrides:  # a database the caller made for it (private PostgreSQL)
+        base = base.model_copy(update={"database_url": overrides.pop("database_url")})
     async with (
         stack_database(base, log_dir) as own,
         fake_openai_server(tokens=20) as fast,
