@@ -13,7 +13,7 @@ on one winner.
 
 A missing heartbeat alone is not death: when Redis pauses or restarts for longer than
 the heartbeat TTL, every heartbeat has expired when it answers again, though the workers
-are alive and re-beat within a poll. So a task is reaped only when its heartbeat is
+are alive and beat again within a heartbeat interval. So a task is reaped only when its heartbeat is
 found missing twice, at least two heartbeat intervals apart (`CONFIRM_INTERVALS`), with
 no sighting of it alive in between: the first sighting leaves a mark in Redis
 (`task_silence_key`), whose age Redis measures on its own clock, and a live heartbeat
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from enum import IntEnum
 
 from arq.constants import job_key_prefix
 from redis.asyncio import Redis
@@ -58,8 +59,7 @@ SLIM = ("id", "state", "session_id", "reservation_id", "started_at", "created_at
 # live worker re-beats within one interval of Redis answering again.
 CONFIRM_INTERVALS = 2
 # KEYS[1] the heartbeat, KEYS[2] the silence mark; ARGV[1] the confirmation and ARGV[2]
-# the mark's lifetime, in ms. 0: alive (the mark is wiped); 1: silent, not for long
-# enough yet (a first sighting leaves the mark); 2: silent since a sighting ARGV[1] ago.
+# the mark's lifetime, in ms. Returns a `Sighting`.
 SIGHTING = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('DEL', KEYS[2])
@@ -75,7 +75,14 @@ if tonumber(ARGV[2]) - left >= tonumber(ARGV[1]) then
 end
 return 1
 """
-ALIVE, SILENT, DEAD = 0, 1, 2
+
+
+class Sighting(IntEnum):
+    """What one look at a running task's heartbeat found."""
+
+    ALIVE = 0  # the heartbeat is there (any mark is wiped)
+    SILENT = 1  # missing, but not since a sighting CONFIRM_INTERVALS ago (a first one marks)
+    DEAD = 2  # missing, and missing at a sighting at least CONFIRM_INTERVALS ago
 
 
 def confirm_seconds(settings: Settings) -> float:
@@ -91,8 +98,8 @@ def mark_lifetime_ms(settings: Settings) -> int:
     return int(seconds * 1000)
 
 
-async def sightings(redis: Redis, settings: Settings, task_ids: list[str]) -> list[int]:
-    """ALIVE, SILENT or DEAD for each task, in one round trip."""
+async def sightings(redis: Redis, settings: Settings, task_ids: list[str]) -> list[Sighting]:
+    """A look at each task's heartbeat, in one round trip."""
     confirm_ms = int(confirm_seconds(settings) * 1000)
     lifetime_ms = mark_lifetime_ms(settings)
     prefix = settings.redis_prefix
@@ -100,7 +107,7 @@ async def sightings(redis: Redis, settings: Settings, task_ids: list[str]) -> li
         for task_id in task_ids:
             keys = (task_heartbeat_key(prefix, task_id), task_silence_key(prefix, task_id))
             pipe.eval(SIGHTING, 2, *keys, confirm_ms, lifetime_ms)
-        return [int(found) for found in await pipe.execute()]
+        return [Sighting(int(found)) for found in await pipe.execute()]
 
 
 async def streamed_so_far(redis: Redis, settings: Settings, task_id: str) -> Answer | None:
@@ -127,7 +134,7 @@ async def reap_if_dead(redis: Redis, settings: Settings, task_id: str) -> bool:
     found settled gets its stream's ending made from SQL if the stream lacks one.
     """
     [seen] = await sightings(redis, settings, [task_id])
-    if seen == ALIVE:
+    if seen is Sighting.ALIVE:
         return False
     task = await Task.get_or_none(id=task_id)
     if task is None:
@@ -137,7 +144,7 @@ async def reap_if_dead(redis: Redis, settings: Settings, task_id: str) -> bool:
         # outage and died or gave up. The ending is made from SQL (never twice).
         await settle_stream(TaskStream.for_task(redis, settings, task_id), task)
         return False
-    if task.state is not TaskState.RUNNING or seen != DEAD:
+    if task.state is not TaskState.RUNNING or seen is not Sighting.DEAD:
         return False
     return await reap_running(redis, settings, [task]) == 1
 
@@ -151,8 +158,8 @@ async def reap_running(redis: Redis, settings: Settings, tasks: list[Task]) -> i
         return 0
     seen = await sightings(redis, settings, [t.id for t in candidates])
     reaped = 0
-    for task, state in zip(candidates, seen, strict=True):
-        if state == DEAD and await task_outcomes.fail(
+    for task, look in zip(candidates, seen, strict=True):
+        if look is Sighting.DEAD and await task_outcomes.fail(
             task,
             WORKER_LOST,
             WORKER_LOST_MESSAGE,
