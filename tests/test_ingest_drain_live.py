@@ -203,6 +203,45 @@ async def test_sigterm_without_drain_time_hands_the_document_back_from_the_start
     assert "document.failed" not in [event["event"] for event in events], events
 
 
+async def test_sigterm_mid_parse_hands_the_document_back_at_once(
+    stack: IngestStack, client: httpx.AsyncClient
+) -> None:
+    """A parse is not waited for (the next run parses again anyway): the worker stops it
+    and exits, the document is handed back before any "Parsed" line, and a new worker
+    parses and embeds it, no restart spent."""
+    big = "\n\n".join(
+        f"Section {n}: the weir, the sluice gate and the mill race, otters and herons."
+        for n in range(20_000)
+    )
+    created = await client.post(
+        "/api/v1/datasets", json={"name": "big", "parser_config": {"chunk_token_num": 2048}}
+    )
+    dataset_id = created.json()["data"]["id"]
+    response = await client.post(
+        f"/api/v1/datasets/{dataset_id}/documents",
+        content=multipart([("big.txt", big.encode())]),
+        headers={"Content-Type": MULTIPART},
+    )
+    assert response.status_code == 201, response.text
+    document_id = response.json()["data"][0]["id"]
+    [old] = [worker for worker in stack.workers if worker.process.poll() is None]
+    await parse(client, dataset_id, document_id)
+    deadline = time.monotonic() + 30
+    while not (await wait_for_run(client, dataset_id, document_id, ("RUNNING",)))[
+        "process_begin_at"
+    ]:
+        assert time.monotonic() < deadline, "the parse never started"
+        await asyncio.sleep(0.05)
+    old.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(old.process.wait, DRAIN_SECONDS + 10) == 0, old.log_tail()
+    await stack.start_worker()
+    document = await wait_for_run(client, dataset_id, document_id, within=90)
+    await assert_no_restart_spent(stack, document)
+    log = document["progress_msg"]
+    assert "Parsed" not in log.split(HANDED_BACK)[0], log
+    assert log.count("Parsed") == 1 and document["chunk_count"] > 100, log
+
+
 async def test_a_parse_child_outlives_a_sigterm_to_the_process_group(tmp_path: Path) -> None:
     """A service manager's SIGTERM reaches the parse child too: the parse must end (the
     drain's boundary), not crash and fail the document ("exit signal 15")."""

@@ -5,20 +5,23 @@ without a lease: the sweeper took them for a dead worker's, spent one of their
 INGEST_MAX_RESTARTS and wrote "stopped unexpectedly", and every batch embedded so far
 was thrown away. Now the worker's signal handler (`workers/queue_worker.py`) sets the
 process's `Drain` and stops taking jobs; each document in progress goes on to its next
-boundary (the parse's end, or the end of the embedding batch under way), keeps the
-vectors embedded so far (`embedding_resume.py`) and is handed back: queued again as a
-new run, with a log line saying why, and no restart counted. Another worker (or this one
-restarted) takes it over and embeds only what is left.
+boundary, the end of the embedding batch under way (a parse is stopped at once: the
+next run parses again anyway), keeps the vectors embedded so far
+(`embedding_resume.py`) and is handed back: queued again as a new run, with a log line
+saying why, and no restart counted. Another worker (or this one restarted) takes it
+over and embeds only what is left.
 
-A boundary that does not come within WORKER_DRAIN_SECONDS (a long parse) ends in arq
-cancelling the job: the document is handed back all the same, from the start. A
-document being indexed (its last step, seconds) is let finish.
+A boundary that does not come within WORKER_DRAIN_SECONDS (a slow embedding batch)
+ends in arq cancelling the job: the document is handed back all the same, from the
+start. A document being indexed (its last step, seconds) is let finish.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
+from typing import TypeVar
 
 import numpy as np
 from redis.asyncio import Redis
@@ -35,20 +38,42 @@ from backend.settings import Settings
 
 log = logging.getLogger("sluice.ingest")
 
+T = TypeVar("T")
+
 
 class Drain:
     """The worker process is stopping: its documents stop at their next boundary."""
 
     def __init__(self) -> None:
         self.requested = False
+        self.stopping = asyncio.Event()
 
     def request(self) -> None:
         self.requested = True
+        self.stopping.set()
 
     def check(self) -> None:
         """At a boundary: WorkerDraining if the worker is stopping."""
         if self.requested:
             raise WorkerDraining
+
+    async def unless_stopping(self, work: Awaitable[T]) -> T:
+        """`work`, or WorkerDraining as soon as the worker starts stopping, `work`
+        cancelled: for a parse, whose result a handed-back run would not keep (the next
+        run parses again), so waiting for its end would only delay the exit."""
+        self.check()
+        task = asyncio.ensure_future(work)
+        stopping = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if task.cancelled():
+            raise WorkerDraining
+        return task.result()
 
 
 class WorkerDraining(Exception):

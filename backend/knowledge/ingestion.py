@@ -114,11 +114,12 @@ async def prepare(context: IngestContext, document: Document, report: RunReport)
     assert turns is not None
     report.doing("Waiting for a free parser")
     async with turns.parsing.turn(document.owner_id, document.id):
-        if context.drain is not None:
-            context.drain.check()
         report.doing("Parsing")
         async with ocr_feed(context.settings, document, report, share=PARSED):
-            parsed = await parse(context, document)
+            if context.drain is None:
+                parsed = await parse(context, document)
+            else:
+                parsed = await context.drain.unless_stopping(parse(context, document))
     await report.step(PARSED, parse_summary(parsed))
     for warning in parsed.warnings:
         await report.step(PARSED, f"Warning: {warning}")
