@@ -216,3 +216,45 @@ async def test_an_answer_rides_out_a_redis_pause_past_the_heartbeat_ttl(
     assert outage_lines(outage_stack, "appending task events") == expected
     assert outage_lines(outage_stack, "task heartbeats and cancels") == expected
     assert "Traceback" not in outage_stack.workers[0].log_path.read_text()
+
+
+@pytest.fixture
+async def impatient_stack(
+    app, settings: Settings, redis_server: PrivateRedis, tmp_path: Path
+) -> AsyncIterator[TaskStack]:
+    async with task_stack(
+        settings,
+        tmp_path,
+        slow_tokens=ANSWER_TOKENS,
+        redis_url=redis_server.url,
+        redis_outage_tolerance_seconds=1.0,
+        **SOCKET_TIMEOUT,
+    ) as stack:
+        yield stack
+
+
+async def test_an_outage_past_the_tolerance_fails_the_answer_clearly(
+    impatient_stack: TaskStack, redis_server: PrivateRedis, settings: Settings
+) -> None:
+    stack = impatient_stack
+    worker = stack.workers[0]
+
+    async def long_outage() -> None:
+        redis_server.kill()
+        for _ in range(200):  # the worker gives up 1 s into the outage
+            if "giving up the answer" in worker.log_path.read_text():
+                break
+            await asyncio.sleep(0.1)
+        await redis_server.start()
+
+    [(seen, user_id)] = await answers_through(stack, settings, long_outage, count=1)
+    assert seen.terminals == ["error"], seen
+    task = await Task.get(id=seen.task_id)
+    assert task.state is TaskState.FAILED
+    assert task.error_code == "stream_unavailable"
+    assert "Redis was unreachable for more than 1 s" in (task.error_message or "")
+    types = await stream_types(stack.settings, task.id)
+    assert sum(t in ("done", "error", "cancelled") for t in types) == 1, types
+    assert await balance_of(user_id) == 1000
+    await assert_ledger_balanced()
+    assert worker.process.poll() is None, worker.log_tail()
