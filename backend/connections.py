@@ -89,11 +89,19 @@ def redis_pool(settings: Settings, queue_name: str = default_queue_name) -> ArqR
     failing over, a half-open connection) raises `TimeoutError` (a 503 on the web, a
     retried step in a worker) instead of hanging the request or the job for good.
     Blocking reads stay below it (`blocking_read_ms`); pub/sub reads pass their own.
+
+    No `CLIENT SETINFO` on connecting (`lib_name`/`lib_version`, informational only):
+    redis-py connects under the pool's lock, and reading those replies from a paused
+    Redis took a socket timeout each, so N requests needing a new connection waited
+    1, 2, …, N timeouts in turn; without them a connect is the TCP handshake alone and
+    every request fails after one timeout (tests/test_redis_pause.py).
     """
     pool = ConnectionPool.from_url(
         settings.redis_url,
         socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
         socket_timeout=settings.redis_socket_timeout_seconds,
+        lib_name=None,
+        lib_version=None,
     )
     pool.connection_class = PACKED.get(pool.connection_class, pool.connection_class)
     return ArqRedis(pool, default_queue_name=queue_name)

@@ -11,12 +11,15 @@ and chat worker while an answer streams (REDIS_SOCKET_TIMEOUT_SECONDS=1 s):
 - `/readyz` answers 503 naming Redis within 2 s;
 - the open stream ends with a reconnect hint (a comment and `retry:`), never a terminal
   event, and a resume with its Last-Event-ID after SIGCONT gets the rest, one ending;
-- an open OpenAI-compatible stream (no resume) ends with an error chunk and `[DONE]`.
+- an open OpenAI-compatible stream (no resume) ends with an error chunk and `[DONE]`;
+- a WebSocket command answers a 503 `error` and the socket stays open: it is answered
+  again once Redis is back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable
@@ -24,6 +27,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import websockets
 
 from backend.services.completions import STREAM_INTERRUPTED
 from backend.settings import Settings
@@ -111,6 +115,10 @@ async def test_a_paused_redis_is_a_prompt_503_and_streams_end_with_a_reconnect_h
                 compat_seen.append(frame)
                 if len(compat_seen) == 3:
                     break
+            socket = await websockets.connect(
+                f"{stack.server.ws_url}?access_token={account.access_token}"
+            )
+            assert json.loads(await socket.recv())["type"] == "ready"
             assert redis_server.process is not None
             redis_server.process.send_signal(signal.SIGSTOP)
             try:
@@ -128,6 +136,11 @@ async def test_a_paused_redis_is_a_prompt_503_and_streams_end_with_a_reconnect_h
                 assert local_port(ready) == local_port(refused), (
                     "the keep-alive connection was lost"
                 )
+                await socket.send(json.dumps({"type": "ping", "ref": "p1"}))
+                async with asyncio.timeout(ANSWER_BOUND_SECONDS):
+                    socket_refused = json.loads(await socket.recv())
+                assert socket_refused["type"] == "error", socket_refused
+                assert (socket_refused["code"], socket_refused["message"]) == (503, REDIS_DOWN)
 
                 started = time.monotonic()
                 async with asyncio.timeout(STREAM_END_BOUND_SECONDS + 5):
@@ -151,6 +164,9 @@ async def test_a_paused_redis_is_a_prompt_503_and_streams_end_with_a_reconnect_h
             assert time.monotonic() < deadline, again.text
             await asyncio.sleep(0.2)
         assert local_port(again) == local_port(refused), "the keep-alive connection was lost"
+        await socket.send(json.dumps({"type": "ping", "ref": "p2"}))
+        assert json.loads(await socket.recv()) == {"type": "pong", "ref": "p2"}
+        await socket.close()
 
         resumed: list[Frame] = []
         async with streamer.stream(

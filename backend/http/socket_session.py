@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from redis.asyncio import Redis
 
+from backend.dependency_failures import dependency_failure
 from backend.errors import ApiError
 from backend.http.error_handlers import describe_validation_error
 from backend.http.json_bodies import decode_json
@@ -130,7 +131,14 @@ class SocketSession:
             await self.reply(
                 ErrorReply(code=error.status, message=error.message, task_id=task_id, ref=ref)
             )
-        except Exception:
+        except Exception as error:
+            failure = dependency_failure(error)
+            if failure is not None:  # an outage, as a request would answer it; retry
+                message = failure.message
+                await self.reply(
+                    ErrorReply(code=failure.status, message=message, task_id=task_id, ref=ref)
+                )
+                return
             log.exception("websocket message failed")
             await self.reply(
                 ErrorReply(code=500, message="Internal error; try again", task_id=task_id, ref=ref)

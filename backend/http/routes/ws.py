@@ -8,6 +8,7 @@ from quart import Blueprint, Response, current_app, websocket
 from quart_cors import cors_exempt
 from quart_schema import document_response
 
+from backend.dependency_failures import dependency_failure
 from backend.errors import ApiError, Unauthorized
 from backend.http.browser_origins import browser_origin_allowed
 from backend.http.credential_guard import watch_for
@@ -65,7 +66,15 @@ async def serve(raw: str | bytes, session: SocketSession, credential: SocketCred
     `{"type":"auth"}` on an open socket swaps in a new token of the same user (a
     refreshed access token), so a socket outlives its first token's expiry.
     """
-    current = await credential.current()
+    try:
+        current = await credential.current()
+    except Exception as error:
+        failure = dependency_failure(error)
+        if failure is None:
+            raise
+        # Redis or SQL away: the credential cannot be checked now; the socket stays open.
+        await session.reply(ErrorReply(code=failure.status, message=failure.message))
+        return True
     if current is None:
         return False
     session.user = current.user
