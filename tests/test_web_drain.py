@@ -7,7 +7,7 @@ open on it; the first gets SIGTERM:
 
 - the SSE stream ends at once with the reconnect hint (a comment and `retry:`), no
   terminal event, and the task's lease is released;
-- the WebSocket closes with 1012 (Service Restart);
+- the WebSockets (ours and RAGFlow's) close with 1012 (Service Restart);
 - an ordinary request in flight (a non-streamed OpenAI-compatible completion of a few
   seconds) is answered in full; the process stops accepting and exits by itself once it
   is, before WEB_DRAIN_SECONDS;
@@ -94,6 +94,9 @@ async def test_sigterm_hands_streams_to_another_replica_with_nothing_lost(
         async with stack.client(account) as client:
             socket = await websockets.connect(f"{first.ws_url}?access_token={account.access_token}")
             assert '"ready"' in await socket.recv()
+            ragflow = await websockets.connect(
+                f"ws://127.0.0.1:{first.port}/v1/ws/chat?token={account.access_token}"
+            )
             question = {"model": SLOW, "messages": [{"role": "user", "content": "Go on"}]}
             in_flight = asyncio.create_task(
                 client.post(f"{first.base_url}/v1/chat/completions", json=question)
@@ -120,6 +123,10 @@ async def test_sigterm_hands_streams_to_another_replica_with_nothing_lost(
                         await socket.recv()
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
             assert "reconnect" in closed.value.rcvd.reason
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                async with asyncio.timeout(PROMPT_SECONDS):
+                    await ragflow.recv()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
 
             assert not any(frame.terminal for frame in seen), seen[-3:]
             hint = seen[-1]
