@@ -28,7 +28,7 @@ from backend.models import CreditReservation, Message, Task
 from backend.models.chats import Role
 from backend.models.credits import ReservationState
 from backend.models.tasks import TaskState
-from backend.services.task_recovery import WORKER_LOST
+from backend.services.task_recovery import WORKER_LOST, confirm_seconds
 from backend.settings import Settings
 from tests.support.accounts import create_account
 from tests.support.ledger import assert_ledger_balanced, balance_of
@@ -42,8 +42,8 @@ from tests.test_tasks import make_session
 # the in-process tests (tests/test_reaper_sightings.py).
 pytestmark = pytest.mark.sqlite_only
 
-# 100 tokens at 20/s: about 5 s of answer, still running when the fault comes.
-SLOW_TOKENS = 100
+# 200 tokens at 20/s: about 10 s of answer, still running when the longest fault ends.
+SLOW_TOKENS = 200
 CREDITS = 10_000
 # Heartbeat TTL (2 s) + confirmation (2 heartbeat intervals, 2 s) + two reap intervals
 # (1 s each) + a new worker's start-up and slack: as tests/test_crash_recovery.py.
@@ -138,6 +138,15 @@ async def fault(
         return False
 
 
+async def time_to_beat(observer: aioredis.Redis, heartbeat: str) -> float:
+    """Seconds until the heartbeat is there again, looking every 20 ms."""
+    started = time.perf_counter()
+    while not await observer.exists(heartbeat):
+        assert time.perf_counter() - started < RESUME_WITHIN_SECONDS
+        await asyncio.sleep(0.02)
+    return time.perf_counter() - started
+
+
 def streamed_text(frames: list[Frame]) -> str:
     return "".join(f.data["delta"] for f in frames if f.event == "token")
 
@@ -174,10 +183,16 @@ async def test_a_redis_outage_past_the_heartbeat_ttl_reaps_no_live_answer(
                     if len(frames) == 3:
                         break
                 missing = await fault(outage.redis, kind, seconds, heartbeat, observer)
+                beat_again = await time_to_beat(observer, heartbeat)
                 await read_to_the_end(client, source, task_id, frames)
     finally:
         await observer.aclose()
-    print(f"{kind} {seconds} s: heartbeat missing when Redis answered again: {missing}")
+    print(
+        f"{kind} {seconds} s: heartbeat missing when Redis answered again: {missing}; "
+        f"beating again {beat_again:.2f} s after"
+    )
+    # What the rule relies on: the live worker beats again well within the confirmation.
+    assert beat_again < confirm_seconds(stack.settings), beat_again
 
     assert [f.event for f in frames if f.terminal] == ["done"], frames[-1]
     done = frames[-1].data
