@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 
@@ -60,13 +61,16 @@ class Watch:
                 await self.redis.delete(heartbeat)
 
     async def run(self) -> None:
-        beats_every = max(1, round(self.heartbeat_every / self.poll))
-        tick = 0
+        # Beats are due by the clock, not by a count of ticks: a round trip that hung
+        # (Redis paused for less than the socket timeout: nothing failed) leaves the
+        # heartbeats expired, and the next tick must refresh them, not the tenth after.
+        beaten_at = time.monotonic()
         while self.running:
             await asyncio.sleep(self.poll)
-            tick += 1
+            sent_at = time.monotonic()
+            due = self.outage.ongoing or sent_at - beaten_at >= self.heartbeat_every
             try:
-                await self.check(heartbeat=self.outage.ongoing or tick % beats_every == 0)
+                await self.check(heartbeat=due)
             except RETRYABLE as error:
                 await self.outage.failed(error)  # backs off up to a heartbeat interval
                 continue
@@ -74,6 +78,8 @@ class Watch:
                 log.exception("watching running tasks failed; retrying")
                 continue
             self.outage.recovered()
+            if due:
+                beaten_at = sent_at
 
     async def check(self, *, heartbeat: bool) -> None:
         ids = list(self.running)
