@@ -3,7 +3,7 @@ the job was cancelled mid-batch, the document left RUNNING without a lease, and 
 sweeper of another worker took it for a dead worker's: one of its restarts spent,
 "stopped unexpectedly" in its log, every batch embedded so far thrown away.
 
-Real processes: a web process, ingest worker A embedding a document of about 15 batches
+Real processes: a web process, ingest worker A embedding a document of about 20 batches
 (the fake embedding upstream answers each after a delay), SIGTERM to A's process group
 (its parse children too, as a service manager sends it), worker B started then (a rolling
 restart). A exits by itself within the drain; B finishes the document: DONE with the
@@ -179,7 +179,7 @@ async def test_sigterm_hands_the_document_back_at_a_batch_boundary_keeping_its_v
     assert "chunks embedded are kept" in document["progress_msg"], document["progress_msg"]
     # Each chunk embedded once: the batches the old worker embedded were not redone.
     assert texts == document["chunk_count"], (texts, document["chunk_count"])
-    # It stopped at the batch under way, not at the end of the document (15 batches).
+    # It stopped at the batch under way, not at the end of the document (about 20 batches).
     assert exited_after < DRAIN_SECONDS / 2
     kinds = [event["event"] for event in events]
     assert "document.failed" not in kinds and kinds[-1] == "document.done", kinds

@@ -187,7 +187,8 @@ async def test_a_pause_past_the_socket_timeout_and_the_lease_spends_no_restart(
     stack: IngestStack, redis_server: PrivateRedis
 ) -> None:
     async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as client:
-        stack.embeddings.delay = 0.5  # about 8 s of embedding
+        # 2 chunks a batch (sized to about 1 s by the measured pace): 30 batches, 12 s.
+        stack.embeddings.delay = 0.4
         try:
             dataset_id, document_id = await parsing(client)
             await wait_for_run(client, dataset_id, document_id, ("RUNNING",), progress_above=0.2)
