@@ -5,8 +5,8 @@ Two web processes as production starts them (`python -m backend web`) share a ch
 Redis and the database. An answer streams over SSE from the first, and a WebSocket is
 open on it; the first gets SIGTERM:
 
-- the SSE stream ends at once with the reconnect hint (a comment and `retry:`), no
-  terminal event, and the task's lease is released;
+- the SSE stream (and the document feed's) ends at once with the reconnect hint (a
+  comment and `retry:`), no terminal event, and the task's lease is released;
 - the WebSockets (ours and RAGFlow's) close with 1012 (Service Restart);
 - an ordinary request in flight (a non-streamed OpenAI-compatible completion of a few
   seconds) is answered in full; the process stops accepting and exits by itself once it
@@ -101,10 +101,13 @@ async def test_sigterm_hands_streams_to_another_replica_with_nothing_lost(
             in_flight = asyncio.create_task(
                 client.post(f"{first.base_url}/v1/chat/completions", json=question)
             )
-            async with client.stream(
-                "POST", f"{first.base_url}/api/v1/tasks", json=body
-            ) as response:
-                assert response.status_code == 200
+            async with (
+                client.stream("POST", f"{first.base_url}/api/v1/tasks", json=body) as response,
+                client.stream("GET", f"{first.base_url}/api/v1/events") as feed,
+            ):
+                assert response.status_code == 200 and feed.status_code == 200
+                feed_frames = frames(feed)
+                assert (await anext(feed_frames)).retry is not None  # the feed is open
                 task_id = response.headers["X-Task-ID"]
                 received = frames(response)
                 async for frame in received:
@@ -117,6 +120,11 @@ async def test_sigterm_hands_streams_to_another_replica_with_nothing_lost(
                 async with asyncio.timeout(PROMPT_SECONDS):
                     seen += [frame async for frame in received]
                 stream_ended = time.monotonic() - signalled
+                async with asyncio.timeout(PROMPT_SECONDS):
+                    feed_rest = [frame async for frame in feed_frames]
+            # The document feed ends the same way: the hint, nothing else.
+            assert feed_rest and feed_rest[-1].retry == 500, feed_rest
+            assert "reconnect" in (feed_rest[-1].comment or "")
             with pytest.raises(websockets.ConnectionClosed) as closed:
                 async with asyncio.timeout(PROMPT_SECONDS):
                     while True:
