@@ -211,7 +211,7 @@ async def ingest_document(context: IngestContext, document_id: str, run_id: str)
                 context.redis, settings, document_id, run_id, draining.kept, draining.total
             )
         except asyncio.CancelledError:
-            # The drain's time ran out before a boundary came (a long parse).
+            # The drain's time ran out before a boundary came (a slow batch), or none.
             if context.drain is not None and context.drain.requested:
                 await asyncio.shield(hand_back(context.redis, settings, document_id, run_id))
             raise
