@@ -31,6 +31,7 @@ from backend.streams.task_stream import TaskStream
 from schemas.events import QueuedEvent, ReferenceEvent, TokenEvent
 from workers.jobs import knowledge, task_metrics
 from workers.jobs.citing import with_citations
+from workers.jobs.claim_retry import claim_through_outage
 from workers.jobs.knowledge import KnowledgeTurn
 from workers.jobs.relay import Ending, Relay
 from workers.jobs.watch import Watch
@@ -118,7 +119,9 @@ async def answer_without_model(
 async def generate_answer(ctx: dict[str, Any], task_id: str) -> str:
     settings: Settings = ctx["settings"]
     redis = ctx["redis"]
-    task = await claim(task_id)
+    task = await claim_through_outage(
+        claim, task_id, retry_seconds=settings.task_settle_retry_seconds
+    )
     if task is None:
         return "skipped: task is not queued"
     turn: KnowledgeTurn | None = None
