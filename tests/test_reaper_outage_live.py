@@ -9,6 +9,9 @@ under a live web process and chat worker, a slow fake provider.
 - The worker killed (SIGKILL) mid-answer: reaped within a bound as before, and what it
   had streamed is stored as the (partial) assistant message that the `error` names, not
   billed.
+
+About 12 s a test (50 s the module, SQLite pass only): the faults must outlast the heartbeat
+TTL (2 s), one also the socket timeout (5 s), and the answer must outlast the faults.
 """
 
 from __future__ import annotations
