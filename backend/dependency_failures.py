@@ -66,6 +66,11 @@ POSTGRES_GONE: tuple[type[BaseException], ...] = (
     asyncpg.TooManyConnectionsError,
     DBConnectionError,
 )
+# What asyncpg (through Tortoise) raises on the next use of a connection a restart broke
+# mid-operation: "connection is closed", "…: connection has been released back to the
+# pool", and, for the protocol left mid-operation, "cannot switch to state 15; another
+# operation (2) is in progress" (seen settling answers in bench/bench_chaos.py's long run).
+CONNECTION_BROKEN = ("closed", "released back to the pool")
 REDIS_GONE: tuple[type[BaseException], ...] = (
     redis_errors.ConnectionError,
     redis_errors.TimeoutError,
@@ -92,7 +97,11 @@ def classify_one(error: BaseException) -> DependencyFailure | None:
         return REDIS_UNAVAILABLE
     if isinstance(error, POSTGRES_GONE):
         return DATABASE_UNAVAILABLE
-    if isinstance(error, asyncpg.InterfaceError) and "closed" in str(error):
+    if isinstance(error, asyncpg.InterfaceError) and any(
+        words in str(error) for words in CONNECTION_BROKEN
+    ):
+        return DATABASE_UNAVAILABLE
+    if isinstance(error, asyncpg.InternalClientError) and "cannot switch to state" in str(error):
         return DATABASE_UNAVAILABLE
     if isinstance(error, OSError | TimeoutError) and raised_in_driver(
         error.__traceback__, "asyncpg"
