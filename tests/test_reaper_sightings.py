@@ -1,12 +1,15 @@
 """The reaper in-process against the test Redis and database: a task is reaped only when
 its heartbeat is missing at two sightings apart with no sign of life between (a Redis
-outage expires live workers' heartbeats all at once), and a reaped task keeps what its
-dead worker streamed as a partial answer, not charged."""
+outage expires live workers' heartbeats all at once), a reaped task keeps what its dead
+worker streamed as a partial answer, not charged, and a worker searching the knowledge
+bases for longer than the TTL is beating meanwhile."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -14,10 +17,12 @@ from quart import Quart
 from tortoise import timezone
 
 from backend.constants import task_heartbeat_key
+from backend.errors import BadRequest
 from backend.models import CreditReservation, Message, Task
 from backend.models.chats import Role
 from backend.models.credits import ReservationState
 from backend.models.tasks import TaskState
+from backend.providers.registry import close_registry, configure_registry
 from backend.providers.tokens import count_tokens
 from backend.services import task_recovery
 from backend.settings import Settings
@@ -26,8 +31,10 @@ from backend.streams.task_stream import TaskStream
 from schemas.events import ErrorEvent, ReferenceEvent, TokenEvent
 from tests.support.accounts import Account, create_account
 from tests.support.ledger import assert_ledger_balanced, balance_of, reserve
-from tests.support.task_models import CHEAP
+from tests.support.task_models import CHEAP, with_models
 from tests.test_tasks import make_session
+from workers.jobs import knowledge
+from workers.jobs.chat import RETRIEVAL_FAILED, generate_answer
 
 HOLD = 40
 
@@ -148,3 +155,56 @@ async def test_a_task_reaped_before_any_token_stores_no_message(
     assert task.message_id is None
     assert await Message.filter(task_id=task.id).count() == 0
     assert await balance_of(account.id) == 100
+
+
+@pytest.fixture
+async def registry(fast: Settings) -> AsyncIterator[Settings]:
+    """The test models (no upstream behind them: this turn never reaches the model)."""
+    configured = with_models(fast, "http://127.0.0.1:9/v1")
+    configure_registry(configured)
+    yield configured
+    await close_registry()
+    configure_registry(fast)
+
+
+async def test_a_worker_searching_the_knowledge_bases_past_the_ttl_is_beating(
+    app: Quart,
+    account: Account,
+    redis: aioredis.Redis,
+    registry: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before: the heartbeat started with the answer's stream, after the rewrite call and
+    the search, so a search slower than the TTL and the confirmation was reaped as a dead
+    worker's."""
+    ctx: dict[str, Any] = {"redis": app.config["REDIS"], "settings": registry}
+    session = await make_session(account, CHEAP)
+    task = await Task.create(
+        user_id=account.id,
+        session_id=session.id,
+        model=CHEAP,
+        request={"messages": [{"role": "user", "content": "Hi"}], "knowledge": {}},
+    )
+    searching = asyncio.Event()
+
+    async def slow_search(request: object, plan: object) -> None:
+        searching.set()
+        await asyncio.sleep(3 * registry.task_heartbeat_ttl_seconds)
+        raise BadRequest("The dataset is gone")
+
+    monkeypatch.setattr(knowledge, "prepare", slow_search)
+    job = asyncio.create_task(generate_answer(ctx, task.id))
+    try:
+        await asyncio.wait_for(searching.wait(), 10)
+        await asyncio.sleep(registry.task_heartbeat_ttl_seconds * 1.5)
+        assert await redis.exists(task_heartbeat_key(registry.redis_prefix, task.id))
+        assert not await task_recovery.reap_if_dead(redis, registry, task.id)
+        await asyncio.sleep(task_recovery.confirm_seconds(registry))
+        assert not await task_recovery.reap_if_dead(redis, registry, task.id)
+        assert await asyncio.wait_for(job, 10) == "failed"
+    finally:
+        job.cancel()
+        if "watch" in ctx:
+            await ctx["watch"].close()
+    task = await Task.get(id=task.id)
+    assert task.error_code == RETRIEVAL_FAILED, task.error_code

@@ -131,7 +131,11 @@ async def generate_answer(ctx: dict[str, Any], task_id: str) -> str:
         stream = TaskStream.for_task(redis, settings, task_id, ctx.get("event_writer"))
         plan = task.request.get("knowledge")
         if plan is not None:
-            turn = await knowledge.prepare(request, plan)
+            # A rewrite call and the search can outlast the heartbeat TTL: beaten meanwhile,
+            # or the reaper takes the live worker for dead (a cancel is seen once the
+            # answer streams: the flag stays set).
+            async with watch_of(ctx).track(task_id, lambda: None):
+                turn = await knowledge.prepare(request, plan)
             request = turn.request
             if plan["show_quote"]:
                 # Sources first: a client shows them before (and while) the answer streams.
