@@ -50,19 +50,23 @@ DRAIN_SECONDS = 20.0
 PROMPT_SECONDS = 5.0
 
 
-async def start_web(settings: Settings, log_dir: Path) -> LiveServer:
+async def start_web(settings: Settings, log_dir: Path, workers: int = 1) -> LiveServer:
     """The web process as the Procfile starts it."""
     port = free_port()
     args = [sys.executable, "-m", "backend", "web", "--bind", f"127.0.0.1:{port}"]
+    args += ["--workers", str(workers)]
     server = spawn(f"web-{port}", args, settings, log_dir)
     await wait_ready(server, f"http://127.0.0.1:{port}/readyz")
     return LiveServer(port, server, settings)
 
 
-@pytest.fixture
-async def stack(app, settings: Settings, tmp_path: Path) -> AsyncIterator[TaskStack]:
+@pytest.fixture(scope="module")
+async def stack(
+    app, settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[TaskStack]:
+    log_dir = tmp_path_factory.mktemp("web-drain")
     async with task_stack(
-        settings, tmp_path, slow_tokens=200, web_drain_seconds=DRAIN_SECONDS
+        settings, log_dir, slow_tokens=200, web_drain_seconds=DRAIN_SECONDS
     ) as running:
         yield running
 
@@ -181,3 +185,38 @@ async def test_sigterm_hands_streams_to_another_replica_with_nothing_lost(
     finally:
         for web in (first, second):
             web.server.stop()
+
+
+async def test_sigterm_drains_every_process_of_a_multi_process_web_server(
+    stack: TaskStack, settings: Settings
+) -> None:
+    """WEB_CONCURRENCY=2: the supervising process passes the stop on to both serving
+    processes; each ends its streams with the hint, and all exit 0."""
+    web = await start_web(stack.settings, stack.log_dir, workers=2)
+    try:
+        account = await create_account(settings, credits=10, password=False)
+        async with stack.client(account) as client:
+            feeds = [await stack_enter(client, f"{web.base_url}/api/v1/events") for _ in range(4)]
+            web.server.process.send_signal(signal.SIGTERM)
+            for response, received in feeds:
+                async with asyncio.timeout(PROMPT_SECONDS):
+                    rest = [frame async for frame in received]
+                await response.aclose()
+                assert rest and rest[-1].retry == 500, rest
+        exit_code = await asyncio.to_thread(web.server.process.wait, PROMPT_SECONDS)
+        assert exit_code == 0, web.server.log_tail()
+        log = web.server.log_path.read_text()
+        assert log.count("open streams told to reconnect") == 2, log[-2000:]
+    finally:
+        web.server.stop()
+
+
+async def stack_enter(
+    client: httpx.AsyncClient, url: str
+) -> tuple[httpx.Response, AsyncIterator[Frame]]:
+    """An open SSE response and its frames, past the opening one."""
+    response = await client.send(client.build_request("GET", url), stream=True)
+    assert response.status_code == 200
+    received = frames(response)
+    assert (await anext(received)).retry is not None
+    return response, received
