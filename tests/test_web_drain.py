@@ -203,7 +203,7 @@ async def test_sigterm_drains_every_process_of_a_multi_process_web_server(
                     rest = [frame async for frame in received]
                 await response.aclose()
                 assert rest and rest[-1].retry == 500, rest
-        exit_code = await asyncio.to_thread(web.server.process.wait, PROMPT_SECONDS)
+        exit_code = await asyncio.to_thread(web.server.process.wait, DRAIN_SECONDS / 2)
         assert exit_code == 0, web.server.log_tail()
         log = web.server.log_path.read_text()
         assert log.count("open streams told to reconnect") == 2, log[-2000:]
