@@ -29,9 +29,17 @@ ROOT = Path(__file__).resolve().parent.parent
 # A process that stays up this long counted as started; one that dies sooner backs off.
 START_SECONDS = 3
 START_RETRIES = 10
-# Time a process gets to stop on SIGTERM (the web process drains its streams) before
-# SIGKILL.
-STOP_SECONDS = 20
+# Time a process gets to stop on SIGTERM before SIGKILL: the longest drain (the web
+# process's WEB_DRAIN_SECONDS, a worker's WORKER_DRAIN_SECONDS; 30 s each by default)
+# and a margin for exiting, so `make run`'s Ctrl-C never cuts a drain short.
+EXIT_MARGIN_SECONDS = 10
+
+
+def stop_seconds(env: dict[str, str]) -> int:
+    drains = (float(env.get(name) or 30) for name in ("WEB_DRAIN_SECONDS", "WORKER_DRAIN_SECONDS"))
+    return int(max(drains)) + EXIT_MARGIN_SECONDS
+
+
 PROCFILE_LINE = re.compile(r"^([A-Za-z0-9_-]+):\s*(.+)$")
 
 
@@ -75,7 +83,7 @@ autorestart=true
 startsecs={START_SECONDS}
 startretries={START_RETRIES}
 stopsignal=TERM
-stopwaitsecs={STOP_SECONDS}
+stopwaitsecs={stop_seconds(dict(os.environ))}
 stopasgroup=true
 killasgroup=true
 redirect_stderr=true

@@ -27,7 +27,7 @@ from quart import Quart
 from supervisor.xmlrpc import SupervisorTransport
 
 from backend.settings import Settings
-from scripts.supervise import read_procfile, supervisord_config
+from scripts.supervise import read_procfile, stop_seconds, supervisord_config
 from tests.support.live_server import free_port, process_env
 
 pytestmark = pytest.mark.sqlite_only
@@ -99,6 +99,13 @@ def test_the_config_runs_every_procfile_line_through_a_shell(tmp_path: Path) -> 
     config = supervisord_config(processes, tmp_path, ROOT)
     assert "[program:ingest-worker]" in config and "autorestart=true" in config
     assert "command=/bin/sh -c 'exec python -m workers ingest'" in config
+
+
+def test_a_stop_waits_out_the_longest_drain_before_sigkill() -> None:
+    """SIGKILL before the drain ends would fail the answers the drain keeps."""
+    assert stop_seconds({}) == 40
+    assert stop_seconds({"WEB_DRAIN_SECONDS": "5", "WORKER_DRAIN_SECONDS": "90"}) == 100
+    assert stop_seconds({"WEB_DRAIN_SECONDS": "45.5", "WORKER_DRAIN_SECONDS": ""}) == 55
 
 
 async def test_a_killed_ingest_worker_is_restarted_and_web_keeps_answering(
