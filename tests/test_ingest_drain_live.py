@@ -39,6 +39,7 @@ from tests.support.ingest_stack import (
     wait_for_run,
 )
 from tests.support.knowledge import MULTIPART, multipart
+from tests.support.live_server import ServerProcess
 from tests.support.sse_client import Frame, frames
 
 pytestmark = pytest.mark.sqlite_only
@@ -104,6 +105,12 @@ def embedded_inputs(stack: IngestStack, since: int) -> int:
     return sum(len(request.json()["input"]) for request in requests)
 
 
+def exit_moment(worker: ServerProcess, within: float) -> tuple[int, float]:
+    """(the worker's exit code, the monotonic time it was seen to exit): in a thread."""
+    code = worker.process.wait(within)
+    return code, time.monotonic()
+
+
 async def sigterm_mid_embedding(
     stack: IngestStack, client: httpx.AsyncClient, account: Account, drain_seconds: int
 ) -> tuple[dict, list[dict], int, float, int]:
@@ -137,9 +144,10 @@ async def sigterm_mid_embedding(
             await wait_for_run(client, dataset_id, document_id, ("RUNNING",), progress_above=0.3)
             old.signal(signal.SIGTERM)
             signalled = time.monotonic()
+            exiting = asyncio.ensure_future(asyncio.to_thread(exit_moment, old, drain_seconds + 10))
             await stack.start_worker()  # the new replica of a rolling restart
-            exit_code = await asyncio.to_thread(old.process.wait, drain_seconds + 10)
-            exited_after = time.monotonic() - signalled
+            exit_code, exited = await exiting
+            exited_after = exited - signalled
             assert exit_code == 0, old.log_tail()
             events = await events_until_done(stream, document_id)
     finally:
