@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from backend.streams.event_writer import EventWriter, StreamUnavailable
 from backend.streams.landed import find_landed
@@ -229,3 +230,34 @@ async def test_a_read_only_replica_is_waited_out_until_it_is_promoted(
         await client.aclose()
         replica.kill()
         replica.wait(10)
+
+
+async def test_a_bad_append_in_a_cut_batch_still_fails_alone(
+    redis: aioredis.Redis, cutter: PipelineCutter
+) -> None:
+    client = through(cutter)
+    writer = EventWriter(client, outage_tolerance_seconds=10)
+    good, bad = f"ew-cut:{uuid.uuid4().hex}:good", f"ew-cut:{uuid.uuid4().hex}:bad"
+    fence = (await writer.append(good, {"type": "queued", "data": "{}"}, max_events=100)).decode()
+    await redis.set(bad, "x")
+    cutter.cut_after(300)  # of about 650 bytes
+
+    outcomes = await asyncio.wait_for(
+        asyncio.gather(
+            *(writer.append(good, token(0, n), max_events=100, after=fence) for n in range(2)),
+            writer.append(bad, token(1, 0), max_events=100),
+            *(writer.append(good, token(0, n), max_events=100, after=fence) for n in (2, 3)),
+            return_exceptions=True,
+        ),
+        timeout=10,
+    )
+    await client.aclose()
+
+    assert cutter.replies_before_cut > 0
+    assert isinstance(outcomes[2], ResponseError), outcomes
+    rows = await redis.xrange(good)
+    assert [entry_id for entry_id, _ in rows[1:]] == [outcomes[i] for i in (0, 1, 3, 4)]
+    assert [{k.decode(): v.decode() for k, v in f.items()} for _, f in rows[1:]] == [
+        token(0, n) for n in range(4)
+    ]
+    assert await redis.get(bad) == b"x"

@@ -59,10 +59,12 @@ async def find_landed(redis: Redis, appends: Sequence[Append]) -> dict[int, byte
         for key, indices in by_stream.items():
             fence = appends[indices[0]].after
             pipe.xrevrange(key, max="+", min=f"({fence}" if fence else "-", count=len(indices))
-        replies = await pipe.execute()
+        # A key that is not a stream (WRONGTYPE) holds none of the batch: its append
+        # fails again on its own when re-sent, as it did the first time.
+        replies = await pipe.execute(raise_on_error=False)
     landed: dict[int, bytes | str] = {}
     for (_, indices), newest_first in zip(by_stream.items(), replies, strict=True):
-        entries = list(reversed(newest_first))
+        entries = list(reversed(newest_first)) if isinstance(newest_first, list) else []
         stream_appends = [appends[i] for i in indices]
         count = landed_count(entries, stream_appends)
         for position in range(count):
