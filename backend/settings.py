@@ -98,6 +98,8 @@ class Settings(BaseSettings):
     chat_worker_max_jobs: int = 1000
     # On SIGTERM a chat worker stops taking jobs and lets the answers in progress finish
     # for up to this long (queued ones stay for another worker), then exits; 0 = at once.
+    # An ingest worker hands its documents back at their next embedding batch's end
+    # (backend/knowledge/ingest_drain.py), or when this runs out.
     worker_drain_seconds: int = Field(30, ge=0)
 
     # Chats: assistants, sessions, messages, uploaded chat images.
