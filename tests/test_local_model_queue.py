@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -23,6 +24,7 @@ from tests.support.live_server import (
     start_hypercorn,
 )
 from tests.support.sse_client import bearer, events
+from tests.support.stack_database import stack_database
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -35,7 +37,15 @@ async def local_stack(
 ) -> AsyncIterator[LiveServer]:
     """Hypercorn and a chat worker serving only the built-in local model, one at a time."""
     log_dir: Path = tmp_path_factory.mktemp("local-queue")
-    live = settings.model_copy(
+    async with stack_database(settings, log_dir) as own, serving(own, log_dir) as server:
+        yield server
+
+
+@asynccontextmanager
+async def serving(own: Settings, log_dir: Path) -> AsyncIterator[LiveServer]:
+    """On a database of its own: the session's other chat workers would reap its answers,
+    whose heartbeats they cannot see under their Redis prefix."""
+    live = own.model_copy(
         update={
             "redis_prefix": f"local-queue-{uuid.uuid4().hex[:8]}",
             "data_dir": log_dir / "data",
