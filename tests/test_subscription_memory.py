@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import tracemalloc
 
-from backend.streams.hub import Subscription
+from backend.streams.subscription import Subscription
 from backend.streams.task_stream import START, StreamEntry
 from schemas.events import EventType
 

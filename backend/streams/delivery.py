@@ -26,7 +26,8 @@ from backend.errors import BadRequest, Conflict, Gone, NotFound
 from backend.models import Task, User
 from backend.settings import Settings
 from backend.streams.endings import settle_stream
-from backend.streams.hub import StreamHub, Subscription
+from backend.streams.hub import StreamHub
+from backend.streams.subscription import Subscription
 from backend.streams.takeover import take_lease
 from backend.streams.task_stream import START, StreamEntry, TaskStream, entry_id_key, is_entry_id
 
