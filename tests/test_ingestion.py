@@ -143,6 +143,28 @@ async def test_the_sweep_leaves_live_and_waiting_runs_alone(
     await arq_redis.delete(ingest_lease_key(settings.redis_prefix, leased.id))
 
 
+async def test_a_sweeper_killed_mid_sweep_holds_the_next_sweeps_back_two_intervals_at_most(
+    arq_redis: ArqRedis, settings: Settings
+) -> None:
+    """Its lock taken and never released, as by a worker SIGKILLed mid-sweep (the live crash
+    test saw no recovery for the former lock's 60 s): the sweeps wait, then run again."""
+    fast = settings.model_copy(update={"ingest_sweep_interval_seconds": 1})
+    dead = ingest_recovery.sweep_lock(arq_redis, fast)
+    assert await dead.acquire(blocking=False)
+    swept_after = None
+    begun = asyncio.get_running_loop().time()
+    for _ in range(60):
+        # A sweep that ran releases the lock: the next acquire succeeds.
+        await ingest_recovery.sweep_documents(arq_redis, fast)
+        probe = ingest_recovery.sweep_lock(arq_redis, fast)
+        if await probe.acquire(blocking=False):
+            await probe.release()
+            swept_after = asyncio.get_running_loop().time() - begun
+            break
+        await asyncio.sleep(0.1)
+    assert swept_after is not None and swept_after <= 2 * fast.ingest_sweep_interval_seconds + 0.5
+
+
 async def test_the_feed_is_bounded_in_length_and_time(
     client: QuartClient, owner: Account, settings: Settings, arq_redis: ArqRedis
 ) -> None:

@@ -24,12 +24,15 @@ the run id the sweep saw, so concurrent sweeps, and a job that was only slow, ag
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from datetime import UTC, datetime, timedelta
 
 from arq.connections import ArqRedis
 from arq.constants import job_key_prefix
+from redis.asyncio.lock import Lock
+from redis.exceptions import LockError
 
 from backend.constants import ingest_lease_key, ingest_orphan_key, ingest_restarts_key
 from backend.knowledge import document_runs
@@ -42,7 +45,6 @@ from backend.settings import Settings
 
 log = logging.getLogger("sluice.ingest.recovery")
 
-SWEEP_LOCK_SECONDS = 60
 RESTARTS_TTL_SECONDS = 24 * 3600
 SLIM = ("id", "run_id", "owner_id", "progress_msg", "process_begin_at", "updated_at")
 
@@ -115,15 +117,28 @@ async def lease_held(redis: ArqRedis, settings: Settings, documents: list[Docume
         return [bool(found) for found in await pipe.execute()]
 
 
+def sweep_lock(redis: ArqRedis, settings: Settings) -> Lock:
+    """The one-sweeper-at-a-time lock. It lapses after two sweep intervals: a worker killed
+    mid-sweep (an OOM kill, kill -9) held the former 60 s lock to its end, and no document
+    was recovered meanwhile. A sweep longer than that overlaps the next one, which is
+    harmless: every transition is conditional on the run id the sweep saw."""
+    return redis.lock(
+        f"{settings.redis_prefix}:ingest:sweep-lock",
+        timeout=2 * settings.ingest_sweep_interval_seconds,
+    )
+
+
 async def sweep_documents(redis: ArqRedis, settings: Settings) -> int:
     """One sweep (if no other worker is sweeping); how many documents it acted on."""
-    lock = redis.lock(f"{settings.redis_prefix}:ingest:sweep-lock", timeout=SWEEP_LOCK_SECONDS)
+    lock = sweep_lock(redis, settings)
     if not await lock.acquire(blocking=False):
         return 0
     try:
         return await sweep(redis, settings)
     finally:
-        await lock.release()
+        # Lapsed during a long sweep (and maybe taken by the next): nothing to release.
+        with contextlib.suppress(LockError):
+            await lock.release()
 
 
 async def sweep(redis: ArqRedis, settings: Settings) -> int:
