@@ -9,11 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from typing import Any
-
-import cohere
-import httpx
-from cohere.core.api_error import ApiError
+from typing import TYPE_CHECKING, Any
 
 from backend.providers import failures
 from backend.providers.base import (
@@ -27,6 +23,10 @@ from backend.providers.base import (
 )
 from backend.providers.openai_compatible import upstream_label
 from backend.providers.tokens import count_message_tokens, count_tokens
+
+if TYPE_CHECKING:
+    import cohere
+    import httpx
 
 
 def cohere_message(message: ChatMessage) -> dict[str, Any]:
@@ -75,6 +75,9 @@ def usage_of(event: Any) -> Usage | None:
 def translate(exc: Exception, label: str, timeout: float, key_setting: str) -> ProviderError:
     """A Cohere SDK failure (or one it let through) as a ProviderError; shared with the
     Cohere embedding provider."""
+    # Start-up time: loaded by whoever built a Cohere client, so free here.
+    from cohere.core.api_error import ApiError
+
     if isinstance(exc, ApiError) and exc.status_code is not None:
         body = exc.body if isinstance(exc.body, dict) else {}
         detail = str(body.get("message") or f"HTTP {exc.status_code}")
@@ -101,8 +104,12 @@ class CohereProvider:
         self.max_retries = max_retries
         self.key_setting = key_setting
         self.api_key = api_key
-        self.http = httpx.AsyncClient(timeout=timeout)
-        self.client = cohere.AsyncClientV2(
+        # The SDK costs ~0.5 s to import: only a process with a Cohere model pays it.
+        import cohere
+        import httpx
+
+        self.http: httpx.AsyncClient = httpx.AsyncClient(timeout=timeout)
+        self.client: cohere.AsyncClientV2 = cohere.AsyncClientV2(
             api_key=api_key or "unset", base_url=base_url, timeout=timeout, httpx_client=self.http
         )
 

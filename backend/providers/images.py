@@ -9,14 +9,16 @@ first such model in MODELS, else IMAGE_MODEL.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import openai
+from typing import TYPE_CHECKING
 
 from backend.errors import ApiError, BadGateway, BadRequest, ServiceUnavailable, TooManyRequests
 from backend.providers.base import Capability, ProviderError, ProviderErrorCode
 from backend.providers.openai_compatible import CONNECT_TIMEOUT_SECONDS, translate
 from backend.providers.registry import get_model, list_models
 from backend.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    import openai
 
 
 class ImageGenerationNotConfigured(ServiceUnavailable):
@@ -80,6 +82,9 @@ def client_for(endpoint: ImageEndpoint, settings: Settings) -> openai.AsyncOpenA
     timeout = settings.provider_timeout_seconds
     key = (endpoint.base_url, endpoint.api_key, timeout)
     if key not in _clients:
+        # The SDK costs ~0.3-1.7 s to import: the web process pays it on its first image.
+        import openai
+
         _clients[key] = openai.AsyncOpenAI(
             base_url=endpoint.base_url,
             api_key=endpoint.api_key or "unset",

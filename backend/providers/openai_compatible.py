@@ -9,11 +9,10 @@ failures for the non-streaming calls that still use it (embeddings, images).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
-
-import openai
 
 from backend.providers import failures
 from backend.providers.base import (
@@ -46,6 +45,11 @@ def sampling_arguments(params: SamplingParams, max_output: int) -> dict[str, Any
 
 def translate(exc: Exception, label: str, timeout: float, key_setting: str) -> ProviderError:
     """An OpenAI SDK failure (or one it let through) as a ProviderError."""
+    # Not imported here (~0.3-1.7 s of start-up for a streaming path that never uses it):
+    # an SDK exception can only exist once its caller has imported the SDK.
+    openai = sys.modules.get("openai")
+    if openai is None:
+        return translate_other(exc, label, timeout)
     if isinstance(exc, openai.APITimeoutError) and not failures.refused(exc):
         return failures.timed_out(label, timeout)
     if isinstance(exc, openai.APIStatusError):
@@ -60,6 +64,11 @@ def translate(exc: Exception, label: str, timeout: float, key_setting: str) -> P
         cause = exc.__cause__ or exc.__context__
         translated = cause and failures.from_transport(label, cause, timeout)
         return translated or failures.unavailable(label, "could not connect")
+    return translate_other(exc, label, timeout)
+
+
+def translate_other(exc: Exception, label: str, timeout: float) -> ProviderError:
+    """A failure that is not the SDK's own: a transport error it let through, or a bug."""
     translated = failures.from_transport(label, exc, timeout)
     if translated is not None:
         return translated

@@ -8,8 +8,6 @@ ELASTICSEARCH_INDEX_PREFIX: `elasticsearch_client.py`); both serve the same
 
 from __future__ import annotations
 
-from backend.search.elasticsearch_client import ElasticsearchConnection
-from backend.search.elasticsearch_store import ElasticsearchSearchStore
 from backend.search.embedded import EmbeddedSearchStore
 from backend.search.store import SearchStore
 from backend.settings import Settings, get_settings
@@ -19,6 +17,10 @@ _store: SearchStore | None = None
 
 def build_search_store(settings: Settings) -> SearchStore:
     if settings.search_store == "elasticsearch":
+        # The client costs ~1 s to import: only processes configured for it pay that.
+        from backend.search.elasticsearch_client import ElasticsearchConnection
+        from backend.search.elasticsearch_store import ElasticsearchSearchStore
+
         return ElasticsearchSearchStore(
             ElasticsearchConnection.from_settings(settings),
             prefix=settings.elasticsearch_index_prefix,

@@ -10,38 +10,47 @@ balloon on hostile input, and only a child process can be stopped for certain.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from pathlib import Path
 
 from backend.knowledge.formats import DocumentFormat
 from backend.knowledge.parsing.document import ParsedDocument, ParseFailure
-from backend.knowledge.parsing.images import parse_image
-from backend.knowledge.parsing.json_text import parse_json
-from backend.knowledge.parsing.markup import parse_html
-from backend.knowledge.parsing.pdf import parse_pdf
-from backend.knowledge.parsing.qa import parse_qa
-from backend.knowledge.parsing.slides import parse_pptx
-from backend.knowledge.parsing.tables import parse_csv, parse_xlsx
-from backend.knowledge.parsing.text import parse_markdown, parse_text
-from backend.knowledge.parsing.word import parse_docx
 
 F = DocumentFormat
-PARSERS: dict[DocumentFormat, Callable[[Path], ParsedDocument]] = {
-    F.TXT: parse_text,
-    F.MD: parse_markdown,
-    F.HTML: parse_html,
-    F.PDF: parse_pdf,
-    F.DOCX: parse_docx,
-    F.PPTX: parse_pptx,
-    F.XLSX: parse_xlsx,
-    F.CSV: parse_csv,
-    F.JSON: parse_json,
-    F.PNG: parse_image,
-    F.JPG: parse_image,
-    F.WEBP: parse_image,
-    F.TIFF: parse_image,
+PACKAGE = "backend.knowledge.parsing"
+# (module, function) per format, imported on first use: the parsing libraries (pypdfium2,
+# python-docx, python-pptx, openpyxl, Pillow, the OCR's onnxruntime) cost ~1 s of start-up
+# that only the parse child pays, and only for the formats it meets.
+PARSERS: dict[DocumentFormat, tuple[str, str]] = {
+    F.TXT: ("text", "parse_text"),
+    F.MD: ("text", "parse_markdown"),
+    F.HTML: ("markup", "parse_html"),
+    F.PDF: ("pdf", "parse_pdf"),
+    F.DOCX: ("word", "parse_docx"),
+    F.PPTX: ("slides", "parse_pptx"),
+    F.XLSX: ("tables", "parse_xlsx"),
+    F.CSV: ("tables", "parse_csv"),
+    F.JSON: ("json_text", "parse_json"),
+    F.PNG: ("images", "parse_image"),
+    F.JPG: ("images", "parse_image"),
+    F.WEBP: ("images", "parse_image"),
+    F.TIFF: ("images", "parse_image"),
 }
 QA_METHOD = "qa"
+# Every parser's module, for the parse forkserver to preload (`runner.PRELOAD`): its
+# children inherit them and pay a fork per document, not the imports.
+PARSER_MODULES = sorted(
+    {f"{PACKAGE}.{module}" for module, _ in PARSERS.values()} | {f"{PACKAGE}.qa"}
+)
+
+
+def parser_for(fmt: DocumentFormat) -> Callable[[Path], ParsedDocument]:
+    module, function = PARSERS[fmt]
+    parser: Callable[[Path], ParsedDocument] = getattr(
+        importlib.import_module(f"{PACKAGE}.{module}"), function
+    )
+    return parser
 
 
 def parse_document(
@@ -54,8 +63,10 @@ def parse_document(
     name = fmt.value.upper()
     try:
         if chunk_method == QA_METHOD:
+            from backend.knowledge.parsing.qa import parse_qa  # start-up time: see PARSERS
+
             return parse_qa(path, fmt)
-        return PARSERS[fmt](path)
+        return parser_for(fmt)(path)
     except ParseFailure:
         raise
     except FileNotFoundError as exc:

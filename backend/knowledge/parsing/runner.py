@@ -31,12 +31,12 @@ from typing import Any
 
 from backend.knowledge.parsing.document import ParseFailure
 from backend.knowledge.parsing.ocr_run import OCR_SETUP, OcrOptions, configure, ocr_memory_limit
-from backend.knowledge.parsing.parse import parse_document
+from backend.knowledge.parsing.parse import PARSER_MODULES, parse_document
 from backend.knowledge.parsing.parse_progress import ParseClock, ParseProgress, set_sink
 
 DEFAULT_TIMEOUT_S = 120.0
 DEFAULT_MEMORY_LIMIT = 1024 * 1024 * 1024
-PRELOAD = ["backend.knowledge.parsing", "backend.knowledge.chunk_warmup"]
+PRELOAD = ["backend.knowledge.parsing", *PARSER_MODULES, "backend.knowledge.chunk_warmup"]
 MB = 1024 * 1024
 STOP_POLL_SECONDS = 0.1
 
