@@ -17,7 +17,16 @@ aiosqlite's thread included) is divided by the runs:
   remembered counts;
 - auth: a JWT verified on every request, against once per token.
 
+Third pass (Redis round trips of an answer's ending; with `--redis-url`, default
+$REDIS_URL, skipped without one):
+
+- worker settle's heartbeat: kept before the settling transaction and dropped after it
+  (a SET and a DEL), against kept only when the settle is slow (a timer, cancelled);
+- web terminal delivery: the stream marked consumed, then the lease released (a SET
+  and an EVAL), against one EVAL doing both.
+
 Usage: python -m bench.bench_answer_paths [--rounds N] [--runs N] [--database-url URL]
+       [--redis-url URL]
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import jwt
+import redis.asyncio as aioredis
 from tortoise import timezone
 from tortoise.expressions import F
 
@@ -45,9 +55,15 @@ from backend.models.tasks import TaskState
 from backend.providers import tokens
 from backend.providers.base import ChatMessage
 from backend.services import context, credits
+from backend.services.settle_retry import (
+    drop_heartbeat,
+    keep_heartbeat,
+    settle_through_outage,
+)
 from backend.services.tokens import ALGORITHM, decode_access_claims, issue_access_token
 from backend.settings import Settings
 from backend.signing_key import signing_key
+from backend.streams.task_stream import TaskStream
 from workers.jobs.chat import claim
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -205,6 +221,57 @@ async def run(rounds: int, runs: int) -> None:
     await measure("auth: the access token's check", old_auth, new_auth, rounds, runs * 10)
 
 
+async def run_redis(redis_url: str, rounds: int, runs: int) -> None:
+    """The ending's Redis round trips, old next to new, on a throwaway key prefix."""
+    redis = aioredis.from_url(redis_url)
+    prefix = f"bench-{new_id()[:8]}"
+    settings = Settings(redis_prefix=prefix, secret_key="x" * 32, _env_file=None)
+
+    async def settled() -> str:
+        return "settled"
+
+    async def old_settle() -> None:
+        task_id = new_id()
+        await keep_heartbeat(redis, settings, task_id)
+        await settled()
+        await drop_heartbeat(redis, settings, task_id)
+
+    async def new_settle() -> None:
+        await settle_through_outage(
+            settled, redis=redis, settings=settings, task_id=new_id(), retry_seconds=30
+        )
+
+    async def leased() -> tuple[TaskStream, str]:
+        stream = TaskStream(redis, prefix, new_id(), retention_seconds=60)
+        return stream, await stream.acquire_lease(30) or ""
+
+    leases: dict[str, list[tuple[TaskStream, str]]] = {"old": [], "new": []}
+    for label in leases:
+        leases[label] = [await leased() for _ in range(rounds * runs)]
+
+    async def old_consume() -> None:
+        stream, token = leases["old"].pop()
+        await stream.mark_consumed()
+        await stream.release_lease(token)
+
+    async def new_consume() -> None:
+        stream, token = leases["new"].pop()
+        await stream.consume_and_release(token)
+
+    try:
+        await measure(
+            "worker settle's heartbeat (quick settle)", old_settle, new_settle, rounds, runs
+        )
+        await measure(
+            "web terminal delivery: consumed + lease", old_consume, new_consume, rounds, runs
+        )
+    finally:
+        keys = [key async for key in redis.scan_iter(f"{prefix}*")]
+        if keys:
+            await redis.delete(*keys)
+        await redis.aclose()
+
+
 async def old_hold_free(user_id: int) -> str:
     await old_post_entry(user_id, 0)
     reservation = await CreditReservation.create(
@@ -218,6 +285,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--database-url", default="")
+    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", ""))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as data_dir:
         env = {**os.environ, "DATA_DIR": data_dir, "DATABASE_URL": args.database_url}
@@ -234,6 +302,8 @@ def main() -> None:
             await open_database(settings)
             try:
                 await run(args.rounds, args.runs)
+                if args.redis_url:
+                    await run_redis(args.redis_url, args.rounds, args.runs)
             finally:
                 await close_database()
 

@@ -16,6 +16,7 @@ from SQL (`streams.endings`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -32,6 +33,7 @@ from backend.settings import Settings
 log = logging.getLogger("sluice.tasks.settle")
 
 T = TypeVar("T")
+IN_FLIGHT: set[asyncio.Task[None]] = set()
 
 
 async def keep_heartbeat(redis: Redis, settings: Settings, task_id: str) -> None:
@@ -60,26 +62,76 @@ async def settle_through_outage(
     to `retry_seconds` (0: once)."""
     outage = Outage("The database (settling a task)", log)
     deadline = time.monotonic() + retry_seconds
-    if retry_seconds > 0:
-        # The watch dropped the heartbeat when generation ended; a first attempt that
-        # waits out the busy timeout (and the pool's own retries) must not look dead.
-        await keep_heartbeat(redis, settings, task_id)
-    while True:
-        try:
-            result = await attempt()
-        except Exception as error:
-            failure = dependency_failure(error)
-            if (
-                failure is None
-                or failure.dependency is not Dependency.DATABASE
-                or time.monotonic() >= deadline
-            ):
-                raise
-            await keep_heartbeat(redis, settings, task_id)
-            await outage.failed(error)
-            continue
-        outage.recovered()
-        if retry_seconds > 0:
-            # Settled: the heartbeat kept for the attempts is no longer anyone's signal.
-            await drop_heartbeat(redis, settings, task_id)
-        return result
+    keeper = SlowAttemptKeeper(redis, settings, task_id) if retry_seconds > 0 else None
+    try:
+        while True:
+            try:
+                result = await attempt()
+            except Exception as error:
+                failure = dependency_failure(error)
+                if (
+                    failure is None
+                    or failure.dependency is not Dependency.DATABASE
+                    or time.monotonic() >= deadline
+                ):
+                    raise
+                if keeper is not None:
+                    await keeper.keep_now()
+                else:
+                    await keep_heartbeat(redis, settings, task_id)
+                await outage.failed(error)
+                continue
+            outage.recovered()
+            if keeper is not None:
+                # Settled: a heartbeat kept for the attempts is no longer anyone's signal.
+                await keeper.finish()
+            return result
+    finally:
+        if keeper is not None:
+            keeper.stop()
+
+
+class SlowAttemptKeeper:
+    """The heartbeat kept for a settle, only once it is slow or failing.
+
+    The watch dropped the heartbeat when generation ended, and the reaper fails a task
+    only after finding it missing twice, CONFIRM_INTERVALS heartbeat intervals apart. So
+    a first attempt that waits out the busy timeout (or the pool's own retries) must have
+    the heartbeat back within one interval, but one that commits in milliseconds, as
+    nearly all do, needs none: setting and dropping it then were two Redis round trips
+    per answer for nothing. A timer sets it after half an interval; a settle that ends
+    sooner cancels the timer and touches Redis not at all.
+    """
+
+    def __init__(self, redis: Redis, settings: Settings, task_id: str) -> None:
+        self.redis, self.settings, self.task_id = redis, settings, task_id
+        self.kept: asyncio.Task[None] | None = None
+        delay = settings.task_heartbeat_interval_seconds / 2
+        self.timer = asyncio.get_running_loop().call_later(delay, self.start_keeping)
+
+    def start_keeping(self) -> None:
+        if self.kept is None:
+            self.kept = asyncio.create_task(keep_heartbeat(self.redis, self.settings, self.task_id))
+
+    async def keep_now(self) -> None:
+        self.timer.cancel()
+        if self.kept is not None:
+            await self.kept
+        self.kept = asyncio.create_task(keep_heartbeat(self.redis, self.settings, self.task_id))
+        await self.kept
+
+    async def finish(self) -> None:
+        """Drop the heartbeat if it was kept (after its SET landed, or the drop could
+        run first and leave it behind)."""
+        self.timer.cancel()
+        if self.kept is not None:
+            await self.kept
+            await drop_heartbeat(self.redis, self.settings, self.task_id)
+
+    def stop(self) -> None:
+        self.timer.cancel()
+        if self.kept is not None and not self.kept.done():
+            # The settle raised with a SET in flight: it finishes on its own (the loop
+            # keeps only weak references to tasks).
+            IN_FLIGHT.add(self.kept)
+            self.kept.add_done_callback(IN_FLIGHT.discard)

@@ -132,7 +132,10 @@ class TaskReader:
                 yield entry
                 self.delivering = False
                 if entry.terminal:
-                    await self.stream.mark_consumed()
+                    # Consumed and the lease given up in one round trip; a failure or a
+                    # cancel before it returns leaves `close` to release the lease.
+                    await self.stream.consume_and_release(self.lease)
+                    self.closed = True
                     return
         finally:
             self.hub.takeovers.unwatch(self)

@@ -33,6 +33,13 @@ RELEASE_LEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+# The terminal event was delivered: mark the stream consumed and give up our lease in one
+# round trip (they were two, on every answer).
+CONSUME_AND_RELEASE = """
+redis.call('SET', KEYS[1], '1', 'EX', ARGV[2])
+if redis.call('GET', KEYS[2]) == ARGV[1] then return redis.call('DEL', KEYS[2]) end
+return 0
+"""
 REFRESH_LEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
@@ -203,6 +210,14 @@ class TaskStream:
     async def mark_consumed(self) -> None:
         """Record that the terminal event was delivered: later reads are refused (410)."""
         await self.redis.set(self.consumed_key, "1", ex=self.retention_seconds)
+
+    async def consume_and_release(self, token: str) -> bool:
+        """`mark_consumed` and `release_lease` in one round trip; True if the lease was
+        still ours."""
+        keys = (self.consumed_key, self.lease_key)
+        return bool(
+            await self.redis.eval(CONSUME_AND_RELEASE, 2, *keys, token, self.retention_seconds)
+        )
 
     async def is_consumed(self) -> bool:
         return bool(await self.redis.exists(self.consumed_key))
