@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 
 import hiredis
 from arq.connections import ArqRedis, RedisSettings
@@ -15,7 +16,9 @@ from redis.asyncio.connection import (
     SSLConnection,
     UnixDomainSocketConnection,
 )
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from backend.settings import Settings
 
@@ -48,6 +51,43 @@ class _CPacking(AbstractConnection):
             return [hiredis.pack_command(args)]
         except TypeError as exc:
             raise DataError(str(exc)) from exc
+
+    async def send_packed_command(
+        self, command: bytes | str | Iterable[bytes], check_health: bool = True
+    ) -> None:
+        """Writes in the caller's task under `asyncio.timeout`.
+
+        With a socket timeout set, redis-py writes under `asyncio.wait_for`: a task per
+        command, and on Python 3.11 a cancel that lands as the write completes is lost
+        (CPython gh-86296). An SSE request cancelled by its client's disconnect while
+        subscribing then went on waiting for events, holding the stream's lease until
+        its next heartbeat. `asyncio.timeout` keeps the cancel, and spares the task.
+        """
+        if not self.socket_timeout:
+            await super().send_packed_command(command, check_health)
+            return
+        if not self.is_connected:
+            await self.connect()
+        elif check_health:
+            await self.check_health()
+        if isinstance(command, str):
+            command = command.encode()
+        if isinstance(command, bytes):
+            command = [command]
+        try:
+            async with asyncio.timeout(self.socket_timeout):
+                self._writer.writelines(command)
+                await self._writer.drain()
+        except TimeoutError:  # before OSError, its base class
+            await self.disconnect(nowait=True)
+            raise RedisTimeoutError("Timeout writing to socket") from None
+        except OSError as exc:
+            await self.disconnect(nowait=True)
+            raise RedisConnectionError(f"Error while writing to socket: {exc}") from exc
+        except BaseException:
+            # A write cut short leaves the connection mid-command: never reuse it.
+            await self.disconnect(nowait=True)
+            raise
 
 
 class PackedConnection(_CPacking, Connection):
