@@ -8,6 +8,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from backend.dependency_failures import Dependency, dependency_failure
+
+T = TypeVar("T")
 
 FIRST_DELAY_SECONDS = 0.1
 MAX_DELAY_SECONDS = 5.0
@@ -51,3 +57,36 @@ class Outage:
         self.log.warning("%s is back after %.1f s", self.dependency, time.monotonic() - self.since)
         self.since = None
         self.delay = min(FIRST_DELAY_SECONDS, self.max_delay)
+
+
+async def through_database_outage(
+    attempt: Callable[[], Awaitable[T]],
+    *,
+    step: str,
+    log: logging.Logger,
+    retry_seconds: float,
+    on_failure: Callable[[], Awaitable[object]] | None = None,
+) -> T:
+    """`attempt()` (one transaction), retried while the database is unreachable for up
+    to `retry_seconds` (0: once), logged as an outage of "The database (`step`)".
+    `on_failure` runs after each failed attempt (a settle keeps its task's heartbeat).
+    Any other error, or one past the deadline, is raised."""
+    outage = Outage(f"The database ({step})", log)
+    deadline = time.monotonic() + retry_seconds
+    while True:
+        try:
+            result = await attempt()
+        except Exception as error:
+            failure = dependency_failure(error)
+            if (
+                failure is None
+                or failure.dependency is not Dependency.DATABASE
+                or time.monotonic() >= deadline
+            ):
+                raise
+            if on_failure is not None:
+                await on_failure()
+            await outage.failed(error)
+            continue
+        outage.recovered()
+        return result

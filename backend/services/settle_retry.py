@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from typing import TypeVar
@@ -26,8 +25,7 @@ from typing import TypeVar
 from redis.asyncio import Redis
 
 from backend.constants import task_heartbeat_key
-from backend.dependency_failures import Dependency, dependency_failure
-from backend.outage import MAX_DELAY_SECONDS, Outage
+from backend.outage import MAX_DELAY_SECONDS, through_database_outage
 from backend.settings import Settings
 
 log = logging.getLogger("sluice.tasks.settle")
@@ -60,32 +58,22 @@ async def settle_through_outage(
 ) -> T:
     """`attempt()` (one transaction), retried while the database is unreachable, for up
     to `retry_seconds` (0: once)."""
-    outage = Outage("The database (settling a task)", log)
-    deadline = time.monotonic() + retry_seconds
     keeper = SlowAttemptKeeper(redis, settings, task_id) if retry_seconds > 0 else None
+
+    async def keep() -> None:
+        if keeper is not None:
+            await keeper.keep_now()
+        else:
+            await keep_heartbeat(redis, settings, task_id)
+
     try:
-        while True:
-            try:
-                result = await attempt()
-            except Exception as error:
-                failure = dependency_failure(error)
-                if (
-                    failure is None
-                    or failure.dependency is not Dependency.DATABASE
-                    or time.monotonic() >= deadline
-                ):
-                    raise
-                if keeper is not None:
-                    await keeper.keep_now()
-                else:
-                    await keep_heartbeat(redis, settings, task_id)
-                await outage.failed(error)
-                continue
-            outage.recovered()
-            if keeper is not None:
-                # Settled: a heartbeat kept for the attempts is no longer anyone's signal.
-                await keeper.finish()
-            return result
+        result = await through_database_outage(
+            attempt, step="settling a task", log=log, retry_seconds=retry_seconds, on_failure=keep
+        )
+        if keeper is not None:
+            # Settled: a heartbeat kept for the attempts is no longer anyone's signal.
+            await keeper.finish()
+        return result
     finally:
         if keeper is not None:
             keeper.stop()

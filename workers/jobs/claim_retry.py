@@ -16,12 +16,10 @@ never appears). That needs the reply lost in the instant of the commit: not seen
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable
 
-from backend.dependency_failures import Dependency, dependency_failure
 from backend.models import Task
-from backend.outage import Outage
+from backend.outage import through_database_outage
 
 log = logging.getLogger("sluice.worker.chat")
 
@@ -31,20 +29,6 @@ async def claim_through_outage(
 ) -> Task | None:
     """`claim(task_id)`, retried while the database is unreachable for up to
     `retry_seconds` (0: once)."""
-    outage = Outage("The database (claiming a task)", log)
-    deadline = time.monotonic() + retry_seconds
-    while True:
-        try:
-            task = await claim(task_id)
-        except Exception as error:
-            failure = dependency_failure(error)
-            if (
-                failure is None
-                or failure.dependency is not Dependency.DATABASE
-                or time.monotonic() >= deadline
-            ):
-                raise
-            await outage.failed(error)
-            continue
-        outage.recovered()
-        return task
+    return await through_database_outage(
+        lambda: claim(task_id), step="claiming a task", log=log, retry_seconds=retry_seconds
+    )
