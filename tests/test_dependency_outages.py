@@ -64,6 +64,21 @@ def local_port(response: httpx.Response) -> int:
     return response.extensions["network_stream"].get_extra_info("client_addr")[1]
 
 
+def assert_kept_or_closed_cleanly(response: httpx.Response, earlier: int) -> None:
+    """`response` came whole (its caller checked it) on the connection that carried the
+    request on port `earlier`, or the connection was closed cleanly after it: a 503 sent
+    before a slow client's body arrived leaves that body unread, and h11 cannot reuse
+    such a connection (the issue allows it: "usable, or closed cleanly"). What is never
+    allowed, a connection left hanging, shows in the next request on the same client."""
+    if response.headers.get("connection", "").lower() == "close":
+        return
+    try:
+        port = local_port(response)
+    except OSError:  # the client closed it after the whole response: a clean close
+        return
+    assert port == earlier, "the keep-alive connection was lost"
+
+
 def assert_unavailable(response: httpx.Response, message: str) -> None:
     assert response.status_code == 503, response.text
     assert response.headers["Retry-After"] == "5"
@@ -96,7 +111,7 @@ async def test_postgresql_stopped_is_a_503_and_served_again_once_started(stack: 
             assert_unavailable(read, DATABASE_DOWN)
             write = await client.post("/api/v1/datasets", json={"name": "x"}, headers=headers)
             assert_unavailable(write, DATABASE_DOWN)
-            assert local_port(write) == local_port(read), "the keep-alive connection was lost"
+            assert_kept_or_closed_cleanly(write, local_port(read))
             assert (await client.get("/healthz")).status_code == 200
         finally:
             stack.postgres.start()
@@ -119,7 +134,7 @@ async def test_redis_killed_is_a_503_and_served_again_once_restarted(stack: Stac
                 "/api/v1/session/oauth2/token", data={"username": "nobody", "password": "x" * 12}
             )
             assert_unavailable(login, REDIS_DOWN)
-            assert local_port(login) == local_port(read), "the keep-alive connection was lost"
+            assert_kept_or_closed_cleanly(login, local_port(read))
         finally:
             await stack.redis.start()
         await wait_until_served(client, headers)
