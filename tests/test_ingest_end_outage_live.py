@@ -32,7 +32,7 @@ from schemas.feed import DocumentEvent, FeedEventType
 from tests.support.ingest_stack import IngestStack, ingest_stack, wait_for_run
 from tests.support.knowledge import MULTIPART, multipart
 from tests.support.own_database import sign_in
-from tests.support.private_redis import PrivateRedis
+from tests.support.private_redis import PrivateRedis, running_private_redis
 
 pytestmark = pytest.mark.sqlite_only
 
@@ -43,12 +43,8 @@ END_RETRIED = "Redis (reporting) is unreachable"
 
 @pytest.fixture(scope="module")
 async def redis_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path_factory.mktemp("ingest-end-redis"))
-    await server.start()
-    try:
+    async with running_private_redis(tmp_path_factory.mktemp("ingest-end-redis")) as server:
         yield server
-    finally:
-        server.kill()
 
 
 @pytest.fixture(scope="module")

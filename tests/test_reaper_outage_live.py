@@ -35,7 +35,7 @@ from backend.services.task_recovery import WORKER_LOST
 from backend.settings import Settings
 from tests.support.accounts import create_account
 from tests.support.ledger import assert_ledger_balanced, balance_of
-from tests.support.private_redis import PrivateRedis
+from tests.support.private_redis import PrivateRedis, running_private_redis
 from tests.support.sse_client import Frame, events
 from tests.support.task_models import SLOW
 from tests.support.task_stack import TaskStack, task_stack
@@ -65,18 +65,16 @@ class OutageStack:
 async def outage(
     app, settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[OutageStack]:
-    server = PrivateRedis(tmp_path_factory.mktemp("reaper-redis"))
-    await server.start()
-    try:
-        async with task_stack(
+    async with (
+        running_private_redis(tmp_path_factory.mktemp("reaper-redis")) as server,
+        task_stack(
             settings,
             tmp_path_factory.mktemp("reaper-outage"),
             slow_tokens=SLOW_TOKENS,
             redis_url=server.url,
-        ) as stack:
-            yield OutageStack(stack, server)
-    finally:
-        server.kill()
+        ) as stack,
+    ):
+        yield OutageStack(stack, server)
 
 
 async def read_to_the_end(

@@ -32,7 +32,7 @@ import websockets
 from backend.services.completions import STREAM_INTERRUPTED
 from backend.settings import Settings
 from tests.support.accounts import create_account
-from tests.support.private_redis import PrivateRedis
+from tests.support.private_redis import PrivateRedis, running_private_redis
 from tests.support.sse_client import Frame, frames
 from tests.support.task_models import SLOW
 from tests.support.task_stack import TaskStack, task_stack
@@ -52,13 +52,8 @@ REDIS_DOWN = "Redis (queues and streams) is unavailable; retry shortly"
 
 @pytest.fixture
 async def redis_server(tmp_path: Path) -> AsyncIterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path / "redis")
-    server.directory.mkdir()
-    await server.start()
-    yield server
-    if server.process is not None and server.process.poll() is None:
-        server.process.send_signal(signal.SIGCONT)
-        server.kill()
+    async with running_private_redis(tmp_path / "redis") as server:
+        yield server
 
 
 @pytest.fixture

@@ -28,11 +28,11 @@ from backend.models.tasks import TaskState
 from backend.settings import Settings
 from tests.support.accounts import create_account
 from tests.support.ledger import assert_ledger_balanced, balance_of
+from tests.support.private_redis import PrivateRedis, running_private_redis
 from tests.support.sse_client import Frame, events
 from tests.support.task_models import SLOW
 from tests.support.task_stack import TaskStack, task_stack
 from tests.test_tasks import make_session
-from tests.test_worker_redis_outage import PrivateRedis
 
 pytestmark = pytest.mark.sqlite_only
 
@@ -46,11 +46,8 @@ PROMPT_SECONDS = 2.0
 @pytest.fixture
 async def redis_server(tmp_path: Path) -> AsyncIterator[PrivateRedis]:
     """A redis-server of this test's own, to kill and start again (append-only)."""
-    server = PrivateRedis(tmp_path)
-    await server.start()
-    yield server
-    if server.process and server.process.poll() is None:
-        server.kill()
+    async with running_private_redis(tmp_path) as server:
+        yield server
 
 
 @pytest.fixture

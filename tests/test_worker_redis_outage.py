@@ -18,7 +18,7 @@ from backend.constants import CHAT_QUEUE, INGEST_QUEUE, queue_name
 from backend.settings import Settings
 from tests.support.ingest_stack import start_ingest_worker
 from tests.support.live_server import ServerProcess, start_chat_worker
-from tests.support.private_redis import PrivateRedis
+from tests.support.private_redis import PrivateRedis, running_private_redis
 from tests.support.stack_database import stack_database
 
 OUTAGE_SECONDS = 3.0
@@ -27,11 +27,8 @@ JOB_TIMEOUT_SECONDS = 30.0
 
 @pytest.fixture
 async def private_redis(tmp_path: Path) -> AsyncIterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path)
-    await server.start()
-    yield server
-    if server.process and server.process.poll() is None:
-        server.kill()
+    async with running_private_redis(tmp_path) as server:
+        yield server
 
 
 Starter = Callable[[Settings, Path], Awaitable[ServerProcess]]

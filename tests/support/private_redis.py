@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import redis.asyncio as aioredis
@@ -27,6 +29,7 @@ class PrivateRedis:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed")
+        self.directory.mkdir(parents=True, exist_ok=True)
         flags = ["--bind", "127.0.0.1", "--appendonly", "yes", "--save", ""]
         self.process = subprocess.Popen(
             [binary, "--port", str(self.port), "--dir", str(self.directory), *flags],
@@ -51,3 +54,16 @@ class PrivateRedis:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+
+
+@asynccontextmanager
+async def running_private_redis(directory: Path) -> AsyncIterator[PrivateRedis]:
+    """A started `PrivateRedis` in `directory` (made if need be), killed on the way out
+    whatever the test left it in: running, stopped by a kill, or paused (SIGKILL ends a
+    SIGSTOPped process too)."""
+    server = PrivateRedis(directory)
+    await server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
