@@ -16,11 +16,11 @@ import sqlite3
 
 import pytest
 
-from backend.models import Message, Task
-from backend.models.chats import Role
+from backend.models import Task
 from backend.models.tasks import TaskState
 from backend.settings import Settings
 from tests.support.accounts import create_account
+from tests.support.answers import assert_answered_as_streamed
 from tests.support.ledger import assert_ledger_balanced, balance_of
 from tests.support.sse_client import Frame, events
 from tests.support.task_models import SLOW
@@ -79,13 +79,8 @@ async def test_a_claim_that_meets_a_locked_database_is_retried(
         holder.close()
     await asyncio.wait_for(reading, timeout=30)
 
-    assert [f.event for f in frames if f.terminal] == ["done"], frames[-1]
-    task = await Task.get(id=task_id[0])
-    assert task.state is TaskState.SUCCEEDED
+    task = await assert_answered_as_streamed(task_id[0], frames)
     assert task.attempts == 1
-    stored = await Message.filter(task_id=task.id, role=Role.ASSISTANT)
-    streamed = "".join(f.data["delta"] for f in frames if f.event == "token")
-    assert [m.content[0]["text"] for m in stored] == [streamed]
     assert await balance_of(account.id) == 10_000 - task.cost
     await assert_ledger_balanced()
     log = await wait_for_log(stack, "The database (claiming a task) is back after")

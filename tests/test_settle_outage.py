@@ -17,12 +17,11 @@ from typing import Any
 
 import pytest
 
-from backend.models import CreditReservation, Message, Task
-from backend.models.chats import Role
+from backend.models import CreditReservation
 from backend.models.credits import ReservationState
-from backend.models.tasks import TaskState
 from backend.settings import Settings
 from tests.support.accounts import create_account
+from tests.support.answers import assert_answered_as_streamed
 from tests.support.ledger import assert_ledger_balanced, balance_of
 from tests.support.sse_client import Frame, events
 from tests.support.task_models import SLOW
@@ -50,12 +49,7 @@ async def test_an_answer_completed_while_the_database_is_locked_is_settled_after
     path = stack.settings.database_url.removeprefix("sqlite://").partition("?")[0]
     frames: list[Frame] = []
     task_id = await answer_under_lock(stack, account, session.id, path, frames)
-    assert [f.event for f in frames if f.terminal] == ["done"], frames[-1]
-    streamed = "".join(f.data["delta"] for f in frames if f.event == "token")
-    task = await Task.get(id=task_id)
-    assert task.state is TaskState.SUCCEEDED
-    stored = await Message.filter(task_id=task_id, role=Role.ASSISTANT)
-    assert [m.content[0]["text"] for m in stored] == [streamed]
+    task = await assert_answered_as_streamed(task_id, frames)
     reservation = await CreditReservation.get(id=task.reservation_id)
     assert reservation.state is ReservationState.SETTLED
     assert await balance_of(account.id) == 10_000 - task.cost

@@ -15,12 +15,12 @@ import time
 
 import pytest
 
-from backend.models import CreditReservation, Message, Task
-from backend.models.chats import Role
+from backend.models import CreditReservation, Task
 from backend.models.credits import ReservationState
 from backend.models.tasks import TaskState
 from backend.settings import Settings
 from tests.support.accounts import create_account
+from tests.support.answers import assert_answered_as_streamed
 from tests.support.ledger import assert_ledger_balanced, balance_of
 from tests.support.sse_client import Frame, events
 from tests.support.task_models import CHEAP, SLOW
@@ -70,12 +70,7 @@ async def test_sigterm_lets_the_answer_in_progress_finish_and_leaves_queued_ones
         assert draining.process.wait(EXIT_TIMEOUT_SECONDS) == 0, draining.log_tail()
         exited_after = time.monotonic() - signalled
 
-    assert [f.event for f in frames if f.terminal] == ["done"], frames[-1]
-    streamed = "".join(f.data["delta"] for f in frames if f.event == "token")
-    task = await Task.get(id=task_id)
-    assert task.state is TaskState.SUCCEEDED
-    messages = await Message.filter(task_id=task_id, role=Role.ASSISTANT)
-    assert [m.content[0]["text"] for m in messages] == [streamed]
+    task = await assert_answered_as_streamed(task_id, frames)
     reservation = await CreditReservation.get(id=task.reservation_id)
     assert reservation.state is ReservationState.SETTLED
     assert task.cost > 0
