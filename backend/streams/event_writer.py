@@ -17,6 +17,10 @@ each retry the appends that landed are found (`streams.landed`) and only the res
 sent again, so no event is written twice and each stream keeps its order. The appends
 made meanwhile wait for the next batch. Without a tolerance (the web process, whose
 requests answer 503 at once) the first error fails the batch, as before.
+
+The worker's writer (the one with a tolerance) sends its batches on a connection it
+holds, packed at once (`streams.direct_pipeline`): redis-py's per-pipeline machinery
+(pool checkout, command objects, a timeout per reply) cost more than the appends.
 """
 
 from __future__ import annotations
@@ -27,12 +31,12 @@ import time
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from backend.outage import Outage
+from backend.streams.direct_pipeline import DirectPipeline
 from backend.streams.landed import find_landed
 
 log = logging.getLogger("sluice.streams.writer")
@@ -64,9 +68,23 @@ class _Append:
 class EventWriter:
     """XADDs for one Redis client, batched; share one per process."""
 
-    def __init__(self, redis: Redis, *, outage_tolerance_seconds: float = 0.0) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        outage_tolerance_seconds: float = 0.0,
+        own_connection: bool | None = None,
+    ) -> None:
+        """`own_connection`: send the batches on a connection the writer holds
+        (`DirectPipeline`), not through redis-py's pipelines; by default a writer that
+        rides out outages does, being the one long-lived writer of a worker process (a
+        `TaskStream`'s own writer, made per request in the web process, borrows from the
+        pool per batch, so it holds no connection). `aclose` gives it back."""
         self.redis = redis
         self.tolerance = outage_tolerance_seconds
+        if own_connection is None:
+            own_connection = outage_tolerance_seconds > 0
+        self.direct = DirectPipeline(redis) if own_connection else None
         self.pending: list[_Append] = []
         self.flushing: asyncio.Task[None] | None = None
         self.round_trips = 0
@@ -124,12 +142,20 @@ class EventWriter:
     ) -> list[object]:
         """One pipeline; each append's XADD reply (or error), in batch order. `expire`:
         appends that landed in a failed round trip whose EXPIRE may not have."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for append in expire or ():
-                pipe.expire(append.key, append.expire_seconds)  # type: ignore[arg-type]
-            for append in batch:
-                _queue(pipe, append)
-            replies = await pipe.execute(raise_on_error=False)
+        commands: list[tuple[object, ...]] = [
+            ("EXPIRE", append.key, append.expire_seconds) for append in expire or ()
+        ]
+        for append in batch:
+            commands.append(_xadd(append))
+            if append.expire_seconds is not None:
+                commands.append(("EXPIRE", append.key, append.expire_seconds))
+        if self.direct is not None:
+            replies = await self.direct.execute(commands)  # type: ignore[arg-type]
+        else:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for command in commands:
+                    pipe.execute_command(*command)
+                replies = await pipe.execute(raise_on_error=False)
         self.round_trips += 1
         xadds, index = [], len(expire) if expire else 0
         for append in batch:
@@ -172,19 +198,23 @@ class EventWriter:
             return [replies[i] for i in range(len(batch))]
 
     async def aclose(self) -> None:
-        """Wait for the appends already made to be written."""
+        """Wait for the appends already made to be written; give back the connection."""
         if self.flushing is not None:
             await asyncio.shield(self.flushing)
+        if self.direct is not None:
+            await self.direct.aclose()
 
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _queue(pipe: Pipeline, append: _Append) -> None:
-    pipe.xadd(append.key, append.fields, maxlen=append.max_events, approximate=True)
-    if append.expire_seconds is not None:
-        pipe.expire(append.key, append.expire_seconds)
+def _xadd(append: _Append) -> tuple[object, ...]:
+    """`XADD key MAXLEN ~ n * field value …`, as redis-py's `xadd(…, approximate=True)`."""
+    command: list[object] = ["XADD", append.key, "MAXLEN", "~", append.max_events, "*"]
+    for pair in append.fields.items():
+        command.extend(pair)
+    return tuple(command)
 
 
 def _settle(done: asyncio.Future[bytes | str], outcome: object) -> None:

@@ -1,0 +1,110 @@
+"""The chat worker's own paths issue 16's fourth pass changed, old next to new in one
+process, alternating rounds (CPU of this process, `time.process_time`), so the ratio
+holds whatever else the VM runs:
+
+- a batch of token appends: redis-py's pipeline (the EventWriter before) against
+  `DirectPipeline` (packed once, a held connection, one timeout per round trip), for
+  batches of 1 and of 20 appends (an idle worker, and one at ~100 streams);
+- a generation's heartbeat at its start and end: the watch's own SET and DEL (two
+  round trips an answer) against the new watch, which beats a new task in its next
+  tick's pipeline and drops it with its next (a few hundred tasks a second);
+- reading the provider, per token: aiohttp's per-read timeout (a timer rescheduled on
+  every chunk) against `openai_sse`'s idle watchdog (one timer per timeout period).
+
+Usage: python -m bench.bench_worker_paths [--rounds N] [--redis-url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from redis.asyncio import Redis
+
+from backend.connections import redis_pool
+from backend.settings import get_settings
+from backend.streams.event_writer import EventWriter
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = {"type": "token", "data": '{"delta": " word"}'}
+
+
+async def cpu_of(work: Callable[[], Awaitable[int]], times: int) -> tuple[float, int]:
+    """CPU seconds of this process for `times` runs of `work`; and what it counted."""
+    done = 0
+    started = time.process_time()
+    for _ in range(times):
+        done += await work()
+    return time.process_time() - started, done
+
+
+def line(name: str, old: float, new: float, unit: str) -> None:
+    print(f"{name:<52} {old:>9.1f} {new:>9.1f} {unit:<9} {new / old:>6.2f}x")
+
+
+async def compare(
+    name: str, ways: dict[str, Callable[[], Awaitable[int]]], rounds: int, times: int, unit: str
+) -> None:
+    totals = {way: [0.0, 0] for way in ways}
+    for _ in range(rounds):
+        for way, work in ways.items():
+            seconds, count = await cpu_of(work, times)
+            totals[way][0] += seconds
+            totals[way][1] += count
+    old, new = (totals[w][0] / totals[w][1] * 1e6 for w in ways)
+    line(name, old, new, unit)
+
+
+async def writer_paths(redis: Redis, rounds: int) -> None:
+    pooled = EventWriter(redis, own_connection=False)
+    direct = EventWriter(redis, own_connection=True)
+    keys = [f"bench-writer:{uuid.uuid4().hex}:{i}" for i in range(20)]
+
+    def batch_of(writer: EventWriter, size: int) -> Callable[[], Awaitable[int]]:
+        async def work() -> int:
+            await asyncio.gather(
+                *(writer.append(keys[i], TOKEN, max_events=1000) for i in range(size))
+            )
+            return 1
+
+        return work
+
+    try:
+        for size in (1, 20):
+            await compare(
+                f"append batch of {size}, CPU per round trip",
+                {"pipeline": batch_of(pooled, size), "direct": batch_of(direct, size)},
+                rounds,
+                400,
+                "µs",
+            )
+    finally:
+        await direct.aclose()
+        await redis.delete(*keys)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL"))
+    args = parser.parse_args()
+    settings = get_settings()
+    if args.redis_url:
+        settings = settings.model_copy(update={"redis_url": args.redis_url})
+    redis = redis_pool(settings)
+    print(f"{'path':<52} {'old':>9} {'new':>9} {'unit':<9} {'ratio':>7}")
+    try:
+        await writer_paths(redis, args.rounds)
+    finally:
+        await redis.aclose()
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    asyncio.run(main())
