@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 
 from backend.errors import Unauthorized
 from backend.models import ApiKey, User
+from backend.models.lean_reads import user_by_id
 from backend.services.revocation import login_revoked
 from backend.services.tokens import decode_access_claims, sha256
 from backend.settings import Settings
@@ -52,7 +53,9 @@ async def authenticate_credential(token: str, settings: Settings, redis: Redis) 
         claims = decode_access_claims(token, settings)
         if claims.login_id is not None and await login_revoked(redis, settings, claims.login_id):
             raise Unauthorized("Logged out: log in again")
-        user = await User.get_or_none(id=claims.user_id)
+        # Read on every request, so a disabled account is refused at once: the one
+        # statement, built once (backend/models/lean_reads.py).
+        user = await user_by_id(claims.user_id)
         if user is None:
             raise Unauthorized("Invalid access token: the user no longer exists")
         credential = Credential(user, token, login_id=claims.login_id, expires_at=claims.expires_at)

@@ -23,7 +23,8 @@ from __future__ import annotations
 from typing import Any
 
 from backend.errors import PayloadTooLarge
-from backend.models import Assistant, ChatSession, Message
+from backend.models import Assistant, ChatSession
+from backend.models.lean_reads import history_page
 from backend.providers.base import Capability, ChatMessage, ModelSpec
 from backend.providers.tokens import count_message_tokens
 from backend.services.upload_access import (
@@ -166,14 +167,9 @@ async def recent_history(session: ChatSession, vision: bool, budget: int) -> lis
     spent = 0
     offset = 0
     while spent <= budget:
-        # Only the two columns a turn needs: no model instances, no timestamps parsed.
-        page = (
-            await Message.filter(session_id=session.id)
-            .order_by("-created_at", "-id")
-            .offset(offset)
-            .limit(HISTORY_PAGE)
-            .values_list("role", "content")
-        )
+        # Only the two columns a turn needs: no model instances, no timestamps parsed,
+        # and SQL built once (backend/models/lean_reads.py).
+        page = await history_page(session.id, HISTORY_PAGE, offset)
         for role, content in page:
             message = await to_chat_message(str(role), content, vision, session.user_id)
             if not message.content:

@@ -18,6 +18,7 @@ from backend.errors import BadRequest, Conflict, NotFound, ServiceUnavailable
 from backend.models import ChatSession, Message, Task, User
 from backend.models.chats import Role
 from backend.models.ids import new_id
+from backend.models.lean_reads import owned_session
 from backend.models.tasks import TaskState
 from backend.providers.base import Capability, ChatMessage, ModelSpec, SamplingParams
 from backend.providers.registry import default_model, get_model
@@ -143,9 +144,8 @@ async def create_task(
     settings: Settings,
 ) -> Task:
     """Ask in one of the user's sessions: `parts` are content parts (`text`, `image`)."""
-    session = (
-        await ChatSession.filter(id=session_id, user_id=user.id).select_related("assistant").first()
-    )
+    # With its assistant, in one statement built once (backend/models/lean_reads.py).
+    session = await owned_session(session_id, user.id)
     if session is None:
         raise NotFound(f"Session '{session_id}' not found")
     assistant = session.assistant

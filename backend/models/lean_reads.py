@@ -1,0 +1,115 @@
+"""The reads every request or answer makes, as fixed SQL built once per process.
+
+Tortoise builds each query with pypika on every call: for a one-row read by primary key
+that took about 300 µs of CPU, five times the statement's own round trip to aiosqlite's
+thread (bench/bench_web_paths.py). Three reads run on every answer the web process
+starts: the caller's user row (authentication, on every request), the chat session
+with its assistant, and the session's newest messages. Here their SQL is written once,
+with the column lists taken from the models and the dialect's placeholders (`?` on
+SQLite, `$n` on PostgreSQL), and rows become model instances through Tortoise's own
+`_init_from_db`, so values are converted exactly as `Model.get` converts them.
+
+The connection is looked up per call, as Tortoise does, so a read inside a transaction
+runs on the transaction's connection.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any, TypeVar
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.models import Model
+
+from backend.models.chats import Assistant, ChatSession, Message
+from backend.models.users import User
+
+M = TypeVar("M", bound=Model)
+SESSION_ALIAS = "s"
+ASSISTANT_ALIAS = "a"
+
+
+def connection(model: type[Model]) -> BaseDBAsyncClient:
+    return model._meta.db
+
+
+@cache
+def placeholders(dialect: str, count: int) -> tuple[str, ...]:
+    if dialect == "postgres":
+        return tuple(f"${n}" for n in range(1, count + 1))
+    return ("?",) * count
+
+
+def columns(model: type[Model]) -> tuple[str, ...]:
+    return tuple(model._meta.fields_db_projection.values())
+
+
+def aliased(model: type[Model], alias: str) -> str:
+    """`s."id" AS "s__id", …`: a joined row's columns, told apart by their alias."""
+    return ",".join(f'{alias}."{c}" AS "{alias}__{c}"' for c in columns(model))
+
+
+def unaliased(row: dict[str, Any], alias: str) -> dict[str, Any]:
+    start = len(alias) + 2
+    return {key[start:]: value for key, value in row.items() if key.startswith(alias + "__")}
+
+
+@cache
+def user_by_id_sql(dialect: str) -> str:
+    (p,) = placeholders(dialect, 1)
+    listed = ",".join(f'"{c}"' for c in columns(User))
+    return f'SELECT {listed} FROM "{User._meta.db_table}" WHERE "id"={p} LIMIT 1'
+
+
+async def user_by_id(user_id: int) -> User | None:
+    """`User.get_or_none(id=user_id)`."""
+    db = connection(User)
+    rows = await db.execute_query_dict(user_by_id_sql(db.capabilities.dialect), [user_id])
+    return User._init_from_db(**rows[0]) if rows else None
+
+
+@cache
+def owned_session_sql(dialect: str) -> str:
+    first, second = placeholders(dialect, 2)
+    return (
+        f"SELECT {aliased(ChatSession, SESSION_ALIAS)},{aliased(Assistant, ASSISTANT_ALIAS)} "
+        f'FROM "{ChatSession._meta.db_table}" {SESSION_ALIAS} '
+        f'JOIN "{Assistant._meta.db_table}" {ASSISTANT_ALIAS} '
+        f'ON {ASSISTANT_ALIAS}."id"={SESSION_ALIAS}."assistant_id" '
+        f'WHERE {SESSION_ALIAS}."id"={first} AND {SESSION_ALIAS}."user_id"={second} LIMIT 1'
+    )
+
+
+async def owned_session(session_id: str, user_id: int) -> ChatSession | None:
+    """`ChatSession.filter(id=…, user_id=…).select_related("assistant").first()`: the
+    session, with `session.assistant` loaded, if `user_id` owns it."""
+    db = connection(ChatSession)
+    rows = await db.execute_query_dict(
+        owned_session_sql(db.capabilities.dialect), [session_id, user_id]
+    )
+    if not rows:
+        return None
+    session = ChatSession._init_from_db(**unaliased(rows[0], SESSION_ALIAS))
+    session.assistant = Assistant._init_from_db(**unaliased(rows[0], ASSISTANT_ALIAS))
+    return session
+
+
+@cache
+def history_page_sql(dialect: str) -> str:
+    session, limit, offset = placeholders(dialect, 3)
+    return (
+        f'SELECT "role","content" FROM "{Message._meta.db_table}" WHERE "session_id"={session} '
+        f'ORDER BY "created_at" DESC,"id" DESC LIMIT {limit} OFFSET {offset}'
+    )
+
+
+async def history_page(session_id: str, limit: int, offset: int) -> list[tuple[str, Any]]:
+    """A session's messages, newest first, as (role, content) pairs: what
+    `Message.filter(session_id=…).order_by("-created_at", "-id").offset(…).limit(…)
+    .values_list("role", "content")` returns, the role as its plain string."""
+    db = connection(Message)
+    rows = await db.execute_query_dict(
+        history_page_sql(db.capabilities.dialect), [session_id, limit, offset]
+    )
+    content = Message._meta.fields_map["content"]
+    return [(row["role"], content.to_python_value(row["content"])) for row in rows]
