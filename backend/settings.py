@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     # A token event carries the deltas of this window (docs/streaming.md, Measured).
     # 4 ms keeps token-by-token delivery; 40 ms halves the CPU per token (docs/streaming.md).
     task_coalesce_ms: float = 4.0
+    # Under load the window widens (workers/jobs/coalescing.py): TASK_COALESCE_MS up to
+    # this many generations in the worker process, TASK_COALESCE_MAX_MS from the busy
+    # count, in proportion between.
+    task_coalesce_max_ms: float = Field(40.0, ge=0)
+    task_coalesce_idle_generations: int = Field(8, ge=0)
+    task_coalesce_busy_generations: int = Field(64, ge=1)
     task_queued_timeout_seconds: int = 600
     task_reap_interval_seconds: int = 2
     # A worker whose answer is complete retries storing it through a database outage this

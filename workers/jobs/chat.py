@@ -32,6 +32,7 @@ from schemas.events import QueuedEvent, ReferenceEvent, TokenEvent
 from workers.jobs import knowledge, task_metrics
 from workers.jobs.citing import with_citations
 from workers.jobs.claim_retry import claim_through_outage
+from workers.jobs.coalescing import CoalesceWindow
 from workers.jobs.knowledge import KnowledgeTurn
 from workers.jobs.relay import Ending, Relay
 from workers.jobs.watch import Watch
@@ -150,13 +151,14 @@ async def generate_answer(ctx: dict[str, Any], task_id: str) -> str:
         async def queued(position: int) -> None:
             await stream.append(QueuedEvent(position=position))
 
+        watch = watch_of(ctx)
         relay = Relay(
             provider_for(request.model).stream(request),
             send,
-            window=settings.task_coalesce_ms / 1000,
+            window=CoalesceWindow.from_settings(settings).following(lambda: watch.generations),
             on_queued=queued,
         )
-        async with watch_of(ctx).track(task_id, relay.cancel):
+        async with watch.track(task_id, relay.cancel):
             relayed = await relay.run()
     except (ApiError, ProviderError) as error:
         # Retrieval refused or failed (a dataset's embedding model unreachable, a reranker

@@ -4,10 +4,12 @@ A pump task reads the provider into a queue; the relay loop drains everything th
 already waiting into one `token` event, so a fast model costs one XADD per burst, not
 per token. The first token is sent at once (it is what the user waits for); after it,
 the relay waits `window` seconds before draining, to gather the deltas that arrive
-within a few milliseconds of each other. A cancel puts a marker in the same queue, so
-it interrupts the relay even while the provider is silent; the pump is then cancelled,
-which closes the upstream connection. A provider's `Queued` notice (the request waits
-for the model behind others) is passed to `on_queued` as soon as it arrives.
+within a few milliseconds of each other. `window` may be a function, read before each
+gathering: the worker widens it under load (workers/jobs/coalescing.py). A cancel puts
+a marker in the same queue, so it interrupts the relay even while the provider is
+silent; the pump is then cancelled, which closes the upstream connection. A provider's
+`Queued` notice (the request waits for the model behind others) is passed to
+`on_queued` as soon as it arrives.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class Relay:
         upstream: AsyncIterator[StreamEvent],
         send: Callable[[str], Awaitable[object]],
         *,
-        window: float,
+        window: float | Callable[[], float],
         on_queued: Callable[[int], Awaitable[object]] | None = None,
     ) -> None:
         self.upstream = upstream
@@ -98,8 +100,8 @@ class Relay:
                     await self.on_queued(item.position)
                 continue
             ended = self.take(item, burst)
-            if not ended and not first and self.window > 0:
-                await asyncio.sleep(self.window)
+            if not ended and not first and (window := self.gathering()) > 0:
+                await asyncio.sleep(window)
             while not ended and not self.queue.empty():
                 ended = self.take(self.queue.get_nowait(), burst)
             if burst:
@@ -107,6 +109,9 @@ class Relay:
                 first = False
             if ended:
                 return
+
+    def gathering(self) -> float:
+        return self.window() if callable(self.window) else self.window
 
     def take(self, item: StreamEvent | Exception | _Marker, burst: list[str]) -> bool:
         """Fold one queue item into the result; True when the stream has ended."""

@@ -44,6 +44,11 @@ class Watch:
             "Redis (task heartbeats and cancels)", log, max_delay=self.heartbeat_every
         )
 
+    @property
+    def generations(self) -> int:
+        """How many generations this process runs now (the relay's load signal)."""
+        return len(self.running)
+
     @asynccontextmanager
     async def track(self, task_id: str, on_cancel: Callable[[], None]) -> AsyncIterator[None]:
         """Heartbeat the task while the block runs; call `on_cancel` once if it is cancelled."""

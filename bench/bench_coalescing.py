@@ -1,0 +1,191 @@
+"""Load-adaptive coalescing: CPU and token events per answer, old code next to new.
+
+For each variant (the old tree given by --base, then this tree with each
+TASK_COALESCE_MAX_MS of --max-ms) a private stack (bench_streaming's: web, one chat
+worker, the fake provider at 50 tokens/s, its own Redis, SQLite) runs closed loops of
+fresh-session 60-token answers: at 1 and 20 streams it prints the first token's p50/p99
+(the window never holds the first token back; this shows nothing else did), at the
+--streams levels (default 100 and 500) the CPU per answer of web and worker, the token
+events per answer and the longest gap between a stream's events (p50/p99). Variants are
+measured in turn, --rounds times, so the VM's drift spreads over all of them; the last
+table prints medians and each variant's ratio to the first.
+
+    python -m bench.bench_coalescing --base /tmp/h3-old --max-ms 20,40 --rounds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.bench_streaming import (
+    ROOT,
+    HttpStream,
+    Plan,
+    Stack,
+    closed_loop,
+    pct,
+    prepare,
+    raise_open_files,
+    stack,
+)
+
+PLAN = Plan((1, 20), 8.0, 500, 0, 60, 50.0, phases="", cost_streams=500)
+
+
+@dataclass
+class Answer:
+    first_token_ms: float = float("nan")
+    events: int = 0
+    max_gap_ms: float = 0.0
+    ok: bool = False
+
+
+async def answer(port: int, token: str, session_id: str) -> Answer:
+    """One streamed answer: its first token's time, token events and longest gap."""
+    result = Answer()
+    request = HttpStream(
+        port,
+        "POST",
+        "/api/v1/tasks",
+        {"session_id": session_id, "question": "Tell me a story.", "stream": True},
+        {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"},
+    )
+    started = time.perf_counter()
+    try:
+        reader = await request.open()
+        if request.status != 200:
+            return result
+        event, last = "", None
+        async for line in request.lines(reader):
+            if line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:") and event == "token":
+                now = time.perf_counter()
+                if last is None:
+                    result.first_token_ms = (now - started) * 1000
+                else:
+                    result.max_gap_ms = max(result.max_gap_ms, (now - last) * 1000)
+                last = now
+                result.events += 1
+            elif line.startswith("data:") and event == "done":
+                result.ok = json.loads(line[5:])["completion_tokens"] > 0
+                return result
+            elif line.startswith("data:") and event in ("error", "cancelled"):
+                return result
+    finally:
+        request.close()
+    return result
+
+
+@dataclass
+class Figures:
+    label: str
+    rows: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+
+    def add(self, name: str, value: float) -> None:
+        self.rows.setdefault(name, []).append(value)
+
+
+async def measure(running: Stack, plan: Plan, levels: list[int], figures: Figures) -> None:
+    needed = 5 + sum(plan.ttft_concurrency) + sum(levels)
+    fixture = await prepare(running.env, needed, 0, 2)
+    sessions = iter(fixture.sessions)
+
+    async def loop(streams: int, seconds: float) -> tuple[list[Answer], float]:
+        mine = [next(sessions) for _ in range(streams)]  # fresh sessions, no history
+        timed = dataclasses.replace(plan, seconds=seconds)
+        results, _ = await closed_loop(
+            streams, timed, lambda i: answer(running.web_port, fixture.token, mine[i])
+        )
+        return [r for r in results if r.ok], len(results)
+
+    await loop(5, 2.0)  # warm both processes
+    for streams in plan.ttft_concurrency:
+        done, _ = await loop(streams, plan.seconds)
+        firsts = [r.first_token_ms for r in done]
+        figures.add(f"first token p50, {streams} streams (ms)", pct(firsts, 0.5))
+        figures.add(f"first token p99, {streams} streams (ms)", pct(firsts, 0.99))
+    for streams in levels:
+        before = running.cpu_by_role()
+        done, _ = await loop(streams, plan.seconds)
+        after = running.cpu_by_role()
+        answers = max(len(done), 1)
+        web = (after["web"] - before["web"]) * 1000 / answers
+        worker = (after["worker"] - before["worker"]) * 1000 / answers
+        figures.add(f"CPU per answer web, {streams} streams (ms)", web)
+        figures.add(f"CPU per answer worker, {streams} streams (ms)", worker)
+        figures.add(f"CPU per answer total, {streams} streams (ms)", web + worker)
+        figures.add(f"answers/s, {streams} streams", len(done) / plan.seconds)
+        gaps = [r.max_gap_ms for r in done]
+        figures.add(f"longest gap p50, {streams} streams (ms)", pct(gaps, 0.5))
+        figures.add(f"longest gap p99, {streams} streams (ms)", pct(gaps, 0.99))
+        events = statistics.mean(r.events for r in done)
+        print(
+            f"  {figures.label}: {streams} streams: {len(done)} answers, CPU web {web:.2f} + "
+            f"worker {worker:.2f} ms, {events:.1f} events per answer",
+            flush=True,
+        )
+        figures.add(f"token events per answer, {streams} streams", events)
+
+
+def report(measured: list[Figures]) -> None:
+    first = measured[0]
+    print(f"\n{'measure (median of rounds)':<44}" + "".join(f"{f.label:>16}" for f in measured))
+    for name in first.rows:
+        medians = [statistics.median(f.rows[name]) for f in measured]
+        cells = [f"{medians[0]:>16.2f}"] + [
+            f"{m:>8.2f} ({m / medians[0] if medians[0] else float('nan'):.2f}x)"[:16].rjust(16)
+            for m in medians[1:]
+        ]
+        print(f"{name:<44}" + "".join(cells))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--base", type=Path, help="the old tree (git archive of the old commit)")
+    parser.add_argument(
+        "--tree", type=Path, default=ROOT, help="the new tree (default: this checkout)"
+    )
+    parser.add_argument(
+        "--max-ms", default="40", help="TASK_COALESCE_MAX_MS values for this tree, e.g. 20,40"
+    )
+    parser.add_argument("--streams", default="100,500", help="CPU levels, e.g. 100,500")
+    parser.add_argument("--seconds", type=float, default=PLAN.seconds, help="per level")
+    parser.add_argument("--rounds", type=int, default=1, help="times each variant runs")
+    args = parser.parse_args()
+    levels = [int(n) for n in args.streams.split(",")]
+    plan = dataclasses.replace(PLAN, seconds=args.seconds)
+    variants: list[tuple[str, Path, dict[str, str]]] = []
+    if args.base:
+        variants.append(("old", args.base.resolve(), {}))
+    for value in args.max_ms.split(","):
+        variants.append((f"max {value} ms", args.tree.resolve(), {"TASK_COALESCE_MAX_MS": value}))
+    raise_open_files()
+    measured = {label: Figures(label) for label, _, _ in variants}
+    for round_ in range(args.rounds):
+        for label, tree, env in variants:
+            print(f"round {round_ + 1}: {label} ({tree})", flush=True)
+            saved = {k: os.environ.get(k) for k in env}
+            os.environ.update(env)
+            try:
+                with stack(plan, None, 1, 1, None, tree) as running:
+                    asyncio.run(measure(running, plan, levels, measured[label]))
+            finally:
+                for key, value in saved.items():
+                    if value is None:
+                        os.environ.pop(key, None)
+                    else:
+                        os.environ[key] = value
+    report(list(measured.values()))
+
+
+if __name__ == "__main__":
+    main()
