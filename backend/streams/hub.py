@@ -140,22 +140,29 @@ class StreamReader:
                 continue
             backoff = 0.05
             self.outage.recovered()
+            delivered = False
             for raw_key, rows in reply or []:
-                self.dispatch(text(raw_key), rows)
-            if reply:
+                delivered = self.dispatch(text(raw_key), rows) or delivered
+            # A reply of wakes alone (new subscriptions) is followed at once: the new
+            # streams' first entries, what their readers wait for most, would wait out
+            # the linger otherwise (up to 3 ms more on the first token).
+            if delivered:
                 await asyncio.sleep(LINGER_SECONDS)
 
-    def dispatch(self, key: str, rows: list) -> None:
+    def dispatch(self, key: str, rows: list) -> bool:
+        """Hand `rows` of `key` to its subscribers; True if they were a stream's entries
+        (not this reader's wakes)."""
         if key == self.wake_key:
             self.wake_cursor = text(rows[-1][0])
-            return
+            return False
         if key not in self.positions:
-            return
+            return False
         parse = self.parsers.get(key, StreamEntry.from_redis)
         entries = [parse(i, f) for i, f in rows]
         self.positions[key] = entries[-1].id
         for subscription in self.subscribers.get(key, ()):
             subscription.offer(entries)
+        return True
 
 
 class StreamHub:

@@ -158,8 +158,13 @@ async def generate_answer(ctx: dict[str, Any], task_id: str) -> str:
             window=CoalesceWindow.from_settings(settings).following(lambda: watch.generations),
             on_queued=queued,
         )
-        async with watch.track(task_id, relay.cancel):
-            relayed = await relay.run()
+        # The provider's request goes out while the heartbeat is set, not after it.
+        relay.start()
+        try:
+            async with watch.track(task_id, relay.cancel):
+                relayed = await relay.run()
+        finally:
+            await relay.stop()
     except (ApiError, ProviderError) as error:
         # Retrieval refused or failed (a dataset's embedding model unreachable, a reranker
         # not configured any more) or the rewrite call failed: the reason, not a crash.

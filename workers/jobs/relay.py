@@ -61,6 +61,7 @@ class Relay:
         self.on_queued = on_queued
         self.queue: asyncio.Queue[StreamEvent | Exception | _Marker] = asyncio.Queue()
         self.result = Relayed()
+        self.pumping: asyncio.Task[None] | None = None
 
     def cancel(self) -> None:
         """Thread-unsafe but loop-safe: called from the watch loop of the same event loop."""
@@ -79,15 +80,28 @@ class Relay:
                 with suppress(Exception):
                     await aclose()
 
+    def start(self) -> None:
+        """Send the provider's request now (once; `run` does if nobody did): a caller
+        with a round trip of its own to make first overlaps it with the request, which
+        the first token waits for."""
+        if self.pumping is None:
+            self.pumping = asyncio.create_task(self.pump())
+
+    async def stop(self) -> None:
+        """Cancel the provider's request and reading, if they still run (a caller that
+        started them and failed before `run`; `run` stops them itself)."""
+        pump = self.pumping
+        if pump is not None and not pump.done():
+            pump.cancel()
+            with suppress(asyncio.CancelledError):
+                await pump
+
     async def run(self) -> Relayed:
-        pump = asyncio.create_task(self.pump())
+        self.start()
         try:
             await self.relay()
         finally:
-            if not pump.done():
-                pump.cancel()
-            with suppress(asyncio.CancelledError):
-                await pump
+            await self.stop()
         return self.result
 
     async def relay(self) -> None:
