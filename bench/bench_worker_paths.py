@@ -28,8 +28,11 @@ from pathlib import Path
 from redis.asyncio import Redis
 
 from backend.connections import redis_pool
+from backend.providers import openai_sse
+from backend.providers.openai_sse import ChatStreamClient
 from backend.settings import get_settings
 from backend.streams.event_writer import EventWriter
+from bench.service import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = {"type": "token", "data": '{"delta": " word"}'}
@@ -89,6 +92,76 @@ async def writer_paths(redis: Redis, rounds: int) -> None:
         await redis.delete(*keys)
 
 
+class AiohttpReadTimeout:
+    """The read before: aiohttp's `sock_read` timer left on for the whole body."""
+
+    def __init__(self, *_: object) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+async def provider_paths(rounds: int) -> None:
+    """60-token answers paced at 1,000 tokens/s (a chunk per socket read, as a model's
+    stream arrives), 20 at a time, from the fake upstream in its own process."""
+    port = free_port()
+    fake = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.support.fake_openai",
+        "--port",
+        str(port),
+        "--tokens",
+        "60",
+        "--tokens-per-second",
+        "1000",
+        cwd=ROOT,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    client = ChatStreamClient(
+        f"http://127.0.0.1:{port}/v1",
+        "k",
+        timeout=60,
+        connect_timeout=10,
+        max_retries=0,
+        key_setting="K",
+    )
+    body = {"model": "fake-gpt", "messages": [{"role": "user", "content": "Hi"}], "stream": True}
+
+    async def read_one() -> int:
+        return sum([bool(chunk.text) async for chunk in client.chunks(body, "bench")])
+
+    def reading(watchdog: type) -> Callable[[], Awaitable[int]]:
+        async def work() -> int:
+            openai_sse.ReadWatchdog = watchdog  # type: ignore[attr-defined,misc]
+            return sum(await asyncio.gather(*(read_one() for _ in range(20))))
+
+        return work
+
+    new = openai_sse.ReadWatchdog
+    try:
+        for _ in range(100):
+            try:
+                await read_one()
+                break
+            except Exception:
+                await asyncio.sleep(0.1)
+        await compare(
+            "provider read, CPU per token (60-token answers)",
+            {"aiohttp sock_read": reading(AiohttpReadTimeout), "watchdog": reading(new)},
+            rounds,
+            5,
+            "µs",
+        )
+    finally:
+        openai_sse.ReadWatchdog = new  # type: ignore[misc]
+        await client.aclose()
+        fake.terminate()
+        await fake.wait()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -101,6 +174,7 @@ async def main() -> None:
     print(f"{'path':<52} {'old':>9} {'new':>9} {'unit':<9} {'ratio':>7}")
     try:
         await writer_paths(redis, args.rounds)
+        await provider_paths(args.rounds)
     finally:
         await redis.aclose()
 

@@ -26,6 +26,7 @@ import orjson
 
 from backend.providers import failures
 from backend.providers.base import ProviderError, Usage
+from backend.providers.read_watchdog import ReadWatchdog
 
 # The SDK's back-off: 0.5 s doubling up to 8 s, minus up to a quarter of jitter; a
 # server's Retry-After is honoured up to a minute.
@@ -142,7 +143,8 @@ class ChatStreamClient:
             "Accept": "text/event-stream",
         }
         self.timeout = timeout
-        # `sock_read` bounds each wait for the next bytes, as the SDK's read timeout did.
+        # `sock_read` bounds each wait for the next bytes, as the SDK's read timeout did,
+        # until the response's headers are in; then `ReadWatchdog` does, at less cost.
         self.client_timeout = aiohttp.ClientTimeout(
             total=None, connect=connect_timeout, sock_read=timeout
         )
@@ -192,6 +194,7 @@ class ChatStreamClient:
         """The stream's chunks in order; ProviderError for any failure."""
         body = orjson.dumps(payload)
         response = await self.respond(body, label)
+        watchdog = ReadWatchdog(response, self.timeout)
         complete = False
         try:
             buffer = b""
@@ -213,6 +216,7 @@ class ChatStreamClient:
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise transport_error(exc, label, self.timeout) from exc
         finally:
+            watchdog.stop()
             # A stream read to its end leaves its connection to the pool; one cut short
             # (cancelled, failed) is closed, which also tells the upstream to stop.
             if complete:
