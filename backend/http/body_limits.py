@@ -19,6 +19,7 @@ from quart import Quart
 from werkzeug.exceptions import HTTPException
 
 from backend.http.json_bodies import NUL_MESSAGE
+from backend.http.request_metrics import count_open_stream, stream_closed
 from backend.observability import accepted_request_id
 from backend.settings import Settings
 from schemas.envelope import ErrorBody
@@ -83,7 +84,12 @@ async def send_error(send: ASGISendCallable, scope: HTTPScope, status: int, mess
 
 class StreamedBody:
     """Counts the body as the app receives it; past the limit it answers 413 (if the app
-    has not started its response) and tells the app the client is gone."""
+    has not started its response) and tells the app the client is gone.
+
+    Its `send` is also where an SSE response is counted as an open connection
+    (backend/http/request_metrics.py): every frame of a stream passes through each ASGI
+    wrapper, so the response's one wrapper does both, and a body frame costs two
+    attribute checks here."""
 
     def __init__(
         self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable, limit: int
@@ -96,6 +102,7 @@ class StreamedBody:
         self.refused = False
         self.response_started = False
         self.answered = False
+        self.open_stream = False
 
     async def receive(self) -> Any:
         if self.refused:
@@ -117,9 +124,16 @@ class StreamedBody:
     async def send(self, message: Any) -> None:
         if self.answered:
             return
-        if message["type"] == "http.response.start":
+        if not self.response_started and message["type"] == "http.response.start":
             self.response_started = True
+            self.open_stream = count_open_stream(message)
         await self.upstream_send(message)
+
+    def finish(self) -> None:
+        """The app is done with the request: an SSE response is no longer open."""
+        if self.open_stream:
+            self.open_stream = False
+            stream_closed()
 
 
 class BodyLimits:
@@ -161,7 +175,10 @@ class BodyLimits:
             await send_error(send, scope, 413, too_large_message(limit))
             return
         body = StreamedBody(scope, receive, send, limit)
-        await self.asgi_app(scope, body.receive, body.send)
+        try:
+            await self.asgi_app(scope, body.receive, body.send)
+        finally:
+            body.finish()
 
 
 def media_json(settings: Settings) -> int:

@@ -4,7 +4,9 @@ Requests are counted in Quart's after_request, where the matched rule is known (
 would give one series per id). Open SSE and WebSocket connections are counted at the
 ASGI level, where a connection's whole life is visible: an HTTP response whose headers
 say `text/event-stream` counts as an SSE connection until its body ends (or the client
-leaves); a WebSocket counts once accepted, until it closes.
+leaves); a WebSocket counts once accepted, until it closes. The HTTP side is counted by
+the body limits' `send` wrapper (backend/http/body_limits.py), which every response
+already passes through: a second wrapper cost every SSE frame another coroutine call.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from backend.metrics.instruments import HTTP_REQUESTS, HTTP_SECONDS, OPEN_CONNEC
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNMATCHED = "unmatched"
+SSE = "sse"
+WEBSOCKET = "websocket"
 ASGIApp = Any
 
 
@@ -42,34 +46,43 @@ def register_request_metrics(app: Quart) -> None:
         return response
 
 
+def count_open_stream(start: dict) -> bool:
+    """Count the response `start` begins as an open SSE connection if it is one; True if
+    it was counted (then `stream_closed` when it ends)."""
+    if is_event_stream(start):
+        OPEN_CONNECTIONS.labels(SSE).inc()
+        return True
+    return False
+
+
+def stream_closed() -> None:
+    OPEN_CONNECTIONS.labels(SSE).dec()
+
+
 class ConnectionMetrics:
-    """ASGI middleware keeping `sluice_open_connections` by kind."""
+    """ASGI middleware keeping `sluice_open_connections` for WebSockets (SSE responses
+    are counted by `count_open_stream`)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        kind = scope["type"]
-        if kind not in ("http", "websocket"):
+        if scope["type"] != "websocket":
             await self.app(scope, receive, send)
             return
         counted: list[str] = []
 
         async def counting_send(message: dict) -> None:
-            if not counted:
-                if message["type"] == "websocket.accept":
-                    counted.append("websocket")
-                elif message["type"] == "http.response.start" and is_event_stream(message):
-                    counted.append("sse")
-                if counted:
-                    OPEN_CONNECTIONS.labels(counted[0]).inc()
+            if not counted and message["type"] == "websocket.accept":
+                counted.append(WEBSOCKET)
+                OPEN_CONNECTIONS.labels(WEBSOCKET).inc()
             await send(message)
 
         try:
             await self.app(scope, receive, counting_send)
         finally:
             if counted:
-                OPEN_CONNECTIONS.labels(counted[0]).dec()
+                OPEN_CONNECTIONS.labels(WEBSOCKET).dec()
 
 
 def is_event_stream(message: dict) -> bool:

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -100,11 +101,14 @@ class TaskReader:
         subscription = None
         try:
             await self.hub.takeovers.watch(self)
-            # A takeover announced before `watch` went unheard: the lease tells.
-            if not await self.stream.refresh_lease(self.lease, self.lease_seconds):
-                return
-            subscription = await self.hub.subscribe(self.stream.key, self.last_id)
+            # A takeover announced before `watch` went unheard: the lease tells. Its
+            # refresh goes in the subscription's round trip (they were two).
+            subscription, (still_ours,) = await self.hub.subscribe_led(
+                self.stream.key, self.last_id, self.queue_lease_refresh
+            )
             self.subscription = subscription
+            if not still_ours:
+                return
             now = time.monotonic()
             next_heartbeat = now + self.heartbeat_seconds
             next_refresh = now + self.lease_seconds / 3
@@ -142,6 +146,9 @@ class TaskReader:
             if subscription is not None:
                 self.hub.unsubscribe(subscription)
             await self.close()
+
+    def queue_lease_refresh(self, pipe: Pipeline) -> None:
+        self.stream.queue_refresh_lease(pipe, self.lease, self.lease_seconds)
 
     def supersede(self) -> None:
         """Another reader resumed this stream and holds the lease now: stop delivering.

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -48,6 +49,8 @@ EntryParser = Callable[[Any, dict[Any, Any]], Any]
 # Given a task id, ends the task if its worker died (the layer above supplies it:
 # `services.task_recovery.reap_if_dead`); readers call it on idle heartbeats.
 WorkerCheck = Callable[[str], Awaitable[object]]
+# Queues commands on a subscription's pipeline, ahead of its catch-up read.
+Lead = Callable[[Pipeline], object]
 
 
 class StreamReader:
@@ -79,37 +82,45 @@ class StreamReader:
             self.task = None
         await self.redis.delete(self.wake_key)
 
-    async def wake_and_read(self, key: str, last_id: str) -> list:
-        """Wake the blocked read (unless a wake is already on its way) and read `key`
-        after `last_id`, in one round trip: a new stream's subscription paid two."""
-        if self.wake_pending:
-            return await self.redis.xrange(key, min=f"({last_id}")
-        self.wake_pending = True
+    async def wake_and_read(
+        self, key: str, last_id: str, lead: Lead | None = None, *, wake: bool = True
+    ) -> tuple[list, list]:
+        """`lead`'s commands, the wake of the blocked read (for a new key, unless one is
+        on its way) and `key` read after `last_id`, in one round trip (a new stream's
+        subscription paid two, a reader's lease refresh one more): (`lead`'s replies, rows)."""
+        wake = wake and not self.wake_pending
+        if lead is None and not wake:
+            return [], await self.redis.xrange(key, min=f"({last_id}")
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xadd(self.wake_key, {"w": "1"}, maxlen=WAKE_MAX_LEN, approximate=True)
-            pipe.expire(self.wake_key, WAKE_TTL_SECONDS)
+            if lead is not None:
+                lead(pipe)
+            led = len(pipe.command_stack)
+            if wake:
+                self.wake_pending = True
+                pipe.xadd(self.wake_key, {"w": "1"}, maxlen=WAKE_MAX_LEN, approximate=True)
+                pipe.expire(self.wake_key, WAKE_TTL_SECONDS)
             pipe.xrange(key, min=f"({last_id}")
             replies = await pipe.execute()
-        return replies[-1]
+        return replies[:led], replies[-1]
 
     async def subscribe(
-        self, key: str, last_id: str, parse: EntryParser = StreamEntry.from_redis
-    ) -> Subscription:
-        """Follow `key` from just after `last_id`: catch-up first, then live entries."""
+        self, key: str, last_id: str, parse: EntryParser, lead: Lead | None
+    ) -> tuple[Subscription, list]:
+        """Follow `key` from just after `last_id` (catch-up first, then live entries);
+        also returns the replies of `lead`'s commands, sent first in the same round trip."""
         subscription = Subscription(key, last_id)
         self.subscribers.setdefault(key, set()).add(subscription)
         self.parsers.setdefault(key, parse)
         try:
-            if key not in self.positions:
+            new = key not in self.positions
+            if new:
                 self.positions[key] = last_id
-                rows = await self.wake_and_read(key, last_id)
-            else:
-                rows = await self.redis.xrange(key, min=f"({last_id}")
+            led, rows = await self.wake_and_read(key, last_id, lead, wake=new)
         except BaseException:
             self.unsubscribe(subscription)
             raise
         subscription.caught_up([parse(i, f) for i, f in rows])
-        return subscription
+        return subscription, led
 
     def unsubscribe(self, subscription: Subscription) -> None:
         subscribers = self.subscribers.get(subscription.key)
@@ -204,10 +215,18 @@ class StreamHub:
         self, key: str, last_id: str, parse: EntryParser = StreamEntry.from_redis
     ) -> Subscription:
         """Follow `key` from just after `last_id`: catch-up first, then live entries."""
+        subscription, _ = await self.subscribe_led(key, last_id, None, parse)
+        return subscription
+
+    async def subscribe_led(
+        self, key: str, last_id: str, lead: Lead | None, parse: EntryParser = StreamEntry.from_redis
+    ) -> tuple[Subscription, list]:
+        """`subscribe`, with `lead`'s commands sent first in the same round trip; returns
+        their replies too (a task reader refreshes its lease this way)."""
         reader = self.owners.get(key) or self.reader_with_room()
         self.owners[key] = reader
         try:
-            return await reader.subscribe(key, last_id, parse)
+            return await reader.subscribe(key, last_id, parse, lead)
         finally:
             if key not in reader.subscribers:
                 self.owners.pop(key, None)

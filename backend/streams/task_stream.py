@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from backend.constants import task_consumed_key, task_events_key, task_lease_key
 from backend.settings import Settings
@@ -46,6 +47,10 @@ return 0
 """
 
 
+EVENT_TYPES = {kind.value.encode(): kind for kind in EventType}
+TERMINAL_TYPES = frozenset(kind for kind in EventType if kind.terminal)
+
+
 def text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -68,12 +73,18 @@ class StreamEntry:
 
     @classmethod
     def from_redis(cls, entry_id: bytes | str, fields: dict[Any, Any]) -> StreamEntry:
+        """An entry as Redis returns it. The hub parses every entry it reads, so the
+        usual shape (bytes, known type) is three lookups; anything else goes the long way."""
+        type_ = EVENT_TYPES.get(fields.get(b"type"))  # type: ignore[arg-type]
+        data = fields.get(b"data")
+        if type_ is not None and data is not None and isinstance(entry_id, bytes):
+            return cls(entry_id.decode(), type_, data.decode())
         values = {text(k): text(v) for k, v in fields.items()}
         return cls(id=text(entry_id), type=EventType(values["type"]), data=values["data"])
 
     @property
     def terminal(self) -> bool:
-        return self.type.terminal
+        return self.type in TERMINAL_TYPES
 
     def payload(self) -> dict[str, Any]:
         return json.loads(self.data)
@@ -203,6 +214,10 @@ class TaskStream:
         return bool(
             await self.redis.eval(REFRESH_LEASE, 1, self.lease_key, token, int(ttl_seconds * 1000))
         )
+
+    def queue_refresh_lease(self, pipe: Pipeline, token: str, ttl_seconds: float) -> None:
+        """`refresh_lease` queued on `pipe`, to share a round trip; its reply is 1 or 0."""
+        pipe.eval(REFRESH_LEASE, 1, self.lease_key, token, int(ttl_seconds * 1000))
 
     async def release_lease(self, token: str) -> bool:
         return bool(await self.redis.eval(RELEASE_LEASE, 1, self.lease_key, token))
