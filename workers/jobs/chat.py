@@ -5,12 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from tortoise import timezone
-from tortoise.expressions import F
-
 from backend.errors import ApiError
 from backend.models import Task
-from backend.models.returning import update_returning
+from backend.models.task_claim import claim_queued
 from backend.models.tasks import TaskState
 from backend.providers.base import (
     ChatMessage,
@@ -58,14 +55,10 @@ async def claim(task_id: str) -> Task | None:
 
     This makes the job idempotent: a duplicate or late delivery of the same job, or one
     for a task already cancelled or reaped, does nothing. The claimed row comes back from
-    the UPDATE itself (one statement, not an UPDATE and a SELECT).
+    the UPDATE itself (one statement, not an UPDATE and a SELECT), written once per
+    process (backend/models/task_claim.py): the first token waits for it.
     """
-    claimed = await update_returning(
-        Task.filter(id=task_id, state=TaskState.QUEUED).update(
-            state=TaskState.RUNNING, started_at=timezone.now(), attempts=F("attempts") + 1
-        )
-    )
-    return claimed[0] if claimed else None
+    return await claim_queued(task_id)
 
 
 async def chat_request(task: Task, settings: Settings) -> ChatRequest:
