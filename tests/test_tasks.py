@@ -108,11 +108,9 @@ async def test_a_turn_that_fails_to_record_holds_no_credits(
     client: QuartClient, account: Account, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     session = await make_session(account)
-
-    async def broken_create(*args: object, **kwargs: object) -> Task:
-        raise RuntimeError("disk full")
-
-    monkeypatch.setattr(Task, "create", broken_create)
+    # The task's INSERT, the transaction's last, fails in the database: its id is taken.
+    taken = await Task.create(user_id=account.id, model="m")
+    monkeypatch.setattr(tasks, "new_id", lambda: taken.id)
     response = await post_task(client, account, {"session_id": session.id, "question": "Hi"})
     assert response.status_code == 500
     monkeypatch.undo()

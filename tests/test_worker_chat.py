@@ -14,14 +14,15 @@ import pytest
 from arq.constants import job_key_prefix
 from quart import Quart
 from tortoise import timezone
+from tortoise.exceptions import IntegrityError
 
 from backend.constants import task_heartbeat_key
-from backend.models import ChatSession, CreditEntry, CreditReservation, Message, Task, User
+from backend.models import ChatSession, CreditReservation, Message, Task, User
 from backend.models.credits import ReservationState
 from backend.models.tasks import TaskState
 from backend.providers.registry import close_registry, configure_registry, get_model
 from backend.providers.tokens import count_tokens
-from backend.services import task_outcomes, task_recovery, tasks
+from backend.services import task_outcomes, task_recovery, task_settlement, tasks
 from backend.services.pricing import price
 from backend.services.uploads import save_upload
 from backend.settings import Settings
@@ -125,15 +126,12 @@ async def test_a_failed_settlement_leaves_the_task_running_and_its_hold_intact(
 ) -> None:
     task = await start(ctx, account, CHEAP)
     held = 100 - await balance_of(account.id)
-    original = CreditEntry.create
-
-    async def broken_create(*args: object, **kwargs: object) -> CreditEntry:
-        raise RuntimeError("disk full")
-
-    monkeypatch.setattr(CreditEntry, "create", broken_create)
-    with pytest.raises(RuntimeError):
+    # The answer's message, the transaction's last INSERT, fails in the database: its id
+    # is taken (by the user's message), after the transition, the settle and the refund.
+    monkeypatch.setattr(task_settlement, "new_id", lambda: task.user_message_id)
+    with pytest.raises(IntegrityError):
         await generate_answer(ctx, task.id)
-    monkeypatch.setattr(CreditEntry, "create", original)
+    monkeypatch.undo()
 
     # Transition, answer and settlement are one transaction: none of them happened, so
     # the reaper can still end the task and release the hold, exactly once.

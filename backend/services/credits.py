@@ -62,13 +62,23 @@ def is_transient(error: BaseException) -> bool:
 
 async def atomically(operation: Callable[[], Awaitable[T]]) -> T:
     """Run `operation` in one transaction, rerunning it whole on transient lock errors."""
+
+    async def transaction() -> T:
+        async with in_transaction() as connection:
+            if connection.capabilities.dialect == "sqlite" and not takes_write_lock(connection):
+                await connection.execute_query(SQLITE_TAKE_WRITE_LOCK)
+            return await operation()
+
+    return await retried(transaction)
+
+
+async def retried(transaction: Callable[[], Awaitable[T]]) -> T:
+    """`transaction()` (one transaction of its own, e.g. `backend.models.answer_writes`),
+    rerun whole on transient lock errors."""
     attempt = 1
     while True:
         try:
-            async with in_transaction() as connection:
-                if connection.capabilities.dialect == "sqlite" and not takes_write_lock(connection):
-                    await connection.execute_query(SQLITE_TAKE_WRITE_LOCK)
-                return await operation()
+            return await transaction()
         except Exception as error:
             if attempt >= TRANSACTION_ATTEMPTS or not is_transient(error):
                 raise
@@ -166,15 +176,20 @@ async def hold(user_id: int, amount: int, *, task_id: str | None = None) -> str:
         raise ValueError("a reservation amount cannot be negative")
     # Holding nothing (a free model) moves no credits and reads no balance.
     if amount and await post_entry(user_id, -amount, CreditReason.RESERVE, task_id=task_id) is None:
-        have = await current_balance(user_id)
-        raise PaymentRequired(
-            f"Not enough credits: this request needs {amount} and your balance is "
-            f"{have}; redeem a code or ask an administrator for credits"
-        )
+        raise await not_enough(user_id, amount)
     reservation = await CreditReservation.create(
         id=uuid.uuid4().hex, user_id=user_id, amount=amount, task_id=task_id
     )
     return reservation.id
+
+
+async def not_enough(user_id: int, amount: int) -> PaymentRequired:
+    """The 402 of a hold the balance can't cover, naming the balance."""
+    have = await current_balance(user_id)
+    return PaymentRequired(
+        f"Not enough credits: this request needs {amount} and your balance is "
+        f"{have}; redeem a code or ask an administrator for credits"
+    )
 
 
 async def close_reservation(reservation_id: str, state: ReservationState, wanted: int) -> int:

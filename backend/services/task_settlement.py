@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from tortoise import timezone
 
-from backend.models import Message, Task
+from backend.models import Message, Task, answer_writes
 from backend.models.chats import Role
 from backend.models.credits import ReservationState
 from backend.models.ids import new_id
@@ -88,6 +88,27 @@ async def settle_answer(
     another ender won the race."""
     cost = price(spec, answer.prompt_tokens, answer.completion_tokens)
     message_id = message_id_for(task, answer)
+    # The usual ending in one trip to the database (backend/models/answer_writes.py).
+    ending = answer_writes.Settlement(
+        task_id=task.id,
+        state=state,
+        expected=expected,
+        reservation_id=task.reservation_id,
+        cost=cost,
+        prompt_tokens=answer.prompt_tokens,
+        completion_tokens=answer.completion_tokens,
+        message_id=message_id,
+        session_id=task.session_id,
+        content=[{"type": "text", "text": answer.text}],
+        reference=answer.reference.model_dump(mode="json") if answer.reference else None,
+    )
+
+    async def attempt() -> Ended | None:
+        if await credits.retried(lambda: answer_writes.settle(ending)):
+            return Ended(message_id, cost)
+        # Nothing written: another ender won, or the hold is not there or is below the
+        # cost (capped); the ORM's transaction says which.
+        return await credits.atomically(run)
 
     async def run() -> Ended | None:
         charged = cost
@@ -112,7 +133,7 @@ async def settle_answer(
         return Ended(message_id, charged)
 
     return await settle_through_outage(
-        lambda: credits.atomically(run),
+        attempt,
         redis=redis,
         settings=settings,
         task_id=task.id,

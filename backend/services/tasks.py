@@ -15,8 +15,7 @@ from arq.connections import ArqRedis
 from backend import job_queue
 from backend.constants import CHAT_QUEUE, queue_name, task_cancel_key
 from backend.errors import BadRequest, Conflict, NotFound, ServiceUnavailable
-from backend.models import ChatSession, Message, Task, User
-from backend.models.chats import Role
+from backend.models import ChatSession, Task, User, answer_writes
 from backend.models.ids import new_id
 from backend.models.lean_reads import owned_session
 from backend.models.tasks import TaskState
@@ -88,27 +87,22 @@ async def start(
     held_prompt = prompt_tokens + knowledge_tokens[0]
     held_output = max_tokens + knowledge_tokens[1]
 
-    async def record() -> Task:
-        reservation_id = await credits.hold(
-            user.id, price(spec, held_prompt, held_output), task_id=task_id
-        )
-        user_message_id = None
-        if session is not None and user_parts is not None:
-            message = await Message.create(
-                session_id=session.id, role=Role.USER, content=user_parts, task_id=task_id
-            )
-            user_message_id = message.id
-        return await Task.create(
-            id=task_id,
-            user_id=user.id,
-            session_id=session.id if session else None,
-            model=spec.id,
-            request=request,
-            reservation_id=reservation_id,
-            user_message_id=user_message_id,
-        )
-
-    task = await credits.atomically(record)
+    # The hold, the user's message and the task: one transaction, one trip to the
+    # database (backend/models/answer_writes.py).
+    new = answer_writes.NewTask(
+        task_id=task_id,
+        user_id=user.id,
+        session_id=session.id if session else None,
+        model=spec.id,
+        request=request,
+        hold=price(spec, held_prompt, held_output),
+        reservation_id=new_id(),
+        message_id=new_id() if session is not None and user_parts is not None else None,
+        content=user_parts,
+    )
+    task = await credits.retried(lambda: answer_writes.record(new))
+    if task is None:
+        raise await credits.not_enough(user.id, new.hold)
     await enqueue(task, redis=redis, settings=settings)
     return task
 

@@ -1,0 +1,76 @@
+"""An answer's two transactions as the ORM wrote them before `backend.models.answer_writes`:
+the reference its rows are compared with (tests/test_answer_writes.py) and the old side
+of bench/bench_answer_paths.py."""
+
+from __future__ import annotations
+
+from tortoise import timezone
+
+from backend.models import Message, Task
+from backend.models.answer_writes import NewTask, Settlement
+from backend.models.chats import Role
+from backend.models.credits import ReservationState
+from backend.services import credits
+
+
+async def orm_record(new: NewTask) -> Task:
+    """The creation's transaction through the ORM (a refused hold raises 402)."""
+
+    async def record() -> Task:
+        reservation_id = await credits.hold(new.user_id, new.hold, task_id=new.task_id)
+        if new.message_id is not None:
+            await Message.create(
+                id=new.message_id,
+                session_id=new.session_id,
+                role=Role.USER,
+                content=new.content,
+                task_id=new.task_id,
+            )
+        return await Task.create(
+            id=new.task_id,
+            user_id=new.user_id,
+            session_id=new.session_id,
+            model=new.model,
+            request=new.request,
+            reservation_id=reservation_id,
+            user_message_id=new.message_id,
+        )
+
+    return await credits.atomically(record)
+
+
+async def orm_settle(ending: Settlement) -> int | None:
+    """The settle's transaction through the ORM: the charge, or None for a lost race."""
+
+    async def run() -> int | None:
+        won = await Task.filter(id=ending.task_id, state=ending.expected).update(
+            state=ending.state,
+            finished_at=timezone.now(),
+            prompt_tokens=ending.prompt_tokens,
+            completion_tokens=ending.completion_tokens,
+            cost=ending.cost,
+            message_id=ending.message_id,
+        )
+        if not won:
+            return None
+        charged = ending.cost
+        if ending.reservation_id is not None:
+            charged = await credits.close_reservation(
+                ending.reservation_id, ReservationState.SETTLED, ending.cost
+            )
+            if charged != ending.cost:
+                await Task.filter(id=ending.task_id).update(cost=charged)
+        if ending.message_id:
+            await Message.create(
+                id=ending.message_id,
+                session_id=ending.session_id,
+                role=Role.ASSISTANT,
+                content=ending.content,
+                reference=ending.reference,
+                prompt_tokens=ending.prompt_tokens,
+                completion_tokens=ending.completion_tokens,
+                task_id=ending.task_id,
+            )
+        return charged
+
+    return await credits.atomically(run)
