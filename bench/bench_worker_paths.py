@@ -31,6 +31,7 @@ from backend.connections import redis_pool
 from backend.providers import openai_sse
 from backend.providers.openai_sse import ChatStreamClient
 from backend.settings import get_settings
+from backend.streams.direct_pipeline import DirectPipeline
 from backend.streams.event_writer import EventWriter
 from bench.service import free_port
 
@@ -89,6 +90,74 @@ async def writer_paths(redis: Redis, rounds: int) -> None:
             )
     finally:
         await direct.aclose()
+        await redis.delete(*keys)
+
+
+async def watch_paths(redis: Redis, rounds: int) -> None:
+    """An answer's heartbeat SET and DEL while the writer carries 20 streams' appends;
+    and one watch tick over 100 running tasks (EXISTS of each cancel flag)."""
+    writer = EventWriter(redis, own_connection=True)
+    key = f"bench-watch:{uuid.uuid4().hex}"
+    keys = [f"{key}:{i}" for i in range(20)]
+
+    def appends() -> list[Awaitable[object]]:
+        return [writer.append(k, TOKEN, max_events=1000) for k in keys]
+
+    async def appends_alone() -> int:
+        await asyncio.gather(*appends())
+        return 1
+
+    async def own_round_trips() -> int:  # the watch before: a command each
+        await asyncio.gather(*appends())
+        await redis.set(f"{key}:hb", "1", ex=5)
+        await redis.delete(f"{key}:hb")
+        return 1
+
+    async def riding() -> int:
+        await asyncio.gather(
+            *appends(),
+            writer.command("SET", f"{key}:hb", "1", "EX", 5),
+            writer.command("DEL", f"{key}:hb"),
+        )
+        return 1
+
+    totals = {name: 0.0 for name in ("alone", "old", "new")}
+    for _ in range(rounds):
+        for name, work in (("alone", appends_alone), ("old", own_round_trips), ("new", riding)):
+            totals[name] += (await cpu_of(work, 300))[0]
+    per = {name: seconds / (rounds * 300) * 1e6 for name, seconds in totals.items()}
+    line(
+        "an answer's heartbeat SET + DEL (beyond the appends)",
+        per["old"] - per["alone"],
+        per["new"] - per["alone"],
+        "µs",
+    )
+
+    flags = [("EXISTS", f"{key}:cancel:{i}") for i in range(100)]
+    direct = DirectPipeline(redis)
+
+    async def redis_py_tick() -> int:
+        async with redis.pipeline(transaction=False) as pipe:
+            for command in flags:
+                pipe.execute_command(*command)
+            await pipe.execute()
+        return 1
+
+    async def direct_tick() -> int:
+        await direct.execute(flags)
+        return 1
+
+    try:
+        await compare(
+            "watch tick over 100 tasks, CPU each",
+            {"pipeline": redis_py_tick, "direct": direct_tick},
+            rounds,
+            200,
+            "µs",
+        )
+    finally:
+        await direct.aclose()
+        await writer.aclose()
         await redis.delete(*keys)
 
 
@@ -174,6 +243,7 @@ async def main() -> None:
     print(f"{'path':<52} {'old':>9} {'new':>9} {'unit':<9} {'ratio':>7}")
     try:
         await writer_paths(redis, args.rounds)
+        await watch_paths(redis, args.rounds)
         await provider_paths(args.rounds)
     finally:
         await redis.aclose()

@@ -35,7 +35,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     )
     # One watch loop for every generation of the process (a job's ctx is a copy of this
     # one: made per job, each answer had a loop of its own, and an outage a log line each).
-    ctx["watch"] = Watch(ctx["redis"], ctx["settings"])
+    # Its heartbeat SET and DEL per answer ride the writer's appends (workers/jobs/watch.py).
+    ctx["watch"] = Watch(ctx["redis"], ctx["settings"], ctx["event_writer"])
     # Loading the tokenizer takes about a second; do it before the first cancel needs it.
     await asyncio.to_thread(count_tokens, "warm-up")
 

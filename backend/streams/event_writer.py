@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -38,6 +37,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from backend.outage import Outage
 from backend.streams.direct_pipeline import DirectPipeline
 from backend.streams.landed import find_landed
+from backend.streams.write_batch import Append, Side, settle, text, xadd_command
 
 log = logging.getLogger("sluice.streams.writer")
 
@@ -51,18 +51,6 @@ RETRY_MAX_DELAY_SECONDS = 1.0
 
 class StreamUnavailable(RedisConnectionError):
     """Redis stayed unreachable for longer than the writer's tolerance."""
-
-
-@dataclass(slots=True)
-class _Append:
-    key: str
-    fields: dict[str, str]
-    max_events: int
-    expire_seconds: int | None
-    done: asyncio.Future[bytes | str] = field(repr=False)
-    # The stream's last entry confirmed before this append (None: unknown); a retry looks
-    # after it for what landed.
-    after: str | None = None
 
 
 class EventWriter:
@@ -85,7 +73,8 @@ class EventWriter:
         if own_connection is None:
             own_connection = outage_tolerance_seconds > 0
         self.direct = DirectPipeline(redis) if own_connection else None
-        self.pending: list[_Append] = []
+        self.pending: list[Append] = []
+        self.sides: list[Side] = []
         self.flushing: asyncio.Task[None] | None = None
         self.round_trips = 0
         self.outage = Outage(
@@ -107,46 +96,71 @@ class EventWriter:
         round trip can tell whether this append landed."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[bytes | str] = loop.create_future()
-        self.pending.append(_Append(key, fields, max_events, expire_seconds, done, after))
+        self.pending.append(Append(key, fields, max_events, expire_seconds, done, after))
+        if self.flushing is None:
+            self.flushing = loop.create_task(self._flush())
+        return await done
+
+    async def command(self, *command: object) -> object:
+        """Run `command` in the next batch (its reply, or its error raised), riding on
+        the appends' round trip: for the worker's per-answer heartbeat SET and DEL, which
+        cost a round trip each. Not retried: a failed round trip, or an outage under
+        way, fails it at once with Redis' error, for the caller to skip or redo."""
+        if self.outage.ongoing:
+            raise RedisConnectionError("Redis is unreachable (appending task events)")
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[object] = loop.create_future()
+        self.sides.append(Side(command, done))
         if self.flushing is None:
             self.flushing = loop.create_task(self._flush())
         return await done
 
     async def _flush(self) -> None:
         try:
-            while self.pending:
+            while self.pending or self.sides:
                 batch, self.pending = self.pending, []
+                sides, self.sides = self.sides, []
                 try:
                     try:
-                        replies = await self._write(batch)
+                        replies = await self._write(batch, sides=sides)
                     except RETRYABLE as error:
-                        if self.tolerance <= 0:
+                        if self.tolerance <= 0 or not batch:
                             raise
+                        self._fail_sides(sides, error)
                         replies = await self._retry(batch, error)
                     else:
                         if self.outage.ongoing:
                             self.outage.recovered()
                 except BaseException as exc:
+                    self._fail_sides(sides, exc)
                     for append in batch:
-                        _settle(append.done, exc)
+                        settle(append.done, exc)
                     if not isinstance(exc, Exception):
                         raise
                     continue
                 for append, reply in zip(batch, replies, strict=True):
-                    _settle(append.done, reply)
+                    settle(append.done, reply)
         finally:
             self.flushing = None
 
+    def _fail_sides(self, sides: list[Side], error: BaseException) -> None:
+        for side in (*sides, *self.sides):
+            settle(side.done, error)
+        self.sides = []
+
     async def _write(
-        self, batch: list[_Append], expire: list[_Append] | None = None
+        self,
+        batch: list[Append],
+        expire: list[Append] | None = None,
+        sides: list[Side] | None = None,
     ) -> list[object]:
         """One pipeline; each append's XADD reply (or error), in batch order. `expire`:
-        appends that landed in a failed round trip whose EXPIRE may not have."""
-        commands: list[tuple[object, ...]] = [
-            ("EXPIRE", append.key, append.expire_seconds) for append in expire or ()
-        ]
+        appends that landed in a failed round trip whose EXPIRE may not have; `sides`:
+        commands whose replies settle them here."""
+        commands = [side.command for side in sides or ()]
+        commands += [("EXPIRE", append.key, append.expire_seconds) for append in expire or ()]
         for append in batch:
-            commands.append(_xadd(append))
+            commands.append(xadd_command(append))
             if append.expire_seconds is not None:
                 commands.append(("EXPIRE", append.key, append.expire_seconds))
         if self.direct is not None:
@@ -157,7 +171,9 @@ class EventWriter:
                     pipe.execute_command(*command)
                 replies = await pipe.execute(raise_on_error=False)
         self.round_trips += 1
-        xadds, index = [], len(expire) if expire else 0
+        for side, reply in zip(sides or (), replies, strict=False):
+            settle(side.done, reply)
+        xadds, index = [], len(sides or ()) + len(expire or ())
         for append in batch:
             reply = replies[index]
             if isinstance(reply, ReadOnlyError):  # a failover: the rest did not apply either
@@ -166,7 +182,7 @@ class EventWriter:
             index += 1 if append.expire_seconds is None else 2
         return xadds
 
-    async def _retry(self, batch: list[_Append], error: BaseException) -> list[object]:
+    async def _retry(self, batch: list[Append], error: BaseException) -> list[object]:
         """`batch` after it failed with `error`: the appends that landed are found, the
         rest re-sent, until Redis answers or the outage outlasts the tolerance."""
         replies: dict[int, object] = {}
@@ -179,12 +195,13 @@ class EventWriter:
                     f"appending task events ({type(error).__name__}: {error})"
                 ) from error
             await self.outage.failed(error)
+            self._fail_sides([], error)
             try:
                 found = await find_landed(self.redis, [batch[i] for i in waiting])
                 fences: dict[str, str] = {}
                 for k, entry_id in found.items():
                     replies[waiting[k]] = entry_id
-                    fences[batch[waiting[k]].key] = _text(entry_id)
+                    fences[batch[waiting[k]].key] = text(entry_id)
                 expire = [batch[waiting[k]] for k in found if batch[waiting[k]].expire_seconds]
                 waiting = [i for k, i in enumerate(waiting) if k not in found]
                 for i in waiting:  # a later retry looks for what landed after these
@@ -203,26 +220,3 @@ class EventWriter:
             await asyncio.shield(self.flushing)
         if self.direct is not None:
             await self.direct.aclose()
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _xadd(append: _Append) -> tuple[object, ...]:
-    """`XADD key MAXLEN ~ n * field value …`, as redis-py's `xadd(…, approximate=True)`."""
-    command: list[object] = ["XADD", append.key, "MAXLEN", "~", append.max_events, "*"]
-    for pair in append.fields.items():
-        command.extend(pair)
-    return tuple(command)
-
-
-def _settle(done: asyncio.Future[bytes | str], outcome: object) -> None:
-    if done.done():  # its caller was cancelled; the entry may still have been written
-        return
-    if isinstance(outcome, asyncio.CancelledError):  # the process is shutting down
-        done.cancel()
-    elif isinstance(outcome, BaseException):
-        done.set_exception(outcome)
-    else:
-        done.set_result(outcome)  # type: ignore[arg-type]

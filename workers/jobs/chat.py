@@ -46,7 +46,7 @@ def watch_of(ctx: dict[str, Any]) -> Watch:
     """The process's watch loop (made at the worker's startup: a job's ctx is a copy of
     the worker's), or one for this ctx when the job runs without a worker."""
     if "watch" not in ctx:
-        ctx["watch"] = Watch(ctx["redis"], ctx["settings"])
+        ctx["watch"] = Watch(ctx["redis"], ctx["settings"], ctx.get("event_writer"))
     return ctx["watch"]
 
 
