@@ -8,6 +8,8 @@ holds whatever else the VM runs:
 - a generation's heartbeat at its start and end: the watch's own SET and DEL (two
   round trips an answer) against the new watch, which beats a new task in its next
   tick's pipeline and drops it with its next (a few hundred tasks a second);
+- a worker's poll when a job is enqueued: arq's ZRANGEBYSCORE and our claims against
+  `POLL_AND_CLAIM`, one script, with 100 jobs in progress;
 - reading the provider, per token: aiohttp's per-read timeout (a timer rescheduled on
   every chunk) against `openai_sse`'s idle watchdog (one timer per timeout period).
 
@@ -25,6 +27,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from arq.constants import in_progress_key_prefix
+from arq.utils import timestamp_ms
 from redis.asyncio import Redis
 
 from backend.connections import redis_pool
@@ -34,6 +38,7 @@ from backend.settings import get_settings
 from backend.streams.direct_pipeline import DirectPipeline
 from backend.streams.event_writer import EventWriter
 from bench.service import free_port
+from workers.queue_worker import CLAIM, POLL_AND_CLAIM
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = {"type": "token", "data": '{"delta": " word"}'}
@@ -161,6 +166,67 @@ async def watch_paths(redis: Redis, rounds: int) -> None:
         await redis.delete(*keys)
 
 
+async def poll_paths(redis: Redis, rounds: int) -> None:
+    """A wake-up's poll with 100 jobs in progress in this worker and one new due job:
+    arq's ZRANGEBYSCORE, then our claim of the others (their ids skipped client-side),
+    against `POLL_AND_CLAIM` (one script)."""
+    queue = f"bench-poll:{uuid.uuid4().hex}"
+    running = {f"running-{i}": None for i in range(100)}
+    await redis.zadd(queue, {job_id: 1 for job_id in running})
+    await redis.mset({in_progress_key_prefix + job_id: b"1" for job_id in running})
+    ttl = 60_000
+
+    async def new_job() -> str:
+        job_id = uuid.uuid4().hex
+        await redis.zadd(queue, {job_id: 1})
+        return job_id
+
+    async def done(job_id: str) -> None:
+        await redis.zrem(queue, job_id)
+        await redis.delete(in_progress_key_prefix + job_id)
+
+    async def old_poll() -> tuple[float, int]:
+        job_id = await new_job()
+        started = time.process_time()
+        ids = await redis.zrangebyscore(
+            queue, min=float("-inf"), max=timestamp_ms(), start=0, num=500
+        )
+        others = [i.decode() for i in ids]
+        others = [i for i in others if i not in running]
+        async with redis.pipeline(transaction=False) as pipe:
+            for other in others:
+                pipe.eval(
+                    CLAIM, 2, in_progress_key_prefix + other, queue, other, timestamp_ms(), ttl
+                )
+            scores = await pipe.execute()
+        spent = time.process_time() - started
+        await done(job_id)
+        return spent, sum(score is not None for score in scores)
+
+    async def new_poll() -> tuple[float, int]:
+        job_id = await new_job()
+        started = time.process_time()
+        claimed = await redis.eval(
+            POLL_AND_CLAIM, 1, queue, timestamp_ms(), ttl, 400, in_progress_key_prefix, 500
+        )
+        spent = time.process_time() - started
+        await done(job_id)
+        return spent, len(claimed) // 2
+
+    totals = {"old": [0.0, 0], "new": [0.0, 0]}
+    try:
+        for _ in range(rounds):
+            for name, poll in (("old", old_poll), ("new", new_poll)):
+                for _ in range(200):
+                    spent, claimed = await poll()
+                    totals[name][0] += spent
+                    totals[name][1] += claimed
+        old, new = (totals[n][0] / totals[n][1] * 1e6 for n in ("old", "new"))
+        line("poll claiming 1 job beside 100 running, CPU", old, new, "µs")
+    finally:
+        await redis.delete(queue, *(in_progress_key_prefix + job_id for job_id in running))
+
+
 class AiohttpReadTimeout:
     """The read before: aiohttp's `sock_read` timer left on for the whole body."""
 
@@ -244,6 +310,7 @@ async def main() -> None:
     try:
         await writer_paths(redis, args.rounds)
         await watch_paths(redis, args.rounds)
+        await poll_paths(redis, args.rounds)
         await provider_paths(args.rounds)
     finally:
         await redis.aclose()

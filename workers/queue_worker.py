@@ -9,6 +9,11 @@ skips the jobs this process runs and claims all the others in one pipelined roun
 per job, a Lua script does what arq's claim does (the job must not be in progress
 anywhere and must be due; then its in-progress key is set) atomically, where arq spent
 four round trips per job (WATCH, EXISTS, ZSCORE, MULTI…EXEC), paid by every answer.
+
+The poll itself, arq's ZRANGEBYSCORE of the due jobs then the claims, is one script too
+(`POLL_AND_CLAIM`): a wake-up costs one round trip and its reply holds only the jobs this
+worker now runs, not the ids of every job in progress (which stay in the queue's sorted
+set until they finish: at 100 streams, a hundred ids to read and skip on every poll).
 """
 
 from __future__ import annotations
@@ -45,6 +50,26 @@ local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
 if not score or tonumber(score) > tonumber(ARGV[2]) then return nil end
 redis.call('PSETEX', KEYS[1], ARGV[3], '1')
 return score
+"""
+
+# KEYS: the queue; ARGV: now (ms), in-progress TTL (ms), most jobs to claim, arq's
+# in-progress key prefix, most due jobs to look at. Each due job that runs nowhere is
+# claimed as CLAIM does; returns [id, score, id, score, …] of those. The in-progress keys
+# are named in the script, not in KEYS: Sluice's Redis is one server (arq has no cluster
+# support either).
+POLL_AND_CLAIM = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[5])
+local claimed, most = {}, tonumber(ARGV[3]) * 2
+for i = 1, #due, 2 do
+  if #claimed >= most then break end
+  local key = ARGV[4] .. due[i]
+  if redis.call('EXISTS', key) == 0 then
+    redis.call('PSETEX', key, ARGV[2], '1')
+    claimed[#claimed + 1] = due[i]
+    claimed[#claimed + 1] = due[i + 1]
+  end
+end
+return claimed
 """
 
 
@@ -105,11 +130,47 @@ class QueueWorker(Worker):
                 self.wakes = WakeListener(self.pool, self.queue_name)
             else:
                 await self.wakes.wait(self.idle_poll_seconds)
-            await super()._poll_iteration()
+            if self.burst or self.allow_abort_jobs:  # arq's own limits and aborts
+                await super()._poll_iteration()
+            else:
+                await self.poll()
         except REDIS_OUTAGES as error:
             await self.redis_outage.failed(error)
             return
         self.redis_outage.recovered()
+
+    async def poll(self) -> None:
+        """arq's poll (`_poll_iteration` without burst limits and aborts, which neither
+        queue uses), its read of the due jobs and their claims in one script."""
+        if self.allow_pick_jobs and self.job_counter < self.max_jobs:
+            most = min(self.max_jobs - self.job_counter, self.queue_read_limit)
+            now, ttl = timestamp_ms(), int(self.in_progress_timeout_s * 1000)
+            claimed = await self.pool.eval(
+                POLL_AND_CLAIM,
+                1,
+                self.queue_name,
+                now,
+                ttl,
+                most,
+                in_progress_key_prefix,
+                self.queue_read_limit,
+            )
+            for index in range(0, len(claimed), 2):
+                if claimed[index].decode() in self.tasks:  # its in-progress key lapsed
+                    continue
+                await self.sem.acquire()  # a free slot: `most` counted them
+                self.job_counter += 1
+                self.start_job(claimed[index].decode(), claimed[index + 1])
+        for job_id, task in list(self.tasks.items()):
+            if task.done():
+                del self.tasks[job_id]
+                task.result()  # as arq: an error in run_job ends the worker
+        await self.heart_beat()
+
+    def start_job(self, job_id: str, score: bytes | str | float) -> None:
+        task = self.loop.create_task(self.run_job(job_id, int(float(score))))
+        task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+        self.tasks[job_id] = task
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         """arq's `start_jobs` (a slot per job, up to `max_jobs`), its claims in one round
@@ -141,9 +202,7 @@ class QueueWorker(Worker):
             if score is None:  # runs elsewhere, finished, or not due
                 self._release_sem_dec_counter_on_complete()
                 continue
-            task = self.loop.create_task(self.run_job(job_id, int(float(score))))
-            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
-            self.tasks[job_id] = task
+            self.start_job(job_id, score)
 
 
 def settings_of(queue: str) -> Any:
