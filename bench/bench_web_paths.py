@@ -8,7 +8,8 @@ Redis paths against `--redis-url` (default $REDIS_URL; skipped without one).
 
 Per answer:
 - authentication: the deny-list read and the user row by Tortoise's query builder,
-  against the same with the row read by fixed SQL (backend/models/lean_reads.py);
+  against the same with the row read by fixed SQL (backend/models/lean_reads.py); an
+  API key with its user (`select_related`), against fixed SQL;
 - the chat session with its assistant (`select_related`), against fixed SQL;
 - the history of a fresh session and of a 40-message one, against fixed SQL;
 - a new task's reader opening: its lease, then the lease refresh, then the hub's wake
@@ -42,10 +43,10 @@ from backend.database import close_database, open_database
 from backend.http.body_limits import StreamedBody
 from backend.http.request_metrics import is_event_stream
 from backend.metrics.instruments import OPEN_CONNECTIONS
-from backend.models import Assistant, ChatSession, Message, Task, User
+from backend.models import ApiKey, Assistant, ChatSession, Message, Task, User
 from backend.models.chats import Role
 from backend.models.ids import new_id
-from backend.models.lean_reads import owned_session
+from backend.models.lean_reads import live_api_key, owned_session
 from backend.providers.base import ChatMessage
 from backend.services import context
 from backend.services.authentication import authenticate_credential
@@ -128,6 +129,17 @@ async def run_sql(rounds: int, runs: int, redis: aioredis.Redis | None, settings
             await authenticate_credential(token, settings, redis)
 
         await measure("authentication: deny-list + user row", old_auth, new_auth, rounds, runs)
+
+    api_key = await ApiKey.create(
+        id=new_id(), user_id=user.id, name="bench", prefix="sk-b", key_hash=new_id() * 2
+    )
+
+    async def old_key() -> None:
+        await ApiKey.get_or_none(key_hash=api_key.key_hash, revoked_at=None).select_related("user")
+
+    await measure(
+        "an API key with its user", old_key, lambda: live_api_key(api_key.key_hash), rounds, runs
+    )
 
     async def old_session() -> None:
         await ChatSession.filter(id=fresh.id, user_id=user.id).select_related("assistant").first()

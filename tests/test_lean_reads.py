@@ -3,13 +3,15 @@ Tortoise's own queries return, on SQLite and PostgreSQL, and build no query per 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from unittest import mock
 
 from tortoise.queryset import QuerySet
 
-from backend.models import Assistant, ChatSession, Message, User
+from backend.models import ApiKey, Assistant, ChatSession, Message, User
 from backend.models.chats import Role
-from backend.models.lean_reads import history_page, owned_session, user_by_id
+from backend.models.ids import new_id
+from backend.models.lean_reads import history_page, live_api_key, owned_session, user_by_id
 from tests.support.accounts import create_account
 
 
@@ -79,3 +81,25 @@ async def test_reads_build_no_query(client, settings) -> None:
         assert (await user_by_id(owner.id)).id == owner.id
         assert (await owned_session(session.id, owner.id)).assistant.id == assistant.id
         assert await history_page(session.id, 64, 0) == []
+        assert await live_api_key("x" * 64) is None
+
+
+async def test_live_api_key_is_select_related_and_skips_revoked(client, settings) -> None:
+    owner = await create_account(settings, password=False)
+    key = await ApiKey.create(
+        id=new_id(), user_id=owner.id, name="k", prefix="sk-ab", key_hash="h" * 64
+    )
+    revoked = await ApiKey.create(
+        id=new_id(),
+        user_id=owner.id,
+        name="old",
+        prefix="sk-cd",
+        key_hash="r" * 64,
+        revoked_at=datetime.now(UTC),
+    )
+    lean = await live_api_key(key.key_hash)
+    orm = await ApiKey.get(id=key.id).select_related("user")
+    assert fields_of(lean) == fields_of(orm)
+    assert fields_of(lean.user) == fields_of(orm.user)
+    assert await live_api_key(revoked.key_hash) is None
+    assert await live_api_key("x" * 64) is None

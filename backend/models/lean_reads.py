@@ -3,8 +3,9 @@
 Tortoise builds each query with pypika on every call: for a one-row read by primary key
 that took about 300 µs of CPU, five times the statement's own round trip to aiosqlite's
 thread (bench/bench_web_paths.py). Three reads run on every answer the web process
-starts: the caller's user row (authentication, on every request), the chat session
-with its assistant, and the session's newest messages. Here their SQL is written once,
+starts: the caller's user row (authentication, on every request; an API key with its
+user for key holders), the chat session with its assistant, and the session's newest
+messages. Here their SQL is written once,
 with the column lists taken from the models and the dialect's placeholders (`?` on
 SQLite, `$n` on PostgreSQL), and rows become model instances through Tortoise's own
 `_init_from_db`, so values are converted exactly as `Model.get` converts them.
@@ -22,11 +23,11 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.models import Model
 
 from backend.models.chats import Assistant, ChatSession, Message
-from backend.models.users import User
+from backend.models.users import ApiKey, User
 
 M = TypeVar("M", bound=Model)
-SESSION_ALIAS = "s"
-ASSISTANT_ALIAS = "a"
+ROW_ALIAS = "s"
+RELATED_ALIAS = "a"
 
 
 def connection(model: type[Model]) -> BaseDBAsyncClient:
@@ -68,16 +69,22 @@ async def user_by_id(user_id: int) -> User | None:
     return User._init_from_db(**rows[0]) if rows else None
 
 
+def joined_sql(row: type[Model], related: type[Model], foreign_key: str, where: str) -> str:
+    """A row of `row` and the `related` row its `foreign_key` column names, each column
+    aliased by its table (`s__id`, `a__id`); `where` uses `s.` for `row`'s columns."""
+    return (
+        f"SELECT {aliased(row, ROW_ALIAS)},{aliased(related, RELATED_ALIAS)} "
+        f'FROM "{row._meta.db_table}" {ROW_ALIAS} '
+        f'JOIN "{related._meta.db_table}" {RELATED_ALIAS} '
+        f'ON {RELATED_ALIAS}."id"={ROW_ALIAS}."{foreign_key}" WHERE {where} LIMIT 1'
+    )
+
+
 @cache
 def owned_session_sql(dialect: str) -> str:
     first, second = placeholders(dialect, 2)
-    return (
-        f"SELECT {aliased(ChatSession, SESSION_ALIAS)},{aliased(Assistant, ASSISTANT_ALIAS)} "
-        f'FROM "{ChatSession._meta.db_table}" {SESSION_ALIAS} '
-        f'JOIN "{Assistant._meta.db_table}" {ASSISTANT_ALIAS} '
-        f'ON {ASSISTANT_ALIAS}."id"={SESSION_ALIAS}."assistant_id" '
-        f'WHERE {SESSION_ALIAS}."id"={first} AND {SESSION_ALIAS}."user_id"={second} LIMIT 1'
-    )
+    where = f'{ROW_ALIAS}."id"={first} AND {ROW_ALIAS}."user_id"={second}'
+    return joined_sql(ChatSession, Assistant, "assistant_id", where)
 
 
 async def owned_session(session_id: str, user_id: int) -> ChatSession | None:
@@ -89,9 +96,28 @@ async def owned_session(session_id: str, user_id: int) -> ChatSession | None:
     )
     if not rows:
         return None
-    session = ChatSession._init_from_db(**unaliased(rows[0], SESSION_ALIAS))
-    session.assistant = Assistant._init_from_db(**unaliased(rows[0], ASSISTANT_ALIAS))
+    session = ChatSession._init_from_db(**unaliased(rows[0], ROW_ALIAS))
+    session.assistant = Assistant._init_from_db(**unaliased(rows[0], RELATED_ALIAS))
     return session
+
+
+@cache
+def live_api_key_sql(dialect: str) -> str:
+    (p,) = placeholders(dialect, 1)
+    where = f'{ROW_ALIAS}."key_hash"={p} AND {ROW_ALIAS}."revoked_at" IS NULL'
+    return joined_sql(ApiKey, User, "user_id", where)
+
+
+async def live_api_key(key_hash: str) -> ApiKey | None:
+    """`ApiKey.get_or_none(key_hash=…, revoked_at=None).select_related("user")`: read on
+    every request made with an API key (the OpenAI and RAGFlow SDKs' way in)."""
+    db = connection(ApiKey)
+    rows = await db.execute_query_dict(live_api_key_sql(db.capabilities.dialect), [key_hash])
+    if not rows:
+        return None
+    api_key = ApiKey._init_from_db(**unaliased(rows[0], ROW_ALIAS))
+    api_key.user = User._init_from_db(**unaliased(rows[0], RELATED_ALIAS))
+    return api_key
 
 
 @cache

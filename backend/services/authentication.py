@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 
 from backend.errors import Unauthorized
 from backend.models import ApiKey, User
-from backend.models.lean_reads import user_by_id
+from backend.models.lean_reads import live_api_key, user_by_id
 from backend.services.revocation import login_revoked
 from backend.services.tokens import decode_access_claims, sha256
 from backend.settings import Settings
@@ -34,7 +34,7 @@ class Credential:
 
 
 async def api_key_for(key: str) -> ApiKey:
-    api_key = await ApiKey.get_or_none(key_hash=sha256(key), revoked_at=None).select_related("user")
+    api_key = await live_api_key(sha256(key))
     if api_key is None:
         raise Unauthorized("Invalid or revoked API key")
     now = datetime.now(UTC)
