@@ -15,7 +15,10 @@ aiosqlite's thread included) is divided by the runs:
 - web context: a 40-message session's history as Message instances, each message
   tokenized three times (choose, fit, price), against (role, content) pairs and
   remembered counts;
-- auth: a JWT verified on every request, against once per token.
+- auth: a JWT verified on every request, against once per token;
+- web creation and worker settle (fourth pass): each transaction through the ORM
+  (`tests/support/orm_answer_writes.py`, the code before), against one trip to the
+  database each (`backend.models.answer_writes`).
 
 Third pass (Redis round trips of an answer's ending; with `--redis-url`, default
 $REDIS_URL, skipped without one):
@@ -47,7 +50,16 @@ from tortoise import timezone
 from tortoise.expressions import F
 
 from backend.database import close_database, open_database
-from backend.models import Assistant, ChatSession, CreditReservation, Message, Task, User
+from backend.models import (
+    Assistant,
+    ChatSession,
+    CreditReservation,
+    Message,
+    Task,
+    User,
+    answer_writes,
+)
+from backend.models.answer_writes import NewTask, Settlement
 from backend.models.chats import Role
 from backend.models.credits import ReservationState
 from backend.models.ids import new_id
@@ -64,6 +76,7 @@ from backend.services.tokens import ALGORITHM, decode_access_claims, issue_acces
 from backend.settings import Settings
 from backend.signing_key import signing_key
 from backend.streams.task_stream import TaskStream
+from tests.support.orm_answer_writes import orm_record, orm_settle
 from workers.jobs.chat import claim
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,14 +159,20 @@ async def measure(
     name: str, old: Callable[[], Awaitable], new: Callable[[], Awaitable], rounds: int, runs: int
 ) -> None:
     spent = {"old": 0.0, "new": 0.0}
+    waited = {"old": 0.0, "new": 0.0}
     for _ in range(rounds):
         for label, work in (("old", old), ("new", new)):
-            started = time.process_time()
+            started, began = time.process_time(), time.perf_counter()
             for _ in range(runs):
                 await work()
             spent[label] += time.process_time() - started
+            waited[label] += time.perf_counter() - began
     old_us, new_us = (spent[k] / (rounds * runs) * 1e6 for k in ("old", "new"))
-    print(f"{name:<46} {old_us:>9.0f} {new_us:>9.0f} µs {new_us / old_us:>7.2f}x")
+    old_wall, new_wall = (waited[k] / (rounds * runs) * 1e6 for k in ("old", "new"))
+    print(
+        f"{name:<46} {old_us:>9.0f} {new_us:>9.0f} µs {new_us / old_us:>7.2f}x"
+        f"   wall {old_wall:>6.0f} {new_wall:>6.0f} µs {new_wall / old_wall:>5.2f}x"
+    )
 
 
 async def run(rounds: int, runs: int) -> None:
@@ -204,6 +223,7 @@ async def run(rounds: int, runs: int) -> None:
         rounds,
         runs,
     )
+    await measure_answer_writes(user, settle_session.id, rounds, runs)
     await measure(
         f"web context, {HISTORY} history messages",
         lambda: old_history(assistant_session),
@@ -270,6 +290,62 @@ async def run_redis(redis_url: str, rounds: int, runs: int) -> None:
         if keys:
             await redis.delete(*keys)
         await redis.aclose()
+
+
+def new_task(user: User, session_id: str | None, hold: int) -> NewTask:
+    """An answer as `tasks.start` records it (a 6-message prompt stored on the task)."""
+    prompt = [{"role": "user", "content": "a question about lighthouses " * 8}] * 6
+    return NewTask(
+        task_id=new_id(),
+        user_id=user.id,
+        session_id=session_id,
+        model="m",
+        request={"messages": prompt, "params": {"max_tokens": 512}, "prompt_tokens": 300},
+        hold=hold,
+        reservation_id=new_id(),
+        message_id=new_id() if session_id else None,
+        content=[{"type": "text", "text": "a question about lighthouses " * 8}],
+    )
+
+
+async def measure_answer_writes(user: User, session_id: str, rounds: int, runs: int) -> None:
+    """Issue 16, fourth pass: the creation and the settle through the ORM (statement by
+    statement, in `credits.atomically`) against one trip each (`answer_writes`)."""
+    await measure(
+        "web creation transaction (hold, message, task)",
+        lambda: orm_record(new_task(user, session_id, 700)),
+        lambda: answer_writes.record(new_task(user, session_id, 700)),
+        rounds,
+        runs,
+    )
+    endings: dict[str, list[Settlement]] = {"old": [], "new": []}
+    for label in endings:
+        for _ in range(rounds * runs):
+            task = new_task(user, session_id, 700)
+            await answer_writes.record(task)
+            await Task.filter(id=task.task_id).update(state=TaskState.RUNNING)
+            endings[label].append(
+                Settlement(
+                    task_id=task.task_id,
+                    state=TaskState.SUCCEEDED,
+                    expected=TaskState.RUNNING,
+                    reservation_id=task.reservation_id,
+                    cost=90,
+                    prompt_tokens=300,
+                    completion_tokens=60,
+                    message_id=new_id(),
+                    session_id=session_id,
+                    content=[{"type": "text", "text": "an answer of sixty tokens " * 10}],
+                    reference=None,
+                )
+            )
+    await measure(
+        "worker settle transaction (refund, message)",
+        lambda: orm_settle(endings["old"].pop()),
+        lambda: answer_writes.settle(endings["new"].pop()),
+        rounds,
+        runs,
+    )
 
 
 async def old_hold_free(user_id: int) -> str:

@@ -320,3 +320,27 @@ async def test_a_transaction_waits_for_another_coroutines_transaction(member: Ac
     assert await Task.exists(id=new.task_id)
     assert await balance_of(member.id) == 990
     assert not await Assistant.exists(name="rolled back")
+
+
+async def test_concurrent_holds_never_overdraw(member: Account) -> None:
+    """On PostgreSQL each on a connection of its own, deciding on the balance it finds
+    once the earlier ones have committed."""
+    session_id = await a_session(member)
+    recorded = await asyncio.gather(*(record(a_task(member, session_id, 150)) for _ in range(9)))
+    assert sum(task is not None for task in recorded) == 6
+    assert await balance_of(member.id) == 100
+    await assert_ledger_balanced()
+
+
+async def test_of_racing_enders_one_settles(member: Account) -> None:
+    new = await running(member, await a_session(member), 40)
+    done = an_ending(new, 10, text="done", state=TaskState.SUCCEEDED)
+    cancelled = an_ending(new, 4, text="cut", state=TaskState.CANCELLED)
+    outcomes = await asyncio.gather(settle(done), settle(cancelled), settle(done))
+    assert sorted(outcomes) == [False, False, True]
+    task = await Task.get(id=new.task_id)
+    winner = done if task.state is TaskState.SUCCEEDED else cancelled
+    assert task.cost == winner.cost and task.message_id == winner.message_id
+    assert await Message.filter(task_id=new.task_id, role="assistant").count() == 1
+    assert await balance_of(member.id) == 1000 - winner.cost
+    await assert_ledger_balanced()
