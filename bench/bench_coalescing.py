@@ -146,6 +146,13 @@ def report(measured: list[Figures]) -> None:
             for m in medians[1:]
         ]
         print(f"{name:<44}" + "".join(cells))
+    print("\nevery round (the spread behind each median):")
+    for figures in measured:
+        rounds = "; ".join(
+            f"{name}: {', '.join(f'{v:.1f}' for v in values)}"
+            for name, values in figures.rows.items()
+        )
+        print(f"  {figures.label}: {rounds}")
 
 
 def main() -> None:
@@ -157,17 +164,27 @@ def main() -> None:
     parser.add_argument(
         "--max-ms", default="40", help="TASK_COALESCE_MAX_MS values for this tree, e.g. 20,40"
     )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="more: LABEL:TREE[:KEY=VALUE,...] (environment of that variant's processes)",
+    )
     parser.add_argument("--streams", default="100,500", help="CPU levels, e.g. 100,500")
     parser.add_argument("--seconds", type=float, default=PLAN.seconds, help="per level")
     parser.add_argument("--rounds", type=int, default=1, help="times each variant runs")
     args = parser.parse_args()
-    levels = [int(n) for n in args.streams.split(",")]
+    levels = [int(n) for n in filter(None, args.streams.split(","))]
     plan = dataclasses.replace(PLAN, seconds=args.seconds)
     variants: list[tuple[str, Path, dict[str, str]]] = []
     if args.base:
         variants.append(("old", args.base.resolve(), {}))
-    for value in args.max_ms.split(","):
+    for value in filter(None, args.max_ms.split(",")):
         variants.append((f"max {value} ms", args.tree.resolve(), {"TASK_COALESCE_MAX_MS": value}))
+    for spec in args.variant:
+        label, tree, *env = spec.split(":")
+        pairs = dict(pair.split("=", 1) for pair in env[0].split(",")) if env else {}
+        variants.append((label, Path(tree).resolve(), pairs))
     raise_open_files()
     measured = {label: Figures(label) for label, _, _ in variants}
     for round_ in range(args.rounds):
