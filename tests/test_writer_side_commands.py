@@ -98,3 +98,14 @@ async def test_the_watch_sends_an_answers_heartbeat_set_and_del_with_the_writer(
         await watch.close()
         await writer.aclose()
         await redis.delete(task_cancel_key(fast.redis_prefix, task_id))
+
+
+async def test_a_command_goes_after_the_appends_of_its_batch(redis: aioredis.Redis) -> None:
+    writer = EventWriter(redis, outage_tolerance_seconds=5)
+    key = f"side:{uuid.uuid4().hex}"
+    _, length = await asyncio.gather(
+        writer.append(key, TOKEN, max_events=10), writer.command("XLEN", key)
+    )
+    assert writer.round_trips == 1  # one batch
+    assert length == 1  # the append waiting in it went first
+    await writer.aclose()

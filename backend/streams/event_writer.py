@@ -156,13 +156,15 @@ class EventWriter:
     ) -> list[object]:
         """One pipeline; each append's XADD reply (or error), in batch order. `expire`:
         appends that landed in a failed round trip whose EXPIRE may not have; `sides`:
-        commands whose replies settle them here."""
-        commands = [side.command for side in sides or ()]
-        commands += [("EXPIRE", append.key, append.expire_seconds) for append in expire or ()]
+        commands sent after the appends (an append of the same stream waiting in this
+        batch goes first), whose replies settle them here."""
+        commands = [("EXPIRE", append.key, append.expire_seconds) for append in expire or ()]
         for append in batch:
             commands.append(xadd_command(append))
             if append.expire_seconds is not None:
                 commands.append(("EXPIRE", append.key, append.expire_seconds))
+        appended = len(commands)
+        commands += [side.command for side in sides or ()]
         if self.direct is not None:
             replies = await self.direct.execute(commands)  # type: ignore[arg-type]
         else:
@@ -171,9 +173,9 @@ class EventWriter:
                     pipe.execute_command(*command)
                 replies = await pipe.execute(raise_on_error=False)
         self.round_trips += 1
-        for side, reply in zip(sides or (), replies, strict=False):
+        for side, reply in zip(sides or (), replies[appended:], strict=True):
             settle(side.done, reply)
-        xadds, index = [], len(sides or ()) + len(expire or ())
+        xadds, index = [], len(expire or ())
         for append in batch:
             reply = replies[index]
             if isinstance(reply, ReadOnlyError):  # a failover: the rest did not apply either
