@@ -10,6 +10,7 @@ Per answer:
 - authentication: the deny-list read and the user row by Tortoise's query builder,
   against the same with the row read by fixed SQL (backend/models/lean_reads.py); an
   API key with its user (`select_related`), against fixed SQL;
+- a task of the user's (a stream reader's opening, a status poll), against fixed SQL;
 - the chat session with its assistant (`select_related`), against fixed SQL;
 - the history of a fresh session and of a 40-message one, against fixed SQL;
 - a new task's reader opening: its lease, then the lease refresh, then the hub's wake
@@ -46,7 +47,7 @@ from backend.metrics.instruments import OPEN_CONNECTIONS
 from backend.models import ApiKey, Assistant, ChatSession, Message, Task, User
 from backend.models.chats import Role
 from backend.models.ids import new_id
-from backend.models.lean_reads import live_api_key, owned_session
+from backend.models.lean_reads import live_api_key, owned_session, owned_task
 from backend.providers.base import ChatMessage
 from backend.services import context
 from backend.services.authentication import authenticate_credential
@@ -139,6 +140,15 @@ async def run_sql(rounds: int, runs: int, redis: aioredis.Redis | None, settings
 
     await measure(
         "an API key with its user", old_key, lambda: live_api_key(api_key.key_hash), rounds, runs
+    )
+
+    polled = await Task.create(user_id=user.id, model="m", request={"messages": []})
+    await measure(
+        "a task of the user's (stream opening, status poll)",
+        lambda: Task.get_or_none(id=polled.id, user_id=user.id),
+        lambda: owned_task(polled.id, user.id),
+        rounds,
+        runs,
     )
 
     async def old_session() -> None:

@@ -8,10 +8,16 @@ from unittest import mock
 
 from tortoise.queryset import QuerySet
 
-from backend.models import ApiKey, Assistant, ChatSession, Message, User
+from backend.models import ApiKey, Assistant, ChatSession, Message, Task, User
 from backend.models.chats import Role
 from backend.models.ids import new_id
-from backend.models.lean_reads import history_page, live_api_key, owned_session, user_by_id
+from backend.models.lean_reads import (
+    history_page,
+    live_api_key,
+    owned_session,
+    owned_task,
+    user_by_id,
+)
 from tests.support.accounts import create_account
 
 
@@ -103,3 +109,18 @@ async def test_live_api_key_is_select_related_and_skips_revoked(client, settings
     assert fields_of(lean.user) == fields_of(orm.user)
     assert await live_api_key(revoked.key_hash) is None
     assert await live_api_key("x" * 64) is None
+
+
+async def test_owned_task_is_the_orm_row_and_refuses_others(client, settings) -> None:
+    owner = await create_account(settings, password=False)
+    other = await create_account(settings, password=False)
+    task = await Task.create(
+        user_id=owner.id,
+        model="m",
+        request={"messages": [{"role": "user", "content": "é"}], "prompt_tokens": 3},
+        error_code="x",
+    )
+    lean, orm = await owned_task(task.id, owner.id), await Task.get(id=task.id)
+    assert fields_of(lean) == fields_of(orm)
+    assert lean.state is orm.state and lean.request["messages"][0]["content"] == "é"
+    assert await owned_task(task.id, other.id) is None

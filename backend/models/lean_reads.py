@@ -23,6 +23,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.models import Model
 
 from backend.models.chats import Assistant, ChatSession, Message
+from backend.models.tasks import Task
 from backend.models.users import ApiKey, User
 
 M = TypeVar("M", bound=Model)
@@ -118,6 +119,24 @@ async def live_api_key(key_hash: str) -> ApiKey | None:
     api_key = ApiKey._init_from_db(**unaliased(rows[0], ROW_ALIAS))
     api_key.user = User._init_from_db(**unaliased(rows[0], RELATED_ALIAS))
     return api_key
+
+
+@cache
+def owned_task_sql(dialect: str) -> str:
+    first, second = placeholders(dialect, 2)
+    listed = ",".join(f'"{c}"' for c in columns(Task))
+    return (
+        f'SELECT {listed} FROM "{Task._meta.db_table}" '
+        f'WHERE "id"={first} AND "user_id"={second} LIMIT 1'
+    )
+
+
+async def owned_task(task_id: str, user_id: int) -> Task | None:
+    """`Task.get_or_none(id=…, user_id=…)`: read by every stream reader's opening (SSE
+    resume, WebSocket subscribe) and every status poll."""
+    db = connection(Task)
+    rows = await db.execute_query_dict(owned_task_sql(db.capabilities.dialect), [task_id, user_id])
+    return Task._init_from_db(**rows[0]) if rows else None
 
 
 @cache

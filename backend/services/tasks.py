@@ -17,7 +17,7 @@ from backend.constants import CHAT_QUEUE, queue_name, task_cancel_key
 from backend.errors import BadRequest, Conflict, NotFound, ServiceUnavailable
 from backend.models import ChatSession, Task, User, answer_writes
 from backend.models.ids import new_id
-from backend.models.lean_reads import owned_session
+from backend.models.lean_reads import owned_session, owned_task
 from backend.models.tasks import TaskState
 from backend.providers.base import Capability, ChatMessage, ModelSpec, SamplingParams
 from backend.providers.registry import default_model, get_model
@@ -213,7 +213,7 @@ async def create_stateless_task(
 
 async def get_task(user: User, task_id: str) -> Task:
     """The user's own task; another user's task is reported as missing, never forbidden."""
-    task = await Task.get_or_none(id=task_id, user_id=user.id)
+    task = await owned_task(task_id, user.id)
     if task is None:
         raise NotFound(f"Task '{task_id}' not found")
     return task

@@ -25,6 +25,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from backend.errors import BadRequest, Conflict, Gone, NotFound
 from backend.models import Task, User
+from backend.models.lean_reads import owned_task
 from backend.settings import Settings
 from backend.streams.endings import settle_stream
 from backend.streams.hub import StreamHub
@@ -209,7 +210,7 @@ async def open_task_reader(
             "Invalid last event id: send the `id` of the last event you received, "
             "e.g. 1700000000000-0"
         )
-    task = await Task.get_or_none(id=task_id, user_id=user.id)
+    task = await owned_task(task_id, user.id)
     if task is None:
         raise NotFound(f"Task '{task_id}' not found")
     stream = TaskStream.for_task(redis, settings, task_id)
