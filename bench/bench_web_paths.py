@@ -14,7 +14,9 @@ Per answer:
 - the chat session with its assistant (`select_related`), against fixed SQL;
 - the history of a fresh session and of a 40-message one, against fixed SQL;
 - a new task's reader opening: its lease, then the lease refresh, then the hub's wake
-  and catch-up read (three round trips), against the refresh inside the hub's pipeline.
+  and catch-up read (three round trips), against the refresh inside the hub's pipeline;
+- a stream's wait for its takeover and revocation channels (subscribed long ago) under
+  a timeout scope, against a check of the flag.
 
 Per frame:
 - an SSE frame's `send` through the open-connection counter and the body limit's
@@ -202,8 +204,22 @@ async def run_opening(
         hub.unsubscribe(subscription)
         await reader.close()
 
+    subscriber = hub.takeovers.subscriber
+
+    async def old_wait() -> None:
+        subscriber.start()
+        async with asyncio.timeout(2.0):
+            await subscriber.subscribed.wait()
+
     try:
         await measure("new task's reader: lease, refresh, subscription", old, new, rounds, runs)
+        await measure(
+            "a stream's wait for its subscribed channel",
+            old_wait,
+            lambda: subscriber.wait_subscribed(2.0),
+            rounds,
+            runs * 10,
+        )
     finally:
         await hub.stop()
 

@@ -65,7 +65,11 @@ class ChannelSubscriber:
 
     async def wait_subscribed(self, seconds: float) -> bool:
         """Start if need be and wait up to `seconds` for the subscription; False if it
-        did not come (Redis away): the caller then relies on its own fallback."""
+        did not come (Redis away): the caller then relies on its own fallback. Every
+        stream's opening asks (twice: takeovers and the credential watch), nearly always
+        subscribed already: that answer costs no timeout scope."""
+        if self.subscribed.is_set() and self.task is not None:
+            return True
         self.start()
         try:
             async with asyncio.timeout(seconds):
