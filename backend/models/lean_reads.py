@@ -2,13 +2,14 @@
 
 Tortoise builds each query with pypika on every call: for a one-row read by primary key
 that took about 300 µs of CPU, five times the statement's own round trip to aiosqlite's
-thread (bench/bench_web_paths.py). Three reads run on every answer the web process
-starts: the caller's user row (authentication, on every request; an API key with its
-user for key holders), the chat session with its assistant, and the session's newest
-messages. Here their SQL is written once,
-with the column lists taken from the models and the dialect's placeholders (`?` on
-SQLite, `$n` on PostgreSQL), and rows become model instances through Tortoise's own
-`_init_from_db`, so values are converted exactly as `Model.get` converts them.
+thread (bench/bench_web_paths.py). These reads run on every answer or request: the
+caller's user row (every JWT request) or API key with its user (every `sk-` request),
+the chat session with its assistant and the session's newest messages (every answer),
+a task of the user's (every stream opening and status poll). Their SQL is written once
+per dialect, with the columns taken from the models and the dialect's placeholders
+(`?` on SQLite, `$n` on PostgreSQL, the two databases Sluice runs on), and rows become
+model instances through Tortoise's own `_init_from_db`, so values are converted exactly
+as `Model.get` converts them.
 
 The connection is looked up per call, as Tortoise does, so a read inside a transaction
 runs on the transaction's connection.
@@ -17,7 +18,7 @@ runs on the transaction's connection.
 from __future__ import annotations
 
 from functools import cache
-from typing import Any, TypeVar
+from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.models import Model
@@ -26,7 +27,6 @@ from backend.models.chats import Assistant, ChatSession, Message
 from backend.models.tasks import Task
 from backend.models.users import ApiKey, User
 
-M = TypeVar("M", bound=Model)
 ROW_ALIAS = "s"
 RELATED_ALIAS = "a"
 
