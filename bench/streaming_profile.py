@@ -26,7 +26,12 @@ PARTS: list[tuple[str, str, tuple[tuple[str, str], ...]]] = [
         (("services/authentication.py", "authenticate_credential"),),
     ),
     ("context (history, token counts)", "web", (("services/context.py", "build_context"),)),
-    ("creation SQL (hold, message, task)", "web", (("services/credits.py", "atomically"),)),
+    (
+        # `atomically` before the creation was one trip (answer_writes), `retried` after.
+        "creation SQL (hold, message, task)",
+        "web",
+        (("services/credits.py", "atomically"), ("services/credits.py", "retried")),
+    ),
     ("enqueue", "web", (("backend/job_queue.py", "enqueue"),)),
     (
         "reader: lease and subscription",
