@@ -85,10 +85,10 @@ async def settle_answer(
 ) -> Ended | None:
     """Transition the task, store the answer and charge its price (capped by the hold,
     the rest refunded), in one transaction retried through a database outage; None if
-    another ender won the race."""
+    another ender won the race. The usual case is one trip to the database
+    (`answer_writes.settle`); a lost race or a charge above the hold is the ORM's."""
     cost = price(spec, answer.prompt_tokens, answer.completion_tokens)
     message_id = message_id_for(task, answer)
-    # The usual ending in one trip to the database (backend/models/answer_writes.py).
     ending = answer_writes.Settlement(
         task_id=task.id,
         state=state,
