@@ -27,7 +27,7 @@ def fields_of(instance) -> dict:
 
 async def test_user_by_id_is_the_orm_row(client, settings) -> None:
     account = await create_account(settings, password=False)
-    await User.filter(id=account.id).update(disabled=True, credits=7, email=None)
+    await User.filter(id=account.id).update(disabled=True, nickname="n", email=None)
     lean, orm = await user_by_id(account.id), await User.get(id=account.id)
     assert fields_of(lean) == fields_of(orm)
     assert lean.created_at.tzinfo is not None and lean.disabled is True
