@@ -8,6 +8,8 @@ holds whatever else the VM runs:
 - a generation's heartbeat at its start and end: the watch's own SET and DEL (two
   round trips an answer) against the new watch, which beats a new task in its next
   tick's pipeline and drops it with its next (a few hundred tasks a second);
+- an answer's ending (the APPEND_ENDING script): its own EVAL against riding the
+  appends' round trip;
 - a worker's poll when a job is enqueued: arq's ZRANGEBYSCORE and our claims against
   `POLL_AND_CLAIM`, one script, with 100 jobs in progress;
 - reading the provider, per token: aiohttp's per-read timeout (a timer rescheduled on
@@ -36,6 +38,7 @@ from backend.providers import openai_sse
 from backend.providers.openai_sse import ChatStreamClient
 from backend.settings import get_settings
 from backend.streams.direct_pipeline import DirectPipeline
+from backend.streams.endings import APPEND_ENDING
 from backend.streams.event_writer import EventWriter
 from bench.service import free_port
 from workers.queue_worker import CLAIM, POLL_AND_CLAIM
@@ -126,15 +129,40 @@ async def watch_paths(redis: Redis, rounds: int) -> None:
         )
         return 1
 
-    totals = {name: 0.0 for name in ("alone", "old", "new")}
+    def ending() -> tuple[object, ...]:  # a new stream's ending, expiring in a minute
+        return (APPEND_ENDING, 1, f"{key}:end:{uuid.uuid4().hex}", 1000, 60, "error", "{}")
+
+    async def ending_alone() -> int:  # the ending before: its own EVAL
+        await asyncio.gather(*appends())
+        await redis.eval(*ending())  # type: ignore[arg-type]
+        return 1
+
+    async def ending_riding() -> int:
+        await asyncio.gather(*appends(), writer.command("EVAL", *ending()))
+        return 1
+
+    totals = {name: 0.0 for name in ("alone", "old", "new", "old end", "new end")}
+    ways = (
+        ("alone", appends_alone),
+        ("old", own_round_trips),
+        ("new", riding),
+        ("old end", ending_alone),
+        ("new end", ending_riding),
+    )
     for _ in range(rounds):
-        for name, work in (("alone", appends_alone), ("old", own_round_trips), ("new", riding)):
+        for name, work in ways:
             totals[name] += (await cpu_of(work, 300))[0]
     per = {name: seconds / (rounds * 300) * 1e6 for name, seconds in totals.items()}
     line(
         "an answer's heartbeat SET + DEL (beyond the appends)",
         per["old"] - per["alone"],
         per["new"] - per["alone"],
+        "µs",
+    )
+    line(
+        "an answer's ending script (beyond the appends)",
+        per["old end"] - per["alone"],
+        per["new end"] - per["alone"],
         "µs",
     )
 

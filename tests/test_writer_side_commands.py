@@ -15,7 +15,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from backend.constants import task_cancel_key, task_heartbeat_key
 from backend.settings import Settings
-from backend.streams.event_writer import EventWriter
+from backend.streams.endings import append_ending
+from backend.streams.event_writer import EventWriter, share, shared_writer
+from backend.streams.task_stream import TaskStream
+from schemas.events import ErrorEvent
 from tests.support.live_server import free_port
 from workers.jobs.watch import Watch
 
@@ -109,3 +112,19 @@ async def test_a_command_goes_after_the_appends_of_its_batch(redis: aioredis.Red
     assert writer.round_trips == 1  # one batch
     assert length == 1  # the append waiting in it went first
     await writer.aclose()
+
+
+async def test_an_ending_rides_the_shared_writer_of_the_process(redis: aioredis.Redis) -> None:
+    writer = EventWriter(redis, outage_tolerance_seconds=5)
+    share(writer)  # what the chat worker does at start-up
+    stream = TaskStream(redis, f"side:{uuid.uuid4().hex}", "t")  # as an ender makes it
+    assert stream.writer is writer
+    ending = [ErrorEvent(code="x", message="y")]
+
+    first = await append_ending(stream, ending)
+
+    assert writer.round_trips == 1  # the ending's script went with the writer
+    assert await append_ending(stream, ending) == first  # and still ends the stream once
+    assert await redis.xlen(stream.key) == 1
+    await writer.aclose()
+    assert shared_writer(redis) is None  # a closed writer is shared no more

@@ -17,7 +17,7 @@ from backend.providers.tokens import count_tokens
 from backend.services.tasks import GENERATE_ANSWER_JOB
 from backend.settings import get_settings
 from backend.storage.configured import close_storage
-from backend.streams.event_writer import EventWriter
+from backend.streams.event_writer import EventWriter, share
 from workers import lifecycle
 from workers.jobs.chat import generate_answer
 from workers.jobs.reaper import reap_tasks
@@ -33,6 +33,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["event_writer"] = EventWriter(
         ctx["redis"], outage_tolerance_seconds=_settings.redis_outage_tolerance_seconds
     )
+    # An answer's ending (and the reaper's) rides it too (backend/streams/endings.py).
+    share(ctx["event_writer"])
     # One watch loop for every generation of the process (a job's ctx is a copy of this
     # one: made per job, each answer had a loop of its own, and an outage a log line each).
     # Its heartbeat SET and DEL per answer ride the writer's appends (workers/jobs/watch.py).

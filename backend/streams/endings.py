@@ -73,7 +73,8 @@ async def append_ending(stream: TaskStream, events: list[TaskEvent]) -> str:
     args: list[str | int] = [stream.max_events, stream.retention_seconds]
     for event in events:
         args += [event.type.value, event.model_dump_json(exclude={"type"})]
-    return text(await stream.redis.eval(APPEND_ENDING, 1, stream.key, *args))
+    # Through the stream's writer: in a worker, with the token appends' next round trip.
+    return text(await stream.writer.command("EVAL", APPEND_ENDING, 1, stream.key, *args))
 
 
 async def append_ending_until_written(

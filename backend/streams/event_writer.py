@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -51,6 +52,21 @@ RETRY_MAX_DELAY_SECONDS = 1.0
 
 class StreamUnavailable(RedisConnectionError):
     """Redis stayed unreachable for longer than the writer's tolerance."""
+
+
+# The writer a worker process shares among its generations, by Redis client: a
+# `TaskStream` made without a writer (an ending's, the reaper's) uses it, so its commands
+# ride the same round trips.
+_SHARED: weakref.WeakKeyDictionary[Redis, EventWriter] = weakref.WeakKeyDictionary()
+
+
+def share(writer: EventWriter) -> None:
+    """Make `writer` the one task streams on its Redis client use when given none."""
+    _SHARED[writer.redis] = writer
+
+
+def shared_writer(redis: Redis) -> EventWriter | None:
+    return _SHARED.get(redis)
 
 
 class EventWriter:
@@ -105,7 +121,10 @@ class EventWriter:
         """Run `command` in the next batch (its reply, or its error raised), riding on
         the appends' round trip: for the worker's per-answer heartbeat SET and DEL, which
         cost a round trip each. Not retried: a failed round trip, or an outage under
-        way, fails it at once with Redis' error, for the caller to skip or redo."""
+        way, fails it at once with Redis' error, for the caller to skip or redo. A
+        writer without a connection of its own sends it at once, alone."""
+        if self.direct is None:
+            return await self.redis.execute_command(*command)
         if self.outage.ongoing:
             raise RedisConnectionError("Redis is unreachable (appending task events)")
         loop = asyncio.get_running_loop()
@@ -217,7 +236,10 @@ class EventWriter:
             return [replies[i] for i in range(len(batch))]
 
     async def aclose(self) -> None:
-        """Wait for the appends already made to be written; give back the connection."""
+        """Wait for the appends already made to be written; give back the connection
+        (and stop being the shared writer)."""
+        if _SHARED.get(self.redis) is self:
+            del _SHARED[self.redis]
         if self.flushing is not None:
             await asyncio.shield(self.flushing)
         if self.direct is not None:

@@ -21,7 +21,7 @@ from redis.asyncio.client import Pipeline
 
 from backend.constants import task_consumed_key, task_events_key, task_lease_key
 from backend.settings import Settings
-from backend.streams.event_writer import EventWriter
+from backend.streams.event_writer import EventWriter, shared_writer
 from schemas.events import EventType, TaskEvent, task_event_adapter
 
 START = "0-0"
@@ -107,7 +107,7 @@ class TaskStream:
         writer: EventWriter | None = None,
     ) -> None:
         self.redis = redis
-        self.writer = writer or EventWriter(redis)
+        self.writer = writer or shared_writer(redis) or EventWriter(redis)
         self.task_id = task_id
         self.key = task_events_key(prefix, task_id)
         self.lease_key = task_lease_key(prefix, task_id)
