@@ -2,10 +2,11 @@
 
 Thousands of open streams must not each hold a blocking Redis connection, so a reader
 task runs one XREAD BLOCK over many subscribed stream keys (a few hundred per reader)
-and hands entries to per-subscriber queues. After each reply it lingers 3 ms so that,
-under load, an XREAD carries many entries rather than a few. Each XREAD also watches
-the reader's own wake-up stream: subscribing to a new key XADDs to it so the blocked
-read returns at once and is re-issued with the new key.
+and hands entries to per-subscriber queues. After each reply it lingers 3 ms (up to 10
+after a reply of many streams: streams/linger.py) so that, under load, an XREAD carries
+many entries rather than a few. Each XREAD also watches the reader's own wake-up
+stream: subscribing to a new key XADDs to it so the blocked read returns at once and is
+re-issued with the new key.
 
 A subscriber registers first and then catches up with a non-blocking XRANGE from its
 last id; entries the hub dispatches meanwhile are held back and merged after the
@@ -27,6 +28,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from backend.constants import stream_hub_wake_key
 from backend.outage import Outage
+from backend.streams.linger import linger_after
 from backend.streams.subscription import Subscription
 from backend.streams.takeover import Takeovers
 from backend.streams.task_stream import StreamEntry, text
@@ -157,8 +159,8 @@ class StreamReader:
             # A reply of wakes alone (new subscriptions) is followed at once: the new
             # streams' first entries, what their readers wait for most, would wait out
             # the linger otherwise (up to 3 ms more on the first token).
-            if delivered:
-                await asyncio.sleep(LINGER_SECONDS)
+            if delivered:  # longer after replies of many streams (streams/linger.py)
+                await asyncio.sleep(linger_after(len(reply), LINGER_SECONDS))
 
     def dispatch(self, key: str, rows: list) -> bool:
         """Hand `rows` of `key` to its subscribers; True if they were a stream's entries
