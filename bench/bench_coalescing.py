@@ -17,16 +17,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
 import statistics
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.bench_streaming import (
     ROOT,
+    Fixture,
     HttpStream,
     Plan,
     Stack,
@@ -94,9 +97,11 @@ class Figures:
         self.rows.setdefault(name, []).append(value)
 
 
-async def measure(running: Stack, plan: Plan, levels: list[int], figures: Figures) -> None:
-    needed = 5 + sum(plan.ttft_concurrency) + sum(levels)
-    fixture = await prepare(running.env, needed, 0, 2)
+async def measure(
+    running: Stack, plan: Plan, levels: list[int], figures: Figures, fixture: Fixture | None = None
+) -> None:
+    if fixture is None:
+        fixture = await prepare(running.env, sessions_needed(plan, levels), 0, 2)
     sessions = iter(fixture.sessions)
 
     async def loop(streams: int, seconds: float) -> tuple[list[Answer], float]:
@@ -136,6 +141,37 @@ async def measure(running: Stack, plan: Plan, levels: list[int], figures: Figure
         figures.add(f"token events per answer, {streams} streams", events)
 
 
+def sessions_needed(plan: Plan, levels: list[int]) -> int:
+    return 5 + sum(plan.ttft_concurrency) + sum(levels)
+
+
+async def measure_together(
+    stacks: list[Stack], plan: Plan, levels: list[int], figures: list[Figures]
+) -> None:
+    """Every variant's levels at the same time, so each meets the same neighbours."""
+    fixtures = [await prepare(s.env, sessions_needed(plan, levels), 0, 2) for s in stacks]
+    await asyncio.gather(
+        *(
+            measure(s, plan, levels, f, fixture)
+            for s, f, fixture in zip(stacks, figures, fixtures, strict=True)
+        )
+    )
+
+
+@contextlib.contextmanager
+def environment(env: dict[str, str]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def report(measured: list[Figures]) -> None:
     first = measured[0]
     print(f"\n{'measure (median of rounds)':<44}" + "".join(f"{f.label:>16}" for f in measured))
@@ -173,6 +209,12 @@ def main() -> None:
     parser.add_argument("--streams", default="100,500", help="CPU levels, e.g. 100,500")
     parser.add_argument("--seconds", type=float, default=PLAN.seconds, help="per level")
     parser.add_argument("--rounds", type=int, default=1, help="times each variant runs")
+    parser.add_argument(
+        "--together",
+        action="store_true",
+        help="run all variants' stacks at the same time (on a shared, noisy VM: each meets "
+        "the same neighbours; they share the cores equally)",
+    )
     args = parser.parse_args()
     levels = [int(n) for n in filter(None, args.streams.split(","))]
     plan = dataclasses.replace(PLAN, seconds=args.seconds)
@@ -188,6 +230,15 @@ def main() -> None:
     raise_open_files()
     measured = {label: Figures(label) for label, _, _ in variants}
     for round_ in range(args.rounds):
+        if args.together:
+            print(f"round {round_ + 1}: all variants at once", flush=True)
+            with contextlib.ExitStack() as stacks:
+                running = []
+                for _, tree, env in variants:
+                    with environment(env):
+                        running.append(stacks.enter_context(stack(plan, None, 1, 1, None, tree)))
+                asyncio.run(measure_together(running, plan, levels, list(measured.values())))
+            continue
         for label, tree, env in variants:
             print(f"round {round_ + 1}: {label} ({tree})", flush=True)
             saved = {k: os.environ.get(k) for k in env}
