@@ -19,10 +19,8 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import json
 import os
 import statistics
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,62 +28,18 @@ from pathlib import Path
 from bench.bench_streaming import (
     ROOT,
     Fixture,
-    HttpStream,
     Plan,
     Stack,
+    StreamResult,
     closed_loop,
     pct,
     prepare,
     raise_open_files,
+    sluice_stream,
     stack,
 )
 
 PLAN = Plan((1, 20), 8.0, 500, 0, 60, 50.0, phases="", cost_streams=500)
-
-
-@dataclass
-class Answer:
-    first_token_ms: float = float("nan")
-    events: int = 0
-    max_gap_ms: float = 0.0
-    ok: bool = False
-
-
-async def answer(port: int, token: str, session_id: str) -> Answer:
-    """One streamed answer: its first token's time, token events and longest gap."""
-    result = Answer()
-    request = HttpStream(
-        port,
-        "POST",
-        "/api/v1/tasks",
-        {"session_id": session_id, "question": "Tell me a story.", "stream": True},
-        {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"},
-    )
-    started = time.perf_counter()
-    try:
-        reader = await request.open()
-        if request.status != 200:
-            return result
-        event, last = "", None
-        async for line in request.lines(reader):
-            if line.startswith("event:"):
-                event = line[6:].strip()
-            elif line.startswith("data:") and event == "token":
-                now = time.perf_counter()
-                if last is None:
-                    result.first_token_ms = (now - started) * 1000
-                else:
-                    result.max_gap_ms = max(result.max_gap_ms, (now - last) * 1000)
-                last = now
-                result.events += 1
-            elif line.startswith("data:") and event == "done":
-                result.ok = json.loads(line[5:])["completion_tokens"] > 0
-                return result
-            elif line.startswith("data:") and event in ("error", "cancelled"):
-                return result
-    finally:
-        request.close()
-    return result
 
 
 @dataclass
@@ -104,13 +58,13 @@ async def measure(
         fixture = await prepare(running.env, sessions_needed(plan, levels), 0, 2)
     sessions = iter(fixture.sessions)
 
-    async def loop(streams: int, seconds: float) -> tuple[list[Answer], float]:
+    async def loop(streams: int, seconds: float) -> tuple[list[StreamResult], float]:
         mine = [next(sessions) for _ in range(streams)]  # fresh sessions, no history
         timed = dataclasses.replace(plan, seconds=seconds)
         results, _ = await closed_loop(
-            streams, timed, lambda i: answer(running.web_port, fixture.token, mine[i])
+            streams, timed, lambda i: sluice_stream(running.web_port, fixture.token, mine[i])
         )
-        return [r for r in results if r.ok], len(results)
+        return [r for r in results if r.ok and r.tokens > 0], len(results)
 
     await loop(5, 2.0)  # warm both processes
     for streams in plan.ttft_concurrency:

@@ -315,6 +315,7 @@ class StreamResult:
     tokens: int = 0
     max_gap_ms: float = 0.0
     ok: bool = False
+    events: int = 0  # `token` events received (bench_coalescing: how many the window made)
 
 
 async def sluice_stream(port: int, token: str, session_id: str) -> StreamResult:
@@ -343,6 +344,7 @@ async def sluice_stream(port: int, token: str, session_id: str) -> StreamResult:
                 else:
                     result.max_gap_ms = max(result.max_gap_ms, (now - last) * 1000)
                 last = now
+                result.events += 1
             elif line.startswith("data:") and event == "done":
                 result.tokens = json.loads(line[5:])["completion_tokens"]
                 result.ok = True
