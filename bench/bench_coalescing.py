@@ -195,17 +195,8 @@ def main() -> None:
             continue
         for label, tree, env in variants:
             print(f"round {round_ + 1}: {label} ({tree})", flush=True)
-            saved = {k: os.environ.get(k) for k in env}
-            os.environ.update(env)
-            try:
-                with stack(plan, None, 1, 1, None, tree) as running:
-                    asyncio.run(measure(running, plan, levels, measured[label]))
-            finally:
-                for key, value in saved.items():
-                    if value is None:
-                        os.environ.pop(key, None)
-                    else:
-                        os.environ[key] = value
+            with environment(env), stack(plan, None, 1, 1, None, tree) as running:
+                asyncio.run(measure(running, plan, levels, measured[label]))
     report(list(measured.values()))
 
 
