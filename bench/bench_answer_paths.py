@@ -37,12 +37,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import jwt
 import redis.asyncio as aioredis
@@ -76,10 +72,10 @@ from backend.services.tokens import ALGORITHM, decode_access_claims, issue_acces
 from backend.settings import Settings
 from backend.signing_key import signing_key
 from backend.streams.task_stream import TaskStream
+from bench.service import migrated_database
 from tests.support.orm_answer_writes import orm_record, orm_settle
 from workers.jobs.chat import claim
 
-ROOT = Path(__file__).resolve().parents[1]
 HISTORY = 40
 
 
@@ -363,16 +359,7 @@ def main() -> None:
     parser.add_argument("--database-url", default="")
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", ""))
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as data_dir:
-        env = {**os.environ, "DATA_DIR": data_dir, "DATABASE_URL": args.database_url}
-        subprocess.run(
-            [sys.executable, "-m", "backend", "migrate"],
-            cwd=ROOT,
-            env=env,
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        settings = Settings(data_dir=data_dir, database_url=args.database_url, _env_file=None)
+    with migrated_database(args.database_url) as settings:
 
         async def go() -> None:
             await open_database(settings)

@@ -25,9 +25,7 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -53,7 +51,7 @@ from backend.providers.openai_compatible import OpenAICompatibleProvider
 from backend.settings import Settings
 from backend.streams.hub import StreamHub, StreamReader
 from backend.streams.task_stream import START, TaskStream
-from bench.service import free_port
+from bench.service import free_port, migrated_database
 from schemas.events import TokenEvent
 from workers.jobs.chat import claim
 from workers.jobs.relay import Relay
@@ -254,16 +252,7 @@ def main() -> None:
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", ""))
     args = parser.parse_args()
     print(f"{'path (median per call)':<66} {'old':>9} {'new':>9}     {'ratio':>6}")
-    with tempfile.TemporaryDirectory() as data_dir:
-        env = {**os.environ, "DATA_DIR": data_dir, "DATABASE_URL": args.database_url}
-        subprocess.run(
-            [sys.executable, "-m", "backend", "migrate"],
-            cwd=ROOT,
-            env=env,
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        settings = Settings(data_dir=data_dir, database_url=args.database_url, _env_file=None)
+    with migrated_database(args.database_url) as settings:
 
         async def go() -> None:
             await open_database(settings)

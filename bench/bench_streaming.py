@@ -51,7 +51,7 @@ import httpx
 import redis
 
 from backend.settings import Settings
-from bench.service import free_port, redis_url
+from bench.service import free_port, migrate, redis_url
 from bench.streaming_report import CostSplit, Figures, Level, Throughput, compare
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -218,13 +218,7 @@ def stack(
         server = redis.Redis.from_url(redis_address).info("server")
         running = Stack(env, web_port, fake_port, int(server["process_id"]), tree)
         try:
-            subprocess.run(
-                [sys.executable, "-m", "backend", "migrate"],
-                cwd=tree,
-                env=env,
-                check=True,
-                stdout=subprocess.DEVNULL,
-            )
+            migrate(env, tree)
             running.start(
                 "fake",
                 [

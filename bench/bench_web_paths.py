@@ -32,12 +32,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -59,9 +55,9 @@ from backend.settings import Settings
 from backend.streams.delivery import open_new_task_reader
 from backend.streams.hub import StreamHub
 from backend.streams.task_stream import StreamEntry, TaskStream, text
+from bench.service import migrated_database
 from schemas.events import EventType, TokenEvent
 
-ROOT = Path(__file__).resolve().parents[1]
 HISTORY = 40
 FRAMES = 1000
 
@@ -319,22 +315,11 @@ def main() -> None:
     parser.add_argument("--database-url", default="")
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", ""))
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as data_dir:
-        env = {**os.environ, "DATA_DIR": data_dir, "DATABASE_URL": args.database_url}
-        subprocess.run(
-            [sys.executable, "-m", "backend", "migrate"],
-            cwd=ROOT,
-            env=env,
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        settings = Settings(
-            data_dir=data_dir,
-            database_url=args.database_url,
-            redis_prefix=f"bench-{new_id()[:8]}",
-            secret_key="bench-secret-key-long-enough-for-hs256",
-            _env_file=None,
-        )
+    with migrated_database(
+        args.database_url,
+        redis_prefix=f"bench-{new_id()[:8]}",
+        secret_key="bench-secret-key-long-enough-for-hs256",
+    ) as settings:
 
         async def go() -> None:
             await open_database(settings)

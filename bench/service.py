@@ -1,4 +1,5 @@
-"""Start a throwaway Sluice web process (and Redis if needed) for a benchmark."""
+"""Throwaway Sluice pieces for a benchmark: a migrated database, a web process (and Redis
+if needed)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import httpx
 import redis
+
+from backend.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -43,6 +50,28 @@ def redis_url() -> Iterator[str]:
         proc.terminate()
 
 
+def migrate(env: Mapping[str, str], tree: Path = ROOT) -> None:
+    """`backend migrate` of `tree`'s code in a process of its own, as a deployment runs it:
+    the schema a benchmark's database gets is the one that tree's processes expect."""
+    subprocess.run(
+        [sys.executable, "-m", "backend", "migrate"],
+        cwd=tree,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+@contextlib.contextmanager
+def migrated_database(database_url: str, **settings: Any) -> Iterator[Settings]:
+    """Settings for a migrated database in a throwaway DATA_DIR (SQLite there when
+    `database_url` is empty), for benchmarks that call Sluice's code in their own process;
+    `settings` are further Settings fields."""
+    with tempfile.TemporaryDirectory() as data_dir:
+        migrate({**os.environ, "DATA_DIR": data_dir, "DATABASE_URL": database_url})
+        yield Settings(data_dir=data_dir, database_url=database_url, _env_file=None, **settings)
+
+
 @dataclass
 class Service:
     base_url: str
@@ -63,12 +92,7 @@ def web_service(extra_env: dict[str, str] | None = None, workers: int = 1) -> It
             "LOG_LEVEL": "WARNING",
             **(extra_env or {}),
         }
-        subprocess.run(
-            [sys.executable, "-m", "backend", "migrate"],
-            env=env,
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
+        migrate(env)
         proc = subprocess.Popen(
             [
                 sys.executable,
