@@ -25,11 +25,9 @@ import argparse
 import asyncio
 import os
 import statistics
-import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import redis.asyncio as aioredis
 from tortoise import timezone
@@ -51,13 +49,11 @@ from backend.providers.openai_compatible import OpenAICompatibleProvider
 from backend.settings import Settings
 from backend.streams.hub import StreamHub, StreamReader
 from backend.streams.task_stream import START, TaskStream
-from bench.service import free_port, migrated_database
+from bench.service import fake_upstream, migrated_database
 from schemas.events import TokenEvent
 from workers.jobs.chat import claim
 from workers.jobs.relay import Relay
 from workers.jobs.watch import Watch
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 async def orm_claim(task_id: str) -> Task | None:
@@ -183,64 +179,54 @@ async def provider_requests(redis_url: str, rounds: int, runs: int) -> None:
         redis_prefix=f"bench-ftp-{uuid.uuid4().hex[:8]}", secret_key="x" * 32, _env_file=None
     )
     watch = Watch(redis, settings)
-    # The upstream in a process of its own, as a real one is: its CPU is not this one's.
-    port = free_port()
-    fake = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "tests.support.fake_openai", "--port", str(port)),
-        *("--tokens", "3"),
-        cwd=ROOT,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    provider = OpenAICompatibleProvider(f"http://127.0.0.1:{port}/v1", "bench", timeout=30)
-    spec = ModelSpec(id="m", provider="openai", upstream="fake-gpt")
-    request = ChatRequest(
-        model=spec,
-        messages=[ChatMessage(role="user", content="Hi")],
-        params=SamplingParams(max_tokens=3),
-    )
-
-    def generation(overlapped: bool) -> Timed:
-        async def one() -> float:
-            first: list[float] = []
-
-            async def send(text: str) -> None:
-                if not first:
-                    first.append(time.perf_counter())
-
-            started = time.perf_counter()
-            relay = Relay(provider.stream(request), send, window=0.0)
-            if overlapped:
-                relay.start()
-            async with watch.track(uuid.uuid4().hex, relay.cancel):
-                relayed = await relay.run()
-            if relayed.error is not None:
-                raise relayed.error
-            return (first[0] - started) * 1000
-
-        return one
-
-    try:
-        for _ in range(100):  # until the upstream listens; its connection is kept
-            try:
-                await generation(True)()
-                break
-            except ProviderError:
-                await asyncio.sleep(0.1)
-        await compare(
-            "worker: generation start → first token relayed (heartbeat SET)",
-            generation(False),
-            generation(True),
-            rounds,
-            runs,
-            "ms",
+    async with fake_upstream(3) as base_url:  # the upstream's CPU is not this process's
+        provider = OpenAICompatibleProvider(base_url, "bench", timeout=30)
+        spec = ModelSpec(id="m", provider="openai", upstream="fake-gpt")
+        request = ChatRequest(
+            model=spec,
+            messages=[ChatMessage(role="user", content="Hi")],
+            params=SamplingParams(max_tokens=3),
         )
-    finally:
-        await provider.aclose()
-        await watch.close()
-        await redis.aclose()
-        fake.terminate()
-        await fake.wait()
+
+        def generation(overlapped: bool) -> Timed:
+            async def one() -> float:
+                first: list[float] = []
+
+                async def send(text: str) -> None:
+                    if not first:
+                        first.append(time.perf_counter())
+
+                started = time.perf_counter()
+                relay = Relay(provider.stream(request), send, window=0.0)
+                if overlapped:
+                    relay.start()
+                async with watch.track(uuid.uuid4().hex, relay.cancel):
+                    relayed = await relay.run()
+                if relayed.error is not None:
+                    raise relayed.error
+                return (first[0] - started) * 1000
+
+            return one
+
+        try:
+            for _ in range(100):  # until the upstream listens; its connection is kept
+                try:
+                    await generation(True)()
+                    break
+                except ProviderError:
+                    await asyncio.sleep(0.1)
+            await compare(
+                "worker: generation start → first token relayed (heartbeat SET)",
+                generation(False),
+                generation(True),
+                rounds,
+                runs,
+                "ms",
+            )
+        finally:
+            await provider.aclose()
+            await watch.close()
+            await redis.aclose()
 
 
 def main() -> None:

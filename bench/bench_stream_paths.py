@@ -23,11 +23,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import openai
 import orjson
@@ -39,10 +37,9 @@ from backend.constants import queue_wake_key
 from backend.providers.openai_sse import ChatStreamClient
 from backend.streams.sse import SEPARATOR, encode_entry
 from backend.streams.task_stream import StreamEntry
-from bench.service import free_port
+from bench.service import fake_upstream
 from schemas.events import EventType, TokenEvent
 
-ROOT = Path(__file__).resolve().parents[1]
 TOKENS = 60
 BODY = {
     "model": "fake-gpt",
@@ -93,51 +90,39 @@ def line(name: str, old: float, new: float, unit: str) -> None:
 
 
 async def provider_paths(rounds: int) -> None:
-    port = free_port()
-    fake = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.support.fake_openai",
-        "--port",
-        str(port),
-        "--tokens",
-        str(TOKENS),
-        cwd=ROOT,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    base_url = f"http://127.0.0.1:{port}/v1"
-    sdk = openai.AsyncOpenAI(
-        base_url=base_url, api_key="k", max_retries=0, http_client=openai.DefaultAioHttpClient()
-    )
-    lean = ChatStreamClient(
-        base_url, "k", timeout=30, connect_timeout=10, max_retries=0, key_setting="K"
-    )
-    try:
-        for _ in range(100):
-            try:
-                await lean_read(lean)
-                break
-            except Exception:
-                await asyncio.sleep(0.1)
-        totals = {"sdk": [0.0, 0], "lean": [0.0, 0]}
-        for _ in range(rounds):
-            for name, work in (("sdk", lambda: sdk_read(sdk)), ("lean", lambda: lean_read(lean))):
-                seconds, tokens = await cpu_of(work, 200, 20)
-                totals[name][0] += seconds
-                totals[name][1] += tokens
-        per = {k: v[0] / v[1] * 1e6 for k, v in totals.items()}
-        line(
-            "provider read, CPU per token (answers of 60)",
-            per["sdk"],
-            per["lean"],
-            "µs",
+    async with fake_upstream(TOKENS) as base_url:
+        sdk = openai.AsyncOpenAI(
+            base_url=base_url, api_key="k", max_retries=0, http_client=openai.DefaultAioHttpClient()
         )
-    finally:
-        await sdk.close()
-        await lean.aclose()
-        fake.terminate()
-        await fake.wait()
+        lean = ChatStreamClient(
+            base_url, "k", timeout=30, connect_timeout=10, max_retries=0, key_setting="K"
+        )
+        try:
+            for _ in range(100):
+                try:
+                    await lean_read(lean)
+                    break
+                except Exception:
+                    await asyncio.sleep(0.1)
+            totals = {"sdk": [0.0, 0], "lean": [0.0, 0]}
+            for _ in range(rounds):
+                for name, work in (
+                    ("sdk", lambda: sdk_read(sdk)),
+                    ("lean", lambda: lean_read(lean)),
+                ):
+                    seconds, tokens = await cpu_of(work, 200, 20)
+                    totals[name][0] += seconds
+                    totals[name][1] += tokens
+            per = {k: v[0] / v[1] * 1e6 for k, v in totals.items()}
+            line(
+                "provider read, CPU per token (answers of 60)",
+                per["sdk"],
+                per["lean"],
+                "µs",
+            )
+        finally:
+            await sdk.close()
+            await lean.aclose()
 
 
 async def enqueue_paths(rounds: int) -> None:

@@ -40,7 +40,7 @@ from backend.settings import get_settings
 from backend.streams.direct_pipeline import DirectPipeline
 from backend.streams.endings import APPEND_ENDING
 from backend.streams.event_writer import EventWriter
-from bench.service import free_port
+from bench.service import fake_upstream
 from workers.queue_worker import CLAIM, POLL_AND_CLAIM
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -268,61 +268,49 @@ class AiohttpReadTimeout:
 async def provider_paths(rounds: int) -> None:
     """60-token answers paced at 1,000 tokens/s (a chunk per socket read, as a model's
     stream arrives), 20 at a time, from the fake upstream in its own process."""
-    port = free_port()
-    fake = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.support.fake_openai",
-        "--port",
-        str(port),
-        "--tokens",
-        "60",
-        "--tokens-per-second",
-        "1000",
-        cwd=ROOT,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    client = ChatStreamClient(
-        f"http://127.0.0.1:{port}/v1",
-        "k",
-        timeout=60,
-        connect_timeout=10,
-        max_retries=0,
-        key_setting="K",
-    )
-    body = {"model": "fake-gpt", "messages": [{"role": "user", "content": "Hi"}], "stream": True}
-
-    async def read_one() -> int:
-        return sum([bool(chunk.text) async for chunk in client.chunks(body, "bench")])
-
-    def reading(watchdog: type) -> Callable[[], Awaitable[int]]:
-        async def work() -> int:
-            openai_sse.ReadWatchdog = watchdog  # type: ignore[attr-defined,misc]
-            return sum(await asyncio.gather(*(read_one() for _ in range(20))))
-
-        return work
-
-    new = openai_sse.ReadWatchdog
-    try:
-        for _ in range(100):
-            try:
-                await read_one()
-                break
-            except Exception:
-                await asyncio.sleep(0.1)
-        await compare(
-            "provider read, CPU per token (60-token answers)",
-            {"aiohttp sock_read": reading(AiohttpReadTimeout), "watchdog": reading(new)},
-            rounds,
-            5,
-            "µs",
+    async with fake_upstream(60, tokens_per_second=1000) as base_url:
+        client = ChatStreamClient(
+            base_url,
+            "k",
+            timeout=60,
+            connect_timeout=10,
+            max_retries=0,
+            key_setting="K",
         )
-    finally:
-        openai_sse.ReadWatchdog = new  # type: ignore[misc]
-        await client.aclose()
-        fake.terminate()
-        await fake.wait()
+        body = {
+            "model": "fake-gpt",
+            "messages": [{"role": "user", "content": "Hi"}],
+            "stream": True,
+        }
+
+        async def read_one() -> int:
+            return sum([bool(chunk.text) async for chunk in client.chunks(body, "bench")])
+
+        def reading(watchdog: type) -> Callable[[], Awaitable[int]]:
+            async def work() -> int:
+                openai_sse.ReadWatchdog = watchdog  # type: ignore[attr-defined,misc]
+                return sum(await asyncio.gather(*(read_one() for _ in range(20))))
+
+            return work
+
+        new = openai_sse.ReadWatchdog
+        try:
+            for _ in range(100):
+                try:
+                    await read_one()
+                    break
+                except Exception:
+                    await asyncio.sleep(0.1)
+            await compare(
+                "provider read, CPU per token (60-token answers)",
+                {"aiohttp sock_read": reading(AiohttpReadTimeout), "watchdog": reading(new)},
+                rounds,
+                5,
+                "µs",
+            )
+        finally:
+            openai_sse.ReadWatchdog = new  # type: ignore[misc]
+            await client.aclose()
 
 
 async def main() -> None:

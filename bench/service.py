@@ -3,6 +3,7 @@ if needed)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -10,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,27 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextlib.asynccontextmanager
+async def fake_upstream(tokens: int, tokens_per_second: float | None = None) -> AsyncIterator[str]:
+    """tests.support.fake_openai in a process of its own, as a real upstream is (its CPU is
+    not the benchmark's): its base URL. It may not listen yet: a caller's first request
+    retries until it answers."""
+    port = free_port()
+    pacing = ("--tokens-per-second", str(tokens_per_second)) if tokens_per_second else ()
+    fake = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "tests.support.fake_openai", "--port", str(port)),
+        *("--tokens", str(tokens), *pacing),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        fake.terminate()
+        await fake.wait()
 
 
 @contextlib.contextmanager
