@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from arq.connections import ArqRedis, RedisSettings, create_pool
 from quart import Quart
 from quart.testing import QuartClient
 
@@ -51,6 +52,14 @@ async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.from_url(redis_url)
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+async def arq_pool(redis_url: str) -> AsyncIterator[ArqRedis]:
+    """An arq pool on the test Redis, for tests that drive a QueueWorker by hand."""
+    pool = await create_pool(RedisSettings.from_dsn(redis_url))
+    yield pool
+    await pool.aclose()
 
 
 @pytest.fixture(scope="session")

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix
 
-from backend.settings import Settings
 from workers.queue_worker import QueueWorker
 
 pytestmark = pytest.mark.sqlite_only
@@ -26,13 +24,6 @@ async def hold(ctx: dict, name: str) -> str:
     started.append(name)
     await release.wait()
     return name
-
-
-@pytest.fixture
-async def pool(settings: Settings) -> AsyncIterator[ArqRedis]:
-    pool = await create_pool(RedisSettings.from_dsn(settings.redis_url))
-    yield pool
-    await pool.aclose()
 
 
 def counting(pool: ArqRedis) -> list[str]:
@@ -49,18 +40,20 @@ def counting(pool: ArqRedis) -> list[str]:
     return sent
 
 
-async def test_one_round_trip_claims_the_due_jobs_that_run_nowhere(pool: ArqRedis) -> None:
+async def test_one_round_trip_claims_the_due_jobs_that_run_nowhere(arq_pool: ArqRedis) -> None:
     queue = f"qp-{uuid.uuid4().hex[:8]}"
     started.clear()
     release.clear()
-    jobs = [await pool.enqueue_job("hold", name, _queue_name=queue) for name in "abc"]
+    jobs = [await arq_pool.enqueue_job("hold", name, _queue_name=queue) for name in "abc"]
     assert all(jobs)
     theirs = jobs[1]
     assert theirs is not None
-    await pool.psetex(in_progress_key_prefix + theirs.job_id, 10_000, b"1")  # elsewhere
-    worker = QueueWorker(functions=[hold], redis_pool=pool, queue_name=queue, handle_signals=False)
+    await arq_pool.psetex(in_progress_key_prefix + theirs.job_id, 10_000, b"1")  # elsewhere
+    worker = QueueWorker(
+        functions=[hold], redis_pool=arq_pool, queue_name=queue, handle_signals=False
+    )
     try:
-        sent = counting(pool)
+        sent = counting(arq_pool)
         await worker.poll()
         await asyncio.sleep(0)
         assert sent == ["EVAL"]
@@ -74,11 +67,11 @@ async def test_one_round_trip_claims_the_due_jobs_that_run_nowhere(pool: ArqRedi
         assert sorted(started) == ["a", "c"]
 
         worker.allow_pick_jobs = False  # draining: nothing is claimed
-        await pool.delete(in_progress_key_prefix + theirs.job_id)
+        await arq_pool.delete(in_progress_key_prefix + theirs.job_id)
         sent.clear()
         await worker.poll()
         assert sent == []
-        assert not await pool.exists(in_progress_key_prefix + theirs.job_id)
+        assert not await arq_pool.exists(in_progress_key_prefix + theirs.job_id)
 
         release.set()
         for job in jobs[::2]:
@@ -87,7 +80,7 @@ async def test_one_round_trip_claims_the_due_jobs_that_run_nowhere(pool: ArqRedi
     finally:
         release.set()
         await worker.close()
-        for key in [key async for key in pool.scan_iter("arq:*")]:
+        for key in [key async for key in arq_pool.scan_iter("arq:*")]:
             if any(job is not None and job.job_id.encode() in key for job in jobs):
-                await pool.delete(key)
-        await pool.delete(queue)
+                await arq_pool.delete(key)
+        await arq_pool.delete(queue)
