@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
+from typing import NoReturn
 
 import hiredis
 from arq.connections import ArqRedis, RedisSettings
@@ -30,6 +31,22 @@ STARTUP_RETRY_SECONDS = 1.0
 # A blocking read waits at most this share of the socket timeout, so its reply (sent when
 # the block ends) arrives well within the timeout.
 BLOCKING_READ_SHARE = 0.5
+
+
+async def drop_and_raise(
+    connection: AbstractConnection, error: BaseException, doing: str
+) -> NoReturn:
+    """Ends an exchange with Redis that `error` cut short (a write, a round trip under
+    `asyncio.timeout`): the connection may be mid-command or mid-reply, so it is dropped,
+    never reused as it is (the next command opens it again). A timeout or a socket error
+    is raised as redis-py's own, which callers handle; anything else (a cancel, an error
+    the parser raised: closed, LOADING) as it came."""
+    await connection.disconnect(nowait=True)
+    if isinstance(error, TimeoutError):  # before OSError, its base class
+        raise RedisTimeoutError(f"Timeout {doing}") from None
+    if isinstance(error, OSError):
+        raise RedisConnectionError(f"Error {doing}: {error}") from error
+    raise error
 
 
 class _CPacking(AbstractConnection):
@@ -78,16 +95,8 @@ class _CPacking(AbstractConnection):
             async with asyncio.timeout(self.socket_timeout):
                 self._writer.writelines(command)
                 await self._writer.drain()
-        except TimeoutError:  # before OSError, its base class
-            await self.disconnect(nowait=True)
-            raise RedisTimeoutError("Timeout writing to socket") from None
-        except OSError as exc:
-            await self.disconnect(nowait=True)
-            raise RedisConnectionError(f"Error while writing to socket: {exc}") from exc
-        except BaseException:
-            # A write cut short leaves the connection mid-command: never reuse it.
-            await self.disconnect(nowait=True)
-            raise
+        except BaseException as exc:
+            await drop_and_raise(self, exc, "writing to socket")
 
 
 class PackedConnection(_CPacking, Connection):

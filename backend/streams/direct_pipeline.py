@@ -25,8 +25,8 @@ from collections.abc import Sequence
 import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from backend.connections import drop_and_raise
 
 Command = Sequence[str | bytes | int | float]
 
@@ -54,17 +54,8 @@ class DirectPipeline:
                 writer.write(packed)
                 await writer.drain()
                 return [await parser.read_response() for _ in commands]
-        except TimeoutError:  # before OSError, its base class
-            await connection.disconnect(nowait=True)
-            raise RedisTimeoutError("Timeout on a pipeline of task events") from None
-        except OSError as exc:
-            await connection.disconnect(nowait=True)
-            raise RedisConnectionError(f"Error on a pipeline of task events: {exc}") from exc
-        except BaseException:
-            # A connection error the parser raised (closed, LOADING), or a cancel: the
-            # connection may be mid-reply, never reuse it as it is.
-            await connection.disconnect(nowait=True)
-            raise
+        except BaseException as exc:
+            await drop_and_raise(connection, exc, "on a pipeline of task events")
 
     async def aclose(self) -> None:
         """Give the connection back to the client's pool."""
