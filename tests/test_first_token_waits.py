@@ -27,6 +27,7 @@ from schemas.events import TokenEvent
 from tests.support.accounts import create_account
 from tests.support.fake_openai import FakeOpenAIServer, fake_openai_server
 from tests.support.private_redis import running_private_redis
+from tests.support.stream_hubs import own_hub, until_blocked
 from tests.support.task_models import CHEAP, with_models
 from tests.test_tasks import make_session
 from workers.jobs.chat import generate_answer
@@ -36,24 +37,8 @@ STRETCHED_SECONDS = 3.0
 
 @pytest.fixture
 async def hub(redis_url: str) -> AsyncIterator[StreamHub]:
-    """A hub on a client of its own, named so `until_blocked` can tell its reads apart."""
-    client = aioredis.from_url(redis_url, client_name=f"ftw-hub-{uuid.uuid4().hex[:8]}")
-    stream_hub = StreamHub(client, "ftw-test", block_ms=5000)
-    yield stream_hub
-    await stream_hub.stop()
-    await client.aclose()
-
-
-async def until_blocked(hub: StreamHub, redis: aioredis.Redis) -> None:
-    """Until the hub's reader waits in its XREAD (flag `b`), not lingering after a reply."""
-    name = hub.redis.connection_pool.connection_kwargs["client_name"]
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        clients = await redis.client_list()
-        if any(c.get("name") == name and "b" in c.get("flags", "") for c in clients):
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("the hub's reader never blocked")
+    async with own_hub(redis_url, "ftw-test") as stream_hub:
+        yield stream_hub
 
 
 async def test_a_new_streams_first_entry_does_not_wait_for_the_linger(

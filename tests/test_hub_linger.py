@@ -15,6 +15,7 @@ from backend.streams.hub import LINGER_SECONDS, StreamHub
 from backend.streams.linger import BUSY_STREAMS, IDLE_STREAMS, linger_after
 from backend.streams.task_stream import START, TaskStream
 from schemas.events import TokenEvent
+from tests.support.stream_hubs import own_hub
 
 STRETCHED_SECONDS = 1.0
 
@@ -32,11 +33,8 @@ def test_the_linger_stays_idle_for_a_few_streams_and_grows_to_the_busy_one() -> 
 
 @pytest.fixture
 async def hub(redis_url: str) -> AsyncIterator[StreamHub]:
-    client = aioredis.from_url(redis_url)
-    stream_hub = StreamHub(client, "linger-test", block_ms=5000)
-    yield stream_hub
-    await stream_hub.stop()
-    await client.aclose()
+    async with own_hub(redis_url, "linger-test") as stream_hub:
+        yield stream_hub
 
 
 async def next_entry_wait(

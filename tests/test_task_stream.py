@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from backend.streams.hub import StreamHub
 from backend.streams.task_stream import START, TaskStream, entry_id_key, is_entry_id
 from schemas.events import DoneEvent, EventType, TokenEvent
+from tests.support.stream_hubs import blocked_reads, own_hub
 
 
 @pytest.fixture
@@ -106,27 +107,10 @@ def resident_bytes() -> int:
     raise RuntimeError("VmRSS not found in /proc/self/status")
 
 
-async def blocked_reads(redis: aioredis.Redis, hub: StreamHub) -> int:
-    """The hub's connections blocked in a read right now (flag `b` in CLIENT LIST).
-
-    Not "last command was XREAD": a reader lingering after a reply may take another
-    pooled connection for its next XREAD, leaving an idle one that still shows `xread`.
-    Counted by the hub's client name: other tests' workers and hubs share this Redis
-    and block on reads of their own.
-    """
-    name = hub.redis.connection_pool.connection_kwargs["client_name"]
-    clients = await redis.client_list()
-    return sum(1 for c in clients if c.get("name") == name and "b" in c.get("flags", ""))
-
-
 @pytest.fixture
 async def hub(redis_url: str) -> AsyncIterator[StreamHub]:
-    """A hub on a client of its own, named so `blocked_reads` can tell its reads apart."""
-    client = aioredis.from_url(redis_url, client_name=f"hub-test-{uuid.uuid4().hex[:8]}")
-    stream_hub = StreamHub(client, "ts-test", block_ms=5000)
-    yield stream_hub
-    await stream_hub.stop()
-    await client.aclose()
+    async with own_hub(redis_url, "ts-test") as stream_hub:
+        yield stream_hub
 
 
 async def test_hub_catches_up_then_follows(hub: StreamHub, stream: TaskStream) -> None:
