@@ -9,11 +9,8 @@ is what the longer path gave.
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import jwt
 import pytest
@@ -30,33 +27,8 @@ from backend.settings import Settings
 from backend.signing_key import signing_key
 from tests.support.accounts import Account, create_account
 from tests.support.ledger import assert_ledger_balanced, balance_of, reserve, settle
+from tests.support.query_log import DML, logged_statements
 from workers.jobs.chat import claim
-
-QUERY_LOG = "tortoise.db_client"
-
-
-class Statements(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.sql: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        text = record.getMessage()
-        if text.split(" ", 1)[0].upper() in ("SELECT", "INSERT", "UPDATE", "DELETE"):
-            self.sql.append(text)
-
-
-@contextmanager
-def counted() -> Iterator[Statements]:
-    logger = logging.getLogger(QUERY_LOG)
-    handler, level = Statements(), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
 
 
 @pytest.fixture
@@ -68,29 +40,29 @@ async def test_a_claim_is_one_statement_and_returns_the_claimed_row(member: Acco
     task = await Task.create(
         user_id=member.id, model="m", request={"messages": [{"role": "user", "content": "hé"}]}
     )
-    with counted() as statements:
+    with logged_statements(DML) as statements:
         claimed = await claim(task.id)
-    assert len(statements.sql) == 1, statements.sql
+    assert len(statements) == 1, statements
     stored = await Task.get(id=task.id)
     assert claimed is not None
     assert claimed.state is TaskState.RUNNING and claimed.attempts == 1
     assert claimed.request == stored.request == task.request
     assert claimed.started_at == stored.started_at and claimed.created_at == stored.created_at
-    with counted() as statements:
+    with logged_statements(DML) as statements:
         assert await claim(task.id) is None  # not queued any more: nothing claimed
-    assert len(statements.sql) == 1
+    assert len(statements) == 1
     assert (await Task.get(id=task.id)).attempts == 1
 
 
 async def test_settling_within_the_hold_reads_no_row_before_writing(member: Account) -> None:
     reservation_id = await reserve(member.id, 40)
     assert await balance_of(member.id) == 60
-    with counted() as statements:
+    with logged_statements(DML) as statements:
         assert await settle(reservation_id, 15) == 15
     # The reservation's UPDATE … RETURNING, the balance's UPDATE … RETURNING, the
     # ledger row: no SELECT.
-    assert len(statements.sql) == 3, statements.sql
-    assert not [sql for sql in statements.sql if sql.startswith("SELECT")]
+    assert len(statements) == 3, statements
+    assert not [sql for sql in statements if sql.startswith("SELECT")]
     assert await balance_of(member.id) == 85
     held = await CreditReservation.get(id=reservation_id)
     assert held.state is ReservationState.SETTLED and held.charged == 15
@@ -110,9 +82,9 @@ async def test_a_charge_above_the_hold_is_capped(member: Account) -> None:
 
 
 async def test_holding_nothing_reads_and_moves_nothing(member: Account) -> None:
-    with counted() as statements:
+    with logged_statements(DML) as statements:
         reservation_id = await reserve(member.id, 0)
-    assert [sql.split(" ", 1)[0] for sql in statements.sql] == ["INSERT"], statements.sql
+    assert [sql.split(" ", 1)[0] for sql in statements] == ["INSERT"], statements
     assert (await CreditReservation.get(id=reservation_id)).amount == 0
     assert not await CreditEntry.filter(user_id=member.id, reason=CreditReason.RESERVE)
     assert await settle(reservation_id, 0) == 0

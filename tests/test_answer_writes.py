@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,6 +39,7 @@ from backend.settings import Settings
 from tests.support.accounts import Account, create_account
 from tests.support.ledger import assert_ledger_balanced, balance_of
 from tests.support.orm_answer_writes import orm_record, orm_settle
+from tests.support.query_log import logged_statements
 
 # How SQLite holds an instant Tortoise wrote (its sqlite3 adapter: isoformat(" ")).
 SQLITE_INSTANT = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d{1,6})?\+00:00$")
@@ -258,20 +258,11 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> Iterator[Trips]:
         trips.hops += 1
         return await real(self, fn, *args, **kwargs)
 
-    class Logged(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            trips.statements.append(record.getMessage())
-
-    logger, handler = logging.getLogger("tortoise.db_client"), Logged(logging.DEBUG)
-    level = logger.level
     monkeypatch.setattr(aiosqlite.Connection, "_execute", hop)
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
     try:
-        yield trips
+        with logged_statements() as trips.statements:
+            yield trips
     finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
         monkeypatch.undo()
 
 
