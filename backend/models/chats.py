@@ -6,6 +6,7 @@ from tortoise import fields
 from tortoise.models import Model
 
 from backend.models.ids import new_id
+from backend.models.timestamps import UpdatedAtField
 
 
 class Role(StrEnum):
@@ -26,7 +27,7 @@ class Assistant(Model):
     dataset_ids = fields.JSONField(default=list)
     public = fields.BooleanField(default=False)
     created_at = fields.DatetimeField(auto_now_add=True)
-    updated_at = fields.DatetimeField(auto_now=True)
+    updated_at = UpdatedAtField()
 
     class Meta:
         table = "assistants"
@@ -40,7 +41,7 @@ class ChatSession(Model):
     user = fields.ForeignKeyField("models.User", related_name="chat_sessions")
     name = fields.CharField(max_length=255, default="New session")
     created_at = fields.DatetimeField(auto_now_add=True)
-    updated_at = fields.DatetimeField(auto_now=True)
+    updated_at = UpdatedAtField()
 
     class Meta:
         table = "chat_sessions"

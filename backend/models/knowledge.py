@@ -13,6 +13,7 @@ from tortoise import fields
 from tortoise.models import Model
 
 from backend.models.ids import new_id
+from backend.models.timestamps import UpdatedAtField
 
 
 class DocumentRun(StrEnum):
@@ -50,7 +51,7 @@ class Dataset(Model):
     similarity_threshold = fields.FloatField(default=0.2)
     vector_similarity_weight = fields.FloatField(default=0.3)
     created_at = fields.DatetimeField(auto_now_add=True)
-    updated_at = fields.DatetimeField(auto_now=True)
+    updated_at = UpdatedAtField()
 
     class Meta:
         table = "datasets"
@@ -90,7 +91,7 @@ class Document(Model):
     enabled = fields.BooleanField(default=True)
     meta_fields = fields.JSONField(default=dict)
     created_at = fields.DatetimeField(auto_now_add=True)
-    updated_at = fields.DatetimeField(auto_now=True)
+    updated_at = UpdatedAtField()
 
     class Meta:
         table = "documents"

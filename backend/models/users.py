@@ -5,6 +5,8 @@ from enum import IntEnum, StrEnum
 from tortoise import fields
 from tortoise.models import Model
 
+from backend.models.timestamps import UpdatedAtField
+
 
 class Level(IntEnum):
     USER = 0
@@ -29,7 +31,7 @@ class User(Model):
     wechat_unionid = fields.CharField(max_length=128, null=True)
     avatar_updated_at = fields.DatetimeField(null=True)
     created_at = fields.DatetimeField(auto_now_add=True)
-    updated_at = fields.DatetimeField(auto_now=True)
+    updated_at = UpdatedAtField()
 
     class Meta:
         table = "users"
