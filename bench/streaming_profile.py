@@ -45,7 +45,12 @@ PARTS: list[tuple[str, str, tuple[tuple[str, str], ...]]] = [
         "web",
         (("quart/asgi.py", "handle_request"),),
     ),
-    ("pick-up: arq poll and claim", "worker", (("arq/worker.py", "_poll_iteration"),)),
+    (
+        "pick-up: poll and claim",
+        "worker",
+        # Ours wraps arq's (or, since issue 16, finds and claims due jobs in one script).
+        (("workers/queue_worker.py", "_poll_iteration"),),
+    ),
     ("pick-up: arq job bookkeeping", "worker", (("arq/worker.py", "run_job"),)),
     ("claim (SQL)", "worker", (("workers/jobs/chat.py", "claim"),)),
     ("provider: request and reading", "worker", (("providers/openai_compatible.py", "stream"),)),
