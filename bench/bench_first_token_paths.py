@@ -30,14 +30,10 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
-from tortoise import timezone
-from tortoise.expressions import F
 
 from backend.database import close_database, open_database
 from backend.models import Task, User
 from backend.models.ids import new_id
-from backend.models.returning import update_returning
-from backend.models.tasks import TaskState
 from backend.providers.base import (
     ChatMessage,
     ChatRequest,
@@ -51,20 +47,10 @@ from backend.streams.hub import StreamHub, StreamReader
 from backend.streams.task_stream import START, TaskStream
 from bench.service import fake_upstream, migrated_database
 from schemas.events import TokenEvent
+from tests.support.orm_answer_writes import orm_claim
 from workers.jobs.chat import claim
 from workers.jobs.relay import Relay
 from workers.jobs.watch import Watch
-
-
-async def orm_claim(task_id: str) -> Task | None:
-    """The claim before: Tortoise's query builder, plus the RETURNING clause."""
-    claimed = await update_returning(
-        Task.filter(id=task_id, state=TaskState.QUEUED).update(
-            state=TaskState.RUNNING, started_at=timezone.now(), attempts=F("attempts") + 1
-        )
-    )
-    return claimed[0] if claimed else None
-
 
 Timed = Callable[[], Awaitable[float]]
 

@@ -6,14 +6,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from unittest import mock
 
-from tortoise.expressions import F
 from tortoise.queryset import UpdateQuery
 
 from backend.models import Task
-from backend.models.returning import update_returning
 from backend.models.task_claim import claim_queued
 from backend.models.tasks import TaskState
 from tests.support.accounts import create_account
+from tests.support.orm_answer_writes import orm_claim
 from workers.jobs.chat import claim
 
 
@@ -28,16 +27,6 @@ async def queued_task(user_id: int, **values: object) -> Task:
         request={"messages": [{"role": "user", "content": "é"}]},
         **values,
     )
-
-
-async def orm_claim(task_id: str, now: datetime) -> Task | None:
-    """The claim as it was written before, through Tortoise's query builder."""
-    claimed = await update_returning(
-        Task.filter(id=task_id, state=TaskState.QUEUED).update(
-            state=TaskState.RUNNING, started_at=now, attempts=F("attempts") + 1
-        )
-    )
-    return claimed[0] if claimed else None
 
 
 async def test_the_claim_is_the_orm_claim(client, settings) -> None:

@@ -7,7 +7,7 @@ long as the statement's own hop to aiosqlite's thread and back
 (`python -m bench.bench_first_token_paths`). Here the statement is written once per
 dialect, its values converted by the fields' own `to_db_value` as Tortoise's UPDATE
 converts them, and the row comes back through Tortoise's `_init_from_db`, as
-`returning.update_returning` loads it.
+`Model.get` loads it.
 """
 
 from __future__ import annotations
@@ -17,17 +17,17 @@ from functools import cache
 from tortoise import timezone
 
 from backend.models.lean_reads import columns, connection, placeholders
+from backend.models.returning import returning_clause
 from backend.models.tasks import Task, TaskState
 
 
 @cache
 def claim_sql(dialect: str) -> str:
     state, started_at, task_id, queued = placeholders(dialect, 4)
-    returned = ",".join(f'"{c}"' for c in columns(Task))
     return (
         f'UPDATE "{Task._meta.db_table}" SET "state"={state},"started_at"={started_at},'
-        f'"attempts"="attempts"+1 WHERE "id"={task_id} AND "state"={queued} '
-        f"RETURNING {returned}"
+        f'"attempts"="attempts"+1 WHERE "id"={task_id} AND "state"={queued}'
+        + returning_clause(columns(Task))
     )
 
 

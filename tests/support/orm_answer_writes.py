@@ -1,15 +1,23 @@
-"""An answer's two transactions as the ORM wrote them before `backend.models.answer_writes`:
-the reference its rows are compared with (tests/test_answer_writes.py) and the old side
-of bench/bench_answer_paths.py."""
+"""An answer's writes as the ORM made them before `backend.models.answer_writes` and
+`backend.models.task_claim`: the reference their rows are compared with
+(tests/test_answer_writes.py, tests/test_task_claim.py) and the old side of
+bench/bench_answer_paths.py and bench/bench_first_token_paths.py."""
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 from tortoise import timezone
+from tortoise.expressions import F
+from tortoise.queryset import UpdateQuery
 
 from backend.models import Message, Task
 from backend.models.answer_writes import NewTask, Settlement
 from backend.models.chats import Role
 from backend.models.credits import ReservationState
+from backend.models.returning import returning_rows
+from backend.models.tasks import TaskState
 from backend.services import credits
 
 
@@ -74,3 +82,21 @@ async def orm_settle(ending: Settlement) -> int | None:
         return charged
 
     return await credits.atomically(run)
+
+
+async def update_returning(query: UpdateQuery) -> list[Any]:
+    """Run `Model.filter(…).update(…)` (not awaited) and return the updated rows as model
+    instances, exactly as `Model.get` would have loaded them after the update."""
+    model = query.model
+    rows = await returning_rows(query, tuple(model._meta.fields_db_projection.values()))
+    return [model._init_from_db(**row) for row in rows]
+
+
+async def orm_claim(task_id: str, now: datetime | None = None) -> Task | None:
+    """The worker's claim through Tortoise's query builder, plus the RETURNING clause."""
+    claimed = await update_returning(
+        Task.filter(id=task_id, state=TaskState.QUEUED).update(
+            state=TaskState.RUNNING, started_at=now or timezone.now(), attempts=F("attempts") + 1
+        )
+    )
+    return claimed[0] if claimed else None
