@@ -12,6 +12,8 @@ stream's wake is followed at once) and at most 10 ms later under heavy load.
 
 from __future__ import annotations
 
+from backend.streams.load_ramp import load_ramp
+
 # At most this many streams in a reply: the idle linger.
 IDLE_STREAMS = 8
 # From this many streams in a reply on: the busy linger.
@@ -21,11 +23,10 @@ BUSY_LINGER_SECONDS = 0.010
 
 def linger_after(streams: int, idle_seconds: float) -> float:
     """Seconds to wait after a reply that carried entries of `streams` streams."""
-    busy = BUSY_LINGER_SECONDS
-    if streams <= IDLE_STREAMS or busy <= idle_seconds:
-        return idle_seconds
-    if streams >= BUSY_STREAMS:
-        return busy
-    return idle_seconds + (busy - idle_seconds) * (streams - IDLE_STREAMS) / (
-        BUSY_STREAMS - IDLE_STREAMS
+    return load_ramp(
+        streams,
+        idle_load=IDLE_STREAMS,
+        busy_load=BUSY_STREAMS,
+        idle_seconds=idle_seconds,
+        busy_seconds=BUSY_LINGER_SECONDS,
     )

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from backend.settings import Settings
+from backend.streams.load_ramp import load_ramp
 
 
 @dataclass(frozen=True)
@@ -43,14 +44,13 @@ class CoalesceWindow:
         )
 
     def seconds(self, generations: int) -> float:
-        if generations <= self.idle_generations or self.busy_seconds <= self.idle_seconds:
-            return self.idle_seconds
-        if generations >= self.busy_generations:
-            return self.busy_seconds
-        share = (generations - self.idle_generations) / (
-            self.busy_generations - self.idle_generations
+        return load_ramp(
+            generations,
+            idle_load=self.idle_generations,
+            busy_load=self.busy_generations,
+            idle_seconds=self.idle_seconds,
+            busy_seconds=self.busy_seconds,
         )
-        return self.idle_seconds + (self.busy_seconds - self.idle_seconds) * share
 
     def following(self, generations: Callable[[], int]) -> Callable[[], float]:
         """The window as the relay reads it before each gathering: the load of that moment."""
