@@ -8,6 +8,7 @@ from tortoise import Tortoise
 from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.migrations.api import migrate
 
+from backend.models import loop_reads
 from backend.settings import Settings
 
 MIGRATIONS_PACKAGE = "backend.migrations"
@@ -72,4 +73,5 @@ async def open_database(settings: Settings) -> None:
 
 
 async def close_database() -> None:
+    loop_reads.close()
     await Tortoise.close_connections()

@@ -12,7 +12,9 @@ model instances through Tortoise's own `_init_from_db`, so values are converted 
 as `Model.get` converts them.
 
 The connection is looked up per call, as Tortoise does, so a read inside a transaction
-runs on the transaction's connection.
+runs on the transaction's connection. Outside one, on SQLite, the read runs on the event
+loop's own read-only connection (backend/models/loop_reads.py), without the hop to
+aiosqlite's thread.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.models import Model
 
+from backend.models import loop_reads
 from backend.models.chats import Assistant, ChatSession, Message
 from backend.models.tasks import Task
 from backend.models.users import ApiKey, User
@@ -33,6 +36,12 @@ RELATED_ALIAS = "a"
 
 def connection(model: type[Model]) -> BaseDBAsyncClient:
     return model._meta.db
+
+
+async def read(db: BaseDBAsyncClient, sql: str, values: list[Any]) -> list[dict]:
+    """`db.execute_query_dict`, on the loop's thread when SQLite allows it."""
+    rows = loop_reads.rows(db, sql, values)
+    return rows if rows is not None else await db.execute_query_dict(sql, values)
 
 
 @cache
@@ -66,7 +75,7 @@ def user_by_id_sql(dialect: str) -> str:
 async def user_by_id(user_id: int) -> User | None:
     """`User.get_or_none(id=user_id)`."""
     db = connection(User)
-    rows = await db.execute_query_dict(user_by_id_sql(db.capabilities.dialect), [user_id])
+    rows = await read(db, user_by_id_sql(db.capabilities.dialect), [user_id])
     return User._init_from_db(**rows[0]) if rows else None
 
 
@@ -92,9 +101,7 @@ async def owned_session(session_id: str, user_id: int) -> ChatSession | None:
     """`ChatSession.filter(id=…, user_id=…).select_related("assistant").first()`: the
     session, with `session.assistant` loaded, if `user_id` owns it."""
     db = connection(ChatSession)
-    rows = await db.execute_query_dict(
-        owned_session_sql(db.capabilities.dialect), [session_id, user_id]
-    )
+    rows = await read(db, owned_session_sql(db.capabilities.dialect), [session_id, user_id])
     if not rows:
         return None
     session = ChatSession._init_from_db(**unaliased(rows[0], ROW_ALIAS))
@@ -113,7 +120,7 @@ async def live_api_key(key_hash: str) -> ApiKey | None:
     """`ApiKey.get_or_none(key_hash=…, revoked_at=None).select_related("user")`: read on
     every request made with an API key (the OpenAI and RAGFlow SDKs' way in)."""
     db = connection(ApiKey)
-    rows = await db.execute_query_dict(live_api_key_sql(db.capabilities.dialect), [key_hash])
+    rows = await read(db, live_api_key_sql(db.capabilities.dialect), [key_hash])
     if not rows:
         return None
     api_key = ApiKey._init_from_db(**unaliased(rows[0], ROW_ALIAS))
@@ -135,7 +142,7 @@ async def owned_task(task_id: str, user_id: int) -> Task | None:
     """`Task.get_or_none(id=…, user_id=…)`: read by every stream reader's opening (SSE
     resume, WebSocket subscribe) and every status poll."""
     db = connection(Task)
-    rows = await db.execute_query_dict(owned_task_sql(db.capabilities.dialect), [task_id, user_id])
+    rows = await read(db, owned_task_sql(db.capabilities.dialect), [task_id, user_id])
     return Task._init_from_db(**rows[0]) if rows else None
 
 
@@ -153,8 +160,6 @@ async def history_page(session_id: str, limit: int, offset: int) -> list[tuple[s
     `Message.filter(session_id=…).order_by("-created_at", "-id").offset(…).limit(…)
     .values_list("role", "content")` returns, the role as its plain string."""
     db = connection(Message)
-    rows = await db.execute_query_dict(
-        history_page_sql(db.capabilities.dialect), [session_id, limit, offset]
-    )
+    rows = await read(db, history_page_sql(db.capabilities.dialect), [session_id, limit, offset])
     content = Message._meta.fields_map["content"]
     return [(row["role"], content.to_python_value(row["content"])) for row in rows]
