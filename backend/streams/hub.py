@@ -29,6 +29,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from backend.constants import stream_hub_wake_key
 from backend.outage import Outage
 from backend.streams.linger import linger_after
+from backend.streams.raw_xread import (
+    EntryParser,
+    FlatParser,
+    PackedPositions,
+    flat_parser,
+    read_unparsed,
+    reply_streams,
+)
 from backend.streams.subscription import Subscription
 from backend.streams.takeover import Takeovers
 from backend.streams.task_stream import StreamEntry, text
@@ -45,9 +53,6 @@ LINGER_SECONDS = 0.003
 # A Redis that is gone or does not answer (REDIS_SOCKET_TIMEOUT_SECONDS).
 REDIS_OUTAGES = (RedisConnectionError, RedisTimeoutError, OSError)
 
-# Turns a Redis Stream row into the entry its readers expect: a task stream's
-# `StreamEntry` by default; the document status feed has its own (`FeedEntry`).
-EntryParser = Callable[[Any, dict[Any, Any]], Any]
 # Given a task id, ends the task if its worker died (the layer above supplies it:
 # `services.task_recovery.reap_if_dead`); readers call it on idle heartbeats.
 WorkerCheck = Callable[[str], Awaitable[object]]
@@ -63,8 +68,9 @@ class StreamReader:
         self.wake_key = stream_hub_wake_key(prefix, uuid.uuid4().hex)
         self.block_ms = block_ms
         self.subscribers: dict[str, set[Subscription]] = {}
-        self.positions: dict[str, str] = {}
-        self.parsers: dict[str, EntryParser] = {}
+        # Kept packed for the XREAD (streams.raw_xread).
+        self.positions = PackedPositions()
+        self.parsers: dict[str, FlatParser] = {}
         # The wake stream is this reader's own, so reading it from the start is safe.
         self.wake_cursor = "0-0"
         # Set once a wake is sent, cleared when the XREAD is re-issued: a burst of new
@@ -112,7 +118,8 @@ class StreamReader:
         also returns the replies of `lead`'s commands, sent first in the same round trip."""
         subscription = Subscription(key, last_id)
         self.subscribers.setdefault(key, set()).add(subscription)
-        self.parsers.setdefault(key, parse)
+        if key not in self.parsers:
+            self.parsers[key] = flat_parser(parse)
         try:
             new = key not in self.positions
             if new:
@@ -138,9 +145,8 @@ class StreamReader:
         backoff = 0.05
         while True:
             self.wake_pending = False
-            streams = {self.wake_key: self.wake_cursor, **self.positions}
             try:
-                reply = await self.redis.xread(streams, block=self.block_ms)
+                reply = await self.read()
             except asyncio.CancelledError:
                 raise
             except REDIS_OUTAGES as error:
@@ -154,7 +160,7 @@ class StreamReader:
             backoff = 0.05
             self.outage.recovered()
             delivered = False
-            for raw_key, rows in reply or []:
+            for raw_key, rows in reply_streams(reply):
                 delivered = self.dispatch(text(raw_key), rows) or delivered
             # A reply of wakes alone (new subscriptions) is followed at once: the new
             # streams' first entries, what their readers wait for most, would wait out
@@ -162,15 +168,21 @@ class StreamReader:
             if delivered:  # longer after replies of many streams (streams/linger.py)
                 await asyncio.sleep(linger_after(len(reply), LINGER_SECONDS))
 
+    async def read(self) -> Any:
+        """One XREAD BLOCK over the wake stream and every followed key, its reply as
+        Redis sent it (None when the block ran out)."""
+        command = self.positions.xread(self.block_ms, self.wake_key, self.wake_cursor)
+        return await read_unparsed(self.redis, command)
+
     def dispatch(self, key: str, rows: list) -> bool:
-        """Hand `rows` of `key` to its subscribers; True if they were a stream's entries
-        (not this reader's wakes)."""
+        """Hand `rows` of `key` (unparsed: [id, [field, value, ...]]) to its subscribers;
+        True if they were a stream's entries (not this reader's wakes)."""
         if key == self.wake_key:
             self.wake_cursor = text(rows[-1][0])
             return False
         if key not in self.positions:
             return False
-        parse = self.parsers.get(key, StreamEntry.from_redis)
+        parse = self.parsers.get(key, StreamEntry.from_fields)
         entries = [parse(i, f) for i, f in rows]
         self.positions[key] = entries[-1].id
         for subscription in self.subscribers.get(key, ()):

@@ -82,6 +82,18 @@ class StreamEntry:
         values = {text(k): text(v) for k, v in fields.items()}
         return cls(id=text(entry_id), type=EventType(values["type"]), data=values["data"])
 
+    @classmethod
+    def from_fields(cls, entry_id: bytes | str, fields: list[Any]) -> StreamEntry:
+        """`from_redis` on the entry's field list as Redis sends it (the hub's XREAD,
+        streams.raw_xread): the shape writers write, [type, t, data, d] in bytes, is
+        read in place; anything else goes through the dict redis-py would have built."""
+        if len(fields) == 4 and fields[0] == b"type" and fields[2] == b"data":
+            type_ = EVENT_TYPES.get(fields[1])
+            if type_ is not None and isinstance(entry_id, bytes):
+                return cls(entry_id.decode(), type_, fields[3].decode())
+        pairs = iter(fields)
+        return cls.from_redis(entry_id, dict(zip(pairs, pairs, strict=False)))
+
     @property
     def terminal(self) -> bool:
         return self.type in TERMINAL_TYPES
