@@ -14,12 +14,15 @@ job to one.
 arq's own `enqueue_job` spends three round trips (WATCH, EXISTS, then MULTI…EXEC) and
 the wake a fourth; on the chat queue that was paid by every streamed answer. `enqueue`
 writes the same job (arq's serializer, key, expiry and score) and the wake in one Lua
-script: one round trip, atomic like arq's optimistic transaction.
+script: one round trip, atomic like arq's optimistic transaction. A `KeyClaim` rides
+the same script: a streamed answer's reader lease is taken with its job, not by a SET of
+its own (a round trip of ~120 µs of the web's CPU per streamed answer).
 """
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from arq.connections import ArqRedis
@@ -32,15 +35,30 @@ from backend.constants import queue_wake_key
 
 WAKE_MAX_LEN = 64
 
-# KEYS: job, result, queue, wake stream; ARGV: expiry ms, job bytes, score, job id, wake
-# stream length. A job id that is queued, running or has a result is not enqueued again.
+# KEYS: job, result, queue, wake stream[, claimed key]; ARGV: expiry ms, job bytes, score,
+# job id, wake stream length[, claim value, claim ms]. A job id that is queued, running
+# or has a result is not enqueued again (and claims nothing); 2 when the claim was set.
 ENQUEUE = """
 if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
 redis.call('PSETEX', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'j', '1')
+if KEYS[5] and redis.call('SET', KEYS[5], ARGV[6], 'NX', 'PX', ARGV[7]) then return 2 end
 return 1
 """
+CLAIMED = 2
+
+
+@dataclass
+class KeyClaim:
+    """A key set like `SET key value NX PX ttl_ms` by the enqueue that adds the job, in
+    its round trip; `taken` tells whether it was set (not when the job was not added or
+    the key was held)."""
+
+    key: str
+    value: str
+    ttl_ms: int
+    taken: bool = False
 
 
 async def enqueue(
@@ -50,9 +68,10 @@ async def enqueue(
     *args: Any,
     job_id: str | None = None,
     expires: float | None = None,
+    claim: KeyClaim | None = None,
 ) -> Job | None:
     """What arq's `enqueue_job` does on `queue` (a full queue name), and the wake of its
-    workers, in one round trip.
+    workers, in one round trip; and `claim`, if given, in the same trip.
 
     None, as with arq, when a job with `job_id` is already queued or running. A job not
     started within `expires` seconds is dropped (arq's default: a day).
@@ -61,10 +80,14 @@ async def enqueue(
     enqueued_ms = timestamp_ms()
     expires_ms = to_ms(expires) or redis.expires_extra_ms
     job = serialize_job(function, args, {}, None, enqueued_ms, serializer=redis.job_serializer)
-    keys = (job_key_prefix + job_id, result_key_prefix + job_id, queue, queue_wake_key(queue))
-    added = await redis.eval(
-        ENQUEUE, len(keys), *keys, expires_ms, job, enqueued_ms, job_id, WAKE_MAX_LEN
-    )
+    keys = [job_key_prefix + job_id, result_key_prefix + job_id, queue, queue_wake_key(queue)]
+    args = [expires_ms, job, enqueued_ms, job_id, WAKE_MAX_LEN]
+    if claim is not None:
+        keys.append(claim.key)
+        args += [claim.value, claim.ttl_ms]
+    added = await redis.eval(ENQUEUE, len(keys), *keys, *args)
+    if claim is not None:
+        claim.taken = added == CLAIMED
     if not added:
         return None
     return Job(job_id, redis=redis, _queue_name=queue, _deserializer=redis.job_deserializer)

@@ -51,15 +51,19 @@ async def ask(
     *,
     redis: ArqRedis,
     settings: Settings,
+    reader_lease: tasks.ReaderLease | None = None,
 ) -> Task:
-    """Record the user's question and start the answer on the chat worker."""
+    """Record the user's question and start the answer on the chat worker (taking
+    `reader_lease` with its job, for a request that streams it)."""
     if data.role is not MessageRole.USER or not data.visible:
         raise BadRequest(
             "Only a visible user message starts an answer: drop 'role'/'visible', "
             "or send without 'stream' to record it"
         )
     session = await get_session(user, assistant_id, session_id)
-    task = await tasks.create_task(user, session.id, data.parts(), redis=redis, settings=settings)
+    task = await tasks.create_task(
+        user, session.id, data.parts(), redis=redis, settings=settings, reader_lease=reader_lease
+    )
     await session.save(update_fields=["updated_at"])
     return task
 

@@ -8,12 +8,14 @@ exactly what was priced. Generation never runs in the web process.
 
 from __future__ import annotations
 
+import secrets
+from dataclasses import dataclass
 from typing import Any
 
 from arq.connections import ArqRedis
 
 from backend import job_queue
-from backend.constants import CHAT_QUEUE, queue_name, task_cancel_key
+from backend.constants import CHAT_QUEUE, queue_name, task_cancel_key, task_lease_key
 from backend.errors import BadRequest, Conflict, NotFound, ServiceUnavailable
 from backend.models import ChatSession, Task, User, answer_writes
 from backend.models.ids import new_id
@@ -53,6 +55,17 @@ def sampling(llm: dict[str, Any], spec: ModelSpec) -> SamplingParams:
     )
 
 
+@dataclass
+class ReaderLease:
+    """The lease of a new task's stream for the request that streams it (SSE), taken by
+    the enqueue's script (`job_queue.KeyClaim`): a SET of its own was one more Redis
+    round trip per streamed answer. `token` stays None when it was not taken; the
+    reader then takes it as before (`streams.delivery.open_new_task_reader`)."""
+
+    seconds: float
+    token: str | None = None
+
+
 def message_dict(message: ChatMessage) -> dict[str, Any]:
     return {"role": message.role, "content": message.content}
 
@@ -69,11 +82,12 @@ async def start(
     settings: Settings,
     knowledge: dict[str, Any] | None = None,
     knowledge_tokens: tuple[int, int] = (0, 0),
+    reader_lease: ReaderLease | None = None,
 ) -> Task:
     """Price, then reserve and record in one transaction (a refused reservation records
-    nothing; a failed record holds nothing), then enqueue. `knowledge` is the plan of a
-    turn over knowledge bases; `knowledge_tokens` the (prompt, completion) tokens it may
-    add, reserved with the rest."""
+    nothing; a failed record holds nothing), then enqueue (taking `reader_lease` with
+    the job). `knowledge` is the plan of a turn over knowledge bases; `knowledge_tokens`
+    the (prompt, completion) tokens it may add, reserved with the rest."""
     prompt_tokens = count_message_tokens(messages)
     max_tokens = params.max_tokens or spec.max_output
     task_id = new_id()
@@ -103,12 +117,22 @@ async def start(
     task = await credits.retried(lambda: answer_writes.record(new))
     if task is None:
         raise await credits.not_enough(user.id, new.hold)
-    await enqueue(task, redis=redis, settings=settings)
+    await enqueue(task, redis=redis, settings=settings, reader_lease=reader_lease)
     return task
 
 
-async def enqueue(task: Task, *, redis: ArqRedis, settings: Settings) -> None:
-    """Queue the generation; the job id is the task id, so a task is queued at most once."""
+async def enqueue(
+    task: Task, *, redis: ArqRedis, settings: Settings, reader_lease: ReaderLease | None = None
+) -> None:
+    """Queue the generation; the job id is the task id, so a task is queued at most once.
+    With `reader_lease`, its stream's lease is taken in the same round trip."""
+    claim = None
+    if reader_lease is not None:
+        claim = job_queue.KeyClaim(
+            task_lease_key(settings.redis_prefix, task.id),
+            secrets.token_hex(16),
+            int(reader_lease.seconds * 1000),
+        )
     try:
         await job_queue.enqueue(
             redis,
@@ -116,6 +140,7 @@ async def enqueue(task: Task, *, redis: ArqRedis, settings: Settings) -> None:
             GENERATE_ANSWER_JOB,
             task.id,
             job_id=task.id,
+            claim=claim,
         )
     except Exception as error:
         await task_outcomes.fail(
@@ -127,6 +152,8 @@ async def enqueue(task: Task, *, redis: ArqRedis, settings: Settings) -> None:
             settings=settings,
         )
         raise ServiceUnavailable("The task queue is unreachable; try again shortly") from error
+    if reader_lease is not None and claim is not None and claim.taken:
+        reader_lease.token = claim.value
 
 
 async def create_task(
@@ -136,8 +163,10 @@ async def create_task(
     *,
     redis: ArqRedis,
     settings: Settings,
+    reader_lease: ReaderLease | None = None,
 ) -> Task:
-    """Ask in one of the user's sessions: `parts` are content parts (`text`, `image`)."""
+    """Ask in one of the user's sessions: `parts` are content parts (`text`, `image`);
+    `reader_lease` for a turn whose answer this request streams."""
     # With its assistant, in one statement built once (backend/models/lean_reads.py).
     session = await owned_session(session_id, user.id)
     if session is None:
@@ -171,6 +200,7 @@ async def create_task(
         settings=settings,
         knowledge=knowledge,
         knowledge_tokens=knowledge_tokens,
+        reader_lease=reader_lease,
     )
 
 

@@ -195,12 +195,14 @@ async def open_task_reader(
 
 
 async def open_new_task_reader(
-    task: Task, *, redis: Redis, hub: StreamHub, settings: Settings
+    task: Task, *, redis: Redis, hub: StreamHub, settings: Settings, lease: str | None = None
 ) -> TaskReader:
     """The first reader of a task the caller has just created: it has no stream yet and
-    no other reader, so there is nothing to check but the lease."""
+    no other reader, so there is nothing to check but the lease. `lease`: the token of
+    one already taken with the task's job (`services.tasks.ReaderLease`)."""
     stream = TaskStream.for_task(redis, settings, task.id)
-    lease = await stream.acquire_lease(settings.stream_lease_seconds)
+    if lease is None:
+        lease = await stream.acquire_lease(settings.stream_lease_seconds)
     if lease is None:
         raise Conflict(busy_message())
     return TaskReader(stream, hub, lease, START, settings)

@@ -17,7 +17,7 @@ from backend.http.openapi import NewTaskEventStream
 from backend.http.responses import ok
 from backend.http.routes.task_streams import new_task_sse_response
 from backend.models import Message
-from backend.services import messages
+from backend.services import messages, tasks
 from schemas.chats import MessageCreate, MessageListQuery, MessageOut, MessagePage
 from schemas.envelope import Envelope
 
@@ -75,15 +75,19 @@ async def create_message(chat_id: str, session_id: str, data: MessageCreate):
     """
     user = current_user()
     if data.stream:
+        settings = current_app.config["SETTINGS"]
+        # The reader's lease is taken with the answer's job, in one round trip.
+        lease = tasks.ReaderLease(settings.stream_lease_seconds)
         task = await messages.ask(
             user,
             chat_id,
             session_id,
             data,
             redis=current_app.config["REDIS"],
-            settings=current_app.config["SETTINGS"],
+            settings=settings,
+            reader_lease=lease,
         )
-        return await new_task_sse_response(task)
+        return await new_task_sse_response(task, lease.token)
     message = await messages.record_message(user, chat_id, session_id, data)
     return ok(message_out(message), 201)
 

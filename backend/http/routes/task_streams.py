@@ -43,11 +43,16 @@ def event_stream(
     return response
 
 
-async def new_task_reader(task: Task) -> TaskReader:
-    """The reader of a task this request has just created."""
+async def new_task_reader(task: Task, lease: str | None = None) -> TaskReader:
+    """The reader of a task this request has just created; `lease` if it took the
+    stream's lease with the task's job (`services.tasks.ReaderLease`)."""
     app = current_app._get_current_object()
     return await open_new_task_reader(
-        task, redis=app.config["REDIS"], hub=hub_for(app), settings=app.config["SETTINGS"]
+        task,
+        redis=app.config["REDIS"],
+        hub=hub_for(app),
+        settings=app.config["SETTINGS"],
+        lease=lease,
     )
 
 
@@ -68,10 +73,11 @@ async def sse_response(user: User, task_id: str, last_event_id: str | None = Non
     return event_stream(frames(reader), restart_frame=restart_frame)
 
 
-async def new_task_sse_response(task: Task) -> Response:
+async def new_task_sse_response(task: Task, lease: str | None = None) -> Response:
     """The SSE stream of a task this request just created (POST with `stream: true`); it
-    opens with `event: task` carrying the task id, and the `X-Task-ID` header has it too."""
-    reader = await new_task_reader(task)
+    opens with `event: task` carrying the task id, and the `X-Task-ID` header has it too.
+    `lease` as for `new_task_reader`."""
+    reader = await new_task_reader(task, lease)
     response = event_stream(frames(reader, announce_task=True), restart_frame=restart_frame)
     response.headers["X-Task-ID"] = task.id
     return response

@@ -74,17 +74,21 @@ async def create_task(data: TaskCreate):
     A streamed reply opens with `event: task` `{"task_id": …}` and carries the task id in
     the `X-Task-ID` header (exposed to cross-origin pages).
     """
+    settings = current_app.config["SETTINGS"]
+    # A streamed answer's reader lease is taken with its job, in one round trip.
+    lease = tasks.ReaderLease(settings.stream_lease_seconds) if data.stream else None
     task = await tasks.create_task(
         current_user(),
         data.session_id,
         data.parts(),
         redis=current_app.config["REDIS"],
-        settings=current_app.config["SETTINGS"],
+        settings=settings,
+        reader_lease=lease,
     )
-    if data.stream:
+    if lease is not None:
         # Fetch-style clients read the id from the opening `task` event or the X-Task-ID
         # header, to cancel or to resume on GET .../stream.
-        return await new_task_sse_response(task)
+        return await new_task_sse_response(task, lease.token)
     return ok(task_out(task), 201)
 
 

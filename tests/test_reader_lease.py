@@ -1,0 +1,101 @@
+"""A streamed answer's reader lease is taken with its job, in the enqueue's one round trip
+(issue 16, fifth pass): the SET NX of its own was one more Redis round trip, ~120 µs of
+the web's CPU, per streamed answer (bench/bench_request_paths.py)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from arq.connections import ArqRedis
+from arq.constants import job_key_prefix
+from quart import Quart
+
+from backend.constants import task_lease_key
+from backend.http.stream_hub import hub_for
+from backend.job_queue import KeyClaim, enqueue
+from backend.models import Assistant, ChatSession, User
+from backend.services import tasks
+from backend.settings import Settings
+from backend.streams.delivery import open_new_task_reader
+from tests.support.accounts import create_account
+from tests.support.task_models import CHEAP, test_models  # noqa: F401
+from tests.test_answer_round_trips import CountingRedis
+
+pytestmark = pytest.mark.usefixtures("test_models")
+
+
+async def test_a_claim_is_set_with_a_new_job_only(arq_pool: ArqRedis) -> None:
+    queue, key = f"lease-test-{uuid.uuid4().hex[:8]}", f"lease-test:{uuid.uuid4().hex}"
+    job_id = uuid.uuid4().hex
+    claim = KeyClaim(key, "mine", 5000)
+    assert await enqueue(arq_pool, queue, "f", job_id=job_id, claim=claim) is not None
+    assert claim.taken
+    assert await arq_pool.get(key) == b"mine"
+    assert 4000 < await arq_pool.pttl(key) <= 5000
+    # The same job again is not enqueued, and claims nothing.
+    again = KeyClaim(f"{key}:again", "x", 5000)
+    assert await enqueue(arq_pool, queue, "f", job_id=job_id, claim=again) is None
+    assert not again.taken and not await arq_pool.exists(again.key)
+    # A held key is left as it is; the job is enqueued all the same.
+    held = KeyClaim(key, "theirs", 5000)
+    assert await enqueue(arq_pool, queue, "f", job_id=uuid.uuid4().hex, claim=held) is not None
+    assert not held.taken
+    assert await arq_pool.get(key) == b"mine"
+    await arq_pool.delete(key, queue, job_key_prefix + job_id)
+
+
+async def test_a_streamed_turn_takes_its_reader_lease_in_the_enqueue_round_trip(
+    app: Quart, settings: Settings
+) -> None:
+    account = await create_account(settings, credits=100, password=False)
+    assistant = await Assistant.create(owner_id=account.id, name="a", llm={"model_name": CHEAP})
+    session = await ChatSession.create(assistant_id=assistant.id, user_id=account.id)
+    redis = app.config["REDIS"]
+    counting = CountingRedis(redis)
+    lease = tasks.ReaderLease(settings.stream_lease_seconds)
+    user = await User.get(id=account.id)
+    task = await tasks.create_task(
+        user,
+        session.id,
+        [{"type": "text", "text": "Hi?"}],
+        redis=counting,  # type: ignore[arg-type]
+        settings=settings,
+        reader_lease=lease,
+    )
+    reader = await open_new_task_reader(
+        task,
+        redis=counting,  # type: ignore[arg-type]
+        hub=hub_for(app),
+        settings=settings,
+        lease=lease.token,
+    )
+    # The job, its wake and the lease: one script, and no SET of the reader's own.
+    assert counting.calls == ["eval"]
+    assert lease.token and reader.lease == lease.token
+    key = task_lease_key(settings.redis_prefix, task.id)
+    assert await redis.get(key) == lease.token.encode()
+    assert 0 < await redis.pttl(key) <= settings.stream_lease_seconds * 1000
+    assert await redis.exists(job_key_prefix + task.id)
+    # The lease is the reader's own: it refreshes it, and gives it up on close.
+    assert await reader.stream.refresh_lease(reader.lease, 5)
+    await reader.close()
+    assert not await redis.exists(key)
+
+
+async def test_without_a_taken_lease_the_reader_takes_it_itself(
+    app: Quart, settings: Settings
+) -> None:
+    account = await create_account(settings, credits=100, password=False)
+    assistant = await Assistant.create(owner_id=account.id, name="a", llm={"model_name": CHEAP})
+    session = await ChatSession.create(assistant_id=assistant.id, user_id=account.id)
+    redis = app.config["REDIS"]
+    user = await User.get(id=account.id)
+    task = await tasks.create_task(
+        user, session.id, [{"type": "text", "text": "Hi?"}], redis=redis, settings=settings
+    )
+    key = task_lease_key(settings.redis_prefix, task.id)
+    assert not await redis.exists(key)
+    reader = await open_new_task_reader(task, redis=redis, hub=hub_for(app), settings=settings)
+    assert await redis.get(key) == reader.lease.encode()
+    await reader.close()
