@@ -2,22 +2,24 @@
 
 Every statement Tortoise runs on SQLite goes to aiosqlite's thread and back: for a
 one-row read by primary key that hop costs ~100 µs of CPU, against ~7 µs for the same
-read with `sqlite3` in the calling thread (bench/bench_web_paths.py). The per-request
-reads of `backend.models.lean_reads` are such reads, on every request and answer.
+read with `sqlite3` in the calling thread. The per-request reads of
+`backend.models.lean_reads` are such reads, on every request and answer; on this
+connection they cost 0.3-0.7x the CPU (bench/bench_loop_reads.py).
 
 SQLite runs in WAL mode (Tortoise's default, kept by `backend.database`), where readers
 never wait for writers: a read-only connection owned by the loop's thread can run these
 small indexed reads synchronously and see every committed write at once (a commit through
 aiosqlite has returned before the coroutine that awaited it goes on). It has no busy
-timeout, so the loop never sleeps in SQLite: when the read fails for any reason (a lock
-held by a connection in exclusive mode, a schema not yet migrated, a file not yet made)
-the caller falls back to Tortoise's own connection for that call, and the next call opens
-a new read connection.
+timeout, so the loop never sleeps in SQLite's busy handler: when the read fails for any
+reason (a lock held by a connection in exclusive mode, a schema not yet migrated, a file
+not yet made) the caller falls back to Tortoise's own connection for that call, and the
+next call opens a new read connection.
 
 The connection follows the current Tortoise client: it is used only for a plain SQLite
 client on a WAL file (not `:memory:`), never for a transaction's client (a read inside a
 transaction must see that transaction's own writes, so it keeps the transaction's
-connection), and it is reopened when the client changes (tests swap databases), in
+connection), and it is reopened when the client or the client's own connection changes
+(tests swap databases or make one anew at the same path), in
 another process (after a fork) and per thread (only the thread that opened it uses it:
 one loop's thread in a process that serves). PostgreSQL's client (asyncpg, no thread)
 never comes here.
