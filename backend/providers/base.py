@@ -125,6 +125,10 @@ class Queued:
 
 StreamEvent = Delta | Usage | Queued
 
+# A provider's events of one network read, in order, each delta as its bare text: what a
+# provider with a `bursts(request)` method yields (the relay takes a whole read at once).
+Burst = list[str | Usage | Queued]
+
 
 class ChatProvider(Protocol):
     def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:

@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from contextlib import aclosing
 from typing import Any
 
 import aiohttp
 import orjson
 
 from backend.providers import failures
-from backend.providers.base import ProviderError, Usage
+from backend.providers.base import Burst, ProviderError, Usage
+from backend.providers.openai_chunks import Chunk, StreamTally
 from backend.providers.read_watchdog import ReadWatchdog
 
 # The SDK's back-off: 0.5 s doubling up to 8 s, minus up to a quarter of jitter; a
@@ -34,52 +35,12 @@ INITIAL_RETRY_SECONDS = 0.5
 MAX_RETRY_SECONDS = 8.0
 MAX_RETRY_AFTER_SECONDS = 60.0
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
-DATA = b"data:"
-DONE = b"[DONE]"
 
 
-@dataclass(frozen=True, slots=True)
-class Chunk:
-    """The parts of one `chat.completion.chunk` Sluice uses."""
-
-    text: str
-    finished: bool
-    usage: Usage | None
-    finish_reason: str | None = None
-
-
-def chunk_of(data: bytes, label: str) -> Chunk | None:
-    """The JSON of one `data:` line; None for the closing `[DONE]` or an empty line."""
-    data = data.strip()
-    if not data or data == DONE:
-        return None
-    try:
-        payload = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise failures.malformed(label, f"invalid JSON: {exc.msg}") from exc
-    if not isinstance(payload, dict):
-        raise failures.malformed(label, "a chunk is not a JSON object")
-    if error := payload.get("error"):
-        detail = error.get("message") if isinstance(error, dict) else str(error)
-        raise failures.unavailable(label, f"it reported an error mid-stream: {detail}")
-    usage = None
-    if reported := payload.get("usage"):
-        try:
-            usage = Usage(int(reported["prompt_tokens"]), int(reported["completion_tokens"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise failures.malformed(label, "usage without token counts") from exc
-    choices = payload.get("choices")
-    if not choices:
-        return Chunk("", False, usage)
-    try:
-        choice = choices[0]
-        content = (choice.get("delta") or {}).get("content") or ""
-        reason = choice.get("finish_reason")
-    except (AttributeError, IndexError, KeyError, TypeError) as exc:
-        raise failures.malformed(label, "a chunk without a choice") from exc
-    if not isinstance(content, str):
-        raise failures.malformed(label, "delta content is not text")
-    return Chunk(content, reason is not None, usage, reason)
+def unexpected(label: str) -> Callable[[Exception], ProviderError]:
+    """An exception that is neither the upstream's nor the transport's: a bug, or a
+    response no rule foresaw."""
+    return lambda exc: failures.unavailable(label, type(exc).__name__)
 
 
 def retry_delay(attempt: int, headers: Mapping[str, str] | None) -> float:
@@ -191,30 +152,68 @@ class ChatStreamClient:
             attempt += 1
 
     async def chunks(self, payload: dict[str, Any], label: str) -> AsyncIterator[Chunk]:
-        """The stream's chunks in order; ProviderError for any failure."""
-        body = orjson.dumps(payload)
-        response = await self.respond(body, label)
+        """The stream's deltas one at a time, then a chunk with its usage (the reader on
+        its own, for the benches); ProviderError for any failure."""
+        bursts = self.bursts(payload, label, counted=lambda text: Usage(0, 0))
+        async with aclosing(bursts):
+            async for burst in bursts:
+                for item in burst:
+                    if isinstance(item, str):
+                        yield Chunk(item, False, None)
+                    elif isinstance(item, Usage):
+                        yield Chunk("", True, item, item.finish_reason)
+
+    async def bursts(
+        self,
+        payload: dict[str, Any],
+        label: str,
+        *,
+        counted: Callable[[str], Usage],
+        translate: Callable[[Exception], ProviderError] | None = None,
+    ) -> AsyncGenerator[Burst, None]:
+        """The stream's delta texts, a list per network read that carried any, then its
+        usage (`counted(text)` when the upstream reported none) in a list of its own.
+
+        One generator between the socket and the relay, resumed once a read (a read
+        carries several tokens once the worker is busy): not one per chunk, wrapped in
+        the provider's own, each resumed once a token. ProviderError for any failure;
+        `translate` maps an unexpected exception to one."""
+        tally = StreamTally(label)
+        try:
+            response = await self.respond(orjson.dumps(payload), label)
+        except ProviderError:
+            raise
+        except Exception as exc:
+            raise (translate or unexpected(label))(exc) from exc
         watchdog = ReadWatchdog(response, self.timeout)
+        content = response.content
         complete = False
         try:
             buffer = b""
-            async for data in response.content.iter_any():
+            # `readany` itself, not `iter_any()`, whose `__anext__` is one more coroutine
+            # a read.
+            while data := await content.readany():
                 buffer += data
                 if b"\n" not in data:
                     continue
                 *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    if line.startswith(DATA):
-                        chunk = chunk_of(line[5:], label)
-                        if chunk is not None:
-                            yield chunk
-            if buffer.startswith(DATA) and (chunk := chunk_of(buffer[5:], label)) is not None:
-                yield chunk
+                burst, malformed = tally.fold(lines)
+                if burst:
+                    yield burst
+                if malformed is not None:
+                    raise malformed
+            burst, malformed = tally.fold([buffer])
+            if burst:
+                yield burst
+            if malformed is not None:
+                raise malformed
             complete = True
         except ProviderError:
             raise
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise transport_error(exc, label, self.timeout) from exc
+        except Exception as exc:
+            raise (translate or unexpected(label))(exc) from exc
         finally:
             watchdog.stop()
             # A stream read to its end leaves its connection to the pool; one cut short
@@ -223,6 +222,7 @@ class ChatStreamClient:
                 response.release()
             else:
                 response.close()
+        yield [tally.ending(counted)]
 
     async def aclose(self) -> None:
         if self.session is not None:

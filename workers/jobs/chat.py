@@ -145,8 +145,11 @@ async def generate_answer(ctx: dict[str, Any], task_id: str) -> str:
             await stream.append(QueuedEvent(position=position))
 
         watch = watch_of(ctx)
+        provider = provider_for(request.model)
+        # A provider's bursts (a network read at a time) when it has them: see Relay.
+        bursts = getattr(provider, "bursts", None)
         relay = Relay(
-            provider_for(request.model).stream(request),
+            bursts(request) if bursts is not None else provider.stream(request),
             send,
             window=CoalesceWindow.from_settings(settings).following(lambda: watch.generations),
             on_queued=queued,
