@@ -62,11 +62,11 @@ async def test_reads_during_a_window_join_the_read_that_opened_it() -> None:
         yield Delta("b")
         await asyncio.sleep(0.01)
         yield Delta("c")
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.8)
         yield Usage(1, 3)
 
     sink = Sink()
-    result = await Relay(events(), sink, window=0.15).run()
+    result = await Relay(events(), sink, window=0.4).run()
     assert (
         sink.events
         == [
