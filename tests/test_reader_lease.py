@@ -14,10 +14,13 @@ from quart import Quart
 from backend.constants import task_lease_key
 from backend.http.stream_hub import hub_for
 from backend.job_queue import KeyClaim, enqueue
-from backend.models import Assistant, ChatSession, User
-from backend.services import tasks
+from backend.models import Assistant, ChatSession, Task, User
+from backend.services import completions, converse, openai_chat, tasks
 from backend.settings import Settings
 from backend.streams.delivery import open_new_task_reader
+from schemas.chats import CompletionRequest
+from schemas.openai_chat import ChatCompletionRequest
+from schemas.swiftchat import ConverseRequest
 from tests.support.accounts import create_account
 from tests.support.task_models import CHEAP, test_models  # noqa: F401
 from tests.test_answer_round_trips import CountingRedis
@@ -99,3 +102,42 @@ async def test_without_a_taken_lease_the_reader_takes_it_itself(
     reader = await open_new_task_reader(task, redis=redis, hub=hub_for(app), settings=settings)
     assert await redis.get(key) == reader.lease.encode()
     await reader.close()
+
+
+async def test_every_facade_that_reads_its_answer_takes_the_lease_with_the_job(
+    app: Quart, settings: Settings
+) -> None:
+    """OpenAI's chat completions, SwiftChat's converse and RAGFlow's completions (HTTP and
+    WebSocket) read every answer they start: each takes the reader's lease in the job's
+    script."""
+    account = await create_account(settings, credits=100, password=False)
+    user = await User.get(id=account.id)
+    assistant = await Assistant.create(owner_id=account.id, name="a", llm={"model_name": CHEAP})
+    redis = app.config["REDIS"]
+
+    async def openai(lease: tasks.ReaderLease) -> Task:
+        body = ChatCompletionRequest(model=CHEAP, messages=[{"role": "user", "content": "Hi?"}])
+        task, _ = await openai_chat.start(
+            user, body, None, redis=redis, settings=settings, reader_lease=lease
+        )
+        return task
+
+    async def swiftchat(lease: tasks.ReaderLease) -> Task:
+        body = ConverseRequest(messages=[{"role": "user", "content": [{"text": "Hi?"}]}])
+        return await converse.start_converse(
+            user, body, redis=redis, settings=settings, reader_lease=lease
+        )
+
+    async def ragflow(lease: tasks.ReaderLease) -> Task:
+        body = CompletionRequest(question="Hi?")
+        _, task = await completions.ask(
+            user, assistant.id, body, redis=redis, settings=settings, reader_lease=lease
+        )
+        return task
+
+    for start in (openai, swiftchat, ragflow):
+        lease = tasks.ReaderLease(settings.stream_lease_seconds)
+        task = await start(lease)
+        assert lease.token, start.__name__
+        key = task_lease_key(settings.redis_prefix, task.id)
+        assert await redis.get(key) == lease.token.encode(), start.__name__

@@ -20,7 +20,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from backend.errors import BadGateway
 from backend.models import ChatSession, Task, User
 from backend.providers.base import FinishReason
-from backend.services import chat_sessions, messages
+from backend.services import chat_sessions, messages, tasks
 from backend.settings import Settings
 from backend.streams.delivery import TaskReader
 from schemas.chats import CompletionRequest, MessageCreate
@@ -71,7 +71,13 @@ def reference_of(event: TaskEvent) -> dict[str, Any] | None:
 
 
 async def ask(
-    user: User, assistant_id: str, data: CompletionRequest, *, redis: ArqRedis, settings: Settings
+    user: User,
+    assistant_id: str,
+    data: CompletionRequest,
+    *,
+    redis: ArqRedis,
+    settings: Settings,
+    reader_lease: tasks.ReaderLease | None = None,
 ) -> tuple[ChatSession, Task]:
     if data.session_id is None:
         session = await chat_sessions.create_session(user, assistant_id, data.question[:255])
@@ -84,6 +90,7 @@ async def ask(
         MessageCreate(question=data.question),
         redis=redis,
         settings=settings,
+        reader_lease=reader_lease,
     )
     return session, task
 

@@ -69,7 +69,12 @@ def to_chat_message(message: ConverseMessage) -> ChatMessage:
 
 
 async def start_converse(
-    user: User, data: ConverseRequest, *, redis: ArqRedis, settings: Settings
+    user: User,
+    data: ConverseRequest,
+    *,
+    redis: ArqRedis,
+    settings: Settings,
+    reader_lease: tasks.ReaderLease | None = None,
 ) -> Task:
     if data.messages[-1].role != "user":
         raise BadRequest("The last message must be the user's: it is the one being answered")
@@ -81,7 +86,7 @@ async def start_converse(
     turns = [to_chat_message(message) for message in data.messages]
     messages = fit(head, turns[:-1], turns[-1:], spec, spec.max_output)
     return await tasks.create_stateless_task(
-        user, spec.id, messages, redis=redis, settings=settings
+        user, spec.id, messages, redis=redis, settings=settings, reader_lease=reader_lease
     )
 
 

@@ -133,6 +133,7 @@ async def start(
     *,
     redis: ArqRedis,
     settings: Settings,
+    reader_lease: tasks.ReaderLease | None = None,
 ) -> tuple[Task, Target]:
     target = await resolve(user, data.model, chat_id)
     params = sampling(target, data)
@@ -141,7 +142,13 @@ async def start(
     if assistant is None or not assistant.dataset_ids:
         messages = conversation(target, data, max_output)
         task = await tasks.create_stateless_task(
-            user, target.spec.id, messages, params=params, redis=redis, settings=settings
+            user,
+            target.spec.id,
+            messages,
+            params=params,
+            redis=redis,
+            settings=settings,
+            reader_lease=reader_lease,
         )
         return task, target
     # Over knowledge bases: the same plan as a session turn, so the chat worker retrieves
@@ -160,5 +167,6 @@ async def start(
         settings=settings,
         knowledge=plan,
         knowledge_tokens=extra,
+        reader_lease=reader_lease,
     )
     return task, target

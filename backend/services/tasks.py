@@ -214,9 +214,11 @@ async def create_stateless_task(
     settings: Settings,
     knowledge: dict[str, Any] | None = None,
     knowledge_tokens: tuple[int, int] = (0, 0),
+    reader_lease: ReaderLease | None = None,
 ) -> Task:
     """A turn with no session (SwiftChat's converse, OpenAI's chat completions): the caller
-    passes the whole conversation; `knowledge` is an assistant's plan, as in `start`."""
+    passes the whole conversation; `knowledge` is an assistant's plan and `reader_lease`
+    the lease of the request that reads it, as in `start`."""
     spec = get_model(model_id) if model_id else default_model()
     if not messages:
         raise BadRequest("messages is empty: send at least one user message")
@@ -238,6 +240,7 @@ async def create_stateless_task(
         settings=settings,
         knowledge=knowledge,
         knowledge_tokens=knowledge_tokens,
+        reader_lease=reader_lease,
     )
 
 

@@ -23,7 +23,7 @@ from backend.http.documented_errors import document_errors
 from backend.http.openapi import RawBody, sse_frame_schema
 from backend.http.responses import ok
 from backend.http.routes.task_streams import event_stream, new_task_reader
-from backend.services import completions
+from backend.services import completions, tasks
 from schemas.chats import CompletionAnswer, CompletionRequest
 from schemas.envelope import Envelope
 
@@ -115,10 +115,13 @@ async def create_completion(chat_id: str, data: CompletionRequest):
     """
     app = current_app._get_current_object()
     user = current_user()
+    settings = app.config["SETTINGS"]
+    # Every answer is read here: its reader's lease is taken with its job.
+    lease = tasks.ReaderLease(settings.stream_lease_seconds)
     session, task = await completions.ask(
-        user, chat_id, data, redis=app.config["REDIS"], settings=app.config["SETTINGS"]
+        user, chat_id, data, redis=app.config["REDIS"], settings=settings, reader_lease=lease
     )
-    reader = await new_task_reader(task)
+    reader = await new_task_reader(task, lease.token)
     if data.stream:
         ids = {"id": task.id, "session_id": session.id, "chat_id": chat_id}
         return event_stream(ragflow_lines(completions.progress(reader), ids))

@@ -35,7 +35,7 @@ from backend.http.credential_guard import openai_error_frame
 from backend.http.documented_errors import document_errors
 from backend.http.openapi import JSON, RawBody
 from backend.http.routes.task_streams import event_stream, new_task_reader
-from backend.services import completions, converse, openai_chat
+from backend.services import completions, converse, openai_chat, tasks
 from backend.services.completions import Progress
 from schemas.openai_chat import (
     AssistantMessage,
@@ -202,8 +202,12 @@ async def complete(data: ChatCompletionRequest, chat_id: str | None) -> Response
     app = current_app._get_current_object()
     user = current_user()
     redis, settings = app.config["REDIS"], app.config["SETTINGS"]
-    task, target = await openai_chat.start(user, data, chat_id, redis=redis, settings=settings)
-    reader = await new_task_reader(task)
+    # Every answer is read here: its reader's lease is taken with its job.
+    lease = tasks.ReaderLease(settings.stream_lease_seconds)
+    task, target = await openai_chat.start(
+        user, data, chat_id, redis=redis, settings=settings, reader_lease=lease
+    )
+    reader = await new_task_reader(task, lease.token)
     identity = CompletionIdentity(task.id, target.model_name)
     abandon = partial(converse.abandon, user, task.id, redis=redis, settings=settings)
     if data.stream:

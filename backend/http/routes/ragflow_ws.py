@@ -38,7 +38,7 @@ from backend.http.responses import error_response
 from backend.http.socket_auth import MAX_CLOSE_REASON, SocketCredential
 from backend.http.stream_hub import hub_for
 from backend.models import User
-from backend.services import completions
+from backend.services import completions, tasks
 from backend.services.authentication import Credential, authenticate_credential
 from backend.settings import Settings
 from backend.streams.delivery import open_new_task_reader
@@ -97,10 +97,14 @@ async def answer(user: User, message: ChatMessage) -> None:
     app = current_app._get_current_object()
     redis, settings = app.config["REDIS"], app.config["SETTINGS"]
     request = CompletionRequest(question=message.question, session_id=message.session_id)
+    # Its reader's lease is taken with its job.
+    lease = tasks.ReaderLease(settings.stream_lease_seconds)
     session, task = await completions.ask(
-        user, message.chat_id, request, redis=redis, settings=settings
+        user, message.chat_id, request, redis=redis, settings=settings, reader_lease=lease
     )
-    reader = await open_new_task_reader(task, redis=redis, hub=hub_for(app), settings=settings)
+    reader = await open_new_task_reader(
+        task, redis=redis, hub=hub_for(app), settings=settings, lease=lease.token
+    )
     ids = {"id": task.id, "session_id": session.id, "chat_id": message.chat_id}
     sent: dict[str, Any] = {}
     async with aclosing(completions.progress(reader)) as steps:

@@ -28,7 +28,7 @@ from backend.http.body_limits import body_limit, media_json
 from backend.http.documented_errors import document_errors
 from backend.http.openapi import RawBody
 from backend.http.routes.task_streams import event_stream, new_task_reader
-from backend.services import app_versions, converse, swiftchat_models
+from backend.services import app_versions, converse, swiftchat_models, tasks
 from backend.streams.delivery import TaskReader
 from schemas.events import CancelledEvent, DoneEvent, ErrorEvent, TaskEvent, TokenEvent
 from schemas.swiftchat import (
@@ -133,10 +133,12 @@ async def start_answer(data: ConverseRequest) -> tuple[str, TaskReader, Callable
     """Create the stateless task of a converse request; its reader and how to abandon it."""
     app = current_app._get_current_object()
     user = current_user()
+    # Every answer is read here: its reader's lease is taken with its job.
+    lease = tasks.ReaderLease(app.config["SETTINGS"].stream_lease_seconds)
     task = await converse.start_converse(
-        user, data, redis=app.config["REDIS"], settings=app.config["SETTINGS"]
+        user, data, redis=app.config["REDIS"], settings=app.config["SETTINGS"], reader_lease=lease
     )
-    reader = await new_task_reader(task)
+    reader = await new_task_reader(task, lease.token)
     stop = partial(
         converse.abandon, user, task.id, redis=app.config["REDIS"], settings=app.config["SETTINGS"]
     )
