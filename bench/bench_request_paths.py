@@ -11,20 +11,22 @@ socket, no Hypercorn), one request at a time, and divides this process's CPU
 - that stream's end: a terminal entry (XADD'ed by this process) to the end of the body
   (the hub's wake, the last frame, the consume-and-release).
 
-Then the parts changed, old next to new in this process (CPU per call, alternating):
+First, the parts changed, old next to new in this process (CPU per call, alternating):
 
 - a streamed answer's enqueue and its reader's lease: the job's script, then a SET NX
   of the reader's own, against the lease taken in the job's script (one round trip);
+- a WebSocket `send`'s enqueue and reader: a resume's opening (the task's row, consumed,
+  last entry, a SET NX) against the new task's, its lease taken with the job;
 - the body limit of a route: every rule matched per request, against the limits of
   static routes remembered.
 
-First the parts changed; then the whole app, old and new being two trees of the code
-(`--old-tree`, or `git archive --old-ref` into a temporary directory; new is this
-checkout, or `--new-tree`): each round runs one child process per tree, alternating,
-each against its own migrated SQLite database and Redis prefix. Each figure is a tree's
-least disturbed round (the minimum: on a shared machine noise only adds). Logging as
-the bench stack runs it (LOG_LEVEL=WARNING) and as a deployment does (INFO, JSON lines
-to stderr, here /dev/null).
+Then the whole app, old and new being two trees of the code (`--old-tree`, or
+`git archive --old-ref` into a temporary directory; new is this checkout, or
+`--new-tree`): each round runs one child process per tree, alternating, each against
+its own migrated SQLite database and Redis prefix. Each figure is a tree's least
+disturbed round (the minimum: on a shared machine noise only adds). Logging as the bench
+stack runs it (LOG_LEVEL=WARNING) and as a deployment does (INFO, JSON lines to stderr,
+here /dev/null).
 
 Usage: python -m bench.bench_request_paths [--rounds N] [--requests N]
        [--old-ref REF | --old-tree PATH] [--new-tree PATH] [--log-levels L,L]
@@ -158,6 +160,7 @@ async def child(requests: int, profile: str | None) -> dict[str, float]:
     get_scope = scope_of("GET", "/api/v1/users/me", token, b"")
     spent = dict.fromkeys(PATHS, 0.0)
     profiler = None
+    task_ids: list[str] = []
 
     async def get_once() -> None:
         exchange = Exchange(b"")
@@ -177,6 +180,7 @@ async def child(requests: int, profile: str | None) -> dict[str, float]:
         opened = time.process_time()
         assert exchange.sent[0]["status"] == 200, exchange.sent
         task_id = dict(exchange.sent[0]["headers"])[b"x-task-id"].decode()
+        task_ids.append(task_id)
         key = TaskStream.for_task(redis, settings, task_id).key
         ending = time.process_time()
         await redis.xadd(key, {"type": "done", "data": '{"completion_tokens":0}'})
@@ -205,8 +209,8 @@ async def child(requests: int, profile: str | None) -> dict[str, float]:
         profiler.disable()
         profiler.dump_stats(profile)
     keys = [key async for key in redis.scan_iter(f"{settings.redis_prefix}*")]
-    if keys:
-        await redis.delete(*keys)
+    keys += [f"arq:job:{task_id}" for task_id in task_ids]  # arq's keys have no prefix
+    await redis.delete(*keys)
     await app.shutdown()
     return {name: seconds / requests * 1e6 for name, seconds in spent.items()}
 
@@ -238,7 +242,57 @@ def compare(name: str, spent: dict[str, float], calls: int) -> None:
     print(f"  {name:<48} {old:>8.1f} {new:>8.1f} µs {new / old:>6.2f}x")
 
 
-async def parts(rounds: int, runs: int) -> None:
+async def socket_send_opening(
+    settings: Any, redis: Any, queue: str, jobs: list[str], rounds: int, runs: int
+) -> None:
+    """A WebSocket `send`'s enqueue and reader: the job, then a resume's opening (the
+    task's row, consumed, last entry, SET NX), against the lease taken with the job and
+    the new task's opening."""
+    from backend.constants import task_lease_key
+    from backend.database import close_database, open_database
+    from backend.job_queue import KeyClaim, enqueue
+    from backend.models import Task, User
+    from backend.services.tasks import ReaderLease
+    from backend.streams.delivery import open_new_task_reader, open_task_reader
+    from backend.streams.hub import StreamHub
+
+    await open_database(settings)
+    user = await User.create(username=f"bench{uuid.uuid4().hex[:8]}", credits=0)
+    hub = StreamHub(redis, settings.redis_prefix)
+    fresh = [await Task.create(user_id=user.id, model="m") for _ in range(2 * rounds * runs)]
+    jobs += [task.id for task in fresh]
+
+    async def old() -> None:
+        task = fresh.pop()
+        await enqueue(redis, queue, "f", task.id, job_id=task.id)
+        reader = await open_task_reader(
+            user, task.id, None, redis=redis, hub=hub, settings=settings
+        )
+        reader.closed = True  # the lease expires with the bench's keys
+
+    async def new() -> None:
+        task = fresh.pop()
+        lease = ReaderLease(settings.stream_lease_seconds)
+        key = task_lease_key(settings.redis_prefix, task.id)
+        claim = KeyClaim(key, uuid.uuid4().hex, int(lease.seconds * 1000))
+        await enqueue(redis, queue, "f", task.id, job_id=task.id, claim=claim)
+        reader = await open_new_task_reader(
+            task, redis=redis, hub=hub, settings=settings, lease=claim.value
+        )
+        reader.closed = True
+
+    spent = {"old": 0.0, "new": 0.0}
+    for _ in range(rounds):
+        for label, work in (("old", old), ("new", new)):
+            started = time.process_time()
+            for _ in range(runs):
+                await work()
+            spent[label] += time.process_time() - started
+    compare("WebSocket send: enqueue and the reader", spent, rounds * runs)
+    await close_database()
+
+
+async def parts(env: dict[str, str], rounds: int, runs: int) -> None:
     import secrets
 
     from backend.app import create_app
@@ -247,57 +301,59 @@ async def parts(rounds: int, runs: int) -> None:
     from backend.job_queue import KeyClaim, enqueue
     from backend.settings import Settings
 
-    with tempfile.TemporaryDirectory() as data_dir:
-        env = child_settings(data_dir, "WARNING")
-        settings = Settings(
-            _env_file=None, **{k.lower(): v for k, v in env.items() if k != "LOG_LEVEL"}
-        )
-        redis = await open_redis(settings)
-        queue = f"{settings.redis_prefix}:queue"
-        print(f"parts (CPU per call, this process){'':<17} {'old':>8} {'new':>8}")
+    settings = Settings(
+        _env_file=None, **{k.lower(): v for k, v in env.items() if k != "LOG_LEVEL"}
+    )
+    redis = await open_redis(settings)
+    queue = f"{settings.redis_prefix}:queue"
+    jobs: list[str] = []
+    print(f"parts (CPU per call, this process){'':<17} {'old':>8} {'new':>8}")
 
-        async def old_enqueue() -> None:
-            job_id = uuid.uuid4().hex
-            await enqueue(redis, queue, "f", job_id, job_id=job_id)
-            token = secrets.token_hex(16)
-            await redis.set(f"{queue}:{job_id}:lease", token, nx=True, px=30000)
+    async def old_enqueue() -> None:
+        job_id = uuid.uuid4().hex
+        jobs.append(job_id)
+        await enqueue(redis, queue, "f", job_id, job_id=job_id)
+        token = secrets.token_hex(16)
+        await redis.set(f"{queue}:{job_id}:lease", token, nx=True, px=30000)
 
-        async def new_enqueue() -> None:
-            job_id = uuid.uuid4().hex
-            claim = KeyClaim(f"{queue}:{job_id}:lease", secrets.token_hex(16), 30000)
-            await enqueue(redis, queue, "f", job_id, job_id=job_id, claim=claim)
+    async def new_enqueue() -> None:
+        job_id = uuid.uuid4().hex
+        jobs.append(job_id)
+        claim = KeyClaim(f"{queue}:{job_id}:lease", secrets.token_hex(16), 30000)
+        await enqueue(redis, queue, "f", job_id, job_id=job_id, claim=claim)
 
+    spent = {"old": 0.0, "new": 0.0}
+    for _ in range(rounds):
+        for label, work in (("old", old_enqueue), ("new", new_enqueue)):
+            started = time.process_time()
+            for _ in range(runs):
+                await work()
+            spent[label] += time.process_time() - started
+    compare("enqueue and the reader's lease", spent, rounds * runs)
+    await socket_send_opening(settings, redis, queue, jobs, rounds, runs // 4)
+    keys = [key async for key in redis.scan_iter(f"{settings.redis_prefix}*")]
+    keys += [f"arq:job:{job_id}" for job_id in jobs]
+    for index in range(0, len(keys), 500):
+        await redis.delete(*keys[index : index + 500])
+    await redis.aclose()
+
+    app = create_app(settings)
+    limits = app.asgi_app.app  # ConnectionMetrics around BodyLimits
+    assert isinstance(limits, BodyLimits)
+    for path, method in (("/api/v1/tasks", "POST"), ("/api/v1/users/me", "GET")):
+        scope = {"type": "http", "path": path, "method": method}
+        assert old_limit_for(limits, scope) == limits.limit_for(scope)
         spent = {"old": 0.0, "new": 0.0}
         for _ in range(rounds):
-            for label, work in (("old", old_enqueue), ("new", new_enqueue)):
+            for label, work in (
+                ("old", lambda s=scope: old_limit_for(limits, s)),
+                ("new", lambda s=scope: limits.limit_for(s)),
+            ):
                 started = time.process_time()
-                for _ in range(runs):
-                    await work()
+                for _ in range(runs * 20):
+                    work()
                 spent[label] += time.process_time() - started
-        compare("enqueue and the reader's lease", spent, rounds * runs)
-        keys = [key async for key in redis.scan_iter(f"{settings.redis_prefix}*")]
-        keys += [key async for key in redis.scan_iter("arq:job:*")]
-        for index in range(0, len(keys), 500):
-            await redis.delete(*keys[index : index + 500])
-        await redis.aclose()
-
-        app = create_app(settings)
-        limits = app.asgi_app.app  # ConnectionMetrics around BodyLimits
-        assert isinstance(limits, BodyLimits)
-        for path, method in (("/api/v1/tasks", "POST"), ("/api/v1/users/me", "GET")):
-            scope = {"type": "http", "path": path, "method": method}
-            assert old_limit_for(limits, scope) == limits.limit_for(scope)
-            spent = {"old": 0.0, "new": 0.0}
-            for _ in range(rounds):
-                for label, work in (
-                    ("old", lambda s=scope: old_limit_for(limits, s)),
-                    ("new", lambda s=scope: limits.limit_for(s)),
-                ):
-                    started = time.process_time()
-                    for _ in range(runs * 20):
-                        work()
-                    spent[label] += time.process_time() - started
-            compare(f"body limit of {method} {path}", spent, rounds * runs * 20)
+        compare(f"body limit of {method} {path}", spent, rounds * runs * 20)
 
 
 # --- the parent: old and new trees, alternating -----------------------------------------
@@ -316,16 +372,16 @@ def old_tree(path: str | None, ref: str) -> Iterator[Path]:
         yield Path(directory)
 
 
+def migrate(tree: Path, env: dict[str, str]) -> None:
+    """`backend migrate` of `tree`'s code: the schema its processes expect."""
+    command = [sys.executable, "-m", "backend", "migrate"]
+    subprocess.run(command, cwd=tree, env=env, check=True, stdout=subprocess.DEVNULL)
+
+
 def run_child(tree: Path, requests: int, log_level: str, profile: str | None) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as data_dir:
         env = {**os.environ, **child_settings(data_dir, log_level), "PYTHONPATH": str(tree)}
-        subprocess.run(
-            [sys.executable, "-m", "backend", "migrate"],
-            cwd=tree,
-            env=env,
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
+        migrate(tree, env)
         command = [sys.executable, str(Path(__file__).resolve()), "--child", str(requests)]
         if profile:
             command += ["--profile", profile]
@@ -360,7 +416,10 @@ def main() -> None:
         run_child(ROOT, args.requests, "WARNING", args.profile)
         print(f"profile of the new tree written to {args.profile}")
         return
-    asyncio.run(parts(args.rounds * 2, 200))
+    with tempfile.TemporaryDirectory() as data_dir:
+        env = child_settings(data_dir, "WARNING")
+        migrate(ROOT, {**os.environ, **env})
+        asyncio.run(parts(env, args.rounds * 2, 200))
     if args.parts_only:
         return
     with old_tree(args.old_tree, args.old_ref) as tree:

@@ -4,6 +4,8 @@ the web's CPU, per streamed answer (bench/bench_request_paths.py)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
 
 import pytest
@@ -12,13 +14,16 @@ from arq.constants import job_key_prefix
 from quart import Quart
 
 from backend.constants import task_lease_key
+from backend.http.socket_session import SocketSession
 from backend.http.stream_hub import hub_for
 from backend.job_queue import KeyClaim, enqueue
 from backend.models import Assistant, ChatSession, Task, User
 from backend.services import completions, converse, openai_chat, tasks
 from backend.settings import Settings
 from backend.streams.delivery import open_new_task_reader
+from backend.streams.task_stream import TaskStream
 from schemas.chats import CompletionRequest
+from schemas.events import DoneEvent
 from schemas.openai_chat import ChatCompletionRequest
 from schemas.swiftchat import ConverseRequest
 from tests.support.accounts import create_account
@@ -141,3 +146,45 @@ async def test_every_facade_that_reads_its_answer_takes_the_lease_with_the_job(
         assert lease.token, start.__name__
         key = task_lease_key(settings.redis_prefix, task.id)
         assert await redis.get(key) == lease.token.encode(), start.__name__
+
+
+async def test_a_websocket_send_opens_the_new_task_s_reader_without_a_resume_s_checks(
+    app: Quart, settings: Settings
+) -> None:
+    """`send` over the WebSocket went through a resume's reader opening (the task's row,
+    consumed, last entry, then a SET NX of the lease): for a task it just created, the
+    enqueue's script is the one round trip; the events are delivered all the same."""
+    account = await create_account(settings, credits=100, password=False)
+    assistant = await Assistant.create(owner_id=account.id, name="a", llm={"model_name": CHEAP})
+    chat = await ChatSession.create(assistant_id=assistant.id, user_id=account.id)
+    redis = app.config["REDIS"]
+    counting = CountingRedis(redis)
+    sent: list[dict] = []
+    delivered = asyncio.Event()
+
+    async def send_text(text: str) -> None:
+        sent.append(json.loads(text))
+        if sent[-1]["type"] == "done":
+            delivered.set()
+
+    session = SocketSession(
+        await User.get(id=account.id),
+        send_text,
+        redis=counting,  # type: ignore[arg-type]
+        hub=hub_for(app),
+        settings=settings,
+    )
+    await session.handle(json.dumps({"type": "send", "session_id": chat.id, "content": "Hi?"}))
+    assert [m["type"] for m in sent] == ["subscribed"], sent
+    assert counting.calls == ["eval"]
+    task_id = sent[0]["task_id"]
+    pump = session.subscriptions[task_id]
+    lease = await redis.get(task_lease_key(settings.redis_prefix, task_id))
+    assert lease is not None
+    done = DoneEvent(message_id=None, prompt_tokens=1, completion_tokens=1, cost=0)
+    await TaskStream.for_task(redis, settings, task_id).append(done)
+    await asyncio.wait_for(delivered.wait(), 5)
+    assert sent[-1]["task_id"] == task_id
+    await asyncio.wait_for(pump, 5)  # it ends once the stream is consumed
+    assert await TaskStream.for_task(redis, settings, task_id).is_consumed()
+    await session.close()

@@ -24,7 +24,7 @@ from backend.http.json_bodies import decode_json
 from backend.models import User
 from backend.services import tasks
 from backend.settings import Settings
-from backend.streams.delivery import TaskReader, open_task_reader
+from backend.streams.delivery import TaskReader, open_new_task_reader, open_task_reader
 from backend.streams.hub import StreamHub
 from backend.streams.socket_feed import SocketFeed
 from backend.streams.task_stream import StreamEntry
@@ -160,14 +160,21 @@ class SocketSession:
                     CancellingReply(task_id=task.id, status=task.state, ref=message.ref)
                 )
             case SendMessage():
+                # A new task's reader, its lease taken with the job: none of a resume's
+                # checks (the task's row, consumed, last entry) nor their round trips.
+                lease = tasks.ReaderLease(self.settings.stream_lease_seconds)
                 task = await tasks.create_task(
                     self.user,
                     message.session_id,
                     message.parts(),
                     redis=self.redis,
                     settings=self.settings,
+                    reader_lease=lease,
                 )
-                await self.subscribe(task.id, None, message.ref)
+                reader = await open_new_task_reader(
+                    task, redis=self.redis, hub=self.hub, settings=self.settings, lease=lease.token
+                )
+                await self.deliver(reader, message.ref)
             case SubscribeFeedMessage():
                 await self.feed.subscribe(
                     self.user,
@@ -199,12 +206,16 @@ class SocketSession:
             hub=self.hub,
             settings=self.settings,
         )
+        await self.deliver(reader, ref)
+
+    async def deliver(self, reader: TaskReader, ref: str | None) -> None:
+        """Confirm the subscription, then pump the reader's events in a task of its own."""
         try:
-            await self.reply(SubscribedReply(task_id=task_id, ref=ref))
+            await self.reply(SubscribedReply(task_id=reader.task_id, ref=ref))
         except BaseException:
             await reader.close()
             raise
-        self.subscriptions[task_id] = asyncio.create_task(self.pump(reader))
+        self.subscriptions[reader.task_id] = asyncio.create_task(self.pump(reader))
 
     async def pump(self, reader: TaskReader) -> None:
         """Forward one task's events until its terminal event; heartbeats are SSE-only."""
