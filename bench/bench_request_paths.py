@@ -18,7 +18,9 @@ First, the parts changed, old next to new in this process (CPU per call, alterna
 - a WebSocket `send`'s enqueue and reader: a resume's opening (the task's row, consumed,
   last entry, a SET NX) against the new task's, its lease taken with the job;
 - the body limit of a route: every rule matched per request, against the limits of
-  static routes remembered.
+  static routes remembered;
+- the request log's and metrics' after-request hooks (LOG_LEVEL=WARNING): the log's
+  fields built for nothing and `labels()` per request, against neither.
 
 Then the whole app, old and new being two trees of the code (`--old-tree`, or
 `git archive --old-ref` into a temporary directory; new is this checkout, or
@@ -292,6 +294,63 @@ async def socket_send_opening(
     await close_database()
 
 
+def old_after_hooks() -> list[Any]:
+    """The request log's and metrics' after-request hooks before: the log's fields built
+    whatever the level, the metrics' children looked up by `labels()` every time."""
+    from quart import g, request
+
+    from backend.app import log
+    from backend.http.request_metrics import METHODS, route_of
+    from backend.metrics.instruments import HTTP_REQUESTS, HTTP_SECONDS
+
+    async def finish_request(response: Any) -> Any:
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        log.info(
+            "request",
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "duration_ms": round((time.perf_counter() - g.get("started", 0)) * 1000, 2),
+                "user_id": getattr(g.get("user"), "id", None),
+            },
+        )
+        return response
+
+    async def count_request(response: Any) -> Any:
+        method = request.method if request.method in METHODS else "OTHER"
+        route = route_of()
+        HTTP_REQUESTS.labels(route, method, str(response.status_code)).inc()
+        started = g.get("metrics_started")
+        if started is not None:
+            HTTP_SECONDS.labels(route, method).observe(time.perf_counter() - started)
+        return response
+
+    return [finish_request, count_request]
+
+
+async def after_hooks(app: Any, rounds: int, runs: int) -> None:
+    """Quart's after-request pass of a GET at LOG_LEVEL=WARNING, our hooks old and new
+    (the façades' error hooks run in both)."""
+    from quart import Response
+
+    hooks = app.after_request_funcs[None]
+    variants = {"old": old_after_hooks() + hooks[2:], "new": list(hooks)}
+    response = Response("{}", mimetype="application/json")
+    spent = {"old": 0.0, "new": 0.0}
+    async with app.test_request_context("/api/v1/users/me", method="GET"):
+        await app.preprocess_request()
+        for _ in range(rounds):
+            for label, funcs in variants.items():
+                app.after_request_funcs[None] = funcs
+                started = time.process_time()
+                for _ in range(runs):
+                    await app.process_response(response)
+                spent[label] += time.process_time() - started
+    app.after_request_funcs[None] = hooks
+    compare("after-request hooks of a GET (WARNING)", spent, rounds * runs)
+
+
 async def parts(env: dict[str, str], rounds: int, runs: int) -> None:
     import secrets
 
@@ -301,9 +360,7 @@ async def parts(env: dict[str, str], rounds: int, runs: int) -> None:
     from backend.job_queue import KeyClaim, enqueue
     from backend.settings import Settings
 
-    settings = Settings(
-        _env_file=None, **{k.lower(): v for k, v in env.items() if k != "LOG_LEVEL"}
-    )
+    settings = Settings(_env_file=None, **{k.lower(): v for k, v in env.items()})
     redis = await open_redis(settings)
     queue = f"{settings.redis_prefix}:queue"
     jobs: list[str] = []
@@ -354,6 +411,7 @@ async def parts(env: dict[str, str], rounds: int, runs: int) -> None:
                     work()
                 spent[label] += time.process_time() - started
         compare(f"body limit of {method} {path}", spent, rounds * runs * 20)
+    await after_hooks(app, rounds, runs * 20)
 
 
 # --- the parent: old and new trees, alternating -----------------------------------------

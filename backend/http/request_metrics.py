@@ -19,6 +19,9 @@ from quart import Quart, g, request
 from backend.metrics.instruments import HTTP_REQUESTS, HTTP_SECONDS, OPEN_CONNECTIONS
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# Each series' children, kept: `labels()` checks and locks on every call (two a request).
+# Bounded by routes x methods x statuses.
+SERIES: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 UNMATCHED = "unmatched"
 SSE = "sse"
 WEBSOCKET = "websocket"
@@ -30,6 +33,19 @@ def route_of() -> str:
     return rule.rule if rule is not None else UNMATCHED
 
 
+def series(route: str, method: str, status: int) -> tuple[Any, Any]:
+    """The request counter's and the latency histogram's children for these labels."""
+    key = (route, method, status)
+    children = SERIES.get(key)
+    if children is None:
+        children = (
+            HTTP_REQUESTS.labels(route, method, str(status)),
+            HTTP_SECONDS.labels(route, method),
+        )
+        SERIES[key] = children
+    return children
+
+
 def register_request_metrics(app: Quart) -> None:
     @app.before_request
     async def start_timer() -> None:
@@ -37,12 +53,14 @@ def register_request_metrics(app: Quart) -> None:
 
     @app.after_request
     async def count_request(response):
-        method = request.method if request.method in METHODS else "OTHER"
-        route = route_of()
-        HTTP_REQUESTS.labels(route, method, str(response.status_code)).inc()
+        method = request.method
+        counted, timed = series(
+            route_of(), method if method in METHODS else "OTHER", response.status_code
+        )
+        counted.inc()
         started = g.get("metrics_started")
         if started is not None:
-            HTTP_SECONDS.labels(route, method).observe(time.perf_counter() - started)
+            timed.observe(time.perf_counter() - started)
         return response
 
 
