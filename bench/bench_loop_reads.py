@@ -8,13 +8,19 @@ round; the CPU of this process (`process_time`, aiosqlite's thread included) and
 time are divided by the runs. "old" is the same code with `loop_reads.rows` answering
 None, so every read goes to Tortoise's client as it did before.
 
-Usage: python -m bench.bench_loop_reads [--rounds N] [--runs N]
+Then whole requests through the app, in-process through raw ASGI (no socket, no
+Hypercorn), old and new alternating round by round the same way: an authenticated
+`GET /api/v1/users/me` (the user row) and a status poll `GET /api/v1/tasks/{id}` (the
+user row and the task). Needs Redis (`--redis-url`, default $REDIS_URL; skipped without).
+
+Usage: python -m bench.bench_loop_reads [--rounds N] [--runs N] [--redis-url URL]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import nullcontext
@@ -32,6 +38,7 @@ from backend.models.lean_reads import (
     owned_task,
     user_by_id,
 )
+from backend.settings import Settings
 from bench.service import migrated_database
 
 HISTORY = 40
@@ -98,12 +105,79 @@ async def run(rounds: int, runs: int) -> None:
     await measure("an answer's reads (the four above)", answer, rounds, runs)
 
 
+def scope_of(path: str, token: str) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1"), (b"authorization", f"Bearer {token}".encode())],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+        "extensions": {},
+        "state": {},
+    }
+
+
+async def run_requests(settings: Settings, rounds: int, runs: int) -> None:
+    from backend.app import create_app
+    from backend.services.tokens import issue_access_token
+
+    app = create_app(settings)
+    await app.startup()
+    try:
+        user = await User.create(username=f"bench{new_id()[:8]}", credits=10**9)
+        task = await Task.create(user_id=user.id, model="m", request={"messages": []})
+        token = issue_access_token(user, settings)
+
+        def request(path: str) -> Callable[[], Awaitable]:
+            async def once() -> None:
+                sent: list[dict] = []
+                asked: list[bool] = []
+                answered = asyncio.Event()
+
+                async def receive() -> dict:
+                    if not asked:  # the body, then (as a server does) the disconnect
+                        asked.append(True)
+                        return {"type": "http.request", "body": b"", "more_body": False}
+                    await answered.wait()
+                    return {"type": "http.disconnect"}
+
+                async def send(message: dict) -> None:
+                    sent.append(message)
+                    if message["type"] == "http.response.body" and not message.get("more_body"):
+                        answered.set()
+
+                await app(scope_of(path, token), receive, send)
+                assert sent[0]["status"] == 200, sent
+
+            return once
+
+        print(f"{'request (per request, whole app in-process)':<44}")
+        await measure("GET /api/v1/users/me", request("/api/v1/users/me"), rounds, runs)
+        await measure("GET /api/v1/tasks/{id}", request(f"/api/v1/tasks/{task.id}"), rounds, runs)
+    finally:
+        await app.shutdown()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--runs", type=int, default=400)
+    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", ""))
     args = parser.parse_args()
-    with migrated_database("", secret_key="bench-secret-key-long-enough-for-hs256") as settings:
+    with migrated_database(
+        "",
+        secret_key="bench-secret-key-long-enough-for-hs256",
+        redis_url=args.redis_url or "redis://127.0.0.1:6379/0",
+        redis_prefix=f"bench-reads-{new_id()[:8]}",
+        log_level="WARNING",
+    ) as settings:
 
         async def go() -> None:
             await open_database(settings)
@@ -111,6 +185,8 @@ def main() -> None:
                 await run(args.rounds, args.runs)
             finally:
                 await close_database()
+            if args.redis_url:
+                await run_requests(settings, args.rounds, args.runs)
 
         asyncio.run(go())
 
