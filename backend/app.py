@@ -12,6 +12,7 @@ from quart_schema import HttpSecurityScheme, Info, OAuth2SecurityScheme, QuartSc
 
 from backend.connections import open_redis
 from backend.database import close_database, migrate_database, open_database
+from backend.garbage_collector import settle_after_start
 from backend.http.body_limits import BodyLimits
 from backend.http.credential_guard import stop_watch, watch_for
 from backend.http.error_handlers import register_error_handlers
@@ -145,6 +146,8 @@ def create_app(settings: Settings | None = None) -> Quart:
         watch_for(app).start()
         # A storage that cannot be used is logged, not fatal: readiness names it.
         await check_storage_at_start(settings)
+        # Last: the heap start-up built is frozen out of the collector's scans.
+        settle_after_start(settings)
 
     @app.after_serving
     async def shutdown() -> None:

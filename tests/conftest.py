@@ -94,6 +94,10 @@ def settings(data_dir: Path, database_url: str, redis_url: str) -> Settings:
         new_user_credits=100,
         log_json=False,
         log_level="WARNING",
+        # Not in the test process itself: a full collection per app start would cost the
+        # suite minutes. Processes the tests serve keep the product's default
+        # (live_server.settings_env leaves it out); test_garbage_collector covers it.
+        gc_young_threshold=0,
         _env_file=None,
     )
 

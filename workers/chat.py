@@ -12,6 +12,7 @@ from arq import cron, func
 
 from backend.connections import redis_settings
 from backend.constants import CHAT_QUEUE, queue_name
+from backend.garbage_collector import settle_after_start
 from backend.providers.registry import close_registry
 from backend.providers.tokens import count_tokens
 from backend.services.tasks import GENERATE_ANSWER_JOB
@@ -41,6 +42,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["watch"] = Watch(ctx["redis"], ctx["settings"], ctx["event_writer"])
     # Loading the tokenizer takes about a second; do it before the first cancel needs it.
     await asyncio.to_thread(count_tokens, "warm-up")
+    # Last: the heap start-up built is frozen out of the collector's scans.
+    settle_after_start(_settings)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:

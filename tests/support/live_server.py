@@ -45,11 +45,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# Settings the test process sets for itself, not for the processes it serves.
+IN_PROCESS_ONLY = frozenset({"gc_young_threshold"})
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     """Every setting as the environment variable pydantic-settings reads it from."""
     env = {}
     for name, value in settings.model_dump(mode="json").items():
-        if value is None:
+        if value is None or name in IN_PROCESS_ONLY:
             continue
         env[name.upper()] = value if isinstance(value, str) else json.dumps(value)
     return env
