@@ -139,25 +139,18 @@ async def start(
     params = sampling(target, data)
     max_output = params.max_tokens or output_tokens({}, target.spec)
     assistant = target.assistant
+    plan: dict[str, Any] | None = None
+    extra = (0, 0)
     if assistant is None or not assistant.dataset_ids:
         messages = conversation(target, data, max_output)
-        task = await tasks.create_stateless_task(
-            user,
-            target.spec.id,
-            messages,
-            params=params,
-            redis=redis,
-            settings=settings,
-            reader_lease=reader_lease,
+    else:
+        # Over knowledge bases: the same plan as a session turn, so the chat worker
+        # retrieves from the assistant's datasets and the reference reaches the final chunk.
+        wanted, reserved = await knowledge_turns.history_room(assistant, target.spec, max_output)
+        fitted = conversation(target, data, max_output, KNOWLEDGE_MARKER, reserved)
+        messages, plan, extra = knowledge_turns.planned(
+            fitted, assistant, target.spec, max_output, wanted
         )
-        return task, target
-    # Over knowledge bases: the same plan as a session turn, so the chat worker retrieves
-    # from the assistant's datasets and the reference reaches the final chunk.
-    wanted, reserved = await knowledge_turns.history_room(assistant, target.spec, max_output)
-    fitted = conversation(target, data, max_output, KNOWLEDGE_MARKER, reserved)
-    messages, plan, extra = knowledge_turns.planned(
-        fitted, assistant, target.spec, max_output, wanted
-    )
     task = await tasks.create_stateless_task(
         user,
         target.spec.id,
