@@ -8,7 +8,6 @@ exactly what was priced. Generation never runs in the web process.
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +29,7 @@ from backend.services.context import build_context, output_tokens
 from backend.services.pricing import price
 from backend.services.upload_access import authorize_parts, require_owned
 from backend.settings import Settings
+from backend.streams.task_stream import new_lease_token
 
 GENERATE_ANSWER_JOB = "generate_answer"
 SAMPLING_FIELDS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
@@ -130,7 +130,7 @@ async def enqueue(
     if reader_lease is not None:
         claim = job_queue.KeyClaim(
             task_lease_key(settings.redis_prefix, task.id),
-            secrets.token_hex(16),
+            new_lease_token(),
             int(reader_lease.seconds * 1000),
         )
     try:

@@ -19,7 +19,7 @@ from typing import Any
 
 from redis.asyncio import ConnectionPool, Redis
 
-from backend.streams.task_stream import StreamEntry
+from backend.streams.task_stream import StreamEntry, fields_dict
 
 # Turns a Redis Stream row into the entry its readers expect: a task stream's
 # `StreamEntry` by default; the document status feed has its own (`FeedEntry`).
@@ -120,7 +120,6 @@ def flat_parser(parse: EntryParser) -> FlatParser:
         return StreamEntry.from_fields
 
     def parse_pairs(entry_id: Any, fields: list[Any]) -> Any:
-        pairs = iter(fields)
-        return parse(entry_id, dict(zip(pairs, pairs, strict=False)))
+        return parse(entry_id, fields_dict(fields))
 
     return parse_pairs

@@ -65,6 +65,18 @@ def is_entry_id(value: str) -> bool:
     return bool(ENTRY_ID.match(value))
 
 
+def new_lease_token() -> str:
+    """A reader's lease token: random, so only its holder can refresh or release it."""
+    return secrets.token_hex(16)
+
+
+def fields_dict(fields: list[Any]) -> dict[Any, Any]:
+    """An entry's field list as Redis sends it ([field, value, ...]) as the dict redis-py
+    makes of it."""
+    pairs = iter(fields)
+    return dict(zip(pairs, pairs, strict=False))
+
+
 @dataclass(frozen=True, slots=True)
 class StreamEntry:
     id: str
@@ -91,8 +103,7 @@ class StreamEntry:
             type_ = EVENT_TYPES.get(fields[1])
             if type_ is not None and isinstance(entry_id, bytes):
                 return cls(entry_id.decode(), type_, fields[3].decode())
-        pairs = iter(fields)
-        return cls.from_redis(entry_id, dict(zip(pairs, pairs, strict=False)))
+        return cls.from_redis(entry_id, fields_dict(fields))
 
     @property
     def terminal(self) -> bool:
@@ -211,13 +222,13 @@ class TaskStream:
 
     async def acquire_lease(self, ttl_seconds: float) -> str | None:
         """Become the one reader of this stream; returns the lease token, or None if taken."""
-        token = secrets.token_hex(16)
+        token = new_lease_token()
         acquired = await self.redis.set(self.lease_key, token, nx=True, px=int(ttl_seconds * 1000))
         return token if acquired else None
 
     async def seize_lease(self, ttl_seconds: float) -> tuple[str, bool]:
         """Take the lease whoever holds it; returns the new token and whether it was held."""
-        token = secrets.token_hex(16)
+        token = new_lease_token()
         previous = await self.redis.set(self.lease_key, token, px=int(ttl_seconds * 1000), get=True)
         return token, previous is not None
 
