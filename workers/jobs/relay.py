@@ -74,10 +74,10 @@ class Relay:
         # relay gathered, per token).
         self.pending: list[Item] = []
         self.waiter: asyncio.Future[None] | None = None
-        # Once the first token is out, a read that finds the relay waiting starts its
-        # gathering window here, with a timer that wakes it when the window is over
-        # (`ripe`): the relay wakes once a burst, not once to start sleeping and once
-        # more when its sleep ends.
+        # `gathers` once the first token is out (it went at once; later ones are gathered):
+        # then a read that finds the relay waiting starts its gathering window here, with
+        # a timer that wakes it when the window is over (`ripe`): the relay wakes once a
+        # burst, not once to start sleeping and once more when its sleep ends.
         self.gathers = False
         self.timer: asyncio.TimerHandle | None = None
         self.ripe = False
@@ -168,7 +168,6 @@ class Relay:
             await self.waiter
 
     async def relay(self) -> None:
-        first = True
         while True:
             if not self.pending:
                 await self.arrival()
@@ -180,7 +179,7 @@ class Relay:
                 continue
             if self.ripe:
                 self.ripe = False
-            elif not first and not ends(head) and (window := self.gathering()) > 0:
+            elif self.gathers and not ends(head) and (window := self.gathering()) > 0:
                 await asyncio.sleep(window)
             items, self.pending = self.pending, []
             burst: list[str] = []
@@ -196,7 +195,6 @@ class Relay:
                 text = "".join(burst)
                 self.result.text.append(text)
                 await self.send(text)
-                first = False
                 self.gathers = True
             if ended:
                 return
