@@ -34,6 +34,7 @@ from sse_starlette import ServerSentEvent
 
 from backend import job_queue
 from backend.constants import queue_wake_key
+from backend.providers.base import Usage
 from backend.providers.openai_sse import ChatStreamClient
 from backend.streams.sse import SEPARATOR, encode_entry
 from backend.streams.task_stream import StreamEntry
@@ -69,8 +70,8 @@ async def sdk_read(client: openai.AsyncOpenAI) -> int:
 
 async def lean_read(client: ChatStreamClient) -> int:
     tokens = 0
-    async for chunk in client.chunks(BODY, "bench"):
-        tokens += bool(chunk.text)
+    async for burst in client.bursts(BODY, "bench", counted=lambda text: Usage(0, 0)):
+        tokens += sum(1 for item in burst if type(item) is str and item)
     return tokens
 
 

@@ -35,6 +35,7 @@ from redis.asyncio import Redis
 
 from backend.connections import redis_pool
 from backend.providers import openai_sse
+from backend.providers.base import Usage
 from backend.providers.openai_sse import ChatStreamClient
 from backend.settings import get_settings
 from backend.streams.direct_pipeline import DirectPipeline
@@ -284,7 +285,8 @@ async def provider_paths(rounds: int) -> None:
         }
 
         async def read_one() -> int:
-            return sum([bool(chunk.text) async for chunk in client.chunks(body, "bench")])
+            bursts = client.bursts(body, "bench", counted=lambda text: Usage(0, 0))
+            return sum([sum(type(i) is str and bool(i) for i in b) async for b in bursts])
 
         def reading(watchdog: type) -> Callable[[], Awaitable[int]]:
             async def work() -> int:

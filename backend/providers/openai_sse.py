@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -26,7 +25,7 @@ import orjson
 
 from backend.providers import failures
 from backend.providers.base import Burst, ProviderError, Usage
-from backend.providers.openai_chunks import Chunk, StreamTally
+from backend.providers.openai_chunks import StreamTally
 from backend.providers.read_watchdog import ReadWatchdog
 
 # The SDK's back-off: 0.5 s doubling up to 8 s, minus up to a quarter of jitter; a
@@ -150,18 +149,6 @@ class ChatStreamClient:
                 raise error
             await asyncio.sleep(retry_delay(attempt, headers))
             attempt += 1
-
-    async def chunks(self, payload: dict[str, Any], label: str) -> AsyncIterator[Chunk]:
-        """The stream's deltas one at a time, then a chunk with its usage (the reader on
-        its own, for the benches); ProviderError for any failure."""
-        bursts = self.bursts(payload, label, counted=lambda text: Usage(0, 0))
-        async with aclosing(bursts):
-            async for burst in bursts:
-                for item in burst:
-                    if isinstance(item, str):
-                        yield Chunk(item, False, None)
-                    elif isinstance(item, Usage):
-                        yield Chunk("", True, item, item.finish_reason)
 
     async def bursts(
         self,
