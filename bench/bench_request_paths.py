@@ -257,6 +257,7 @@ async def socket_send_opening(
     from backend.services.tasks import ReaderLease
     from backend.streams.delivery import open_new_task_reader, open_task_reader
     from backend.streams.hub import StreamHub
+    from bench.alternation import cpu_alternating
 
     await open_database(settings)
     user = await User.create(username=f"bench{uuid.uuid4().hex[:8]}", credits=0)
@@ -283,13 +284,7 @@ async def socket_send_opening(
         )
         reader.closed = True
 
-    spent = {"old": 0.0, "new": 0.0}
-    for _ in range(rounds):
-        for label, work in (("old", old), ("new", new)):
-            started = time.process_time()
-            for _ in range(runs):
-                await work()
-            spent[label] += time.process_time() - started
+    spent = await cpu_alternating(old, new, rounds, runs)
     compare("WebSocket send: enqueue and the reader", spent, rounds * runs)
     await close_database()
 
@@ -359,6 +354,7 @@ async def parts(env: dict[str, str], rounds: int, runs: int) -> None:
     from backend.http.body_limits import BodyLimits
     from backend.job_queue import KeyClaim, enqueue
     from backend.settings import Settings
+    from bench.alternation import cpu_alternating
 
     settings = Settings(_env_file=None, **{k.lower(): v for k, v in env.items()})
     redis = await open_redis(settings)
@@ -379,13 +375,7 @@ async def parts(env: dict[str, str], rounds: int, runs: int) -> None:
         claim = KeyClaim(f"{queue}:{job_id}:lease", secrets.token_hex(16), 30000)
         await enqueue(redis, queue, "f", job_id, job_id=job_id, claim=claim)
 
-    spent = {"old": 0.0, "new": 0.0}
-    for _ in range(rounds):
-        for label, work in (("old", old_enqueue), ("new", new_enqueue)):
-            started = time.process_time()
-            for _ in range(runs):
-                await work()
-            spent[label] += time.process_time() - started
+    spent = await cpu_alternating(old_enqueue, new_enqueue, rounds, runs)
     compare("enqueue and the reader's lease", spent, rounds * runs)
     await socket_send_opening(settings, redis, queue, jobs, rounds, runs // 4)
     keys = [key async for key in redis.scan_iter(f"{settings.redis_prefix}*")]

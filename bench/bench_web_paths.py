@@ -55,6 +55,7 @@ from backend.settings import Settings
 from backend.streams.delivery import open_new_task_reader
 from backend.streams.hub import StreamHub
 from backend.streams.task_stream import StreamEntry, TaskStream, text
+from bench.alternation import cpu_alternating
 from bench.service import migrated_database
 from schemas.events import EventType, TokenEvent
 
@@ -65,13 +66,7 @@ FRAMES = 1000
 async def measure(
     name: str, old: Callable[[], Awaitable], new: Callable[[], Awaitable], rounds: int, runs: int
 ) -> None:
-    spent = {"old": 0.0, "new": 0.0}
-    for _ in range(rounds):
-        for label, work in (("old", old), ("new", new)):
-            started = time.process_time()
-            for _ in range(runs):
-                await work()
-            spent[label] += time.process_time() - started
+    spent = await cpu_alternating(old, new, rounds, runs)
     old_us, new_us = (spent[k] / (rounds * runs) * 1e6 for k in ("old", "new"))
     print(f"{name:<52} {old_us:>9.1f} {new_us:>9.1f} µs {new_us / old_us:>7.2f}x")
 

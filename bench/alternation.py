@@ -1,0 +1,25 @@
+"""Old next to new in one process: the two sides take turns, so the VM's drift during a
+run weighs on both alike."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+
+async def cpu_alternating(
+    old: Callable[[], Awaitable[object]],
+    new: Callable[[], Awaitable[object]],
+    rounds: int,
+    runs: int,
+) -> dict[str, float]:
+    """CPU seconds of this process spent by each side ("old", "new"): `rounds` turns of
+    `runs` awaited calls each, the sides alternating."""
+    spent = {"old": 0.0, "new": 0.0}
+    for _ in range(rounds):
+        for label, work in (("old", old), ("new", new)):
+            started = time.process_time()
+            for _ in range(runs):
+                await work()
+            spent[label] += time.process_time() - started
+    return spent
