@@ -26,7 +26,7 @@ from schemas.chats import CompletionRequest
 from schemas.events import DoneEvent
 from schemas.openai_chat import ChatCompletionRequest
 from schemas.swiftchat import ConverseRequest
-from tests.support.accounts import create_account
+from tests.support.accounts import Account, create_account
 from tests.support.task_models import CHEAP, test_models  # noqa: F401
 from tests.test_answer_round_trips import CountingRedis
 
@@ -53,12 +53,17 @@ async def test_a_claim_is_set_with_a_new_job_only(arq_pool: ArqRedis) -> None:
     await arq_pool.delete(key, queue, job_key_prefix + job_id)
 
 
+async def account_with_session(settings: Settings) -> tuple[Account, ChatSession]:
+    """A user with credits and a chat session of theirs on the cheap model."""
+    account = await create_account(settings, credits=100, password=False)
+    assistant = await Assistant.create(owner_id=account.id, name="a", llm={"model_name": CHEAP})
+    return account, await ChatSession.create(assistant_id=assistant.id, user_id=account.id)
+
+
 async def test_a_streamed_turn_takes_its_reader_lease_in_the_enqueue_round_trip(
     app: Quart, settings: Settings
 ) -> None:
-    account = await create_account(settings, credits=100, password=False)
-    assistant = await Assistant.create(owner_id=account.id, name="a", llm={"model_name": CHEAP})
-    session = await ChatSession.create(assistant_id=assistant.id, user_id=account.id)
+    account, session = await account_with_session(settings)
     redis = app.config["REDIS"]
     counting = CountingRedis(redis)
     lease = tasks.ReaderLease(settings.stream_lease_seconds)
@@ -94,9 +99,7 @@ async def test_a_streamed_turn_takes_its_reader_lease_in_the_enqueue_round_trip(
 async def test_without_a_taken_lease_the_reader_takes_it_itself(
     app: Quart, settings: Settings
 ) -> None:
-    account = await create_account(settings, credits=100, password=False)
-    assistant = await Assistant.create(owner_id=account.id, name="a", llm={"model_name": CHEAP})
-    session = await ChatSession.create(assistant_id=assistant.id, user_id=account.id)
+    account, session = await account_with_session(settings)
     redis = app.config["REDIS"]
     user = await User.get(id=account.id)
     task = await tasks.create_task(
@@ -154,9 +157,7 @@ async def test_a_websocket_send_opens_the_new_task_s_reader_without_a_resume_s_c
     """`send` over the WebSocket went through a resume's reader opening (the task's row,
     consumed, last entry, then a SET NX of the lease): for a task it just created, the
     enqueue's script is the one round trip; the events are delivered all the same."""
-    account = await create_account(settings, credits=100, password=False)
-    assistant = await Assistant.create(owner_id=account.id, name="a", llm={"model_name": CHEAP})
-    chat = await ChatSession.create(assistant_id=assistant.id, user_id=account.id)
+    account, chat = await account_with_session(settings)
     redis = app.config["REDIS"]
     counting = CountingRedis(redis)
     sent: list[dict] = []
