@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from arq.constants import in_progress_key_prefix
+from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
 from arq.utils import timestamp_ms
 from redis.asyncio import Redis
 
@@ -42,7 +42,7 @@ from backend.streams.direct_pipeline import DirectPipeline
 from backend.streams.endings import APPEND_ENDING
 from backend.streams.event_writer import EventWriter
 from bench.service import fake_upstream
-from workers.queue_worker import CLAIM, POLL_AND_CLAIM
+from workers.job_claims import CLAIM, POLL_AND_CLAIM, RETRY_KEY_SECONDS
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = {"type": "token", "data": '{"delta": " word"}'}
@@ -212,7 +212,7 @@ async def poll_paths(redis: Redis, rounds: int) -> None:
 
     async def done(job_id: str) -> None:
         await redis.zrem(queue, job_id)
-        await redis.delete(in_progress_key_prefix + job_id)
+        await redis.delete(in_progress_key_prefix + job_id, retry_key_prefix + job_id)
 
     async def old_poll() -> tuple[float, int]:
         job_id = await new_job()
@@ -236,11 +236,21 @@ async def poll_paths(redis: Redis, rounds: int) -> None:
         job_id = await new_job()
         started = time.process_time()
         claimed = await redis.eval(
-            POLL_AND_CLAIM, 1, queue, timestamp_ms(), ttl, 400, in_progress_key_prefix, 500
+            POLL_AND_CLAIM,
+            1,
+            queue,
+            timestamp_ms(),
+            ttl,
+            400,
+            in_progress_key_prefix,
+            500,
+            job_key_prefix,
+            retry_key_prefix,
+            RETRY_KEY_SECONDS,
         )
         spent = time.process_time() - started
         await done(job_id)
-        return spent, len(claimed) // 2
+        return spent, len(claimed) // 4
 
     totals = {"old": [0.0, 0], "new": [0.0, 0]}
     try:

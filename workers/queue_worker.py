@@ -14,17 +14,21 @@ The poll itself, arq's ZRANGEBYSCORE of the due jobs then the claims, is one scr
 (`POLL_AND_CLAIM`): a wake-up costs one round trip and its reply holds only the jobs this
 worker now runs, not the ids of every job in progress (which stay in the queue's sorted
 set until they finish: at 100 streams, a hundred ids to read and skip on every poll).
+The script also does arq's job fetch for each job it claims (`workers.job_claims`), so a
+job starts one round trip after its wake-up, not two.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextvars
 import importlib
 import logging
 import signal
 from typing import Any
 
-from arq.constants import in_progress_key_prefix
+from arq.connections import ArqRedis
+from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
 from arq.utils import timestamp_ms
 from arq.worker import Worker, check_health, get_kwargs
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -35,42 +39,12 @@ from backend.job_queue import WakeListener
 from backend.observability import configure_logging
 from backend.outage import Outage
 from backend.settings import get_settings
+from workers.job_claims import CLAIM, FETCHED, POLL_AND_CLAIM, RETRY_KEY_SECONDS, FetchedJob
 
 QUEUES = ("chat", "ingest")
 # A lost or refused connection, or a server that stopped answering (paused, restarting).
 REDIS_OUTAGES = (RedisConnectionError, RedisTimeoutError, OSError)
 log = logging.getLogger("sluice.worker")
-
-# KEYS: the job's in-progress key, the queue; ARGV: job id, now (ms), in-progress TTL (ms).
-# The job's score when this worker now runs it; nil if it runs elsewhere, is gone or
-# is not due yet (as arq's claim decides).
-CLAIM = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return nil end
-local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
-if not score or tonumber(score) > tonumber(ARGV[2]) then return nil end
-redis.call('PSETEX', KEYS[1], ARGV[3], '1')
-return score
-"""
-
-# KEYS: the queue; ARGV: now (ms), in-progress TTL (ms), most jobs to claim, arq's
-# in-progress key prefix, most due jobs to look at. Each due job that runs nowhere is
-# claimed as CLAIM does; returns [id, score, id, score, …] of those. The in-progress keys
-# are named in the script, not in KEYS: Sluice's Redis is one server (arq has no cluster
-# support either).
-POLL_AND_CLAIM = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[5])
-local claimed, most = {}, tonumber(ARGV[3]) * 2
-for i = 1, #due, 2 do
-  if #claimed >= most then break end
-  local key = ARGV[4] .. due[i]
-  if redis.call('EXISTS', key) == 0 then
-    redis.call('PSETEX', key, ARGV[2], '1')
-    claimed[#claimed + 1] = due[i]
-    claimed[#claimed + 1] = due[i + 1]
-  end
-end
-return claimed
-"""
 
 
 class QueueWorker(Worker):
@@ -154,21 +128,42 @@ class QueueWorker(Worker):
                 most,
                 in_progress_key_prefix,
                 self.queue_read_limit,
+                job_key_prefix,
+                retry_key_prefix,
+                RETRY_KEY_SECONDS,
             )
-            for index in range(0, len(claimed), 2):
-                if claimed[index].decode() in self.tasks:  # its in-progress key lapsed
+            for index in range(0, len(claimed), 4):
+                job_id, score, job, job_try = claimed[index : index + 4]
+                job_id = job_id.decode()
+                if job_id in self.tasks:  # its in-progress key lapsed: not a new try
+                    await self.pool.decr(retry_key_prefix + job_id)
                     continue
                 await self.sem.acquire()  # a free slot: `most` counted them
                 self.job_counter += 1
-                self.start_job(claimed[index].decode(), claimed[index + 1])
+                self.start_job(job_id, score, FetchedJob(job_id, job, job_try))
         for job_id, task in list(self.tasks.items()):
             if task.done():
                 del self.tasks[job_id]
                 task.result()  # as arq: an error in run_job ends the worker
         await self.heart_beat()
 
-    def start_job(self, job_id: str, score: bytes | str | float) -> None:
-        task = self.loop.create_task(self.run_job(job_id, int(float(score))))
+    @property
+    def pool(self) -> ArqRedis:
+        """arq's pool, except for `run_job`'s first use in a job the poll fetched."""
+        fetched = FETCHED.get()
+        if fetched is not None and not fetched.used:
+            return fetched  # type: ignore[return-value]  # it answers that one pipeline
+        return self._pool  # type: ignore[return-value]
+
+    def start_job(
+        self, job_id: str, score: bytes | str | float, fetched: FetchedJob | None = None
+    ) -> None:
+        """arq's `run_job` as a task; with `fetched`, in a context that carries it."""
+        context = None
+        if fetched is not None:
+            context = contextvars.copy_context()
+            context.run(FETCHED.set, fetched)
+        task = self.loop.create_task(self.run_job(job_id, int(float(score))), context=context)
         task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
         self.tasks[job_id] = task
 
