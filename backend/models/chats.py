@@ -65,6 +65,8 @@ class Message(Model):
     class Meta:
         table = "messages"
         ordering = ["created_at"]
+        # A session's messages newest first, in index order (migration 0004).
+        indexes = (("session_id", "created_at", "id"),)
 
 
 class Upload(Model):
