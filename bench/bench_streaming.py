@@ -70,10 +70,13 @@ class Plan:
     phases: str = "abfc"
     cost_streams: int = 100
     short_tokens: int = 2
+    # The fewest answers a first-token level measures: at one stream the level's seconds
+    # hold only 8 or 9 answers, a p50 that moved ~1 ms between runs on its own.
+    ttft_turns: int = 25
 
 
 FULL = Plan((1, 20, 40, 60, 80, 100), 10.0, 500, 5000, 60, 50.0)
-QUICK = Plan((1, 20), 4.0, 100, 300, 30, 50.0, cost_streams=50)
+QUICK = Plan((1, 20), 4.0, 100, 300, 30, 50.0, cost_streams=50, ttft_turns=5)
 
 
 # --- processes ---------------------------------------------------------------------------
@@ -471,10 +474,11 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def closed_loop(
-    streams: int, plan: Plan, one: Callable[[int], Awaitable[StreamResult]]
+    streams: int, plan: Plan, one: Callable[[int], Awaitable[StreamResult]], turns: int = 0
 ) -> tuple[list[StreamResult], float]:
     """`streams` clients, each starting its next stream as soon as the last one ended,
-    for `plan.seconds`: a steady `streams` streams in flight.
+    for `plan.seconds` and until `turns` streams ended: a steady `streams` streams in
+    flight.
 
     Client i first waits i/streams of an answer's duration. Started together, clients
     whose answers all take as long stay in lock-step: every answer would begin in one
@@ -488,7 +492,7 @@ async def closed_loop(
 
     async def client(index: int) -> None:
         await asyncio.sleep(answer_seconds * index / streams)
-        while time.perf_counter() < deadline:
+        while time.perf_counter() < deadline or len(results) < turns:
             results.append(await one(index))
 
     await asyncio.gather(*(client(i) for i in range(streams)))
@@ -544,7 +548,8 @@ async def first_token(
 ) -> None:
     print(
         f"\n(a) time to first token (ms), {plan.tokens} tokens per answer at "
-        f"{plan.tokens_per_second:g} tokens/s, closed loop for {plan.seconds:g} s per level"
+        f"{plan.tokens_per_second:g} tokens/s, closed loop for {plan.seconds:g} s per level "
+        f"and at least {plan.ttft_turns} answers"
     )
     print(
         f"{'streams':>8} {'provider p50':>13} {'p99':>8} {'sluice p50':>11} {'p99':>8} "
@@ -553,7 +558,7 @@ async def first_token(
     for concurrency in plan.ttft_concurrency:
         raw_before = cpu_split(running)
         raw, raw_seconds = await closed_loop(
-            concurrency, plan, lambda i: provider_stream(running.fake_port)
+            concurrency, plan, lambda i: provider_stream(running.fake_port), plan.ttft_turns
         )
         raw_after = before = cpu_split(running)
         roles_before = running.cpu_by_role()
@@ -561,6 +566,7 @@ async def first_token(
             concurrency,
             plan,
             lambda i: sluice_stream(running.web_port, token, sessions[i]),
+            plan.ttft_turns,
         )
         after = cpu_split(running)
         roles = {k: (v - roles_before[k]) / seconds for k, v in running.cpu_by_role().items()}
