@@ -304,6 +304,24 @@ def new_task(user: User, session_id: str | None, hold: int) -> NewTask:
     )
 
 
+def new_ending(task: NewTask) -> Settlement:
+    """A successful ending of `task` as the worker settles it: a 60-token answer, 90
+    credits of its hold charged, the rest refunded."""
+    return Settlement(
+        task_id=task.task_id,
+        state=TaskState.SUCCEEDED,
+        expected=TaskState.RUNNING,
+        reservation_id=task.reservation_id,
+        cost=90,
+        prompt_tokens=300,
+        completion_tokens=60,
+        message_id=new_id(),
+        session_id=task.session_id,
+        content=[{"type": "text", "text": "an answer of sixty tokens " * 10}],
+        reference=None,
+    )
+
+
 async def measure_answer_writes(user: User, session_id: str, rounds: int, runs: int) -> None:
     """Issue 16, fourth pass: the creation and the settle through the ORM (statement by
     statement, in `credits.atomically`) against one trip each (`answer_writes`)."""
@@ -320,21 +338,7 @@ async def measure_answer_writes(user: User, session_id: str, rounds: int, runs: 
             task = new_task(user, session_id, 700)
             await answer_writes.record(task)
             await Task.filter(id=task.task_id).update(state=TaskState.RUNNING)
-            endings[label].append(
-                Settlement(
-                    task_id=task.task_id,
-                    state=TaskState.SUCCEEDED,
-                    expected=TaskState.RUNNING,
-                    reservation_id=task.reservation_id,
-                    cost=90,
-                    prompt_tokens=300,
-                    completion_tokens=60,
-                    message_id=new_id(),
-                    session_id=session_id,
-                    content=[{"type": "text", "text": "an answer of sixty tokens " * 10}],
-                    reference=None,
-                )
-            )
+            endings[label].append(new_ending(task))
     await measure(
         "worker settle transaction (refund, message)",
         lambda: orm_settle(endings["old"].pop()),

@@ -5,7 +5,8 @@ Rows written by the raw SQL are read back through the models and as the database
 them, next to rows the ORM wrote from the same input (tests/support/orm_answer_writes.py),
 field by field: only ids and the instants differ, and the instants are stored in the
 same form. A refused hold writes nothing; a settle that is not the usual case writes
-nothing and leaves it to the ORM.
+nothing and leaves it to the ORM. On SQLite each test runs on the loop's own connection
+and on aiosqlite's thread.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from backend.models import (
     CreditReservation,
     Message,
     Task,
+    loop_writes,
 )
 from backend.models.answer_writes import NewTask, Settlement, record, settle
 from backend.models.ids import new_id
@@ -44,6 +46,18 @@ from tests.support.query_log import logged_statements
 # How SQLite holds an instant Tortoise wrote (its sqlite3 adapter: isoformat(" ")).
 SQLITE_INSTANT = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d{1,6})?\+00:00$")
 REFERENCE = {"chunks": [{"id": "c1", "content": "ß → ∑", "similarity": 0.5}], "doc_aggs": []}
+
+
+@pytest.fixture(params=["loop", "aiosqlite"], autouse=True)
+def write_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test on both of SQLite's paths: the loop's own connection
+    (`backend.models.loop_writes`) and aiosqlite's thread, the path when the loop's
+    finds the database locked (on PostgreSQL both are its one statement)."""
+    if request.param == "aiosqlite":
+        monkeypatch.setattr(loop_writes, "writer", lambda client: None)
+    else:  # no write's turn to go through Tortoise's connection (its checkpoints)
+        monkeypatch.setattr(loop_writes, "CHECKPOINT_EVERY", 10**9)
+    return request.param
 
 
 @pytest.fixture
@@ -250,7 +264,7 @@ class Trips:
 
 
 @contextmanager
-def counted(monkeypatch: pytest.MonkeyPatch) -> Iterator[Trips]:
+def counted() -> Iterator[Trips]:
     trips = Trips()
     real = aiosqlite.Connection._execute
 
@@ -258,26 +272,24 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> Iterator[Trips]:
         trips.hops += 1
         return await real(self, fn, *args, **kwargs)
 
-    monkeypatch.setattr(aiosqlite.Connection, "_execute", hop)
-    try:
+    with pytest.MonkeyPatch.context() as patches:
+        patches.setattr(aiosqlite.Connection, "_execute", hop)
         with logged_statements() as trips.statements:
             yield trips
-    finally:
-        monkeypatch.undo()
 
 
-async def test_each_transaction_is_one_trip(
-    member: Account, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_each_transaction_is_one_trip(member: Account, write_path: str) -> None:
+    """On SQLite none on the loop's own connection, one hop to aiosqlite's thread else."""
     new = a_task(member, await a_session(member), 30)
     sqlite = Task._meta.db.capabilities.dialect == "sqlite"
-    with counted(monkeypatch) as trips:
+    trip = ((0 if write_path == "loop" else 1), 0) if sqlite else (0, 1)
+    with counted() as trips:
         assert await record(new) is not None
-    assert (trips.hops, len(trips.statements)) == ((1, 0) if sqlite else (0, 1)), trips.statements
+    assert (trips.hops, len(trips.statements)) == trip, trips.statements
     await Task.filter(id=new.task_id).update(state=TaskState.RUNNING)
-    with counted(monkeypatch) as trips:
+    with counted() as trips:
         assert await settle(an_ending(new, 10, text="hi", state=TaskState.SUCCEEDED))
-    assert (trips.hops, len(trips.statements)) == ((1, 0) if sqlite else (0, 1)), trips.statements
+    assert (trips.hops, len(trips.statements)) == trip, trips.statements
     assert await balance_of(member.id) == 990
 
 

@@ -19,7 +19,7 @@ import pytest
 from tortoise.backends.sqlite.client import SqliteClient
 from tortoise.transactions import in_transaction
 
-from backend.models import Assistant, ChatSession, Message, Task, User, loop_reads
+from backend.models import Assistant, ChatSession, Message, Task, User, loop_reads, loop_writes
 from backend.models.chats import Role
 from backend.models.lean_reads import (
     connection,
@@ -179,17 +179,20 @@ async def test_a_database_made_anew_at_its_path_is_read_anew(
 
 @sqlite_only
 async def test_a_forked_child_leaves_the_parents_connection_alone(client, settings) -> None:
-    """SQLite forbids using a connection across fork: the child opens its own."""
+    """SQLite forbids using a connection across fork: the child opens its own (read and
+    write connections alike, backend/models/loop_writes.py keeping its own here)."""
     owner = await create_account(settings, password=False)
     with no_aiosqlite_reads():
         await user_by_id(owner.id)
-    parents = loop_reads.local.reader.connection
+    loop_reads.held_for(connection(User), "writer", loop_writes.open_writer)
+    parents = [loop_reads.local.reader.connection, loop_reads.local.writer.connection]
     pid = os.fork()
     if pid == 0:  # the child: checks and leaves at once, running nothing else
-        kept = [reader.connection for reader in loop_reads.inherited]
-        os._exit(0 if getattr(loop_reads.local, "reader", None) is None and parents in kept else 1)
+        kept = [held.connection for held in loop_reads.inherited]
+        forgotten = all(getattr(loop_reads.local, role, None) is None for role in loop_reads.ROLES)
+        os._exit(0 if forgotten and all(held in kept for held in parents) else 1)
     _, status = await asyncio.to_thread(os.waitpid, pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    assert loop_reads.local.reader.connection is parents
+    assert [loop_reads.local.reader.connection, loop_reads.local.writer.connection] == parents
     with no_aiosqlite_reads():
         assert (await user_by_id(owner.id)).id == owner.id

@@ -7,7 +7,8 @@ long as the statement's own hop to aiosqlite's thread and back
 (`python -m bench.bench_first_token_paths`). Here the statement is written once per
 dialect, its values converted by the fields' own `to_db_value` as Tortoise's UPDATE
 converts them, and the row comes back through Tortoise's `_init_from_db`, as
-`Model.get` loads it.
+`Model.get` loads it. On SQLite it runs on the loop's own connection when it can
+(`backend.models.loop_writes`), without the hop to aiosqlite's thread.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from functools import cache
 
 from tortoise import timezone
 
+from backend.models import loop_writes
 from backend.models.lean_reads import columns, connection, placeholders
 from backend.models.returning import returning_clause
 from backend.models.tasks import Task, TaskState
@@ -43,6 +45,9 @@ async def claim_queued(task_id: str) -> Task | None:
         state.to_db_value(TaskState.QUEUED, None),
     ]
     db = connection(Task)
-    # execute_query_dict: asyncpg's execute_query drops the rows of an UPDATE.
-    rows = await db.execute_query_dict(claim_sql(db.capabilities.dialect), values)
+    sql = claim_sql(db.capabilities.dialect)
+    rows = loop_writes.rows(db, sql, values)  # on the loop's thread when SQLite allows it
+    if rows is None:
+        # execute_query_dict: asyncpg's execute_query drops the rows of an UPDATE.
+        rows = await db.execute_query_dict(sql, values)
     return Task._init_from_db(**rows[0]) if rows else None
