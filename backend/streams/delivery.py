@@ -112,16 +112,37 @@ class TaskReader:
                 yield entry
                 self.delivering = False
                 if entry.terminal:
-                    # Consumed and the lease given up in one round trip; a failure or a
-                    # cancel before it returns leaves `close` to release the lease.
-                    await self.stream.consume_and_release(self.lease)
-                    self.closed = True
+                    await self.consume()
                     return
         finally:
             self.hub.takeovers.unwatch(self)
             if subscription is not None:
                 self.hub.unsubscribe(subscription)
             await self.close()
+
+    async def consume(self) -> None:
+        """Mark the stream consumed and give up the lease, in one round trip (the
+        terminal entry was taken). Shielded: a client that closes on the terminal event
+        (most do) cancels this request while the script's reply is on its way; the
+        script then still runs to its end and releases the lease, so `close` sends no
+        second release (it did, on most answers, and the cancelled read dropped its
+        Redis connection). A failure leaves `close` to release the lease."""
+        consuming = asyncio.ensure_future(self.stream.consume_and_release(self.lease))
+        try:
+            await asyncio.shield(consuming)
+        except asyncio.CancelledError:
+            self.closed = True
+            consuming.add_done_callback(self.consumed_late)
+            raise
+        self.closed = True
+
+    def consumed_late(self, consuming: asyncio.Future[bool]) -> None:
+        """A consume whose request was cancelled: a failure is only logged (the lease
+        expires by itself, and a resume takes it over at once)."""
+        if not consuming.cancelled() and consuming.exception() is not None:
+            log.warning(
+                "consuming the stream of task %s failed: %s", self.task_id, consuming.exception()
+            )
 
     def queue_lease_refresh(self, pipe: Pipeline) -> None:
         self.stream.queue_refresh_lease(pipe, self.lease, self.lease_seconds)
