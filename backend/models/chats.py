@@ -45,6 +45,8 @@ class ChatSession(Model):
 
     class Meta:
         table = "chat_sessions"
+        # A user's sessions of an assistant, newest first (migration 0005).
+        indexes = (("assistant_id", "user_id", "created_at"),)
 
 
 class Message(Model):

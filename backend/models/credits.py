@@ -33,6 +33,8 @@ class CreditEntry(Model):
 
     class Meta:
         table = "credit_entries"
+        # A user's ledger newest first, and its count (migration 0005).
+        indexes = (("user_id", "id"),)
 
 
 class CreditReservation(Model):

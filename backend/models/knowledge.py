@@ -95,4 +95,5 @@ class Document(Model):
 
     class Meta:
         table = "documents"
-        indexes = (("dataset_id", "name"), ("dataset_id", "created_at"))
+        # ("run",): ingest recovery's sweep of the running documents (migration 0005).
+        indexes = (("dataset_id", "name"), ("dataset_id", "created_at"), ("run",))

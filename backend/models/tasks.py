@@ -44,3 +44,5 @@ class Task(Model):
 
     class Meta:
         table = "tasks"
+        # The reaper's live tasks by state and age; a deleted session's tasks (0005).
+        indexes = (("state", "created_at"), ("session_id",))

@@ -68,3 +68,5 @@ class ApiKey(Model):
 
     class Meta:
         table = "api_keys"
+        # A user's keys listing (migration 0005).
+        indexes = (("user_id", "created_at"),)
