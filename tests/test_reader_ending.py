@@ -23,7 +23,7 @@ from backend.settings import Settings
 from backend.streams.delivery import open_new_task_reader
 from backend.streams.hub import StreamHub
 from backend.streams.task_stream import TaskStream
-from schemas.events import DoneEvent, TokenEvent
+from schemas.events import DoneEvent, TaskEvent, TokenEvent
 from tests.support.accounts import create_account
 
 
@@ -59,14 +59,27 @@ async def until(condition: Any, seconds: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
-async def test_a_client_closing_on_done_costs_one_script(
-    app: Quart, redis: aioredis.Redis, hub: StreamHub, settings: Settings
-) -> None:
+async def answered_task(
+    redis: aioredis.Redis, settings: Settings, *events: TaskEvent
+) -> tuple[Task, TaskStream]:
+    """A task of a new user whose stream holds `events`."""
     account = await create_account(settings, password=False)
     task = await Task.create(user_id=account.id, model="m")
     stream = TaskStream.for_task(redis, settings, task.id)
-    await stream.append(TokenEvent(delta="hi"))
-    await stream.append(DoneEvent(message_id=None, prompt_tokens=1, completion_tokens=1, cost=0))
+    for event in events:
+        await stream.append(event)
+    return task, stream
+
+
+async def test_a_client_closing_on_done_costs_one_script(
+    app: Quart, redis: aioredis.Redis, hub: StreamHub, settings: Settings
+) -> None:
+    task, stream = await answered_task(
+        redis,
+        settings,
+        TokenEvent(delta="hi"),
+        DoneEvent(message_id=None, prompt_tokens=1, completion_tokens=1, cost=0),
+    )
     await hub.takeovers.subscriber.wait_subscribed(2.0)
     reader = await open_new_task_reader(task, redis=redis, hub=hub, settings=settings)
     events = reader.events()
@@ -90,10 +103,9 @@ async def test_a_client_closing_on_done_costs_one_script(
 async def test_a_client_reading_on_costs_one_script_too(
     app: Quart, redis: aioredis.Redis, hub: StreamHub, settings: Settings
 ) -> None:
-    account = await create_account(settings, password=False)
-    task = await Task.create(user_id=account.id, model="m")
-    stream = TaskStream.for_task(redis, settings, task.id)
-    await stream.append(DoneEvent(message_id=None, prompt_tokens=1, completion_tokens=0, cost=0))
+    task, stream = await answered_task(
+        redis, settings, DoneEvent(message_id=None, prompt_tokens=1, completion_tokens=0, cost=0)
+    )
     reader = await open_new_task_reader(task, redis=redis, hub=hub, settings=settings)
     with evals() as (sent, _):
         entries = [entry async for entry in reader.events()]
