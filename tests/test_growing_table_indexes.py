@@ -13,13 +13,13 @@ from datetime import UTC, datetime
 
 import pytest
 from tortoise import connections
-from tortoise.transactions import in_transaction
 
 from backend.knowledge import ingest_recovery
 from backend.models import ApiKey, ChatSession, CreditEntry, Document, Task
 from backend.models.knowledge import DocumentRun
 from backend.models.tasks import TaskState
 from backend.services import task_recovery
+from tests.support.query_plans import query_plan
 
 NOW = datetime(2026, 12, 6, tzinfo=UTC)
 
@@ -120,25 +120,12 @@ async def index_on(table: str, columns: tuple[str, ...]) -> str | None:
     return None
 
 
-async def plan(sql: str) -> str:
-    db = connections.get("default")
-    if db.capabilities.dialect == "postgres":
-        # With sequential scans priced out the planner takes an index when one serves; the
-        # setting, and the EXPLAINed write, are the transaction's own.
-        async with in_transaction() as tx:
-            await tx.execute_script("SET LOCAL enable_seqscan = off")
-            rows = await tx.execute_query_dict(f"EXPLAIN {sql}")
-        return " | ".join(row["QUERY PLAN"] for row in rows)
-    rows = await db.execute_query_dict(f"EXPLAIN QUERY PLAN {sql}")
-    return " | ".join(row["detail"] for row in rows)
-
-
 @pytest.mark.parametrize(("table", "columns", "statement"), STATEMENTS)
 async def test_statement_walks_its_index(client, table, columns, statement) -> None:
     name = await index_on(table, columns)
     assert name, f"no index on {table} {columns}"
     sql = statement()
-    found = await plan(sql)
+    found = await query_plan(sql)
     assert name in found, (sql, found)
     assert "Seq Scan" not in found, (sql, found)
     assert f"SCAN {table}" not in found and "TEMP B-TREE FOR ORDER BY" not in found, (sql, found)
