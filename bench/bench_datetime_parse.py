@@ -29,7 +29,7 @@ from backend.database import close_database, open_database
 from backend.models import Assistant, ChatSession, User
 from backend.models.ids import new_id
 from backend.models.lean_reads import owned_session, user_by_id
-from bench.alternation import cpu_alternating
+from bench.alternation import us_per_call
 from bench.service import migrated_database
 
 STORED = "2026-12-06 10:00:00.123456+00:00"  # as Tortoise writes a datetime to SQLite
@@ -49,8 +49,7 @@ async def compare(name: str, call: Callable[[], Awaitable[object]], rounds: int,
         with side(False):
             await call()
 
-    spent = await cpu_alternating(old, new, rounds, runs)
-    before, after = (spent[label] / (rounds * runs) * 1e6 for label in ("old", "new"))
+    before, after = await us_per_call(old, new, rounds, runs)
     print(f"{name:<44} {before:8.2f} -> {after:7.2f} us CPU ({after / before:.2f}x)")
 
 

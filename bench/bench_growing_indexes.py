@@ -21,13 +21,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import shutil
 import sqlite3
 import tempfile
 from pathlib import Path
 
-from bench.alternation import cpu_alternating
-from bench.service import migrated_database
+from bench.alternation import us_per_call
+from bench.service import copy_without_indexes, migrated_database
 
 REAPER = (
     'SELECT "id" "id","state" "state","session_id" "session_id","reservation_id" '
@@ -92,20 +91,6 @@ def fill(path: Path, rows: int) -> int:
     db.commit()
     db.close()
     return users
-
-
-def without_indexes(path: Path, copy: Path) -> None:
-    """The same database as migration 0004 left it: no index of 0005 on these tables."""
-    shutil.copyfile(path, copy)
-    db = sqlite3.connect(copy)
-    for table, columns in INDEXES:
-        (name,) = db.execute(
-            "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name=? AND sql LIKE ?",
-            [table, f"%{columns}"],
-        ).fetchone()
-        db.execute(f'DROP INDEX "{name}"')
-    db.commit()
-    db.close()
 
 
 def plans(path: Path) -> str:
@@ -174,22 +159,20 @@ async def level(rows: int, rounds: int, runs: int) -> None:
         new_path = Path(settings.data_dir) / "sluice.sqlite3"
         users = fill(new_path, rows)
         old_path = Path(scratch) / "before.sqlite3"
-        without_indexes(new_path, old_path)
+        copy_without_indexes(new_path, old_path, INDEXES)  # as 0004 left them
         print(f"{rows:>7,} rows: plans old: {plans(old_path)}")
         print(f"{rows:>7,} rows: plans new: {plans(new_path)}")
         old, new = readers(old_path, users), readers(new_path, users)
         for n, name in enumerate(("reaper's queued tasks", "ledger page + count")):
             await old[n]()
             await new[n]()
-            spent = await cpu_alternating(old[n], new[n], rounds, runs)
-            old_us, new_us = (spent[side] / (rounds * runs) * 1e6 for side in ("old", "new"))
+            old_us, new_us = await us_per_call(old[n], new[n], rounds, runs)
             print(
                 f"{rows:>7,} rows: {name:<22} {old_us:9.1f} -> {new_us:6.1f} us CPU "
                 f"({new_us / old_us:.3f}x)"
             )
         old_write, new_write = writer(old_path, users, "o"), writer(new_path, users, "n")
-        spent = await cpu_alternating(old_write, new_write, rounds, runs)
-        old_us, new_us = (spent[side] / (rounds * runs) * 1e6 for side in ("old", "new"))
+        old_us, new_us = await us_per_call(old_write, new_write, rounds, runs)
         print(
             f"{rows:>7,} rows: {'an answer' + chr(39) + 's writes':<22} {old_us:9.1f} -> "
             f"{new_us:6.1f} us CPU ({new_us / old_us:.3f}x)"

@@ -18,14 +18,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import shutil
 import sqlite3
 import tempfile
 from pathlib import Path
 
 from backend.models.lean_reads import history_page_sql
-from bench.alternation import cpu_alternating
-from bench.service import migrated_database
+from bench.alternation import us_per_call
+from bench.service import copy_without_indexes, migrated_database
 
 HISTORY_PAGE = 64  # services.context.HISTORY_PAGE
 INDEX_COLUMNS = '("session_id", "created_at", "id")'
@@ -59,19 +58,6 @@ def fill(path: Path, sessions: int, per_session: int) -> list[str]:
     return ids
 
 
-def without_index(path: Path, copy: Path) -> None:
-    """The same database as migration 0003 left it: no index on the messages."""
-    shutil.copyfile(path, copy)
-    db = sqlite3.connect(copy)
-    (name,) = db.execute(
-        "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='messages' AND sql LIKE ?",
-        [f"%{INDEX_COLUMNS}%"],
-    ).fetchone()
-    db.execute(f'DROP INDEX "{name}"')
-    db.commit()
-    db.close()
-
-
 def reader(path: Path, sessions: list[str]):
     connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
     statement = history_page_sql("sqlite")
@@ -88,13 +74,11 @@ async def level(sessions: int, per_session: int, rounds: int, runs: int) -> None
         new_path = Path(settings.data_dir) / "sluice.sqlite3"
         ids = fill(new_path, sessions, per_session)
         old_path = Path(scratch) / "before.sqlite3"
-        without_index(new_path, old_path)
+        copy_without_indexes(new_path, old_path, [("messages", INDEX_COLUMNS)])
         old, new = reader(old_path, ids), reader(new_path, ids)
         await old()
         await new()
-        spent = await cpu_alternating(old, new, rounds, runs)
-        reads = rounds * runs
-        old_us, new_us = (spent[side] / reads * 1e6 for side in ("old", "new"))
+        old_us, new_us = await us_per_call(old, new, rounds, runs)
         print(
             f"{sessions * per_session:>9,} messages ({sessions:>5} sessions): "
             f"history read {old_us:9.1f} -> {new_us:6.1f} us CPU ({new_us / old_us:.3f}x)"

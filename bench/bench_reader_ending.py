@@ -30,7 +30,7 @@ from backend.settings import Settings
 from backend.streams.delivery import TaskReader, open_new_task_reader
 from backend.streams.hub import StreamHub
 from backend.streams.task_stream import TaskStream
-from bench.alternation import cpu_alternating
+from bench.alternation import us_per_call
 from schemas.events import DoneEvent, TokenEvent
 
 DONE = DoneEvent(message_id=None, prompt_tokens=1, completion_tokens=1, cost=0)
@@ -122,8 +122,7 @@ async def main(url: str, rounds: int, runs: int) -> None:
             for _ in range(20):  # warm both
                 await old()
                 await new()
-            spent = await cpu_alternating(old, new, rounds, runs)
-            before, after = (spent[label] / (rounds * runs) * 1e6 for label in ("old", "new"))
+            before, after = await us_per_call(old, new, rounds, runs)
             print(
                 f"client {client:<18} answer's reader {before:7.1f} -> {after:7.1f} us CPU "
                 f"({after / before:.2f}x)"

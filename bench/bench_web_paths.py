@@ -55,7 +55,7 @@ from backend.settings import Settings
 from backend.streams.delivery import open_new_task_reader
 from backend.streams.hub import StreamHub
 from backend.streams.task_stream import StreamEntry, TaskStream, text
-from bench.alternation import cpu_alternating
+from bench.alternation import us_per_call
 from bench.service import migrated_database
 from schemas.events import EventType, TokenEvent
 
@@ -66,8 +66,7 @@ FRAMES = 1000
 async def measure(
     name: str, old: Callable[[], Awaitable], new: Callable[[], Awaitable], rounds: int, runs: int
 ) -> None:
-    spent = await cpu_alternating(old, new, rounds, runs)
-    old_us, new_us = (spent[k] / (rounds * runs) * 1e6 for k in ("old", "new"))
+    old_us, new_us = await us_per_call(old, new, rounds, runs)
     print(f"{name:<52} {old_us:>9.1f} {new_us:>9.1f} µs {new_us / old_us:>7.2f}x")
 
 

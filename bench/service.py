@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -92,6 +94,22 @@ def migrated_database(database_url: str, **settings: Any) -> Iterator[Settings]:
     with tempfile.TemporaryDirectory() as data_dir:
         migrate({**os.environ, "DATA_DIR": data_dir, "DATABASE_URL": database_url})
         yield Settings(data_dir=data_dir, database_url=database_url, _env_file=None, **settings)
+
+
+def copy_without_indexes(path: Path, copy: Path, indexes: list[tuple[str, str]]) -> None:
+    """`copy` is the SQLite database at `path` without the indexes named by (table, the
+    column list as the index's SQL spells it): the schema before the migration that added
+    them, with the same rows, for a bench to read old next to new."""
+    shutil.copyfile(path, copy)
+    db = sqlite3.connect(copy)
+    for table, columns in indexes:
+        (name,) = db.execute(
+            "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name=? AND sql LIKE ?",
+            [table, f"%{columns}%"],
+        ).fetchone()
+        db.execute(f'DROP INDEX "{name}"')
+    db.commit()
+    db.close()
 
 
 @dataclass
