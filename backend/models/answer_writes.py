@@ -38,7 +38,6 @@ from tortoise.fields.data import JSON_DUMPS
 from backend.models import answer_sql as sql
 from backend.models import loop_writes
 from backend.models.chats import Role
-from backend.models.loop_writes import Work, transaction
 from backend.models.tasks import Task, TaskState
 
 
@@ -146,7 +145,7 @@ def settle_in_thread(connection: sqlite3.Connection, values: dict[str, Any]) -> 
 
 
 async def in_one_trip(
-    work: Work, numbered_sql: tuple[str, tuple[str, ...]], values: dict[str, Any]
+    work: loop_writes.Work, numbered_sql: tuple[str, tuple[str, ...]], values: dict[str, Any]
 ) -> bool:
     """SQLite: `work` as one transaction, on the loop's own connection
     (`backend.models.loop_writes`) or else in aiosqlite's thread, holding the lock
@@ -162,7 +161,9 @@ async def in_one_trip(
     async with db.acquire_connection() as connection:
         try:
             # aiosqlite's own way to run a function in its thread (its methods use it).
-            return await connection._execute(transaction, connection._conn, work, values)
+            return await connection._execute(
+                loop_writes.transaction, connection._conn, work, values
+            )
         except sqlite3.OperationalError as error:
             raise OperationalError(error) from error
         except sqlite3.IntegrityError as error:
